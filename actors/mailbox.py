@@ -1,0 +1,295 @@
+"""Bounded mailboxes with a declared overflow policy.
+
+A mailbox has one reader, the actor that owns it, and any number of writers.
+It is a deque guarded by trio's low-level wake-up primitives rather than a
+trio memory channel: a memory channel cannot drop its oldest message or
+conflate by key, and an idle actor should cost as little memory as we can make
+it (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import attrs
+import trio
+
+from .errors import ActorExitedError, MailboxFullError
+
+# How many messages an actor's mailbox holds unless its spec says otherwise.
+# A sender that outruns the actor by this much meets the overflow policy.
+DEFAULT_MAILBOX_CAPACITY = 1024
+
+# How many messages one wake-up of the actor takes at most. A burst costs one
+# wake-up per batch, while a full mailbox still lets other tasks run between
+# batches.
+DEFAULT_BATCH_SIZE = 64
+
+
+class Overflow(enum.Enum):
+    """What a full mailbox does with one more message."""
+
+    #: `send` waits for room (backpressure); `send_nowait` raises MailboxFullError.
+    WAIT = "wait"
+    #: Both `send` and `send_nowait` raise MailboxFullError at once.
+    FAIL = "fail"
+    #: The incoming message is dropped and counted.
+    DROP_NEWEST = "drop_newest"
+    #: The oldest queued message is dropped, and counted, to make room.
+    DROP_OLDEST = "drop_oldest"
+    #: Only the latest message per key is kept: a message whose key is already
+    #: queued replaces the queued one in its place (counted as a drop). A new
+    #: key arriving at a full mailbox drops the oldest key's message.
+    CONFLATE = "conflate"
+
+
+def _no_key(message: Any) -> Hashable:
+    return None
+
+
+@attrs.define(eq=False, repr=False)
+class Mailbox:
+    """A bounded FIFO of messages for one actor.
+
+    Messages from one sender arrive in the order they were sent. System
+    messages (monitors' `Down`, links' `Exit`, a supervisor's child reports)
+    go in with `deliver_system`, past the capacity, so that the runtime never
+    loses one; there is at most one per monitor, link or child.
+    """
+
+    capacity: int = attrs.field(default=DEFAULT_MAILBOX_CAPACITY)
+    overflow: Overflow = Overflow.WAIT
+    #: For CONFLATE: the key of a message; None means "never conflate this one".
+    key: Callable[[Any], Hashable] | None = None
+    owner: str = "actor"
+    #: Messages dropped by the overflow policy, all kinds together.
+    dropped: int = 0
+    _queue: Any = attrs.field(init=False)
+    _receiver: trio.lowlevel.Task | None = attrs.field(init=False, default=None)
+    _senders: trio.lowlevel.ParkingLot | None = attrs.field(init=False, default=None)
+    _closed_reason: Any = attrs.field(init=False, default=None)
+
+    @capacity.validator
+    def _check_capacity(self, _attribute: object, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, not {value!r}")
+
+    def __attrs_post_init__(self) -> None:
+        if self.overflow is Overflow.CONFLATE:
+            if self.key is None:
+                raise ValueError("a conflating mailbox needs a key function: key=lambda m: ...")
+            self._queue = OrderedDict()
+        else:
+            self._queue = deque()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Mailbox of {self.owner} {len(self._queue)}/{self.capacity} "
+            f"{self.overflow.value} dropped={self.dropped}>"
+        )
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed_reason is not None
+
+    # --- writing -----------------------------------------------------------
+
+    def send_nowait(self, message: Any) -> bool:
+        """Put `message` in the mailbox without waiting.
+
+        Returns False if the overflow policy dropped the message. Raises
+        MailboxFullError when the mailbox is full and its policy is WAIT or
+        FAIL, and ActorExitedError when the mailbox is closed.
+        """
+        if self._closed_reason is not None:
+            raise ActorExitedError(self.owner, self._closed_reason)
+        queue = self._queue
+        if self.overflow is Overflow.CONFLATE:
+            return self._put_conflated(message)
+        if len(queue) >= self.capacity:
+            overflow = self.overflow
+            if overflow is Overflow.DROP_NEWEST:
+                self.dropped += 1
+                return False
+            if overflow is Overflow.DROP_OLDEST:
+                queue.popleft()
+                self.dropped += 1
+            else:
+                raise MailboxFullError(self.owner, self.capacity)
+        queue.append(message)
+        if self._receiver is not None:
+            self._wake_receiver()
+        return True
+
+    def _put_conflated(self, message: Any) -> bool:
+        queue: OrderedDict[Any, Any] = self._queue
+        assert self.key is not None
+        key = self.key(message)
+        if key is None:
+            key = object()
+        elif key in queue:
+            queue[key] = message
+            self.dropped += 1
+            return True
+        if len(queue) >= self.capacity:
+            queue.popitem(last=False)
+            self.dropped += 1
+        queue[key] = message
+        if self._receiver is not None:
+            self._wake_receiver()
+        return True
+
+    async def send(self, message: Any) -> bool:
+        """Put `message` in the mailbox, waiting for room if the policy is WAIT.
+
+        Other policies never wait: they behave as `send_nowait`. Raises
+        ActorExitedError if the mailbox closes, even while waiting; if the
+        wait is cancelled the message was not delivered.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.overflow is Overflow.WAIT:
+            while len(self._queue) >= self.capacity and self._closed_reason is None:
+                if self._senders is None:
+                    self._senders = trio.lowlevel.ParkingLot()
+                await self._senders.park()
+        delivered = self.send_nowait(message)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return delivered
+
+    def deliver_system(self, message: Any) -> None:
+        """Put a runtime message in, past the capacity; a closed mailbox ignores it.
+
+        Once the mailbox is closed its actor reads no more messages, so there
+        is nobody left to tell.
+        """
+        if self._closed_reason is not None:
+            return
+        if self.overflow is Overflow.CONFLATE:
+            self._queue[object()] = message
+        else:
+            self._queue.append(message)
+        if self._receiver is not None:
+            self._wake_receiver()
+
+    def close(self, reason: Any) -> None:
+        """Take no more messages; the reader still drains what is queued.
+
+        Waiting senders are woken and raise ActorExitedError. Closing twice
+        keeps the first reason.
+        """
+        if self._closed_reason is not None:
+            return
+        self._closed_reason = reason
+        if self._receiver is not None:
+            self._wake_receiver()
+        if self._senders is not None:
+            self._senders.unpark_all()
+
+    def clear(self) -> int:
+        """Discard every queued message; return how many there were."""
+        count = len(self._queue)
+        self._queue.clear()
+        self._wake_senders()
+        return count
+
+    def remove_if(self, predicate: Callable[[Any], bool]) -> int:
+        """Discard queued messages for which `predicate` is true; return how many."""
+        before = len(self._queue)
+        if self.overflow is Overflow.CONFLATE:
+            for key in [k for k, m in self._queue.items() if predicate(m)]:
+                del self._queue[key]
+        else:
+            kept = [m for m in self._queue if not predicate(m)]
+            self._queue.clear()
+            self._queue.extend(kept)
+        removed = before - len(self._queue)
+        if removed:
+            self._wake_senders()
+        return removed
+
+    # --- reading -----------------------------------------------------------
+
+    def _wake_receiver(self) -> None:
+        task = self._receiver
+        self._receiver = None
+        assert task is not None
+        trio.lowlevel.reschedule(task)
+
+    def _wake_senders(self) -> None:
+        if self._senders is not None and self._senders:
+            self._senders.unpark(count=self.capacity - len(self._queue))
+
+    def _pop(self) -> Any:
+        if self.overflow is Overflow.CONFLATE:
+            return self._queue.popitem(last=False)[1]
+        return self._queue.popleft()
+
+    async def _wait_for_messages(self) -> None:
+        if self._receiver is not None:
+            raise RuntimeError(f"mailbox of {self.owner} has one reader; another task is waiting")
+        self._receiver = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            self._receiver = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def receive(self) -> Any:
+        """Take the oldest message, waiting for one.
+
+        Raises trio.EndOfChannel once the mailbox is closed and drained.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._queue:
+            if self._closed_reason is not None:
+                raise trio.EndOfChannel
+            await self._wait_for_messages()
+        message = self._pop()
+        self._wake_senders()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
+
+    async def receive_batch(self, max_messages: int = DEFAULT_BATCH_SIZE) -> list[Any]:
+        """Take up to `max_messages` messages: wait for the first, take the rest as queued.
+
+        A burst costs one wake-up. Raises trio.EndOfChannel once the mailbox
+        is closed and drained.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._queue:
+            if self._closed_reason is not None:
+                raise trio.EndOfChannel
+            await self._wait_for_messages()
+        queue = self._queue
+        if self.overflow is Overflow.CONFLATE:
+            count = min(len(queue), max_messages)
+            batch = [queue.popitem(last=False)[1] for _ in range(count)]
+        elif len(queue) <= max_messages:
+            batch = list(queue)
+            queue.clear()
+        else:
+            popleft = queue.popleft
+            batch = [popleft() for _ in range(max_messages)]
+        self._wake_senders()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch
+
+    def receive_nowait(self) -> Any:
+        """Take the oldest message if there is one; raise trio.WouldBlock if not.
+
+        Raises trio.EndOfChannel once the mailbox is closed and drained.
+        """
+        if not self._queue:
+            if self._closed_reason is not None:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        message = self._pop()
+        self._wake_senders()
+        return message

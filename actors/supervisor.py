@@ -1,0 +1,411 @@
+"""Supervisors: children declared as data, restarted by policy, stopped in order.
+
+A supervisor is an actor whose task owns a nursery; each child is one task in
+that nursery. Children start in order, each ready before the next, and stop
+in reverse order, each given its shutdown time and then cancelled.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Final
+
+import attrs
+import trio
+
+from .actor import Actor, new_mailbox, run_actor
+from .errors import (
+    DuplicateChildError,
+    NoSuchChildError,
+    RestartIntensityError,
+    StartError,
+    UnexpectedMessageError,
+)
+from .mailbox import DEFAULT_MAILBOX_CAPACITY, Overflow
+from .ref import SHUTDOWN, ActorRef, Crashed, ExitReason
+
+# How long a worker may take to stop once asked before it is cancelled, in seconds.
+DEFAULT_SHUTDOWN_SECONDS: Final = 5.0
+
+# Dynamic children have no order among themselves (like OTP's
+# simple_one_for_one) and are stopped concurrently, this many at a time, so
+# that 10,000 connections close in a few rounds rather than one by one.
+DEFAULT_SHUTDOWN_BATCH: Final = 1000
+
+
+class Restart(enum.Enum):
+    """When a child that ended is started again."""
+
+    #: Always, whatever the reason it ended.
+    PERMANENT = "permanent"
+    #: Only if it crashed; a normal end or a shutdown is final.
+    TRANSIENT = "transient"
+    #: Never; its end is reported, not repaired (connections).
+    TEMPORARY = "temporary"
+
+
+class Strategy(enum.Enum):
+    """Which children a restart takes with it."""
+
+    #: Restart only the child that ended.
+    ONE_FOR_ONE = "one_for_one"
+    #: Stop every other child (reverse order) and start them all again in order.
+    ONE_FOR_ALL = "one_for_all"
+    #: Stop the children started after the one that ended (reverse order) and
+    #: start it and them again in order.
+    REST_FOR_ONE = "rest_for_one"
+
+
+@attrs.frozen
+class Backoff:
+    """Wait before a restart: `initial * multiplier**(n-1)`, capped, +/- jitter.
+
+    n counts this child's restarts within the budget's window, so a child
+    that keeps crashing waits longer each time and one that recovers starts
+    again from `initial`.
+    """
+
+    initial: float = 0.1
+    maximum: float = 10.0
+    multiplier: float = 2.0
+    #: Fraction of the delay added or taken at random, so that many children
+    #: restarting together do not retry in lockstep.
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
+        return max(0.0, base * (1 + self.jitter * rng.uniform(-1.0, 1.0)))
+
+
+@attrs.frozen
+class RestartBudget:
+    """At most `max_restarts` restarts in any `window_seconds`, by trio's clock.
+
+    One more and the supervisor stops its children and fails with
+    RestartIntensityError, so its own parent decides. Backoff is off unless given.
+    """
+
+    max_restarts: int = 3
+    window_seconds: float = 5.0
+    backoff: Backoff | None = None
+
+
+@attrs.frozen
+class ChildSpec:
+    """How to start one child, and what to do when it ends.
+
+    `start` is an Actor subclass (or a factory of Actors) called with `args`,
+    or an async function called as `start(ctx, *args)`. `id` names the child
+    under its supervisor; None lets a dynamic child get a generated id.
+    """
+
+    id: Hashable
+    start: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    restart: Restart = Restart.PERMANENT
+    #: Seconds the child may take to stop when asked (draining its mailbox and
+    #: running its stop hook) before it is cancelled. 0 cancels at once.
+    shutdown: float = DEFAULT_SHUTDOWN_SECONDS
+    mailbox_capacity: int | None = None
+    overflow: Overflow | None = None
+    conflate_key: Callable[[Any], Hashable] | None = None
+    #: A name for logs and errors; defaults to the id.
+    label: str | None = None
+
+
+@attrs.define(eq=False)
+class _Child:
+    id: Hashable
+    spec: ChildSpec
+    dynamic: bool
+    ref: ActorRef | None = None
+    restarts: int = 0
+    restart_times: deque[float] = attrs.Factory(deque)
+    # Set while the supervisor itself is stopping this child, so that its
+    # end is not taken for a failure.
+    stopping: bool = False
+
+
+@attrs.frozen
+class _ChildExited:
+    child: _Child
+    ref: ActorRef
+    reason: ExitReason
+
+
+@attrs.frozen
+class ChildInfo:
+    """What `Supervisor.which_children` reports of one child."""
+
+    id: Hashable
+    ref: ActorRef | None
+    restart: Restart
+    restarts: int
+    dynamic: bool
+    supervisor: Supervisor | None
+
+
+class Supervisor(Actor):
+    """An actor that starts, watches and restarts children by policy.
+
+    Build one with its children, strategy and budget, and start it like any
+    actor: under another supervisor with `Supervisor.spec(...)`, or as the
+    system's tree with `System.start_supervisor`. `start_child` and
+    `stop_child` change the children at run time.
+    """
+
+    def __init__(
+        self,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        budget: RestartBudget | None = None,
+        shutdown_batch: int = DEFAULT_SHUTDOWN_BATCH,
+        rng: random.Random | None = None,
+    ) -> None:
+        ids = [spec.id for spec in children]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"child ids must be unique, got {ids!r}")
+        self._initial = tuple(children)
+        self.strategy = strategy
+        self.budget = budget or RestartBudget()
+        self._shutdown_batch = shutdown_batch
+        self._rng = rng or random.Random()
+        self._children: dict[Hashable, _Child] = {}
+        self._restart_times: deque[float] = deque()
+        self._nursery: trio.Nursery | None = None
+        self._lock = trio.StrictFIFOLock()
+        self._dynamic_ids = itertools.count(1)
+
+    @classmethod
+    def spec(
+        cls,
+        id: Hashable,
+        children: Sequence[ChildSpec] = (),
+        *,
+        strategy: Strategy = Strategy.ONE_FOR_ONE,
+        budget: RestartBudget | None = None,
+        restart: Restart = Restart.PERMANENT,
+        shutdown: float = math.inf,
+    ) -> ChildSpec:
+        """A ChildSpec that starts a nested supervisor with these children.
+
+        A supervisor's shutdown time defaults to infinity: it takes as long as
+        its own children's shutdown times add up to.
+        """
+        return ChildSpec(
+            id=id,
+            start=functools.partial(cls, children, strategy=strategy, budget=budget),
+            restart=restart,
+            shutdown=shutdown,
+        )
+
+    # --- the public side -----------------------------------------------------
+
+    async def start_child(self, spec: ChildSpec) -> ActorRef:
+        """Start a child at run time and return its ref once it is ready.
+
+        Raises DuplicateChildError if the id is taken, and StartError if the
+        child fails before it is ready (it is then not kept).
+        """
+        async with self._lock:
+            if spec.id is None:
+                spec = attrs.evolve(spec, id=f"{spec.label or 'child'}-{next(self._dynamic_ids)}")
+            if spec.id in self._children:
+                raise DuplicateChildError(self.ctx.name, spec.id)
+            return await self._add(spec, dynamic=True)
+
+    async def stop_child(self, child_id: Hashable) -> None:
+        """Stop a child (given its shutdown time, then cancelled) and forget it."""
+        async with self._lock:
+            child = self._children.get(child_id)
+            if child is None:
+                raise NoSuchChildError(self.ctx.name, child_id)
+            await self._stop(child)
+            self._children.pop(child_id, None)
+
+    def which_children(self) -> list[ChildInfo]:
+        """The current children in start order."""
+        return [
+            ChildInfo(
+                id=child.id,
+                ref=child.ref if child.ref is not None and child.ref.alive else None,
+                restart=child.spec.restart,
+                restarts=child.restarts,
+                dynamic=child.dynamic,
+                supervisor=self._supervisor_of(child),
+            )
+            for child in self._children.values()
+        ]
+
+    def count_children(self) -> int:
+        return len(self._children)
+
+    # --- the actor ---------------------------------------------------------
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        supervisors = ctx.system._supervisors
+        supervisors[ctx.ref] = self
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                async with self._lock:
+                    for spec in self._initial:
+                        await self._add(spec, dynamic=False)
+                ctx.ready()
+                async for message in ctx:
+                    match message:
+                        case _ChildExited(child=child, ref=ref, reason=reason):
+                            async with self._lock:
+                                await self._child_exited(child, ref, reason)
+                        case _:
+                            raise UnexpectedMessageError(ctx.name, message)
+            finally:
+                try:
+                    await self._stop_all()
+                finally:
+                    supervisors.pop(ctx.ref, None)
+
+    # --- starting ------------------------------------------------------------
+
+    async def _add(self, spec: ChildSpec, *, dynamic: bool) -> ActorRef:
+        child = _Child(spec.id, spec, dynamic)
+        self._children[spec.id] = child
+        try:
+            return await self._start(child)
+        except BaseException:
+            self._children.pop(spec.id, None)
+            raise
+
+    async def _start(self, child: _Child) -> ActorRef:
+        assert self._nursery is not None
+        spec = child.spec
+        system = self.ctx.system
+        label = spec.label or str(spec.id)
+        mailbox = new_mailbox(
+            label,
+            spec.start,
+            capacity=spec.mailbox_capacity,
+            overflow=spec.overflow,
+            conflate_key=spec.conflate_key,
+            default_capacity=DEFAULT_MAILBOX_CAPACITY,
+        )
+        ref = ActorRef(system._next_id(), label, mailbox)
+        ref._on_exit = functools.partial(self._on_child_exit, child)
+        child.ref = ref
+        child.stopping = False
+        run = functools.partial(run_actor, stop_hook_seconds=spec.shutdown)
+        try:
+            await self._nursery.start(run, ref, system, spec.start, spec.args)
+        except Exception as error:
+            raise StartError(spec.id, error) from error
+        return ref
+
+    def _on_child_exit(self, child: _Child, ref: ActorRef, reason: ExitReason) -> None:
+        # Runs synchronously in the child's task as it ends; the decision is
+        # taken in the supervisor's own task, one exit at a time.
+        if child.stopping or child.ref is not ref:
+            return
+        self.ctx._mailbox.deliver_system(_ChildExited(child, ref, reason))
+
+    # --- restarting ------------------------------------------------------------
+
+    async def _child_exited(self, child: _Child, ref: ActorRef, reason: ExitReason) -> None:
+        if self._children.get(child.id) is not child or child.ref is not ref:
+            return  # stale: already stopped or restarted on purpose
+        restart = child.spec.restart
+        if restart is Restart.TEMPORARY or (
+            restart is Restart.TRANSIENT and not isinstance(reason, Crashed)
+        ):
+            del self._children[child.id]
+            return
+        self._count_restart(child)
+        children = list(self._children.values())
+        match self.strategy:
+            case Strategy.ONE_FOR_ONE:
+                group = [child]
+            case Strategy.ONE_FOR_ALL:
+                group = children
+            case Strategy.REST_FOR_ONE:
+                group = children[children.index(child) :]
+        for other in reversed(group):
+            if other is not child:
+                await self._stop(other)
+        for other in group:
+            if other is not child and other.spec.restart is Restart.TEMPORARY:
+                # Temporary children are never restarted, not even by a sibling's fall.
+                del self._children[other.id]
+        for other in group:
+            if self._children.get(other.id) is other:
+                await self._restart(other)
+
+    def _count_restart(self, child: _Child) -> None:
+        """Record one restart; raise RestartIntensityError if over budget."""
+        now = trio.current_time()
+        budget = self.budget
+        for times in (self._restart_times, child.restart_times):
+            times.append(now)
+            while times and times[0] <= now - budget.window_seconds:
+                times.popleft()
+        child.restarts += 1
+        if len(self._restart_times) > budget.max_restarts:
+            raise RestartIntensityError(self.ctx.name, budget.max_restarts, budget.window_seconds)
+
+    async def _restart(self, child: _Child) -> None:
+        """Start `child` again, after its backoff; a failed start counts as a crash."""
+        while True:
+            backoff = self.budget.backoff
+            if backoff is not None:
+                await trio.sleep(backoff.delay(len(child.restart_times), self._rng))
+            try:
+                await self._start(child)
+                return
+            except StartError:
+                self._count_restart(child)
+
+    # --- stopping --------------------------------------------------------------
+
+    async def _stop(self, child: _Child) -> None:
+        """Ask `child` to stop; cancel it when its shutdown time is up; wait for its end.
+
+        A child that shields itself from cancellation can still delay this:
+        trio has no way to end a task that will not end.
+        """
+        ref = child.ref
+        if ref is None or not ref.alive:
+            return
+        child.stopping = True
+        ref._request_stop()
+        with trio.move_on_after(child.spec.shutdown):
+            await ref.wait_exit()
+        if ref.alive:
+            ref._kill(SHUTDOWN)
+            await ref.wait_exit()
+
+    async def _stop_all(self) -> None:
+        """Stop every child: dynamic ones concurrently in batches, then the rest in reverse."""
+        children = list(self._children.values())
+        dynamic = [child for child in children if child.dynamic]
+        static = [child for child in children if not child.dynamic]
+        batch = max(1, self._shutdown_batch)
+        for end in range(len(dynamic), 0, -batch):
+            async with trio.open_nursery() as nursery:
+                for child in dynamic[max(0, end - batch) : end]:
+                    nursery.start_soon(self._stop, child)
+        for child in reversed(static):
+            await self._stop(child)
+        self._children.clear()
+
+    def _supervisor_of(self, child: _Child) -> Supervisor | None:
+        """The Supervisor object a child runs, if it is one (for introspection)."""
+        ref = child.ref
+        if ref is None or not ref.alive:
+            return None
+        return self.ctx.system._supervisors.get(ref)
