@@ -242,6 +242,9 @@ async def run_actor(
     not raised. Cancellation from outside is raised after the bookkeeping.
     """
     ctx = Context(ref, system, ref._mailbox, task_status)
+    # The task status holds trio's starting nursery alive; once ctx has it,
+    # this frame must not, or every running actor keeps ~1 KiB of it.
+    del task_status
     reason: ExitReason | None = None
     actor: Actor | None = None
     try:

@@ -46,8 +46,10 @@ class Overflow(enum.Enum):
     CONFLATE = "conflate"
 
 
-def _no_key(message: Any) -> Hashable:
-    return None
+# The queue of an empty mailbox: a deque costs 760 bytes even when empty, so
+# an idle actor holds this shared empty tuple instead and gets a deque on its
+# first message back (see docs/benchmarks.md for what an idle actor costs).
+_EMPTY: tuple[()] = ()
 
 
 @attrs.define(eq=False, repr=False)
@@ -83,7 +85,7 @@ class Mailbox:
                 raise ValueError("a conflating mailbox needs a key function: key=lambda m: ...")
             self._queue = OrderedDict()
         else:
-            self._queue = deque()
+            self._queue = _EMPTY
 
     def __repr__(self) -> str:
         return (
@@ -109,10 +111,12 @@ class Mailbox:
         """
         if self._closed_reason is not None:
             raise ActorExitedError(self.owner, self._closed_reason)
-        queue = self._queue
         if self.overflow is Overflow.CONFLATE:
             return self._put_conflated(message)
-        if len(queue) >= self.capacity:
+        queue = self._queue
+        if queue is _EMPTY:
+            queue = self._queue = deque()
+        elif len(queue) >= self.capacity:
             overflow = self.overflow
             if overflow is Overflow.DROP_NEWEST:
                 self.dropped += 1
@@ -173,6 +177,8 @@ class Mailbox:
         if self.overflow is Overflow.CONFLATE:
             self._queue[object()] = message
         else:
+            if self._queue is _EMPTY:
+                self._queue = deque()
             self._queue.append(message)
         if self._receiver is not None:
             self._wake_receiver()
@@ -194,7 +200,8 @@ class Mailbox:
     def clear(self) -> int:
         """Discard every queued message; return how many there were."""
         count = len(self._queue)
-        self._queue.clear()
+        if self._queue is not _EMPTY:
+            self._queue.clear()
         self._wake_senders()
         return count
 
@@ -205,9 +212,7 @@ class Mailbox:
             for key in [k for k, m in self._queue.items() if predicate(m)]:
                 del self._queue[key]
         else:
-            kept = [m for m in self._queue if not predicate(m)]
-            self._queue.clear()
-            self._queue.extend(kept)
+            self._queue = deque(m for m in self._queue if not predicate(m))
         removed = before - len(self._queue)
         if removed:
             self._wake_senders()
@@ -228,18 +233,19 @@ class Mailbox:
     def _pop(self) -> Any:
         if self.overflow is Overflow.CONFLATE:
             return self._queue.popitem(last=False)[1]
-        return self._queue.popleft()
+        message = self._queue.popleft()
+        if not self._queue:
+            self._queue = _EMPTY
+        return message
 
-    async def _wait_for_messages(self) -> None:
+    def _become_receiver(self) -> None:
         if self._receiver is not None:
             raise RuntimeError(f"mailbox of {self.owner} has one reader; another task is waiting")
         self._receiver = trio.lowlevel.current_task()
 
-        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-            self._receiver = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort_receive(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._receiver = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def receive(self) -> Any:
         """Take the oldest message, waiting for one.
@@ -250,7 +256,8 @@ class Mailbox:
         while not self._queue:
             if self._closed_reason is not None:
                 raise trio.EndOfChannel
-            await self._wait_for_messages()
+            self._become_receiver()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
         message = self._pop()
         self._wake_senders()
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -266,14 +273,15 @@ class Mailbox:
         while not self._queue:
             if self._closed_reason is not None:
                 raise trio.EndOfChannel
-            await self._wait_for_messages()
+            self._become_receiver()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
         queue = self._queue
         if self.overflow is Overflow.CONFLATE:
             count = min(len(queue), max_messages)
             batch = [queue.popitem(last=False)[1] for _ in range(count)]
         elif len(queue) <= max_messages:
             batch = list(queue)
-            queue.clear()
+            self._queue = _EMPTY
         else:
             popleft = queue.popleft
             batch = [popleft() for _ in range(max_messages)]

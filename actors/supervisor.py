@@ -126,7 +126,9 @@ class _Child:
     dynamic: bool
     ref: ActorRef | None = None
     restarts: int = 0
-    restart_times: deque[float] = attrs.Factory(deque)
+    # When this child was restarted within the budget's window; created on
+    # its first restart (an idle child should cost little).
+    restart_times: deque[float] | None = None
     # Set while the supervisor itself is stopping this child, so that its
     # end is not taken for a failure.
     stopping: bool = False
@@ -350,6 +352,8 @@ class Supervisor(Actor):
         """Record one restart; raise RestartIntensityError if over budget."""
         now = trio.current_time()
         budget = self.budget
+        if child.restart_times is None:
+            child.restart_times = deque()
         for times in (self._restart_times, child.restart_times):
             times.append(now)
             while times and times[0] <= now - budget.window_seconds:
@@ -363,7 +367,7 @@ class Supervisor(Actor):
         while True:
             backoff = self.budget.backoff
             if backoff is not None:
-                await trio.sleep(backoff.delay(len(child.restart_times), self._rng))
+                await trio.sleep(backoff.delay(len(child.restart_times or ()), self._rng))
             try:
                 await self._start(child)
                 return
