@@ -88,7 +88,7 @@ def _check_optional_ref(instance: object, attribute: attrs.Attribute[Any], value
 
 
 def _check_topic(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not str or not value or not _is_name(value):
+    if not isinstance(value, str) or not value or not _is_name(value):
         raise _fail(attribute, "a non-empty printable str without whitespace", value)
     if not _utf8_length_at_most(value, MAX_TOPIC_BYTES):
         raise InvalidFieldError(
@@ -104,7 +104,7 @@ def _check_optional_topic(instance: object, attribute: attrs.Attribute[Any], val
 
 def _check_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if (
-        type(value) is not str
+        not isinstance(value, str)
         or not value
         or not _is_name(value)
         or not _utf8_length_at_most(value, MAX_NAME_BYTES)
@@ -117,7 +117,7 @@ def _check_name(instance: object, attribute: attrs.Attribute[Any], value: object
 
 
 def _check_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not str:
+    if not isinstance(value, str):
         raise _fail(attribute, "a str", value)
 
 
@@ -128,7 +128,7 @@ def _check_bool(instance: object, attribute: attrs.Attribute[Any], value: object
 
 def _check_params(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     # Shallow on purpose (see the module docstring): the decoder checks values.
-    if type(value) is not dict or not all(type(key) is str for key in value):
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
         raise _fail(attribute, "a map with str keys", value)
 
 
@@ -261,9 +261,9 @@ class Reply:
 def _is_error_payload(payload: Payload) -> bool:
     return (
         isinstance(payload, dict)
-        and type(payload.get("code")) is str
+        and isinstance(payload.get("code"), str)
         and bool(payload["code"])
-        and type(payload.get("message")) is str
+        and isinstance(payload.get("message"), str)
     )
 
 
