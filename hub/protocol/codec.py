@@ -9,7 +9,7 @@ frame arrays. This module owns the tag numbers.
 Decoding never raises for malformed input: every problem comes back as a
 `DecodeError` value in the place of the frame it spoiled, so one bad frame in
 a batch costs only itself. A message that cannot be split into frames at all
-decodes to a single `DecodeError`.
+decodes to a single `DecodeError`. `decode_strict`, for clients, raises instead.
 """
 
 from __future__ import annotations
@@ -336,6 +336,18 @@ class Codec(abc.ABC):
                 )
             ]
         return [_frame_or_error(wire) for wire in message]
+
+    def decode_strict(self, data: Message) -> list[Frame]:
+        """Decode one message that must be valid throughout, as a client does.
+
+        Raises the first DecodeError instead of returning it.
+        """
+        frames: list[Frame] = []
+        for item in self.decode(data):
+            if isinstance(item, DecodeError):
+                raise item
+            frames.append(item)
+        return frames
 
     def _load_message(self, data: Message) -> object:
         self._check_message_type(data)

@@ -377,10 +377,8 @@ class ClientMachine:
         after which the client should close the connection (code 1002).
         """
         events: list[ClientEvent] = []
-        for item in self.codec.decode(data):
+        for item in self.codec.decode_strict(data):
             match item:
-                case DecodeError():
-                    raise item
                 case Reply(ref=ref):
                     request = self._pending.pop(ref, None)
                     # No request: an answer to a ref the caller forgot, on purpose.

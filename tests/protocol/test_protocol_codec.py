@@ -161,6 +161,15 @@ def test_any_batch_round_trips(codec: Codec, data: st.DataObject) -> None:
     assert codec.decode(encoded_one_by_one) == batch
 
 
+@pytest.mark.parametrize("codec", CODECS, ids=lambda codec: codec.subprotocol)
+def test_decode_strict_raises_the_first_problem(codec: Codec) -> None:
+    good = codec.encode_batch([Heartbeat(1), Heartbeat(2)])
+    assert codec.decode_strict(good) == [Heartbeat(1), Heartbeat(2)]
+    bad = _raw(codec, [[5, 1], [99], [5, -1]])
+    with pytest.raises(DecodeError, match="unknown frame kind 99"):
+        codec.decode_strict(bad)
+
+
 def test_message_types() -> None:
     assert isinstance(MSGPACK.encode(Heartbeat(1)), bytes)
     assert isinstance(JSON.encode(Heartbeat(1)), str)
