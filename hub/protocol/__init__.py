@@ -33,7 +33,6 @@ from hub.protocol.codec import (
     JsonCodec,
     Message,
     MsgpackCodec,
-    choose_subprotocol,
     codec_for,
 )
 from hub.protocol.frames import (
@@ -126,6 +125,5 @@ __all__ = [
     "ServerFrame",
     "ServerMachine",
     "UnknownSubprotocolError",
-    "choose_subprotocol",
     "codec_for",
 ]

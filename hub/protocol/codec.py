@@ -18,7 +18,7 @@ import abc
 import json
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
@@ -488,7 +488,9 @@ JSON = JsonCodec()
 """The shared `triohub.v1.json` codec."""
 
 SUBPROTOCOLS: tuple[str, ...] = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
-"""The subprotocols the hub speaks, most preferred first."""
+"""The subprotocols the hub speaks, most preferred first: of those a client
+offers, the gateway picks the first in this order (msgpack is smaller and
+faster, and carries bytes)."""
 
 _CODECS: Mapping[str, Codec] = {MSGPACK.subprotocol: MSGPACK, JSON.subprotocol: JSON}
 
@@ -505,12 +507,3 @@ def codec_for(subprotocol: str) -> Codec:
             f"unknown subprotocol {brief_repr(subprotocol)}; "
             f"the hub speaks {', '.join(SUBPROTOCOLS)}"
         ) from None
-
-
-def choose_subprotocol(offered: Iterable[str]) -> str | None:
-    """Pick the first subprotocol the client offers that the hub speaks.
-
-    The client lists subprotocols in its order of preference (RFC 6455 4.1);
-    None means no common one, and the gateway should refuse the upgrade.
-    """
-    return next((name for name in offered if name in _CODECS), None)

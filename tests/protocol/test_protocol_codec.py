@@ -17,6 +17,7 @@ from hub.protocol import (
     MSGPACK,
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
+    SUBPROTOCOLS,
     TAGS,
     Call,
     Codec,
@@ -35,7 +36,6 @@ from hub.protocol import (
     Push,
     Reply,
     UnknownSubprotocolError,
-    choose_subprotocol,
     codec_for,
 )
 
@@ -231,15 +231,9 @@ def test_codec_for_each_subprotocol() -> None:
     assert codec_for(SUBPROTOCOL_JSON) is JSON
     assert SUBPROTOCOL_MSGPACK == "triohub.v1.msgpack"
     assert SUBPROTOCOL_JSON == "triohub.v1.json"
+    assert SUBPROTOCOLS == (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
     with pytest.raises(UnknownSubprotocolError, match=r"'triohub\.v0\.xml'"):
         codec_for("triohub.v0.xml")
-
-
-def test_choose_subprotocol_follows_the_clients_preference() -> None:
-    assert choose_subprotocol(["chat", SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK]) == SUBPROTOCOL_JSON
-    assert choose_subprotocol([SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON]) == SUBPROTOCOL_MSGPACK
-    assert choose_subprotocol(["chat"]) is None
-    assert choose_subprotocol([]) is None
 
 
 # -- malformed input ----------------------------------------------------------
