@@ -79,9 +79,11 @@ def _check_close_reason(instance: object, attribute: attrs.Attribute[str], value
 class Dispatch:
     """Route this valid client frame to its topic's service.
 
-    The machine has already checked the membership it needs. The shell owes
-    the client a Reply when the frame's ref is above 0 (a Join's Reply comes
-    from `join_succeeded` / `join_failed`; a Leave's comes with this action).
+    The machine has already checked membership. What the shell still owes:
+    a Join, a call to `join_succeeded` or `join_failed` once the service
+    decides (they return the Reply); a Publish or Call with a ref above 0, a
+    Reply (`Reply(...)` or `Reply.error(...)`); a failed ref-0 request, an
+    Error frame with a null ref. A Leave needs nothing: its Reply comes with it.
     """
 
     frame: Join | Leave | Publish | Call
