@@ -455,8 +455,9 @@ class _Dispatcher:
             # here is logged with its traceback, and the gateway serves on.
             logger.exception("error serving connection from %s", remote)
         finally:
-            with trio.CancelScope(shield=True):
-                await close_lingering(stream, timeout=self.config.close_timeout)
+            # Not shielded: at shutdown there is no point lingering, and a
+            # cancelled close_lingering closes at once.
+            await close_lingering(stream, timeout=self.config.close_timeout)
 
     async def _serve_requests(
         self, connection: HttpConnection, remote: RemoteAddress | None
@@ -581,8 +582,7 @@ class _Dispatcher:
         try:
             await self._run_websocket(websocket_stream, route, info)
         finally:
-            with trio.CancelScope(shield=True):
-                await websocket_stream.aclose()
+            await websocket_stream.aclose()
 
     async def _run_websocket(
         self, websocket_stream: WebSocketStream, route: WebSocketRoute, info: ConnectInfo

@@ -133,7 +133,8 @@ class _FrameBoundaries:
         self._close_payload += data[: 2 - len(self._close_payload)]
         if len(self._close_payload) == 2:
             code = bytes(
-                byte ^ key for byte, key in zip(self._close_payload, self._close_mask, strict=True)
+                byte ^ key
+                for byte, key in zip(self._close_payload, self._close_mask[:2], strict=True)
             )
             self.close_code = int.from_bytes(code, "big")
             self._close_payload = None
