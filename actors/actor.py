@@ -9,6 +9,7 @@ Crashed(exception).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final
@@ -304,6 +305,8 @@ def new_mailbox(
     default_capacity: int,
 ) -> Mailbox:
     """Build a mailbox from a spec's settings, falling back to the Actor class's."""
+    if isinstance(start, functools.partial):
+        start = start.func
     if isinstance(start, type) and issubclass(start, Actor):
         capacity = capacity if capacity is not None else start.mailbox_capacity
         overflow = overflow if overflow is not None else start.overflow

@@ -181,6 +181,16 @@ class ActorRef:
         assert self._exit_reason is not None
         return self._exit_reason
 
+    def kill(self, error: BaseException | None = None) -> None:
+        """End the actor now, whatever it is doing (Erlang's exit/2).
+
+        Its work is cancelled and it ends with Crashed(error), or SHUTDOWN
+        when no error is given; its stop hook still runs. Its supervisor then
+        applies the restart policy as for any end. Killing an ended actor does
+        nothing. Returns at once; `wait_exit` waits for the end.
+        """
+        self._kill(Crashed(error) if error is not None else SHUTDOWN)
+
     # --- the runtime's side ------------------------------------------------
 
     def _watch(self, key: object, callback: ExitCallback) -> None:

@@ -49,6 +49,8 @@ class ErrorCode(enum.StrEnum):
     """A message, batch or count is over its limit."""
     RATE_LIMITED = "rate_limited"
     """The client sends faster than it is allowed to."""
+    UNKNOWN_EVENT = "unknown_event"
+    """The topic's service has no handler for this event."""
 
 
 def brief_repr(value: object) -> str:
@@ -118,3 +120,42 @@ class EncodeError(ProtocolError):
     Frames built inside the hub are trusted, so this points at a service
     handing the hub a payload the subscriber's codec cannot carry.
     """
+
+
+class ServiceError(HubError):
+    """Raised by a service to refuse a request; the client gets an error Reply.
+
+    `code` is machine-readable (an ErrorCode or a service's own), `message`
+    is for people. Any other exception from a service is a bug: its topic
+    actor crashes and is restarted, and its members are told.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class JoinRefusedError(ServiceError):
+    """Raised by a service's `join` to refuse a member (code `join_refused` by default)."""
+
+    def __init__(self, message: str, code: str = ErrorCode.JOIN_REFUSED) -> None:
+        super().__init__(code, message)
+
+
+class SlowConsumerError(HubError):
+    """A client fell so far behind that its outgoing mailbox filled; it is disconnected."""
+
+    def __init__(self, connection: str, capacity: int) -> None:
+        super().__init__(
+            f"{connection} fell {capacity} messages behind and was disconnected (slow consumer)"
+        )
+        self.connection = connection
+        self.capacity = capacity
+
+
+class ConfigError(HubError):
+    """The hub's configuration is wrong; the message says which setting and why."""

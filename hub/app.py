@@ -1,0 +1,247 @@
+"""The hub: an application's routes, and the running server that serves them.
+
+    app = Hub("chat")
+    app.route("room:*", RoomService)
+
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(serve_hub, app, HubConfig(port=0))
+        ...
+        running.request_shutdown()      # or SIGTERM under `hub serve`
+
+The actor tree of a running hub::
+
+    system (root)
+    └── hub (rest_for_one)
+        ├── topics (one_for_one): one transient actor per live topic
+        └── connections (one_for_one): one temporary actor per WebSocket
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+from collections.abc import Callable, Hashable
+from typing import Final
+
+import attrs
+import trio
+import trio_websocket
+
+import actors
+from hub.config import HubConfig
+from hub.connection import CLOSE_TIMEOUT_SECONDS, Connection
+from hub.gateway import (
+    Authenticate,
+    ConnectInfo,
+    GatewayConfig,
+    GatewayHandle,
+    WebSocketRoute,
+    serve_echo,
+    serve_gateway,
+)
+from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
+from hub.metrics import CONTENT_TYPE, HubMetrics
+from hub.protocol import SUBPROTOCOLS
+from hub.services import Service
+from hub.topics import Route, Topic, Topics
+
+# The plain WebSocket echo endpoint (no hub protocol), for testing clients.
+ECHO_PATH: Final = "/echo"
+
+
+@attrs.define(eq=False)
+class Hub:
+    """An application: which service serves which topics, and who may connect.
+
+    `authenticate(request)` (sync or async) sees each WebSocket connect
+    request (path, query, headers, remote address) and returns the client's
+    identity, which services see as `member.identity`; raising
+    `hub.gateway.AuthenticationError` refuses the connection with 401.
+    """
+
+    name: str = "triohub"
+    authenticate: Authenticate | None = None
+    routes: list[Route] = attrs.Factory(list)
+    http_routes: list[HttpRoute] = attrs.Factory(list)
+
+    def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
+        """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
+
+        `factory(topic)` builds the service of one topic, typically a Service
+        subclass; the first matching route, in declaration order, wins.
+        """
+        if not pattern or pattern == "*":
+            raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
+        self.routes.append(Route(pattern, factory))
+
+
+@attrs.define(eq=False)
+class HubRuntime:
+    """A running hub: its actor system, topics, metrics and gateway."""
+
+    app: Hub
+    config: HubConfig
+    system: actors.System
+    metrics: HubMetrics
+    topics: Topics = attrs.field(init=False)
+    gateway: GatewayHandle | None = None
+    _shutdown: trio.Event = attrs.Factory(trio.Event)
+    _stopping: bool = False
+
+    @property
+    def url(self) -> str:
+        """The HTTP URL of the demo page and endpoints."""
+        assert self.gateway is not None
+        host = self.config.host or "127.0.0.1"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{_url_host(host)}:{self.gateway.port}/"
+
+    @property
+    def websocket_url(self) -> str:
+        """The URL clients connect to for the hub protocol."""
+        base = self.url.replace("http", "ws", 1)
+        return base.rstrip("/") + self.config.path
+
+    def request_shutdown(self) -> None:
+        """Start a graceful shutdown: stop accepting, drain and close clients, return."""
+        self._shutdown.set()
+
+    def connections(self) -> actors.Supervisor:
+        return _child_supervisor(self.system, "connections")
+
+    def connection_count(self) -> int:
+        return self.connections().count_children()
+
+    # --- gateway callbacks ------------------------------------------------------
+
+    async def serve_socket(
+        self, websocket: trio_websocket.WebSocketConnection, info: ConnectInfo
+    ) -> None:
+        """Run one client's connection actor until it ends (the gateway's handler)."""
+        spec = actors.ChildSpec(
+            id=None,
+            start=Connection,
+            args=(self, websocket, info),
+            restart=actors.Restart.TEMPORARY,
+            shutdown=self.config.drain_seconds,
+            label="connection",
+        )
+        ref = await self.connections().start_child(spec)
+        await ref.wait_exit()
+
+    async def healthz(self, request: HttpRequest) -> HttpResponse:
+        status = "shutting_down" if self._stopping else "ok"
+        body = {
+            "status": status,
+            "connections": self.connection_count(),
+            "topics": self.topics.count(),
+        }
+        return HttpResponse(
+            status=503 if self._stopping else 200,
+            body=json.dumps(body).encode(),
+            content_type="application/json",
+        )
+
+    async def serve_metrics(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(body=self.metrics.render(), content_type=CONTENT_TYPE)
+
+    async def _drain(self) -> None:
+        """Stop accepting, close every client (1001) after its queue is written."""
+        assert self.gateway is not None
+        self._stopping = True
+        await self.gateway.stop_accepting()
+        hub_supervisor = _child_supervisor(self.system, "hub", under_root=True)
+        # Stopping the connections supervisor stops its connections
+        # concurrently, in batches; each writes what is queued, then closes 1001.
+        await hub_supervisor.stop_child("connections")
+        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+            await self.gateway.wait_drained()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _child_supervisor(
+    system: actors.System, child_id: Hashable, *, under_root: bool = False
+) -> actors.Supervisor:
+    """The current Supervisor object of a child (it changes when one is restarted)."""
+    parent = system.root
+    if not under_root:
+        parent = _child_supervisor(system, "hub", under_root=True)
+    for info in parent.which_children():
+        if info.id == child_id and info.supervisor is not None:
+            return info.supervisor
+    raise actors.NoSuchChildError(parent.ctx.name, child_id)
+
+
+async def serve_hub(
+    app: Hub,
+    config: HubConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[HubRuntime] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run `app` until `request_shutdown()`, then drain and return.
+
+    Reports the HubRuntime (with its URL and port) through `task_status` once
+    listening. Cancelling this task instead ends everything at once.
+    Raises OSError if the port cannot be bound.
+    """
+    config = config or HubConfig()
+    metrics = HubMetrics()
+    async with actors.open_system(app.name, handle_signals=False) as system:
+        runtime = HubRuntime(app, config, system, metrics)
+        topic_budget = actors.RestartBudget(
+            max_restarts=config.topic_max_restarts, window_seconds=config.topic_restart_window
+        )
+        await system.start_supervisor(
+            [
+                actors.Supervisor.spec("topics", budget=topic_budget),
+                actors.Supervisor.spec("connections"),
+            ],
+            id="hub",
+            strategy=actors.Strategy.REST_FOR_ONE,
+        )
+        runtime.topics = Topics(
+            routes=tuple(app.routes),
+            registry=system.registry,
+            supervisor_of=lambda: _child_supervisor(system, "topics"),
+            metrics=metrics,
+        )
+        metrics.watch_actors(system.snapshot)
+        gateway_config = GatewayConfig(
+            host=config.host,
+            port=config.port,
+            origins=config.origins,
+            certfile=config.certfile,
+            keyfile=config.keyfile,
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+        )
+        static = importlib.resources.files("hub") / "static"
+        http_routes = [
+            HttpRoute("/healthz", runtime.healthz),
+            HttpRoute("/metrics", runtime.serve_metrics),
+            *app.http_routes,
+            static_files(static, prefix="/"),
+        ]
+        async with trio.open_nursery() as nursery:
+            runtime.gateway = await nursery.start(
+                functools.partial(
+                    serve_gateway,
+                    gateway_config,
+                    websocket_routes=[
+                        WebSocketRoute(config.path, runtime.serve_socket, SUBPROTOCOLS),
+                        WebSocketRoute(ECHO_PATH, serve_echo),
+                    ],
+                    http_routes=http_routes,
+                    authenticate=app.authenticate,
+                    observe=metrics.observe_gateway,
+                )
+            )
+            task_status.started(runtime)
+            await runtime._shutdown.wait()
+            await runtime._drain()
+            nursery.cancel_scope.cancel()

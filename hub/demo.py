@@ -1,0 +1,12 @@
+"""The built-in demo: chat rooms (`room:*`) and an echo service (`echo:*`).
+
+`hub serve` with no application runs this; open http://127.0.0.1:8000/ in
+two browser tabs and chat.
+"""
+
+from hub.app import Hub
+from hub.services import EchoService, RoomService
+
+app = Hub("triohub demo")
+app.route("room:*", RoomService)
+app.route("echo:*", EchoService)

@@ -1,0 +1,134 @@
+"""Prometheus metrics for one hub, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import actors
+from hub.gateway import (
+    GatewayEvent,
+    IdleClosed,
+    ProtocolViolationClosed,
+    RequestRejected,
+    WebSocketAccepted,
+)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _ActorTreeCollector(Collector):
+    """Reads the actor tree at scrape time: mailbox drops, restarts, depth, topics."""
+
+    def __init__(self, snapshot: Callable[[], actors.ActorInfo | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        tree = self._snapshot()
+        if tree is None:
+            return
+        drops = restarts = depth = count = 0
+        for info in tree.walk():
+            count += 1
+            drops += info.dropped
+            restarts += info.restarts
+            depth += info.mailbox_depth
+        yield GaugeMetricFamily("triohub_actors", "Live actors in the hub's tree", value=count)
+        yield GaugeMetricFamily(
+            "triohub_mailbox_depth", "Messages queued in all mailboxes", value=depth
+        )
+        yield CounterMetricFamily(
+            "triohub_mailbox_drops",
+            "Messages dropped by mailbox overflow policies (live actors)",
+            value=drops,
+        )
+        yield CounterMetricFamily(
+            "triohub_restarts", "Restarts of the live actors by their supervisors", value=restarts
+        )
+
+
+class HubMetrics:
+    """The hub's counters and gauges; `render()` gives the /metrics body."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge("triohub_connections", "Open WebSocket connections", registry=r)
+        self.connections_total = Counter(
+            "triohub_connections_accepted", "WebSocket connections accepted", registry=r
+        )
+        self.joins = Counter("triohub_joins", "Topic joins accepted", registry=r)
+        self.messages_in = Counter(
+            "triohub_messages_in", "WebSocket messages received from clients", registry=r
+        )
+        self.messages_out = Counter(
+            "triohub_messages_out", "WebSocket messages sent to clients", registry=r
+        )
+        self.frames_out = Counter(
+            "triohub_frames_out",
+            "Frames sent to clients (a batch message holds several)",
+            registry=r,
+        )
+        self.errors = Counter(
+            "triohub_errors",
+            "Error frames and error replies sent to clients, by code",
+            ["code"],
+            registry=r,
+        )
+        self.slow_consumers = Counter(
+            "triohub_slow_consumers", "Clients disconnected for falling behind", registry=r
+        )
+        self.conflated = Counter(
+            "triohub_conflated", "Latest-only pushes replaced by a newer one unsent", registry=r
+        )
+        self.unencodable = Counter(
+            "triohub_unencodable",
+            "Broadcasts some members' codec could not carry (bytes to JSON clients)",
+            registry=r,
+        )
+        self.policy_closes = Counter(
+            "triohub_policy_closes", "Connections closed for a flood of bad frames", registry=r
+        )
+        self.topic_start_failures = Counter(
+            "triohub_topic_start_failures", "Topic services that failed to start", registry=r
+        )
+        self.rejections = Counter(
+            "triohub_rejections", "Connect requests refused, by reason", ["reason"], registry=r
+        )
+        self.protocol_closes = Counter(
+            "triohub_protocol_closes",
+            "WebSockets closed for breaking RFC 6455, by close code",
+            ["code"],
+            registry=r,
+        )
+        self.idle_closes = Counter(
+            "triohub_idle_closes", "WebSockets closed for silence past the idle timeout", registry=r
+        )
+
+    def connection_opened(self) -> None:
+        self.connections.inc()
+        self.connections_total.inc()
+
+    def connection_closed(self) -> None:
+        self.connections.dec()
+
+    def watch_actors(self, snapshot: Callable[[], actors.ActorInfo | None]) -> None:
+        """Report the actor tree's drops and restarts at each scrape."""
+        self.registry.register(_ActorTreeCollector(snapshot))
+
+    def observe_gateway(self, event: GatewayEvent) -> None:
+        """Count a gateway event (the gateway's `observe` hook)."""
+        match event:
+            case RequestRejected(reason=reason):
+                self.rejections.labels(reason=str(reason)).inc()
+            case ProtocolViolationClosed(code=code):
+                self.protocol_closes.labels(code=str(code)).inc()
+            case IdleClosed():
+                self.idle_closes.inc()
+            case WebSocketAccepted():
+                pass  # counted by the connection actor as it starts
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,53 @@
+"""The Service base class: the hooks a topic's service may override."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hub.errors import ErrorCode, ServiceError
+from hub.protocol import Payload
+from hub.topics import Member, Topic
+
+
+class Service:
+    """What one topic does: who may join, and what events and calls mean.
+
+    Subclass it and override what you need. Every hook runs in the topic's
+    actor, one at a time. Raise `JoinRefusedError` from `join` to refuse a
+    member and `ServiceError(code, message)` from the other hooks to answer
+    the client with an error; any other exception is a bug that crashes the
+    topic (its members are told, and it is restarted).
+    """
+
+    def __init__(self, topic: Topic) -> None:
+        self.topic = topic
+
+    async def started(self) -> None:
+        """Prepare state; runs once when the topic's actor starts."""
+
+    async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
+        """Decide whether `member` may join; return the payload of the ok Reply.
+
+        Accepts everyone by default.
+        """
+        return None
+
+    async def joined(self, member: Member, offset: int | None) -> None:
+        """Runs right after the ok Reply is queued: replay history, greet, announce.
+
+        `offset` is the last offset the client saw, when it is rejoining.
+        """
+
+    async def leave(self, member: Member) -> None:
+        """`member` left, was kicked, or its connection ended."""
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        """A member published `event`. Refuses every event by default."""
+        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"topic {self.topic.name!r} takes no events")
+
+    async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
+        """A member called `event`; return the reply's payload. Refuses by default."""
+        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"topic {self.topic.name!r} takes no calls")
+
+    async def stopped(self) -> None:
+        """Tidy up; runs once when the topic's actor ends, whatever the reason."""

@@ -1,0 +1,77 @@
+"""Rooms: chat-like broadcast with a bounded history replayed on join."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Final
+
+from hub.errors import ErrorCode, JoinRefusedError, ServiceError
+from hub.protocol import Payload
+from hub.services.base import Service
+from hub.topics import Member, Topic
+
+# Events kept per room for members who join later or rejoin after a drop.
+DEFAULT_HISTORY: Final = 50
+
+# Longest chat message, in characters.
+MAX_TEXT: Final = 2000
+
+# Longest user name, in characters.
+MAX_USER: Final = 40
+
+
+class RoomService(Service):
+    """A chat room.
+
+    - Join params: `{"user": name}` (1 to 40 characters). The ok Reply's
+      payload is `{"members": count}`. Right after it, the room's recent
+      history arrives as `message` Pushes with their offsets; a client
+      rejoining with `offset` gets only what came after it.
+    - Publish `message` with `{"text": str}` (at most 2,000 characters): every
+      member, the sender too, gets a `message` Push with
+      `{"user", "text", "at"}`. The user comes from the join, not the
+      client's payload, so nobody can speak as someone else.
+    - Call `members`: the user names present, in join order.
+    """
+
+    def __init__(self, topic: Topic, *, history: int = DEFAULT_HISTORY) -> None:
+        super().__init__(topic)
+        self.history: deque[tuple[int, Payload]] = deque(maxlen=history)
+
+    async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
+        user = params.get("user")
+        if not isinstance(user, str) or not 1 <= len(user.strip()) <= MAX_USER:
+            raise JoinRefusedError(
+                f"join params need a 'user' name of 1 to {MAX_USER} characters, got {user!r}",
+                code=ErrorCode.BAD_FIELD,
+            )
+        return {"members": len(self.topic.members) + 1}
+
+    async def joined(self, member: Member, offset: int | None) -> None:
+        for kept_offset, payload in self.history:
+            if offset is None or kept_offset > offset:
+                self.topic.push(member, "message", payload, offset=kept_offset)
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        if event != "message":
+            raise ServiceError(
+                ErrorCode.UNKNOWN_EVENT, f"rooms take 'message' events, not {event!r}"
+            )
+        text = payload.get("text") if isinstance(payload, Mapping) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ServiceError(ErrorCode.BAD_FIELD, "a message needs a non-empty 'text' string")
+        if len(text) > MAX_TEXT:
+            raise ServiceError(
+                ErrorCode.BAD_FIELD, f"text is {len(text)} characters, over the limit of {MAX_TEXT}"
+            )
+        message: Payload = {"user": member.params["user"], "text": text, "at": time.time()}
+        offset = self.topic.broadcast("message", message, keep=True)
+        assert offset is not None
+        self.history.append((offset, message))
+
+    async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
+        if event == "members":
+            return [other.params["user"] for other in self.topic.members.values()]
+        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"rooms answer 'members' calls, not {event!r}")
