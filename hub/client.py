@@ -1,0 +1,352 @@
+"""A Python client for the hub, on trio.
+
+    async with hub.client.connect("ws://127.0.0.1:8000/ws") as client:
+        room = await client.join("room:lobby", {"user": "ada"})
+        room.on("message", lambda payload: print(payload["user"], payload["text"]))
+        await room.publish("message", {"text": "hello"}, ack=True)
+        print(await client.call("echo:me", "ping", {"n": 1}, timeout=2.0))
+        async for push in room:          # or iterate the pushes yourself
+            ...
+
+One reader task per connection decodes what the server sends (with
+`hub.protocol.ClientMachine`) and hands each Push to its topic's handlers and
+iterator, and each Reply to the request waiting for it. Everything runs in
+the nursery `connect` opens: leaving the block closes the socket and ends it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Final
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import attrs
+import trio
+import trio_websocket
+
+from hub.errors import HubError
+from hub.protocol import (
+    SUBPROTOCOL_MSGPACK,
+    ClientMachine,
+    Ended,
+    Error,
+    ErrorReceived,
+    Message,
+    Payload,
+    Push,
+    Reply,
+    ReplyReceived,
+    codec_for,
+)
+
+# How long a request waits for its Reply unless told otherwise, in seconds.
+DEFAULT_TIMEOUT: Final = 5.0
+
+# Pushes kept for a topic's `async for` until the app takes them. When it is
+# full the reader waits, which slows this connection only (and the server
+# disconnects us if we fall far behind): iterate, or use handlers.
+PUSH_BUFFER: Final = 256
+
+# A heartbeat goes out this often; a connection that does not answer one
+# within the same time is taken for dead and closed.
+DEFAULT_HEARTBEAT_SECONDS: Final = 20.0
+
+Handler = Callable[[Payload], Awaitable[None] | None]
+
+
+class ClientError(HubError):
+    """Base of the client's errors."""
+
+
+class ReplyError(ClientError):
+    """The server answered a request with an error Reply or Error frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestTimeoutError(ClientError):
+    """No Reply arrived in time; a late one is dropped."""
+
+
+class ConnectionLostError(ClientError):
+    """The connection closed while a request was waiting, or before it was sent."""
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    done: trio.Event = attrs.Factory(trio.Event)
+    reply: Reply | None = None
+    error: Error | None = None
+
+
+@attrs.define(eq=False)
+class Channel:
+    """A joined topic: its handlers, its pushes, and requests on it.
+
+    `async for push in channel` yields each Push (the full frame, with
+    `event`, `payload` and `offset`) until the membership ends; `ended`
+    then holds the server's Ended frame (None if we left or closed). Pushes
+    are kept for iteration from the first `async for` on; a full buffer
+    (PUSH_BUFFER) makes the reader wait for the iterating task.
+    """
+
+    client: Client
+    topic: str
+    join_reply: Payload
+    ended: Ended | None = None
+    _handlers: dict[str, list[Handler]] = attrs.Factory(dict)
+    _iterating: bool = False
+    _send: trio.MemorySendChannel[Push] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[Push] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[Push](PUSH_BUFFER)
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Call `handler(payload)` (sync or async) for each `event` Push; `*` for all."""
+        self._handlers.setdefault(event, []).append(handler)
+
+    async def publish(
+        self,
+        event: str,
+        payload: Payload = None,
+        *,
+        ack: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        await self.client.publish(self.topic, event, payload, ack=ack, timeout=timeout)
+
+    async def call(
+        self, event: str, payload: Payload = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> Payload:
+        return await self.client.call(self.topic, event, payload, timeout=timeout)
+
+    async def leave(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        await self.client.leave(self.topic, timeout=timeout)
+
+    def __aiter__(self) -> AsyncIterator[Push]:
+        # Pushes are buffered for iteration only once someone iterates, so
+        # that an app using handlers alone never fills the buffer.
+        self._iterating = True
+        return self._receive.__aiter__()
+
+    async def _deliver(self, push: Push) -> None:
+        for handler in (*self._handlers.get(push.event, ()), *self._handlers.get("*", ())):
+            result = handler(push.payload)
+            if inspect.isawaitable(result):
+                await result
+        if self._iterating:
+            await self._send.send(push)
+
+    def _close(self, ended: Ended | None) -> None:
+        self.ended = ended
+        self._send.close()
+
+
+@attrs.define(eq=False)
+class Client:
+    """One connection to a hub; get it from `connect`."""
+
+    _websocket: trio_websocket.WebSocketConnection
+    _machine: ClientMachine
+    _waiters: dict[int, _Waiter] = attrs.Factory(dict)
+    _channels: dict[str, Channel] = attrs.Factory(dict)
+    _closed: bool = False
+
+    @property
+    def subprotocol(self) -> str:
+        return self._machine.codec.subprotocol
+
+    @property
+    def channels(self) -> Mapping[str, Channel]:
+        return self._channels
+
+    async def join(
+        self,
+        topic: str,
+        params: Mapping[str, Payload] | None = None,
+        *,
+        offset: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Channel:
+        """Join `topic`; return its Channel. Raises ReplyError if refused."""
+        ref, message = self._machine.join(topic, params, offset)
+        channel = Channel(self, topic, None)
+        self._channels[topic] = channel
+        try:
+            reply = await self._request(ref, message, timeout)
+        except BaseException:
+            if self._channels.get(topic) is channel:
+                del self._channels[topic]
+            raise
+        channel.join_reply = reply.payload
+        return channel
+
+    async def leave(self, topic: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Leave `topic`; no Push for it arrives after this returns."""
+        ref, message = self._machine.leave(topic)
+        await self._request(ref, message, timeout)
+        channel = self._channels.pop(topic, None)
+        if channel is not None:
+            channel._close(None)
+
+    async def publish(
+        self,
+        topic: str,
+        event: str,
+        payload: Payload = None,
+        *,
+        ack: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        """Publish `event` to a joined `topic`; with `ack`, wait for the server's ok."""
+        ref, message = self._machine.publish(topic, event, payload, ack=ack)
+        if ack:
+            await self._request(ref, message, timeout)
+        else:
+            await self._send(message)
+
+    async def call(
+        self, topic: str, event: str, payload: Payload = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> Payload:
+        """Call the service of a joined `topic` and return its answer.
+
+        Raises ReplyError for an error answer (say `call_timeout` from the
+        server) and RequestTimeoutError if nothing comes within `timeout`.
+        """
+        ref, message = self._machine.call(topic, event, payload, timeout=timeout)
+        reply = await self._request(ref, message, timeout)
+        return reply.payload
+
+    async def heartbeat(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Send a Heartbeat and wait for its answer."""
+        ref, message = self._machine.heartbeat()
+        await self._request(ref, message, timeout)
+
+    async def aclose(self) -> None:
+        """Close the connection (1000)."""
+        await self._websocket.aclose()
+
+    # --- inside ------------------------------------------------------------------
+
+    async def _send(self, message: Message) -> None:
+        if self._closed:
+            raise ConnectionLostError("the connection is closed")
+        try:
+            await self._websocket.send_message(message)
+        except trio_websocket.ConnectionClosed as error:
+            raise ConnectionLostError(f"the connection closed: {error.reason}") from error
+
+    async def _request(self, ref: int, message: Message, timeout: float) -> Reply:
+        waiter = self._waiters[ref] = _Waiter()
+        try:
+            with trio.move_on_after(timeout):
+                await self._send(message)
+                await waiter.done.wait()
+        finally:
+            self._waiters.pop(ref, None)
+        if not waiter.done.is_set():
+            self._machine.forget(ref)
+            raise RequestTimeoutError(f"no reply to request {ref} within {timeout} s")
+        if waiter.error is not None:
+            raise ReplyError(waiter.error.code, waiter.error.message)
+        if waiter.reply is None:
+            raise ConnectionLostError("the connection closed before the reply came")
+        reply = waiter.reply
+        if not reply.ok:
+            raise ReplyError(reply.error_code or "", reply.error_message or "")
+        return reply
+
+    async def _serve_reader(self) -> None:
+        try:
+            while True:
+                data = await self._websocket.get_message()
+                for event in self._machine.receive(data):
+                    match event:
+                        case ReplyReceived(reply=reply):
+                            waiter = self._waiters.get(reply.ref)
+                            if waiter is not None:
+                                waiter.reply = reply
+                                waiter.done.set()
+                        case ErrorReceived(error=error):
+                            waiter = self._waiters.get(error.ref or 0)
+                            if waiter is not None:
+                                waiter.error = error
+                                waiter.done.set()
+                        case Push(topic=topic):
+                            channel = self._channels.get(topic)
+                            if channel is not None:
+                                await channel._deliver(event)
+                        case Ended(topic=topic):
+                            channel = self._channels.pop(topic, None)
+                            if channel is not None:
+                                channel._close(event)
+        except trio_websocket.ConnectionClosed:
+            pass
+        finally:
+            self._closed = True
+            for waiter in self._waiters.values():
+                waiter.done.set()
+            for channel in self._channels.values():
+                channel._close(None)
+
+    async def _serve_heartbeats(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.heartbeat(timeout=interval)
+            except RequestTimeoutError:
+                await self._websocket.aclose(1001, "no heartbeat reply")
+                return
+            except ConnectionLostError:
+                return
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    subprotocol: str = SUBPROTOCOL_MSGPACK,
+    query: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
+    ssl_context: ssl.SSLContext | None = None,
+    connect_timeout: float = DEFAULT_TIMEOUT,
+) -> AsyncIterator[Client]:
+    """Connect to the hub at `url` (`ws://host:port/ws`) for the body of the block.
+
+    `query` is added to the URL (say a token); `subprotocol` picks the codec
+    (`triohub.v1.msgpack` or `triohub.v1.json`). Raises
+    trio_websocket.HandshakeError if the server refuses (wrong origin, bad
+    token, unknown subprotocol) and trio.TooSlowError after `connect_timeout`.
+    """
+    codec = codec_for(subprotocol)
+    if query:
+        parts = urlsplit(url)
+        extra = urlencode(dict(query))
+        url = urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(connect_timeout):
+            websocket = await trio_websocket.connect_websocket_url(
+                nursery,
+                url,
+                ssl_context=ssl_context,
+                subprotocols=[subprotocol],
+                extra_headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()],
+            )
+        client = Client(websocket, ClientMachine(codec))
+        nursery.start_soon(client._serve_reader)
+        if heartbeat_seconds:
+            nursery.start_soon(client._serve_heartbeats, heartbeat_seconds)
+        try:
+            yield client
+        finally:
+            with trio.move_on_after(DEFAULT_TIMEOUT, shield=True):
+                await websocket.aclose()
+            nursery.cancel_scope.cancel()
