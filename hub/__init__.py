@@ -2,7 +2,73 @@
 
 `hub.protocol` is the sans-IO wire protocol (frames, codecs, per-connection
 state machines); it imports nothing from the rest of the hub but `hub.errors`.
-The gateway, connection actors, router and services build on it and on the
-`actors` runtime. Import what you need from its own module; this package
-imports nothing on purpose, so `import hub.protocol` stays free of trio.
+The gateway, connection actors, topics and services build on it and on the
+`actors` runtime.
+
+The names an application needs are importable from here (`from hub import
+Hub, RoomService, serve_hub`). They load on first use, so that
+`import hub.protocol` stays free of trio.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hub import client
+    from hub.app import Hub, HubRuntime, serve_hub
+    from hub.config import HubConfig, load_config
+    from hub.errors import HubError, JoinRefusedError, ServiceError
+    from hub.gateway import AuthenticationError, ConnectRequest
+    from hub.protocol import Payload
+    from hub.services import EchoService, RoomService, Service
+    from hub.topics import Member, Topic
+
+_EXPORTS = {
+    "AuthenticationError": "hub.gateway",
+    "ConnectRequest": "hub.gateway",
+    "EchoService": "hub.services",
+    "Hub": "hub.app",
+    "HubConfig": "hub.config",
+    "HubError": "hub.errors",
+    "HubRuntime": "hub.app",
+    "JoinRefusedError": "hub.errors",
+    "Member": "hub.topics",
+    "Payload": "hub.protocol",
+    "RoomService": "hub.services",
+    "Service": "hub.services",
+    "ServiceError": "hub.errors",
+    "Topic": "hub.topics",
+    "load_config": "hub.config",
+    "serve_hub": "hub.app",
+}
+
+__all__ = [
+    "AuthenticationError",
+    "ConnectRequest",
+    "EchoService",
+    "Hub",
+    "HubConfig",
+    "HubError",
+    "HubRuntime",
+    "JoinRefusedError",
+    "Member",
+    "Payload",
+    "RoomService",
+    "Service",
+    "ServiceError",
+    "Topic",
+    "client",
+    "load_config",
+    "serve_hub",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "client":
+        return importlib.import_module("hub.client")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hub' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,29 @@
+"""The chat demo as an application, with a service of its own.
+
+    hub serve examples.chat:app        # then open http://127.0.0.1:8000/
+
+Rooms (`room:*`) keep 100 messages of history; `help:*` topics are a
+moderated room that refuses messages with banned words, written in a few
+lines on top of RoomService.
+"""
+
+from __future__ import annotations
+
+from hub import Hub, Member, Payload, RoomService, ServiceError
+
+BANNED = {"spam", "scam"}
+
+
+class ModeratedRoom(RoomService):
+    """A room that refuses messages with banned words (error code `moderated`)."""
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        text = payload.get("text", "") if isinstance(payload, dict) else ""
+        if isinstance(text, str) and BANNED & set(text.lower().split()):
+            raise ServiceError("moderated", "that message has a banned word")
+        await super().handle_event(member, event, payload)
+
+
+app = Hub("chat example")
+app.route("room:*", lambda topic: RoomService(topic, history=100))
+app.route("help:*", ModeratedRoom)
