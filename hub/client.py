@@ -45,6 +45,11 @@ from hub.protocol import (
 # How long a request waits for its Reply unless told otherwise, in seconds.
 DEFAULT_TIMEOUT: Final = 5.0
 
+# A call's timeout goes to the server, which answers `call_timeout` when it
+# runs out; the client waits this much longer for that answer before it
+# gives up on its own (RequestTimeoutError).
+CALL_REPLY_GRACE: Final = 1.0
+
 # Pushes kept for a topic's `async for` until the app takes them. When it is
 # full the reader waits, which slows this connection only (and the server
 # disconnects us if we fall far behind): iterate, or use handlers.
@@ -217,11 +222,12 @@ class Client:
     ) -> Payload:
         """Call the service of a joined `topic` and return its answer.
 
-        Raises ReplyError for an error answer (say `call_timeout` from the
-        server) and RequestTimeoutError if nothing comes within `timeout`.
+        The server cuts the call at `timeout` and answers `call_timeout`,
+        raised here as ReplyError like any error answer; if no answer comes
+        at all within `timeout` + CALL_REPLY_GRACE, RequestTimeoutError.
         """
         ref, message = self._machine.call(topic, event, payload, timeout=timeout)
-        reply = await self._request(ref, message, timeout)
+        reply = await self._request(ref, message, timeout + CALL_REPLY_GRACE)
         return reply.payload
 
     async def heartbeat(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -323,30 +329,30 @@ async def connect(
 
     `query` is added to the URL (say a token); `subprotocol` picks the codec
     (`triohub.v1.msgpack` or `triohub.v1.json`). Raises
-    trio_websocket.HandshakeError if the server refuses (wrong origin, bad
-    token, unknown subprotocol) and trio.TooSlowError after `connect_timeout`.
+    trio_websocket.ConnectionRejected (a HandshakeError, with the HTTP
+    status and body) if the server refuses (wrong origin, bad token, unknown
+    subprotocol), and trio_websocket.ConnectionTimeout after `connect_timeout`.
     """
     codec = codec_for(subprotocol)
     if query:
         parts = urlsplit(url)
         extra = urlencode(dict(query))
         url = urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(connect_timeout):
-            websocket = await trio_websocket.connect_websocket_url(
-                nursery,
-                url,
-                ssl_context=ssl_context,
-                subprotocols=[subprotocol],
-                extra_headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()],
-            )
+    extra_headers = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    async with trio_websocket.open_websocket_url(
+        url,
+        ssl_context=ssl_context,
+        subprotocols=[subprotocol],
+        extra_headers=extra_headers,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=DEFAULT_TIMEOUT,
+    ) as websocket:
         client = Client(websocket, ClientMachine(codec))
-        nursery.start_soon(client._serve_reader)
-        if heartbeat_seconds:
-            nursery.start_soon(client._serve_heartbeats, heartbeat_seconds)
-        try:
-            yield client
-        finally:
-            with trio.move_on_after(DEFAULT_TIMEOUT, shield=True):
-                await websocket.aclose()
-            nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._serve_reader)
+            if heartbeat_seconds:
+                nursery.start_soon(client._serve_heartbeats, heartbeat_seconds)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
