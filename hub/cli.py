@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -39,7 +40,7 @@ def load_app(spec: str) -> Hub:
         app: Any = getattr(module, attribute)
     except AttributeError:
         raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if callable(app) and not isinstance(app, Hub):
+    if inspect.isfunction(app):
         app = app()
     if not isinstance(app, Hub):
         raise ConfigError(f"{spec!r} is a {type(app).__name__}, not a hub.Hub")
