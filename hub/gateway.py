@@ -618,7 +618,7 @@ class _Dispatcher:
         route: WebSocketRoute,
         info: ConnectInfo,
     ) -> None:
-        close_code, close_reason = 1000, None
+        close_code, close_reason = 1000, "handler finished"
         try:
             await route.handler(websocket, info)
         except Exception as exc:
@@ -626,16 +626,21 @@ class _Dispatcher:
                 logger.exception("WebSocket handler for %s failed", route.path)
                 close_code, close_reason = 1011, "internal error"
         except BaseException:
-            # Cancelled from outside: the gateway is shutting down.
-            close_code, close_reason = 1001, "server shutting down"
-            raise
-        finally:
+            # Cancelled from outside: the gateway is shutting down, and
+            # trio-websocket's reader is being cancelled with this handler,
+            # so no closing handshake can complete. Send 1001 (shielded, so
+            # the shutdown does not cut it) and close without lingering.
             with trio.move_on_after(self.config.close_timeout, shield=True):
-                # No-op if the handler or the peer closed already. Otherwise
-                # this sends Close and waits for the peer's reply, after which
-                # trio-websocket closes the stream.
-                await websocket.aclose(close_code, close_reason)
-                await websocket_stream.aclose()
+                await websocket_stream.send_close(1001, "server shutting down")
+            await websocket_stream.aclose()
+            raise
+        with trio.move_on_after(self.config.close_timeout):
+            # No-op if the handler or the peer closed already. Otherwise this
+            # sends Close and waits for the peer's reply, after which
+            # trio-websocket closes the stream. Not shielded: a shutdown
+            # arriving now just closes the socket.
+            await websocket.aclose(close_code, close_reason)
+        await websocket_stream.aclose()
 
     async def _watch_liveness(
         self,

@@ -189,7 +189,9 @@ class WebSocketStream(trio.abc.Stream):
         # but does not take it when it closes the stream) with the Close
         # frame this stream may write while closing.
         self._send_lock = trio.StrictFIFOLock()
-        self._receiving = False
+        # Held while trio-websocket's reader waits on the transport; a
+        # lingering close takes it so the two never read at once.
+        self._receive_lock = trio.StrictFIFOLock()
         # False once a send ended early: how much of it went out is unknown,
         # so no further frame can be framed correctly.
         self._frames_intact = True
@@ -220,11 +222,8 @@ class WebSocketStream(trio.abc.Stream):
             size = len(self._pending) if max_bytes is None else max_bytes
             data, self._pending = self._pending[:size], self._pending[size:]
         else:
-            self._receiving = True
-            try:
+            async with self._receive_lock:
                 data = await self._transport.receive_some(max_bytes)
-            finally:
-                self._receiving = False
         if data:
             self.last_received = trio.current_time()
             self._incoming.feed(data)
@@ -249,39 +248,54 @@ class WebSocketStream(trio.abc.Stream):
         Safe to call more than once and from several tasks: later calls wait
         for the first to finish. Cancellation closes the transport at once.
         """
+        reason = self._websocket.closed if self._websocket is not None else None
+        await self._close(None if reason is None else (reason.code, reason.reason or ""))
+
+    async def _close(self, close: tuple[int, str] | None) -> None:
         if self._close_started:
             await self._closed.wait()
             return
         self._close_started = True
         try:
             with trio.move_on_after(self._close_timeout):
-                await self._send_owed_close()
+                if close is not None:
+                    await self._send_close(*close)
+                # Lingering reads the transport, so wait for trio-websocket's
+                # reader to be out of receive_some (it leaves on data, EOF or
+                # cancellation); the deadline bounds the wait.
+                async with self._receive_lock:
+                    await close_lingering(self._transport, timeout=self._close_timeout)
         finally:
             try:
-                # Reading to linger while trio-websocket's reader waits in
-                # receive_some would collide; then the socket just closes.
-                if self._receiving:
-                    await trio.aclose_forcefully(self._transport)
-                else:
-                    await close_lingering(self._transport, timeout=self._close_timeout)
+                await trio.aclose_forcefully(self._transport)
             finally:
+                # Even if cancellation unwinds through the close above.
                 self._closed.set()
 
-    async def _send_owed_close(self) -> None:
-        if self._websocket is None or self._outgoing.close_seen:
-            return
-        reason = self._websocket.closed
-        if reason is None or not _may_send(reason.code):
+    async def send_close(self, code: int, reason: str = "") -> None:
+        """Send Close `code` unless a Close frame went out already; do not close.
+
+        For when trio-websocket cannot run the closing handshake: at shutdown
+        its reader task is cancelled together with the handler, so no Close
+        reply could be read and `WebSocketConnection.aclose()` would only
+        wait out its timeout. Follow with `aclose()`. Does nothing once the
+        stream is closing.
+        """
+        if not self._close_started:
+            await self._send_close(code, reason)
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        if self._websocket is None or self._outgoing.close_seen or not _may_send(code):
             return
         async with self._send_lock:
             if not self._frames_intact:
-                logger.debug("not sending Close %d after an interrupted send", reason.code)
+                logger.debug("not sending Close %d after an interrupted send", code)
                 return
-            frame = close_frame(reason.code, reason.reason or "")
+            frame = close_frame(code, reason)
             try:
                 await self._transport.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                logger.debug("peer gone before Close %d could be sent", reason.code)
+                logger.debug("peer gone before Close %d could be sent", code)
                 return
         self._observe_outgoing(frame)
 

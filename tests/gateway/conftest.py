@@ -39,7 +39,7 @@ def no_unexpected_errors(
     errors = [
         record
         for phase in ("setup", "call", "teardown")
-        for record in caplog.get_records(phase)  # type: ignore[arg-type]
+        for record in caplog.get_records(phase)
         if record.levelno >= logging.ERROR
     ]
     assert not errors, "gateway logged errors:\n" + "\n".join(
