@@ -293,10 +293,12 @@ class GatewayHandle:
 
     addresses: tuple[tuple[str, int], ...]
     tls: bool
-    _accept_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    _listeners_closed: trio.Event = attrs.field(factory=trio.Event)
-    _drained: trio.Event = attrs.field(factory=trio.Event)
-    _connections: int = 0
+    # Told when accepting stops, so idle keep-alive connections close.
+    _on_stop: Callable[[], None]
+    _accept_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _listeners_closed: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _drained: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _connections: int = attrs.field(init=False, default=0)
 
     @property
     def port(self) -> int:
@@ -313,7 +315,13 @@ class GatewayHandle:
         return self._connections
 
     async def stop_accepting(self) -> None:
-        """Close the listening sockets; return once they are closed."""
+        """Close the listening sockets; return once they are closed.
+
+        HTTP connections waiting idle for another request are closed too, and
+        a response in progress is sent with `Connection: close`; WebSocket
+        handlers are left alone.
+        """
+        self._on_stop()
         self._accept_scope.cancel()
         await self._listeners_closed.wait()
 
@@ -375,7 +383,7 @@ async def serve_gateway(
     dispatcher = _Dispatcher(
         config=config,
         websocket_routes=_index_routes(websocket_routes),
-        http_routes=tuple(http_routes),
+        http_routes=_check_http_routes(http_routes),
         authenticate=authenticate,
         observe=observe or _ignore_event,
         ssl_context=(
@@ -387,7 +395,9 @@ async def serve_gateway(
         (str(address[0]), int(address[1]))
         for address in (listener.socket.getsockname() for listener in listeners)
     )
-    handle = GatewayHandle(addresses=addresses, tls=dispatcher.ssl_context is not None)
+    handle = GatewayHandle(
+        addresses=addresses, tls=dispatcher.ssl_context is not None, on_stop=dispatcher.drain
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle._accept, listeners, dispatcher.serve_connection, nursery)
         task_status.started(handle)
@@ -412,6 +422,15 @@ def _ignore_event(_event: GatewayEvent) -> None:
     return
 
 
+def _check_http_routes(routes: Sequence[HttpRoute]) -> tuple[HttpRoute, ...]:
+    seen: set[tuple[str, bool]] = set()
+    for route in routes:
+        if (route.path, route.prefix) in seen:
+            raise ValueError(f"two HTTP routes for {route.path!r}")
+        seen.add((route.path, route.prefix))
+    return tuple(routes)
+
+
 def _index_routes(routes: Sequence[WebSocketRoute]) -> Mapping[str, WebSocketRoute]:
     by_path: dict[str, WebSocketRoute] = {}
     for route in routes:
@@ -431,7 +450,17 @@ class _Dispatcher:
     authenticate: Authenticate | None
     observe: Callable[[GatewayEvent], None]
     ssl_context: ssl.SSLContext | None
-    _ping_payloads: itertools.count[int] = attrs.field(factory=itertools.count)
+    _ping_payloads: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
+    # Set by drain(): accepting has stopped, keep-alive connections wind down.
+    _draining: bool = attrs.field(init=False, default=False)
+    # Connections waiting for a further request on a kept-alive connection.
+    _idle_scopes: set[trio.CancelScope] = attrs.field(init=False, factory=set)
+
+    def drain(self) -> None:
+        """Close idle keep-alive connections now, and busy ones after their response."""
+        self._draining = True
+        for scope in self._idle_scopes:
+            scope.cancel()
 
     async def serve_connection(self, tcp_stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection until it closes; always closes it."""
@@ -462,9 +491,10 @@ class _Dispatcher:
     async def _serve_requests(
         self, connection: HttpConnection, remote: RemoteAddress | None
     ) -> None:
+        reused = False
         while True:
             try:
-                head = await connection.next_request(timeout=self.config.head_timeout)
+                head = await self._next_request(connection, reused=reused)
             except HttpError as err:
                 await self._reject(
                     connection, None, _reason_for_status(err.status), err.status, err.message
@@ -479,6 +509,29 @@ class _Dispatcher:
                 return
             if not await self._serve_http(connection, request):
                 return
+            reused = True
+
+    async def _next_request(
+        self, connection: HttpConnection, *, reused: bool
+    ) -> h11.Request | None:
+        """Read the next request head; None if the peer closed or the gateway is draining.
+
+        A connection's first request is always read. A kept-alive connection
+        waiting for another one is closed when drain() is called; a request
+        that was just arriving then is lost, as HTTP allows on an idle
+        connection (clients retry it, RFC 9112 §9.3.1).
+        """
+        if not reused:
+            return await connection.next_request(timeout=self.config.head_timeout)
+        if self._draining:
+            return None
+        with trio.CancelScope() as idle_scope:
+            self._idle_scopes.add(idle_scope)
+            try:
+                return await connection.next_request(timeout=self.config.head_timeout)
+            finally:
+                self._idle_scopes.discard(idle_scope)
+        return None
 
     async def _serve_http(self, connection: HttpConnection, request: HttpRequest) -> bool:
         """Answer one plain HTTP request; return whether the connection may be reused."""
@@ -511,6 +564,8 @@ class _Dispatcher:
                 response = HttpResponse.text(
                     "internal server error\n", status=http.HTTPStatus.INTERNAL_SERVER_ERROR
                 )
+        if self._draining:
+            response = attrs.evolve(response, headers=(*response.headers, ("connection", "close")))
         await connection.send_response(response, head_only=request.method == "HEAD")
         return connection.keep_alive
 

@@ -103,7 +103,8 @@ class _FrameBoundaries:
         # (RFC 6455 §7.1.5); None until known.
         self.close_code: int | None = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Follow `data`; return the first Close frame's code if known by now."""
         position, end = 0, len(data)
         while position < end:
             if self._payload_left:
@@ -127,6 +128,7 @@ class _FrameBoundaries:
                     self._close_mask = self._header[-4:] if self._header[1] & 0x80 else b"\0\0"
             self._payload_left = payload_length
             self._header.clear()
+        return self.close_code
 
     def _collect_close_code(self, data: bytes | bytearray | memoryview) -> None:
         assert self._close_payload is not None
@@ -195,6 +197,7 @@ class WebSocketStream(trio.abc.Stream):
         # False once a send ended early: how much of it went out is unknown,
         # so no further frame can be framed correctly.
         self._frames_intact = True
+        self._peer_closed_first = False
         self._close_started = False
         self._closed = trio.Event()
         self.last_received = trio.current_time()
@@ -300,10 +303,11 @@ class WebSocketStream(trio.abc.Stream):
         self._observe_outgoing(frame)
 
     def _observe_outgoing(self, data: bytes | bytearray | memoryview) -> None:
-        if self._outgoing.close_seen:
+        if self._outgoing.close_code is not None:
             return
-        peer_closed_first = self._incoming.close_seen
-        self._outgoing.feed(data)
-        code = self._outgoing.close_code
-        if code is not None and not peer_closed_first and code in VIOLATION_CLOSE_CODES:
+        if not self._outgoing.close_seen:
+            # Decided when our Close starts: was it an answer to the peer's?
+            self._peer_closed_first = self._incoming.close_seen
+        code = self._outgoing.feed(data)
+        if code is not None and not self._peer_closed_first and code in VIOLATION_CLOSE_CODES:
             self._on_violation(code)

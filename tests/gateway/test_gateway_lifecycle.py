@@ -22,7 +22,7 @@ from gateway_support import (
     open_raw_websocket,
 )
 
-from hub.gateway import ConnectInfo, GatewayConfig, IdleClosed, WebSocketRoute
+from hub.gateway import ConnectInfo, GatewayConfig, IdleClosed, WebSocketRoute, serve_echo
 from hub.http import HttpRequest, HttpResponse, HttpRoute
 
 KEEPALIVE = GatewayConfig(port=0, ping_interval=10, idle_timeout=30, close_timeout=5)
@@ -198,3 +198,54 @@ async def test_shutdown_closes_websockets_with_1001(start_gateway: StartGateway)
                 await websocket.get_message()
             assert caught.value.reason is not None
             assert caught.value.reason.code == 1001
+
+
+async def test_stop_accepting_closes_idle_keep_alive_connections(
+    start_gateway: StartGateway,
+) -> None:
+    async def hello(request: HttpRequest) -> HttpResponse:
+        return HttpResponse.text("hello")
+
+    with trio.fail_after(10):
+        gateway = await start_gateway(http_routes=(HttpRoute("/hello", hello),))
+        connection = await RawConnection.open(gateway.port)
+        await connection.send(b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert (await connection.read_response()).body == b"hello"
+        await trio.testing.wait_all_tasks_blocked()
+        assert gateway.handle.connection_count == 1
+
+        await gateway.handle.stop_accepting()
+        assert await connection.read_until_eof() == b""
+        await connection.aclose()
+        await gateway.handle.wait_drained()
+        assert gateway.handle.connection_count == 0
+
+
+async def test_clashing_routes_are_refused(start_gateway: StartGateway) -> None:
+    async def hello(request: HttpRequest) -> HttpResponse:
+        return HttpResponse.text("hello")
+
+    with trio.fail_after(10):
+        with pytest.raises(ValueError, match="two HTTP routes"):
+            await start_gateway(http_routes=(HttpRoute("/a", hello), HttpRoute("/a", hello)))
+        with pytest.raises(ValueError, match="two WebSocket routes"):
+            await start_gateway(
+                websocket_routes=(
+                    WebSocketRoute("/ws", serve_echo),
+                    WebSocketRoute("/ws", serve_echo),
+                )
+            )
+
+
+def test_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="must exceed"):
+        GatewayConfig(ping_interval=30, idle_timeout=30)
+    with pytest.raises(ValueError, match="positive"):
+        GatewayConfig(max_message_size=0)
+    with pytest.raises(ValueError, match="at most"):
+        GatewayConfig(max_head_size=64 * 1024)
+    with pytest.raises(TypeError):
+        GatewayConfig(origins="https://one.example")
+    assert GatewayConfig(origins=["https://one.example"]).origins == frozenset(
+        {"https://one.example"}
+    )
