@@ -54,6 +54,7 @@ from hub.http import (
 from hub.wsstream import WebSocketStream
 
 __all__ = [
+    "Authenticate",
     "AuthenticationError",
     "ConnectInfo",
     "ConnectRequest",

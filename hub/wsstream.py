@@ -10,9 +10,12 @@ one accepted connection. It does four things, none of which parse messages:
    the gateway holds the `WebSocketConnection` (see 4).
 3. It follows frame boundaries in both directions (headers only: payloads are
    skipped, never copied or unmasked) to know whether a Close frame has
-   been sent or received, and with which status code.
+   been sent or received, and with which status code. This also tells the
+   gateway's metrics when the server closed first for a violation.
 4. When trio-websocket closes the stream, it sends the Close frame the
-   connection still owes the peer, then closes the transport lingering.
+   connection still owes the peer, then closes the transport lingering
+   (half-close, read until the peer closes, bounded), so that an RST
+   caused by unread input cannot destroy the Close frame in flight.
 
 Why 4 is needed (checked against trio-websocket 0.12.2 and wsproto 1.3.2):
 when a client breaks the protocol after the handshake (an unmasked frame,
@@ -36,6 +39,10 @@ it go out and this stream adds nothing.
 Limits: a violation detected while a send is blocked (the peer is not
 reading) or after a send was cut short cannot get its frame: the frame
 would have to follow bytes of unknown length, so the stream just closes.
+The workaround relies on two public facts of trio-websocket 0.12.2: that
+`closed` carries wsproto's code when the stream is closed, and that it
+closes its stream through `aclose()`. If either changes, the violation
+tests in tests/gateway fail rather than the frame silently going missing.
 Messages larger than the limit are answered by trio-websocket itself with
 Close 1009 (that path works in 0.12.2); its size check counts what has
 arrived, so the 1009 comes after the limit is passed, not when a frame
