@@ -38,6 +38,7 @@ import h11
 import trio
 import trio_websocket
 
+from hub.errors import HubError
 from hub.http import (
     HttpConnection,
     HttpError,
@@ -162,7 +163,7 @@ def server_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLCont
     return context
 
 
-class GatewayError(Exception):
+class GatewayError(HubError):
     """Base of the gateway's errors."""
 
 

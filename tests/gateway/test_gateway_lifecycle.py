@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import ssl
 import struct
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+import trustme
 from gateway_support import (
     OPCODE_CLOSE,
     OPCODE_PING,
@@ -87,11 +89,7 @@ async def test_library_client_keeps_the_connection_alive_by_itself(
 
 
 @pytest.fixture
-def tls_files(tmp_path: object) -> Iterator[tuple[GatewayConfig, ssl.SSLContext]]:
-    trustme = pytest.importorskip("trustme", reason="trustme makes the test certificates")
-    import pathlib
-
-    assert isinstance(tmp_path, pathlib.Path)
+def tls_files(tmp_path: pathlib.Path) -> Iterator[tuple[GatewayConfig, ssl.SSLContext]]:
     authority = trustme.CA()
     certificate = authority.issue_cert("127.0.0.1", "localhost")
     pem = tmp_path / "server.pem"
