@@ -1,0 +1,241 @@
+// The demo chat page: rooms are topics `room:<name>` on the hub this page came from.
+//
+// Join params {user}; the Join Reply is {members}; then the room's recent
+// history arrives as ordinary `message` Pushes, and so does every message
+// anyone publishes: {user, text, at}.
+
+import { TrioHub } from "./triohub.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $("status"),
+  roomLabel: $("room-label"),
+  identity: $("identity"),
+  name: $("name"),
+  room: $("room"),
+  members: $("members"),
+  messages: $("messages"),
+  error: $("error"),
+  composer: $("composer"),
+  message: $("message"),
+  send: $("send"),
+};
+
+const ROOM_NAME = /^[\p{L}\p{N}_.-]{1,64}$/u;
+const NAME_KEY = "triohub.demo.name";
+const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+
+let hub = null;
+let room = null; // the Topic of the room shown
+let user = "";
+
+// For the curious, and for the browser tests: the live objects.
+window.chatDemo = {
+  get hub() {
+    return hub;
+  },
+  get room() {
+    return room;
+  },
+  closes: [], // every "close" event of the hub, newest last
+};
+
+function randomName() {
+  const n = crypto.getRandomValues(new Uint16Array(1))[0] % 10000;
+  return `guest-${String(n).padStart(4, "0")}`;
+}
+
+// The room named by the URL hash (#lobby), or lobby.
+function roomFromHash() {
+  const name = decodeURIComponent(location.hash.slice(1)).trim();
+  return ROOM_NAME.test(name) ? name : "lobby";
+}
+
+function initialName() {
+  const fromQuery = new URLSearchParams(location.search).get("name");
+  let saved = null;
+  try {
+    saved = localStorage.getItem(NAME_KEY);
+  } catch {
+    // storage may be disabled
+  }
+  return (fromQuery || saved || randomName()).trim().slice(0, 32);
+}
+
+// ------------------------------------------------------------ status
+
+function setStatus(state, text) {
+  ui.status.dataset.state = state;
+  ui.status.textContent = text;
+  const usable = state === "joined";
+  ui.message.disabled = !usable;
+  ui.send.disabled = !usable;
+}
+
+function showStatus() {
+  const roomName = room ? room.name.slice("room:".length) : roomFromHash();
+  if (!hub || hub.state === "connecting") setStatus("connecting", "Connecting…");
+  else if (hub.state === "reconnecting") setStatus("reconnecting", "Connection lost, reconnecting…");
+  else if (hub.state === "closed") setStatus("offline", "Offline");
+  else if (room && room.state === "joined") setStatus("joined", `Online as ${user} in #${roomName}`);
+  else setStatus("joining", `Joining #${roomName}…`);
+}
+
+function showError(text) {
+  ui.error.textContent = text;
+  ui.error.hidden = !text;
+}
+
+// ------------------------------------------------------------ messages
+
+function addMessage(payload, offset) {
+  const list = ui.messages;
+  // Keep the view pinned to the newest message unless the reader scrolled up.
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const item = document.createElement("li");
+  if (offset != null) item.dataset.offset = String(offset);
+  if (payload.user === user) item.classList.add("mine");
+
+  const who = document.createElement("span");
+  who.className = "user";
+  who.textContent = payload.user;
+  const when = document.createElement("time");
+  const at = new Date(payload.at * 1000);
+  when.dateTime = at.toISOString();
+  when.textContent = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = payload.text;
+
+  item.append(when, who, text);
+  list.append(item);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function addNotice(text) {
+  const item = document.createElement("li");
+  item.className = "notice";
+  item.textContent = text;
+  ui.messages.append(item);
+}
+
+// ------------------------------------------------------------ rooms
+
+async function enterRoom() {
+  const roomName = roomFromHash();
+  user = ui.name.value.trim() || randomName();
+  ui.name.value = user;
+  ui.room.value = roomName;
+  ui.roomLabel.textContent = `#${roomName}`;
+  document.title = `#${roomName} · triohub chat`;
+  try {
+    localStorage.setItem(NAME_KEY, user);
+  } catch {
+    // storage may be disabled
+  }
+
+  if (room) {
+    const old = room;
+    room = null;
+    old.leave().catch(() => {}); // the connection may be down: nothing to undo then
+  }
+  ui.messages.replaceChildren(); // this room's history comes with the join
+  ui.members.textContent = "";
+  showError("");
+
+  // Handlers go on before the join, so no Push after the Reply is missed.
+  const topic = hub.topic(`room:${roomName}`);
+  topic.on("message", addMessage);
+  room = topic;
+  showStatus();
+  try {
+    const reply = await topic.join({ user });
+    if (room !== topic) return;
+    ui.members.textContent = membersText(reply);
+  } catch (err) {
+    if (room !== topic) return;
+    showError(`Could not join #${roomName}: ${err.message || err.code}`);
+  }
+  showStatus();
+}
+
+function membersText(reply) {
+  const count = reply && typeof reply.members === "number" ? reply.members : null;
+  if (count === null) return "";
+  return count === 1 ? "1 member" : `${count} members`;
+}
+
+async function sendMessage() {
+  const text = ui.message.value.trim();
+  if (!text || !room) return;
+  ui.send.disabled = true;
+  try {
+    // The message shows up when the room broadcasts it back, like everyone's.
+    await room.publish("message", { text }, { ack: true });
+    ui.message.value = "";
+    showError("");
+  } catch (err) {
+    showError(`Not sent: ${err.message || err.code}`);
+  } finally {
+    showStatus();
+    ui.message.focus();
+  }
+}
+
+// ------------------------------------------------------------ wiring
+
+function connectHub() {
+  hub = new TrioHub(wsUrl);
+  hub.on("state", showStatus);
+  hub.on("joined", ({ topic, payload, rejoined }) => {
+    if (room && topic === room.name && rejoined) {
+      ui.members.textContent = membersText(payload);
+      addNotice("Reconnected.");
+    }
+    showStatus();
+  });
+  hub.on("ended", ({ topic, code, reason, rejoinInMs }) => {
+    if (!room || topic !== room.name) return;
+    if (rejoinInMs != null) addNotice(`The room restarted (${code}); joining again…`);
+    else showError(`You left #${topic.slice("room:".length)}: ${reason || code}`);
+    showStatus();
+  });
+  hub.on("close", (event) => {
+    window.chatDemo.closes.push(event);
+    if (event.reconnectInMs == null && event.code === 1008) {
+      showError(`The hub closed the connection: ${event.reason || "policy violation"}. Reload to try again.`);
+    }
+  });
+  hub.on("error", (err) => console.warn("triohub:", err.code, err.message));
+
+  hub.open().then(enterRoom, (err) => {
+    // The first attempt failed: the hub does not retry that one by itself.
+    setStatus("offline", "Cannot reach the hub; retrying…");
+    console.warn("triohub:", err.message);
+    setTimeout(connectHub, 3000);
+  });
+}
+
+ui.identity.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const wanted = ui.room.value.trim();
+  if (ROOM_NAME.test(wanted) && wanted !== roomFromHash()) {
+    location.hash = wanted; // hashchange joins it
+  } else if (hub && hub.state !== "closed") {
+    enterRoom(); // same room, maybe a new name (a join waits for the connection)
+  }
+});
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendMessage();
+});
+
+window.addEventListener("hashchange", () => {
+  if (hub && hub.state !== "closed") enterRoom();
+});
+
+ui.name.value = initialName();
+ui.room.value = roomFromHash();
+showStatus();
+connectHub();

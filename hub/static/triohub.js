@@ -1,0 +1,756 @@
+// triohub.js: the browser client for a triohub server, wire protocol version 1.
+//
+// An ES module without dependencies. The hub serves it at /triohub.js:
+//
+//     import { TrioHub } from "/triohub.js";
+//     const hub = await TrioHub.connect("ws://127.0.0.1:8000/ws", { params: { token } });
+//     const room = await hub.join("room:lobby", { user: "alice" });
+//     room.on("message", (payload, offset) => console.log(payload.text));
+//     await room.publish("message", { text: "hi" }, { ack: true });
+//
+// It speaks the JSON codec (subprotocol `triohub.v1.json`, text messages) of
+// docs/protocol.md; docs/client-js.md documents this API.
+
+export const SUBPROTOCOL = "triohub.v1.json";
+
+// Frame kind tags (docs/protocol.md, "Frames").
+export const JOIN = 1;
+export const LEAVE = 2;
+export const PUBLISH = 3;
+export const CALL = 4;
+export const HEARTBEAT = 5;
+export const REPLY = 6;
+export const PUSH = 7;
+export const ERROR = 8;
+export const ENDED = 9;
+
+const MAX_REF = 4294967295; // refs are u32; ref 0 asks for no answer
+
+const DEFAULTS = {
+  params: {}, // query-string parameters of the connect request (or a function returning them)
+  heartbeatIntervalMs: 30000, // send a Heartbeat this often...
+  heartbeatTimeoutMs: 10000, // ...and call the connection dead if its Reply takes longer
+  connectTimeoutMs: 10000, // give up on an opening handshake after this long
+  requestTimeoutMs: 10000, // default client-side timeout of call() and publish({ack})
+  joinTimeoutMs: 10000, // a connected Join left unanswered this long fails
+  reconnect: true, // reconnect after the connection is lost (never after 1008)
+  reconnectMinMs: 500, // first reconnect delay; it doubles per failed attempt...
+  reconnectMaxMs: 30000, // ...up to this, each delay randomized to 50-100% (jitter)
+  stableAfterMs: 5000, // a connection open this long resets the backoff
+  rejoinDelayMs: 1000, // wait (plus jitter) before re-joining a crashed topic
+  WebSocket: null, // the WebSocket class; default globalThis.WebSocket
+};
+
+// Close codes (docs/protocol.md, "WebSocket close codes"). Browsers may only
+// send 1000 or 3000-4999 themselves, hence the 4xxx codes for our own reasons.
+export const CLOSE_POLICY_VIOLATION = 1008;
+const CLOSE_HEARTBEAT_TIMEOUT = 4000;
+const CLOSE_BAD_SERVER_FRAME = 4002;
+const CLOSE_CONNECT_TIMEOUT = 4008;
+
+/** An error from the hub (an error Reply or Error frame) or from this client.
+ *
+ * `code` is the protocol's error code (`join_refused`, `bad_field`, ...) or one
+ * of this client's own: `timeout`, `disconnected`, `closed`, `not_joined`,
+ * `connect_failed`, `bad_server_frame`. `details` holds the whole error payload.
+ */
+export class HubError extends Error {
+  constructor(code, message, { topic = null, details = null, closeCode = null } = {}) {
+    super(message);
+    this.name = "HubError";
+    this.code = code;
+    this.topic = topic;
+    this.details = details;
+    this.closeCode = closeCode;
+  }
+}
+
+// ---------------------------------------------------------------- the codec
+
+// JSON.stringify would quietly turn NaN, Infinity and undefined into null;
+// the protocol has no such values, so refuse them instead.
+function strictValue(key, value) {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new TypeError(`${value} cannot be sent (payloads hold finite numbers only)`);
+  }
+  if (value === undefined) return null;
+  return value;
+}
+
+/** Encode one frame array (`[tag, ...fields]`) as a JSON text message. */
+export function encodeFrame(frame) {
+  // Trailing optional fields may be left off when they hold their default;
+  // drop trailing nulls so a frame reads like the spec's examples.
+  const wire = frame.slice();
+  while (wire.length > 2 && (wire[wire.length - 1] === null || wire[wire.length - 1] === undefined)) {
+    wire.pop();
+  }
+  return JSON.stringify(wire, strictValue);
+}
+
+/** Encode several frame arrays as one batch message. */
+export function encodeBatch(frames) {
+  if (frames.length < 1 || frames.length > 100) throw new RangeError("a batch holds 1..100 frames");
+  return "[" + frames.map(encodeFrame).join(",") + "]";
+}
+
+/** Decode one text message from the server into plain frame objects, in order.
+ *
+ * Throws HubError("bad_server_frame") for anything a server must not send.
+ * Integers beyond 2^53 lose precision, as in any JavaScript JSON parser.
+ */
+export function decodeMessage(text) {
+  if (typeof text !== "string") throw bad(`expected a text message, got ${typeof text}`);
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch (err) {
+    throw bad(`not valid JSON: ${err.message}`);
+  }
+  if (!Array.isArray(message) || message.length === 0) throw bad("a message must be a non-empty array");
+  // A batch is told apart from a frame by its first element: an array, not a tag.
+  const frames = Array.isArray(message[0]) ? message : [message];
+  return frames.map(readFrame);
+}
+
+function bad(message) {
+  return new HubError("bad_server_frame", message);
+}
+
+function readFrame(wire) {
+  if (!Array.isArray(wire) || wire.length === 0) throw bad("a frame must be a non-empty array");
+  const [tag, ...f] = wire;
+  const at = (i, fallback = null) => (i < f.length && f[i] !== undefined ? f[i] : fallback);
+  const need = (n, kind) => {
+    if (f.length < n) throw bad(`${kind} frame has ${f.length} fields, needs ${n}`);
+  };
+  switch (tag) {
+    case REPLY: // [6, ref, topic, ok, payload = null]
+      need(3, "Reply");
+      if (typeof f[2] !== "boolean") throw bad("Reply ok must be a boolean");
+      return { kind: "reply", ref: f[0], topic: f[1], ok: f[2], payload: at(3) };
+    case PUSH: // [7, topic, event, payload = null, offset = null]
+      need(2, "Push");
+      return { kind: "push", topic: f[0], event: f[1], payload: at(2), offset: at(3) };
+    case ERROR: // [8, ref, code, message]
+      need(3, "Error");
+      return { kind: "error", ref: f[0], code: f[1], message: f[2] };
+    case ENDED: // [9, topic, reason, code]
+      need(3, "Ended");
+      return { kind: "ended", topic: f[0], reason: f[1], code: f[2] };
+    default:
+      throw bad(`unexpected frame kind ${JSON.stringify(tag)} from the server`);
+  }
+}
+
+// ---------------------------------------------------------------- events
+
+class Emitter {
+  constructor() {
+    this._handlers = new Map();
+  }
+
+  /** Call `handler` on each `event`; returns a function that unsubscribes it. */
+  on(event, handler) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(handler);
+    return () => this.off(event, handler);
+  }
+
+  off(event, handler) {
+    this._handlers.get(event)?.delete(handler);
+  }
+
+  _emit(event, ...args) {
+    for (const handler of [...(this._handlers.get(event) ?? [])]) {
+      try {
+        handler(...args);
+      } catch (err) {
+        // One broken handler must not break the connection or the others.
+        setTimeout(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- topics
+
+/** One topic of a hub: join it, listen to its Pushes, publish and call.
+ *
+ * `state` is "idle" (not joined yet), "joining", "joined", "rejoining"
+ * (waiting to join again after a lost connection or a crash), or "left" /
+ * "ended" (done for good; get a fresh one from hub.topic()).
+ */
+export class Topic extends Emitter {
+  constructor(hub, name) {
+    super();
+    this.hub = hub;
+    this.name = name;
+    this.state = "idle";
+    this.params = {};
+    this.offset = null; // last Push offset seen: sent in Join when joining again
+    this.reply = undefined; // payload of the last ok Join Reply
+    this._joinWaiters = [];
+    this._rejoinTimer = null;
+  }
+
+  /** Join the topic with `params`; resolves with the Join Reply's payload.
+   *
+   * Rejects with a HubError carrying the server's `code` and `message` (say,
+   * `join_refused`). A Join sent while disconnected waits for the connection.
+   * `offset` resumes from a known position (by default, the last one seen).
+   */
+  join(params = {}, { offset } = {}) {
+    if (this.state === "left" || this.state === "ended" || this.hub._ended) {
+      const why = this.hub._ended ? "the hub is closed" : `topic ${this.name} is ${this.state}`;
+      return Promise.reject(new HubError("closed", `${why}; use a new hub.topic()`, { topic: this.name }));
+    }
+    if (this.state !== "idle") {
+      return Promise.reject(new HubError("already_joined", `topic ${this.name} is ${this.state}`));
+    }
+    this.params = params;
+    if (offset !== undefined) this.offset = offset;
+    const done = new Promise((resolve, reject) => this._joinWaiters.push({ resolve, reject }));
+    this.state = "joining";
+    this.hub._sendJoin(this);
+    return done;
+  }
+
+  /** Publish `event`; with `{ack: true}` resolves with the Reply payload.
+   *
+   * Without ack the frame goes with ref 0 (no answer) and the promise resolves
+   * once it is handed to the socket. Rejects with HubError: the server's error
+   * code (e.g. `bad_field`, `not_joined`), `timeout`, or `disconnected`.
+   */
+  publish(event, payload = null, { ack = false, timeout } = {}) {
+    const check = this._checkJoined();
+    if (check) return check;
+    if (!ack) {
+      try {
+        this.hub._send([PUBLISH, 0, this.name, event, payload]);
+        return Promise.resolve();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.hub._request((ref) => [PUBLISH, ref, this.name, event, payload], {
+      topic: this.name,
+      timeoutMs: timeout ?? this.hub.options.requestTimeoutMs,
+    });
+  }
+
+  /** Call the topic's service; resolves with the Reply payload.
+   *
+   * `timeout` (ms, default requestTimeoutMs) is enforced here and also sent to
+   * the server, which answers `call_timeout` if its service is slower.
+   */
+  call(event, payload = null, { timeout } = {}) {
+    const check = this._checkJoined();
+    if (check) return check;
+    const timeoutMs = timeout ?? this.hub.options.requestTimeoutMs;
+    // The wire takes seconds; null lets the server apply its default.
+    const seconds = timeoutMs == null ? null : timeoutMs / 1000;
+    return this.hub._request((ref) => [CALL, ref, this.name, event, payload, seconds], {
+      topic: this.name,
+      timeoutMs,
+    });
+  }
+
+  /** Leave the topic: no more Pushes, and no re-join on reconnect. */
+  leave() {
+    const wasJoined = this.state === "joined";
+    this._finish("left", new HubError("closed", `left topic ${this.name}`, { topic: this.name }));
+    if (!wasJoined || !this.hub.connected) return Promise.resolve();
+    const options = { topic: this.name, timeoutMs: this.hub.options.requestTimeoutMs };
+    return this.hub._request((ref) => [LEAVE, ref, this.name], options).then(() => undefined);
+  }
+
+  _checkJoined() {
+    if (this.state === "joined" && this.hub.connected) return null;
+    const code = this.hub.connected ? "not_joined" : "disconnected";
+    const error = new HubError(code, `topic ${this.name} is ${this.state}`, { topic: this.name });
+    return Promise.reject(error);
+  }
+
+  // Membership is over for good: forget the topic and fail a pending join().
+  _finish(state, error) {
+    this.state = state;
+    clearTimeout(this._rejoinTimer);
+    if (this.hub._topics.get(this.name) === this) this.hub._topics.delete(this.name);
+    for (const waiter of this._joinWaiters.splice(0)) waiter.reject(error);
+  }
+}
+
+// ---------------------------------------------------------------- the hub
+
+/** One connection to a hub, kept alive and re-established as needed.
+ *
+ * Events (hub.on(name, handler)):
+ * - "state" (state): "connecting", "open", "reconnecting" or "closed"
+ * - "open" ({reconnected})
+ * - "close" ({code, reason, wasClean, reconnectInMs}): reconnectInMs is null
+ *   when the hub will not reconnect (after 1008 or hub.close())
+ * - "joined" ({topic, payload, rejoined}): every ok Join Reply
+ * - "ended" ({topic, code, reason, rejoinInMs}): the server ended a membership
+ * - "error" (HubError): Error frames not tied to a request, failed re-joins
+ */
+export class TrioHub extends Emitter {
+  /** Connect to `url` (like "ws://host:port/ws"); resolves once open.
+   *
+   * Rejects with HubError("connect_failed") if the first attempt fails; after
+   * the first success the hub reconnects on its own.
+   */
+  static connect(url, options = {}) {
+    const hub = new TrioHub(url, options);
+    return hub.open().then(() => hub);
+  }
+
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = { ...DEFAULTS, ...options };
+    this.state = "closed";
+    this._ws = null;
+    this._everOpened = false;
+    this._closedByApp = false;
+    this._ended = false; // closed for good (close(), 1008, a failed first attempt)
+    this._attempt = 0; // failed connection attempts since the last stable one
+    this._nextRef = 1;
+    this._pending = new Map(); // ref -> {settle(error, payload), timer, topic, isJoin}
+    this._topics = new Map(); // name -> Topic, for every topic we want to be in
+    this._inbox = []; // decoded frames not handled yet (see _drain)
+    this._deferred = false;
+    this._timers = { heartbeat: null, reconnect: null, stable: null, connect: null };
+    this._closedNotified = false;
+    this._opened = null;
+  }
+
+  /** True when the WebSocket is open. */
+  get connected() {
+    return this.state === "open";
+  }
+
+  /** Open the connection; resolves once it is open. */
+  open() {
+    if (this._opened) return this._opened.promise;
+    this._closedByApp = false;
+    this._everOpened = false;
+    this._ended = false;
+    this._attempt = 0;
+    let resolve, reject;
+    const promise = new Promise((res, rej) => ((resolve = res), (reject = rej)));
+    this._opened = { promise, resolve, reject };
+    this._connect();
+    return promise;
+  }
+
+  /** Close for good: leave nothing pending, and do not reconnect. */
+  close(code = 1000, reason = "") {
+    this._closedByApp = true;
+    this._clearTimers();
+    const ws = this._ws;
+    if (ws) {
+      this._detach(ws);
+      try {
+        ws.close(code, reason);
+      } catch {
+        // already closing
+      }
+    }
+    this._lost({ code, reason, wasClean: true });
+  }
+
+  /** The Topic named `name`, created (not joined) if the hub has none. */
+  topic(name) {
+    let topic = this._topics.get(name);
+    if (!topic) {
+      topic = new Topic(this, name);
+      this._topics.set(name, topic);
+    }
+    return topic;
+  }
+
+  /** Join `name` with `params`; resolves with the Topic once joined.
+   *
+   * The Join Reply's payload is `topic.reply`. Handlers added with topic.on()
+   * right after the await still see the Pushes that follow the Reply (such as
+   * a room's history): see "Handlers and history" in docs/client-js.md.
+   */
+  async join(name, params = {}, options = {}) {
+    const topic = this.topic(name);
+    await topic.join(params, options);
+    return topic;
+  }
+
+  // -------------------------------------------------------------- sending
+
+  _send(frame) {
+    if (!this.connected) throw new HubError("disconnected", "not connected");
+    this._ws.send(encodeFrame(frame));
+  }
+
+  _allocateRef() {
+    for (;;) {
+      const ref = this._nextRef;
+      this._nextRef = ref < MAX_REF ? ref + 1 : 1;
+      if (!this._pending.has(ref)) return ref;
+    }
+  }
+
+  // Send a request that gets an answer; resolve with its ok Reply payload.
+  _request(build, { topic = null, timeoutMs = null } = {}) {
+    return new Promise((resolve, reject) => {
+      const settle = (error, payload) => (error ? reject(error) : resolve(payload));
+      this._track(build, { topic, timeoutMs, settle });
+    });
+  }
+
+  // Send `build(ref)` and remember `settle(error, payload)` for its answer,
+  // which _handle calls synchronously, in the order frames arrive.
+  _track(build, { topic, timeoutMs, settle, isJoin = false }) {
+    if (!this.connected) {
+      settle(new HubError("disconnected", "not connected", { topic }));
+      return;
+    }
+    const ref = this._allocateRef();
+    try {
+      this._ws.send(encodeFrame(build(ref)));
+    } catch (err) {
+      settle(err);
+      return;
+    }
+    const entry = { settle, topic, isJoin, timer: null };
+    if (timeoutMs != null) {
+      // Give up on our own; a late answer to a forgotten ref is dropped.
+      entry.timer = setTimeout(() => {
+        this._pending.delete(ref);
+        settle(new HubError("timeout", `no answer in ${timeoutMs} ms`, { topic }));
+      }, timeoutMs);
+    }
+    this._pending.set(ref, entry);
+  }
+
+  _sendJoin(topic) {
+    clearTimeout(topic._rejoinTimer);
+    if (!this.connected) return; // sent by _onOpen once connected
+    topic.state = "joining";
+    this._track((ref) => [JOIN, ref, topic.name, topic.params, topic.offset], {
+      topic: topic.name,
+      timeoutMs: this.options.joinTimeoutMs,
+      isJoin: true,
+      settle: (error, payload) => this._joinAnswered(topic, error, payload),
+    });
+  }
+
+  _joinAnswered(topic, error, payload) {
+    if (this._topics.get(topic.name) !== topic) {
+      // The app left while the Join was on its way: leave on the server too.
+      if (!error && this.connected) this._send([LEAVE, 0, topic.name]);
+      return;
+    }
+    if (!error) {
+      const rejoined = topic.reply !== undefined;
+      topic.state = "joined";
+      topic.reply = payload;
+      for (const waiter of topic._joinWaiters.splice(0)) waiter.resolve(payload);
+      this._emit("joined", { topic: topic.name, payload, rejoined });
+      return;
+    }
+    if (error.code === "disconnected") return; // joined again on reconnect
+    const waiting = topic._joinWaiters.length > 0;
+    if (error.code === "timeout" && !waiting) {
+      this._scheduleRejoin(topic); // a re-join went unanswered: try again later
+      return;
+    }
+    topic._finish("ended", error);
+    if (!waiting) {
+      // A re-join failed, and no join() call is there to hear of it.
+      this._emit("ended", { topic: topic.name, code: error.code, reason: error.message, rejoinInMs: null });
+      this._emit("error", error);
+    }
+  }
+
+  _scheduleRejoin(topic) {
+    topic.state = "rejoining";
+    clearTimeout(topic._rejoinTimer);
+    const delay = jitter(this.options.rejoinDelayMs);
+    topic._rejoinTimer = setTimeout(() => {
+      if (this._topics.get(topic.name) === topic && topic.state === "rejoining") this._sendJoin(topic);
+    }, delay);
+    return delay;
+  }
+
+  // -------------------------------------------------------------- the socket
+
+  _connect() {
+    this._clearTimers();
+    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+    let ws;
+    try {
+      ws = new WebSocketImpl(this._connectUrl(), [SUBPROTOCOL]);
+    } catch (err) {
+      // A malformed URL: no use retrying.
+      this._closedByApp = true;
+      this._lost({ code: 1006, reason: err.message, wasClean: false });
+      return;
+    }
+    this._ws = ws;
+    this._setState("connecting");
+    ws.onopen = () => this._onOpen(ws);
+    ws.onmessage = (event) => this._onMessage(ws, event.data);
+    ws.onclose = (event) => this._onClose(ws, event);
+    ws.onerror = () => {}; // a close event always follows, with the details
+    this._timers.connect = setTimeout(() => {
+      this._abandon(ws, CLOSE_CONNECT_TIMEOUT, "connect timeout");
+    }, this.options.connectTimeoutMs);
+  }
+
+  _connectUrl() {
+    let params = this.options.params;
+    if (typeof params === "function") params = params(); // fresh (say, a token) per attempt
+    const query = new URLSearchParams(params ?? {}).toString();
+    if (!query) return this.url;
+    return this.url + (this.url.includes("?") ? "&" : "?") + query;
+  }
+
+  _onOpen(ws) {
+    if (ws !== this._ws) return;
+    clearTimeout(this._timers.connect);
+    if (ws.protocol !== SUBPROTOCOL) {
+      // The server must pick our subprotocol; anything else speaks another language.
+      this._abandon(ws, CLOSE_BAD_SERVER_FRAME, `server chose subprotocol ${JSON.stringify(ws.protocol)}`);
+      return;
+    }
+    const reconnected = this._everOpened;
+    this._everOpened = true;
+    this._setState("open");
+    // Only a connection that stays up a while resets the backoff: a server
+    // that accepts and at once closes again must not be hammered.
+    this._timers.stable = setTimeout(() => (this._attempt = 0), this.options.stableAfterMs);
+    this._scheduleHeartbeat();
+    if (this._opened && !this._opened.settled) {
+      this._opened.settled = true;
+      this._opened.resolve();
+    }
+    this._emit("open", { reconnected });
+    // Join every topic we want to be in again, from the last offset seen, so
+    // the service can send what we missed.
+    for (const topic of this._topics.values()) {
+      if (topic.state !== "idle") this._sendJoin(topic);
+    }
+  }
+
+  _onMessage(ws, data) {
+    if (ws !== this._ws) return;
+    let frames;
+    try {
+      frames = decodeMessage(data);
+    } catch (err) {
+      this._emit("error", err);
+      this._abandon(ws, CLOSE_BAD_SERVER_FRAME, "bad frame from server");
+      return;
+    }
+    this._inbox.push(...frames);
+    if (!this._deferred) this._drain();
+  }
+
+  // Handle inbound frames in order. After a Reply that resolves a join(),
+  // pause until the next macrotask: the app's `await hub.join(...)` resumes
+  // in a microtask and adds its topic.on() handlers before the Pushes that
+  // follow the Reply (a room's history) are delivered, whether they share
+  // the Reply's batch or come in the next messages. Messages arriving during
+  // the pause queue up behind, so order is kept.
+  _drain({ pause = true } = {}) {
+    this._deferred = false;
+    while (this._inbox.length > 0) {
+      const frame = this._inbox.shift();
+      const resolvedJoin = this._handle(frame);
+      if (resolvedJoin && pause) {
+        this._deferred = true;
+        setTimeout(() => this._deferred && this._drain(), 0);
+        return;
+      }
+    }
+  }
+
+  // Returns true when the frame answered a Join.
+  _handle(frame) {
+    switch (frame.kind) {
+      case "reply": {
+        const entry = this._pending.get(frame.ref);
+        if (!entry) return false; // an answer we gave up waiting for
+        this._pending.delete(frame.ref);
+        clearTimeout(entry.timer);
+        if (frame.ok) {
+          entry.settle(null, frame.payload);
+        } else {
+          const p = frame.payload ?? {};
+          entry.settle(new HubError(p.code ?? "error", p.message ?? "", { topic: frame.topic, details: p }));
+        }
+        return entry.isJoin && frame.ok;
+      }
+      case "error": {
+        // A protocol-level error: it fails the request with its ref, if any.
+        const entry = frame.ref == null ? null : this._pending.get(frame.ref);
+        const error = new HubError(frame.code, frame.message, { topic: entry?.topic ?? null });
+        if (entry) {
+          this._pending.delete(frame.ref);
+          clearTimeout(entry.timer);
+          entry.settle(error);
+        } else {
+          this._emit("error", error);
+        }
+        return false;
+      }
+      case "push": {
+        const topic = this._topics.get(frame.topic);
+        // Pushes only come after the ok Join Reply; drop any for topics we left.
+        if (!topic || topic.state !== "joined") return false;
+        if (frame.offset != null) topic.offset = frame.offset;
+        topic._emit(frame.event, frame.payload, frame.offset, frame.event);
+        topic._emit("*", frame.payload, frame.offset, frame.event);
+        return false;
+      }
+      case "ended": {
+        const topic = this._topics.get(frame.topic);
+        if (!topic || (topic.state !== "joined" && topic.state !== "joining")) return false;
+        let rejoinInMs = null;
+        if (frame.code === "topic_crashed") {
+          // The topic's actor restarts: join again shortly, from our offset.
+          rejoinInMs = this._scheduleRejoin(topic);
+        } else {
+          topic._finish("ended", new HubError(frame.code, frame.reason, { topic: frame.topic }));
+        }
+        this._emit("ended", { topic: frame.topic, code: frame.code, reason: frame.reason, rejoinInMs });
+        return false;
+      }
+      default:
+        return false;
+    }
+  }
+
+  _scheduleHeartbeat() {
+    clearTimeout(this._timers.heartbeat);
+    this._timers.heartbeat = setTimeout(() => this._heartbeat(), this.options.heartbeatIntervalMs);
+  }
+
+  _heartbeat() {
+    const ws = this._ws;
+    if (!this.connected) return;
+    // No Reply in time: the connection (or the server) is dead even if the
+    // socket has not noticed; drop it and reconnect.
+    this._request((ref) => [HEARTBEAT, ref], { timeoutMs: this.options.heartbeatTimeoutMs }).then(
+      () => this._ws === ws && this._scheduleHeartbeat(),
+      (err) => {
+        if (this._ws === ws && err.code === "timeout") {
+          this._abandon(ws, CLOSE_HEARTBEAT_TIMEOUT, "heartbeat timeout");
+        }
+      },
+    );
+  }
+
+  // Stop using `ws` now, without waiting for a closing handshake that may never come.
+  _abandon(ws, code, reason) {
+    if (ws !== this._ws) return;
+    this._detach(ws);
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closing
+    }
+    this._lost({ code, reason, wasClean: false });
+  }
+
+  _detach(ws) {
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (this._ws === ws) this._ws = null;
+  }
+
+  _onClose(ws, event) {
+    if (ws !== this._ws) return;
+    this._detach(ws);
+    this._drain({ pause: false }); // what came before the close still counts
+    this._lost({ code: event.code, reason: event.reason, wasClean: event.wasClean });
+  }
+
+  // The connection is gone: fail what waits on it, and decide whether to reconnect.
+  _lost({ code, reason, wasClean }) {
+    if (this.state === "closed" && !this._ws && this._closedNotified) return;
+    this._clearTimers();
+    this._inbox = [];
+    this._deferred = false;
+    for (const entry of this._pending.values()) clearTimeout(entry.timer);
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const entry of pending) {
+      const details = { topic: entry.topic, closeCode: code };
+      entry.settle(new HubError("disconnected", `connection closed (${code})`, details));
+    }
+    for (const topic of this._topics.values()) {
+      if (topic.state === "joined" || topic.state === "joining") topic.state = "rejoining";
+    }
+
+    // Never reconnect unchanged after 1008 (policy violation): the app must
+    // fix what it sends or authenticate again. A first attempt that fails is
+    // the caller's to retry (connect() rejects).
+    const firstFailed = !this._everOpened;
+    const willReconnect =
+      this.options.reconnect && !this._closedByApp && !firstFailed && code !== CLOSE_POLICY_VIOLATION;
+    let reconnectInMs = null;
+    if (willReconnect) {
+      reconnectInMs = this._backoff();
+      this._setState("reconnecting");
+      this._timers.reconnect = setTimeout(() => this._connect(), reconnectInMs);
+    } else {
+      this._ended = true;
+      this._setState("closed");
+      this._closedNotified = true;
+      const error = new HubError(
+        firstFailed ? "connect_failed" : "closed",
+        `connection closed (${code}${reason ? ": " + reason : ""})`,
+        { closeCode: code },
+      );
+      for (const topic of [...this._topics.values()]) topic._finish("ended", error);
+      if (this._opened && !this._opened.settled) this._opened.reject(error);
+      this._opened = null;
+    }
+    this._emit("close", { code, reason, wasClean, reconnectInMs });
+  }
+
+  // Exponential backoff with jitter: min * 2^attempt, capped, then 50-100% of it.
+  _backoff() {
+    const { reconnectMinMs, reconnectMaxMs } = this.options;
+    const ceiling = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** this._attempt);
+    this._attempt += 1;
+    return jitter(ceiling);
+  }
+
+  _setState(state) {
+    if (state === "open" || state === "connecting") this._closedNotified = false;
+    if (this.state === state) return;
+    this.state = state;
+    this._emit("state", state);
+  }
+
+  _clearTimers() {
+    for (const key of Object.keys(this._timers)) {
+      clearTimeout(this._timers[key]);
+      this._timers[key] = null;
+    }
+  }
+}
+
+// A delay between 50% and 100% of `ms`: many clients dropped at once (a
+// server restart) spread their reconnects instead of arriving together.
+function jitter(ms) {
+  return Math.round(ms * (0.5 + Math.random() * 0.5));
+}
+
+/** Shorthand for TrioHub.connect(url, options). */
+export function connect(url, options = {}) {
+  return TrioHub.connect(url, options);
+}
+
+export default TrioHub;
