@@ -58,9 +58,11 @@ async def run(app: Hub, config: HubConfig) -> None:
                 flush=True,
             )
             async for signum in signals:
+                count = runtime.connection_count()
+                plural = "" if count == 1 else "s"
                 print(
                     f"triohub: {signal.Signals(signum).name}, shutting down "
-                    f"({runtime.connection_count()} connections to close)",
+                    f"({count} connection{plural} to close)",
                     flush=True,
                 )
                 runtime.request_shutdown()
