@@ -243,6 +243,11 @@ class WebSocketStream(trio.abc.Stream):
         if self._close_started:
             raise trio.ClosedResourceError("the stream is closing")
         async with self._send_lock:
+            if not self._frames_intact:
+                # An earlier send was cut short: the peer is inside a frame of
+                # unknown remaining length, so these bytes (trio-websocket's
+                # Close frame, say) would only corrupt that frame's payload.
+                raise trio.BrokenResourceError("an earlier send was cut short mid-frame")
             self._frames_intact = False
             await self._transport.send_all(data)
             self._frames_intact = True
