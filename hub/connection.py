@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -28,6 +28,7 @@ from hub.errors import ErrorCode, SlowConsumerError
 from hub.gateway import ConnectInfo
 from hub.protocol import (
     MAX_BATCH_FRAMES,
+    MAX_MESSAGE_BYTES,
     SLOW_CONSUMER_REASON,
     Call,
     Close,
@@ -233,8 +234,7 @@ class Connection(actors.Actor):
         codec = self.codec
         metrics = self._runtime.metrics
         try:
-            for start in range(0, len(messages), MAX_BATCH_FRAMES):
-                chunk = messages[start : start + MAX_BATCH_FRAMES]
+            for chunk in _batches(messages):
                 message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
                 # Shielded: an eviction or shutdown must not cut a frame in half.
                 with trio.CancelScope(shield=True):
@@ -363,3 +363,33 @@ class Connection(actors.Actor):
             if watched is not None:
                 actors.demonitor(watched[1], flush=True)
         return topic_ref
+
+# What a batch message adds around its frames: a msgpack array16 header (3
+# bytes) or JSON's brackets; each frame after the first also takes a comma.
+_BATCH_FRAMING_BYTES: Final = 3
+
+
+def _batches(messages: Sequence[Message]) -> Iterator[Sequence[Message]]:
+    """Split `messages` into runs that each make one batch message a client can read.
+
+    A run holds at most MAX_BATCH_FRAMES frames and comes to at most
+    MAX_MESSAGE_BYTES bytes (UTF-8 for text), the most a client's decoder
+    reads; a single message larger than that goes alone.
+    """
+    start, size = 0, _BATCH_FRAMING_BYTES
+    for index, message in enumerate(messages):
+        length = _wire_length(message) + 1
+        if index > start and (
+            index - start == MAX_BATCH_FRAMES or size + length > MAX_MESSAGE_BYTES
+        ):
+            yield messages[start:index]
+            start, size = index, _BATCH_FRAMING_BYTES
+        size += length
+    if start < len(messages):
+        yield messages[start:]
+
+
+def _wire_length(message: Message) -> int:
+    if isinstance(message, str) and not message.isascii():
+        return len(message.encode())
+    return len(message)
