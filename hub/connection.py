@@ -110,6 +110,7 @@ class Connection(actors.Actor):
         self._latest: dict[tuple[str, str], Outbound] = {}
         self._close_code = CloseCode.NORMAL
         self._close_reason = ""
+        self._evicted = False
 
     @property
     def identity(self) -> object:
@@ -127,14 +128,24 @@ class Connection(actors.Actor):
                 self._runtime.metrics.conflated.inc()
                 return
             self._latest[key] = item
-        ref = self.ctx.ref
         try:
-            ref.send_nowait(item)
+            self.ctx.ref.send_nowait(item)
         except actors.MailboxFullError:
-            self._runtime.metrics.slow_consumers.inc()
-            ref.kill(SlowConsumerError(ref.name, OUTBOX_CAPACITY))
+            self._evict()
         except actors.ActorExitedError:
             pass  # ending: the topic's monitor on this connection cleans up
+
+    def _evict(self) -> None:
+        """Disconnect a client that fell too far behind (close 1013), counting it once.
+
+        Both a full mailbox and a stalled write notice a slow client, often
+        the same one: a write is stalled while its mailbox fills.
+        """
+        if not self._evicted:
+            self._evicted = True
+            self._runtime.metrics.slow_consumers.inc()
+        ref = self.ctx.ref
+        ref.kill(SlowConsumerError(ref.name, OUTBOX_CAPACITY))
 
     # --- the actor -------------------------------------------------------------
 
@@ -241,8 +252,7 @@ class Connection(actors.Actor):
                     with trio.move_on_after(WRITE_TIMEOUT_SECONDS) as timer:
                         await self._websocket.send_message(message)
                 if timer.cancelled_caught:
-                    metrics.slow_consumers.inc()
-                    self.ref.kill(SlowConsumerError(self.ref.name, OUTBOX_CAPACITY))
+                    self._evict()
                     await trio.lowlevel.checkpoint()
                 metrics.messages_out.inc()
                 metrics.frames_out.inc(len(chunk))
@@ -363,6 +373,7 @@ class Connection(actors.Actor):
             if watched is not None:
                 actors.demonitor(watched[1], flush=True)
         return topic_ref
+
 
 # What a batch message adds around its frames: a msgpack array16 header (3
 # bytes) or JSON's brackets; each frame after the first also takes a comma.
