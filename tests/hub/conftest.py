@@ -1,0 +1,142 @@
+"""Fixtures for the hub's integration tests: a real hub on 127.0.0.1, port 0, real clients.
+
+    async def test_something(hub):                      # the default app, default settings
+        async with hub.client("msgpack") as alice:       # a HubClient (see hub_support)
+            await alice.join_ok("room:lobby", {"user": "alice"})
+
+    async def test_other(start_hub):                     # an app and settings of the test's own
+        running = await start_hub(app, max_message_size=1024)
+
+Every hub runs in the test's nursery; the test ends it, or it is cancelled
+with the nursery when the test returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from hub_support import HubClient, open_client
+
+from hub import connection as hub_connection
+from hub.app import Hub, HubRuntime, serve_hub
+from hub.config import HubConfig
+from hub.services import EchoService, RoomService
+
+
+def default_app() -> Hub:
+    """Chat rooms and echo, as the demo serves them."""
+    app = Hub("test hub")
+    app.route("room:*", RoomService)
+    app.route("echo:*", EchoService)
+    return app
+
+
+@attrs.define(eq=False)
+class RunningHub:
+    """A hub started by `start_hub`."""
+
+    runtime: HubRuntime
+    #: Set when `serve_hub` returns on its own (after a graceful shutdown).
+    returned: trio.Event
+
+    @property
+    def port(self) -> int:
+        assert self.runtime.gateway is not None
+        return self.runtime.gateway.port
+
+    @property
+    def websocket_url(self) -> str:
+        return self.runtime.websocket_url
+
+    @property
+    def metrics(self) -> Any:
+        return self.runtime.metrics
+
+    def client(
+        self,
+        codec: str = "json",
+        *,
+        query: str = "",
+        subprotocols: Sequence[str] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> contextlib.AbstractAsyncContextManager[HubClient]:
+        """Connect a HubClient speaking `codec` ("json" or "msgpack") to this hub."""
+        url = self.websocket_url + (f"?{query}" if query else "")
+        return open_client(url, codec, subprotocols=subprotocols, headers=headers)
+
+
+StartHub = Callable[..., Awaitable[RunningHub]]
+
+
+@pytest.fixture
+def start_hub(nursery: trio.Nursery) -> StartHub:
+    """Start `serve_hub(app, HubConfig(port=0, **settings))` in the test's nursery."""
+
+    async def start(app: Hub | None = None, **settings: Any) -> RunningHub:
+        returned = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[HubRuntime]) -> None:
+            config = HubConfig(port=0, **settings)
+            await serve_hub(app or default_app(), config, task_status=task_status)
+            returned.set()
+
+        runtime = await nursery.start(run)
+        return RunningHub(runtime, returned)
+
+    return start
+
+
+@pytest.fixture
+async def hub(start_hub: StartHub) -> RunningHub:
+    """The default app (rooms and echo) with default settings."""
+    return await start_hub()
+
+
+@pytest.fixture
+def patient_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let a stalled socket write wait 60 s instead of 10 before it evicts.
+
+    Slow-consumer tests stop a client reading and then read again once the
+    hub has evicted it for its full mailbox; on a loaded machine that could
+    take longer than the write timeout, which would evict it the other way
+    (abortively). This keeps those tests about the mailbox alone.
+    """
+    monkeypatch.setattr(hub_connection, "WRITE_TIMEOUT_SECONDS", 60.0)
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_errors(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    """Fail a test if the hub or the runtime logged an error it did not expect.
+
+    The gateway logs and survives a failing handler, so a bug could
+    otherwise hide behind a client that still sees a sane result. Mark tests
+    that make the hub log an error on purpose with `hub_logs_errors`.
+    """
+    caplog.set_level(logging.WARNING, logger="hub")
+    caplog.set_level(logging.WARNING, logger="actors")
+    yield
+    if request.node.get_closest_marker("hub_logs_errors"):
+        return
+    errors = [
+        record
+        for phase in ("setup", "call", "teardown")
+        for record in caplog.get_records(phase)
+        if record.levelno >= logging.ERROR
+    ]
+    assert not errors, "the hub logged errors:\n" + "\n".join(
+        record.getMessage() + "\n" + (record.exc_text or "") for record in errors
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "hub_logs_errors: the test makes the hub log an error on purpose"
+    )

@@ -1,0 +1,271 @@
+"""Slow consumers: evicted (1013) so that nobody else waits; latest-only topics conflate."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from hub_support import (
+    JSON,
+    OPCODE_CLOSE,
+    HubClient,
+    RawWebSocket,
+    counter_value,
+    frame_header,
+    parse_frame,
+    wait_until,
+)
+
+from hub import connection as hub_connection
+from hub.app import Hub
+from hub.protocol import Heartbeat, Join, Payload, Push, Reply
+from hub.services import Service
+from hub.topics import Member, Topic
+
+# Big pushes fill the kernel's socket buffers quickly.
+PAD = "x" * 16_000
+
+# How far a fast member may fall behind the publisher: well below the hub's
+# per-connection outbox, so only the client that stopped reading overflows it.
+WINDOW = 64
+
+# A slow client's receive buffer: fixed (no autotuning), so the hub's writes
+# to it stall after a few hundred kilobytes.
+SLOW_RECEIVE_BUFFER = 4096
+
+# Bound on how many posts a test may need before the hub reacts; a hub that
+# never evicts fails here rather than at the timeout.
+MAX_POSTS = 20_000
+
+
+class FeedService(Service):
+    """Broadcasts every `post` to every member; latest-only if the topic says so."""
+
+    def __init__(self, topic: Topic, *, latest_only: bool) -> None:
+        super().__init__(topic)
+        self.latest_only = latest_only
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        if event == "burst":
+            # Numbered items for everyone but the sender, all queued at once.
+            assert isinstance(payload, int)
+            for number in range(payload):
+                self.topic.broadcast("item", {"n": number, "pad": PAD}, exclude=member)
+            return
+        self.topic.broadcast("post", payload, latest_only=self.latest_only)
+
+
+def feed_app() -> Hub:
+    app = Hub("feeds")
+    app.route("feed:*", lambda topic: FeedService(topic, latest_only=False))
+    app.route("state:*", lambda topic: FeedService(topic, latest_only=True))
+    return app
+
+
+class Progress:
+    """The numbers a reading client has seen, and a way to wait for more of them."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._changed = trio.Event()
+
+    def add(self, number: int) -> None:
+        self.seen.append(number)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_count(self, count: int) -> None:
+        while len(self.seen) < count:
+            await self._changed.wait()
+
+    async def wait_for_number(self, number: int) -> None:
+        while not self.seen or self.seen[-1] != number:
+            await self._changed.wait()
+
+
+async def read_posts(client: HubClient, topic: str, progress: Progress) -> None:
+    """Record the number of every post on `topic`; anything else fails the test."""
+    while True:
+        push = await client.next_push(topic)
+        assert push.event == "post"
+        progress.add(push.payload["n"])
+
+
+async def join_slow_client(port: int, topic: str) -> RawWebSocket:
+    slow = await RawWebSocket.connect(port, codec=JSON, receive_buffer=SLOW_RECEIVE_BUFFER)
+    await slow.send(Join(1, topic))
+    assert await slow.read_data_frames(1) == [Reply(1, topic, True)]
+    return slow
+
+
+@pytest.mark.usefixtures("patient_writes")
+async def test_slow_consumer_is_evicted_with_1013_while_others_get_everything(start_hub):
+    with trio.fail_after(40):
+        hub = await start_hub(feed_app())
+        slow = await join_slow_client(hub.port, "feed:x")
+        async with (
+            hub.client("json") as publisher,
+            hub.client("msgpack") as other,
+            trio.open_nursery() as nursery,
+        ):
+            fast = {publisher: Progress(), other: Progress()}
+            for client, progress in fast.items():
+                await client.join_ok("feed:x")
+                nursery.start_soon(read_posts, client, "feed:x", progress)
+
+            # Post, keeping the fast members within WINDOW, until the hub
+            # evicts the client that reads nothing; then a little more.
+            sent = 0
+            extra = 50
+            while counter_value(hub.metrics.slow_consumers) == 0 or extra:
+                if counter_value(hub.metrics.slow_consumers):
+                    extra -= 1
+                assert sent < MAX_POSTS, "the slow client was never evicted"
+                for progress in fast.values():
+                    await progress.wait_for_count(sent - WINDOW)
+                await publisher.publish("feed:x", "post", {"n": sent, "pad": PAD})
+                sent += 1
+            for progress in fast.values():
+                await progress.wait_for_count(sent)
+                assert progress.seen == list(range(sent))
+            nursery.cancel_scope.cancel()
+
+        # Now the slow client reads: whatever it got is whole and in order,
+        # a prefix of the stream, and then the hub's Close 1013.
+        frames, close = await slow.read_until_close()
+        assert (close.close_code, close.close_reason) == (1013, "slow consumer")
+        assert all(isinstance(frame, Push) and frame.payload["pad"] == PAD for frame in frames)
+        numbers = [frame.payload["n"] for frame in frames]
+        assert numbers == list(range(len(numbers)))
+        assert len(numbers) < sent
+        await slow.send_close(1000)
+        assert await slow.read_frames_until_eof() == []
+        await slow.aclose()
+        assert counter_value(hub.metrics.slow_consumers) == 1
+
+
+@pytest.mark.usefixtures("patient_writes")
+async def test_slow_member_of_a_latest_only_topic_stays_and_gets_the_newest(start_hub):
+    count = 3000  # far more than a connection's outbox holds
+    with trio.fail_after(40):
+        hub = await start_hub(feed_app())
+        slow = await join_slow_client(hub.port, "state:x")
+        async with hub.client("msgpack") as publisher, trio.open_nursery() as nursery:
+            progress = Progress()
+            await publisher.join_ok("state:x")
+            nursery.start_soon(read_posts, publisher, "state:x", progress)
+            for number in range(count):
+                await publisher.publish("state:x", "post", {"n": number, "pad": PAD})
+            await progress.wait_for_number(count - 1)
+            nursery.cancel_scope.cancel()
+
+        # The slow client reads again: increasing states, the newest last, and
+        # the connection still open and answering.
+        numbers = []
+        while not numbers or numbers[-1] != count - 1:
+            for frame in await slow.read_data_frames(1):
+                assert isinstance(frame, Push) and frame.payload["pad"] == PAD
+                numbers.append(frame.payload["n"])
+        assert numbers == sorted(set(numbers))
+        assert len(numbers) < count  # conflated: it never held them all
+        await slow.send(Heartbeat(2))
+        assert await slow.read_data_frames(1) == [Reply(2, None, True)]
+        assert counter_value(hub.metrics.slow_consumers) == 0
+        assert counter_value(hub.metrics.conflated) > 0
+        await slow.aclose()
+
+
+def item_message(numbers: range) -> str:
+    """The JSON message the hub writes for burst items `numbers`, batched as it batches them."""
+    messages = [JSON.encode(Push("feed:x", "item", {"n": n, "pad": PAD})) for n in numbers]
+    return messages[0] if len(messages) == 1 else JSON.batch_encoded(messages)
+
+
+def split_cut_stream(data: bytes) -> tuple[list[Push], bytes]:
+    """Split what a cut-off client read into its whole burst items and the cut message.
+
+    Asserts that every whole frame is a text frame of items, numbered from 0,
+    and that the bytes after the last whole frame are the beginning of the
+    very message that was being written: nothing was written after the cut.
+    Returns the items and the cut bytes (header included).
+    """
+    items: list[Push] = []
+    position = 0
+    while True:
+        frame, used = parse_frame(data[position:])
+        if frame is None:
+            break
+        assert frame.opcode != OPCODE_CLOSE, "a Close frame after a cut write"
+        items.extend(JSON.decode_strict(frame.message))
+        position += used
+    assert [item.payload["n"] for item in items] == list(range(len(items)))
+    rest = data[position:]
+    header = frame_header(rest)
+    assert header is not None, f"the stream ends {len(rest)} bytes into a frame header"
+    opcode, announced, header_size = header
+    assert opcode == 0x1, rest[:16]
+    # Which batch was being written: the one whose length the header announces.
+    start = len(items)
+    candidates = [
+        item_message(range(start, start + count)).encode()
+        for count in range(1, 101)
+        if len(item_message(range(start, start + count)).encode()) == announced
+    ]
+    assert candidates, f"no batch of items from {start} is {announced} bytes long"
+    cut_payload = rest[header_size:]
+    assert len(cut_payload) < announced
+    assert candidates[0].startswith(cut_payload), (
+        f"bytes after the cut are not the message being written: {cut_payload[-40:]!r}"
+    )
+    return items, rest
+
+
+async def test_stalled_write_is_cut_at_the_write_timeout_and_nothing_follows(
+    start_hub, monkeypatch
+):
+    """A client that reads nothing at all: the hub's write to it times out.
+
+    The write is cut mid-message, so no Close frame can follow it (it would
+    land inside the cut message's payload): the client sees whole frames,
+    the beginning of one more, then the end of the TCP stream.
+    """
+    monkeypatch.setattr(hub_connection, "WRITE_TIMEOUT_SECONDS", 0.5)
+    with trio.fail_after(20):
+        hub = await start_hub(feed_app())
+        slow = await join_slow_client(hub.port, "feed:x")
+        async with hub.client() as publisher:
+            await publisher.join_ok("feed:x")
+            assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
+            await wait_until(lambda: counter_value(hub.metrics.slow_consumers) > 0)
+            split_cut_stream(await slow.read_bytes_until_eof())
+            await slow.aclose()
+            assert counter_value(hub.metrics.slow_consumers) == 1
+            # The others carry on.
+            assert (await publisher.publish_acked("feed:x", "post", {"n": 0})).ok
+
+
+async def test_overflow_during_a_stalled_write_is_one_eviction(start_hub, monkeypatch):
+    """The outbox fills while a write is stalled, then the write times out too.
+
+    Both notice the same slow client: it is disconnected once and counted once,
+    and what it receives is cut as in the test above.
+    """
+    monkeypatch.setattr(hub_connection, "WRITE_TIMEOUT_SECONDS", 2.0)
+    with trio.fail_after(20):
+        hub = await start_hub(feed_app())
+        slow = await join_slow_client(hub.port, "feed:x")
+        [slow_connection] = hub.runtime.connections().which_children()
+        slow_ref = slow_connection.ref
+        async with hub.client() as publisher:
+            await publisher.join_ok("feed:x")
+            assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
+            # The writer has taken a batch of 16 kB items: that write stalls on
+            # the slow client's full socket, for the write timeout.
+            await wait_until(lambda: slow_ref.mailbox_depth <= 200)
+            assert (await publisher.publish_acked("feed:x", "burst", 1100)).ok
+            assert counter_value(hub.metrics.slow_consumers) == 1  # the outbox overflowed
+            # The slow client still reads nothing: the stalled write times out.
+            reason = await slow_ref.wait_exit()
+            assert "SlowConsumerError" in repr(reason)
+            assert counter_value(hub.metrics.slow_consumers) == 1
+        split_cut_stream(await slow.read_bytes_until_eof())
+        await slow.aclose()

@@ -1,0 +1,88 @@
+"""The built-in rooms, end to end: history on join, recovery by offset, limits, who speaks."""
+
+from __future__ import annotations
+
+import trio
+
+from hub.protocol import Join, Push, Reply
+from hub.services.rooms import MAX_TEXT
+
+
+async def test_history_is_replayed_after_the_ok_reply_as_pushes_with_offsets(hub):
+    with trio.fail_after(10):
+        async with hub.client() as ann, hub.client("msgpack") as bob:
+            await ann.join_ok("room:h", {"user": "ann"})
+            for index in range(3):
+                await ann.publish_acked("room:h", "message", {"text": f"m{index}"})
+
+            ref = bob.next_ref()
+            await bob.send(Join(ref, "room:h", {"user": "bob"}))
+            frames = [await bob.next_frame() for _ in range(4)]
+            assert frames[0] == Reply(ref, "room:h", True, {"members": 2})
+            assert [(f.event, f.payload["text"], f.offset) for f in frames[1:]] == [
+                ("message", "m0", 1),
+                ("message", "m1", 2),
+                ("message", "m2", 3),
+            ]
+            assert all(isinstance(f, Push) and f.payload["user"] == "ann" for f in frames[1:])
+
+
+async def test_rejoin_with_an_offset_gets_only_newer_events(hub):
+    with trio.fail_after(10):
+        async with hub.client() as ann, hub.client() as bob:
+            await ann.join_ok("room:r", {"user": "ann"})
+            await bob.join_ok("room:r", {"user": "bob"})
+            for index in range(3):
+                await ann.publish_acked("room:r", "message", {"text": f"m{index}"})
+            seen = [(await bob.next_push("room:r")).offset for _ in range(3)]
+            assert seen == [1, 2, 3]
+
+            assert (await bob.leave("room:r")).ok
+            for index in range(3, 5):
+                await ann.publish_acked("room:r", "message", {"text": f"m{index}"})
+
+            await bob.join_ok("room:r", {"user": "bob"}, offset=3)
+            newer = [await bob.next_push("room:r") for _ in range(2)]
+            assert [(push.payload["text"], push.offset) for push in newer] == [
+                ("m3", 4),
+                ("m4", 5),
+            ]
+            # Nothing else was replayed: the room's next answer comes straight after.
+            members = await bob.call("room:r", "members")
+            assert members.payload == ["ann", "bob"]
+            assert bob.take_unread() == []
+
+
+async def test_message_over_the_limit_is_refused_with_bad_field(hub):
+    with trio.fail_after(10):
+        async with hub.client() as ann:
+            await ann.join_ok("room:l", {"user": "ann"})
+            reply = await ann.publish_acked("room:l", "message", {"text": "x" * (MAX_TEXT + 1)})
+            assert reply.error_code == "bad_field", reply
+            assert str(MAX_TEXT) in reply.error_message
+            reply = await ann.publish_acked("room:l", "message", {"text": "x" * MAX_TEXT})
+            assert reply.ok
+            push = ann.take_unread()
+            assert [frame.payload["text"] for frame in push] == ["x" * MAX_TEXT]
+
+
+async def test_the_user_comes_from_the_join_not_the_payload(hub):
+    with trio.fail_after(10):
+        async with hub.client() as mallory, hub.client() as bob:
+            await mallory.join_ok("room:s", {"user": "mallory"})
+            await bob.join_ok("room:s", {"user": "bob"})
+            await mallory.publish_acked(
+                "room:s", "message", {"text": "I am bob", "user": "bob", "from": "bob"}
+            )
+            push = await bob.next_push("room:s")
+            assert push.payload["user"] == "mallory"
+            assert set(push.payload) == {"user", "text", "at"}
+
+
+async def test_join_without_a_user_is_refused(hub):
+    with trio.fail_after(10):
+        async with hub.client() as client:
+            reply = await client.join("room:u")
+            assert reply.error_code == "bad_field"
+            reply = await client.join("room:u", {"user": "x" * 41})
+            assert reply.error_code == "bad_field"
