@@ -267,7 +267,9 @@ async def run_actor(
             except trio.EndOfChannel:
                 if not ref._stopping:
                     raise
-        if scope.cancelled_caught:
+        if scope.cancelled_caught or ref._kill_reason is not None:
+            # Killed, even if the kill's closing of the mailbox ended the body
+            # (an idle actor leaves its loop) before the cancellation reached it.
             reason = ref._kill_reason or SHUTDOWN
         elif ref._stopping:
             reason = SHUTDOWN
@@ -287,7 +289,10 @@ async def run_actor(
             # KeyboardInterrupt: the actor did not choose this.
             reason = ref._kill_reason or SHUTDOWN
         if actor is not None and ctx._task_status is None:
-            with trio.move_on_after(stop_hook_seconds, shield=True):
+            with trio.move_on_after(stop_hook_seconds, shield=True) as hook_scope:
+                # A kill (its shutdown time has run out) cancels the hook too:
+                # draining the mailbox and the hook share the one bound.
+                ref._scope = hook_scope
                 await actor.stopped(reason)
         ref._scope = None
         ref._exit(reason)

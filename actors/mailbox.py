@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
@@ -73,6 +73,10 @@ class Mailbox:
     _receiver: trio.lowlevel.Task | None = attrs.field(init=False, default=None)
     _senders: trio.lowlevel.ParkingLot | None = attrs.field(init=False, default=None)
     _closed_reason: Any = attrs.field(init=False, default=None)
+    # The runtime messages queued now, by id(), so that no overflow policy
+    # drops one; holding each keeps its id from being reused meanwhile.
+    # Created on first use, like the queue.
+    _runtime: dict[int, Any] | None = attrs.field(init=False, default=None)
 
     @capacity.validator
     def _check_capacity(self, _attribute: object, value: int) -> None:
@@ -122,8 +126,7 @@ class Mailbox:
                 self.dropped += 1
                 return False
             if overflow is Overflow.DROP_OLDEST:
-                queue.popleft()
-                self.dropped += 1
+                self._drop_oldest()
             else:
                 raise MailboxFullError(self.owner, self.capacity)
         queue.append(message)
@@ -142,12 +145,45 @@ class Mailbox:
             self.dropped += 1
             return True
         if len(queue) >= self.capacity:
-            queue.popitem(last=False)
-            self.dropped += 1
+            self._drop_oldest()
         queue[key] = message
         if self._receiver is not None:
             self._wake_receiver()
         return True
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest message that is not a runtime message, and count it.
+
+        If only runtime messages are queued, nothing is dropped: they are past
+        the capacity, and the new message takes the room they leave.
+        """
+        queue = self._queue
+        runtime = self._runtime
+        if not runtime:
+            if self.overflow is Overflow.CONFLATE:
+                queue.popitem(last=False)
+            else:
+                queue.popleft()
+        elif self.overflow is Overflow.CONFLATE:
+            key = next((k for k, m in queue.items() if id(m) not in runtime), None)
+            if key is None:
+                return
+            del queue[key]
+        else:
+            index = next((i for i, m in enumerate(queue) if id(m) not in runtime), None)
+            if index is None:
+                return
+            del queue[index]
+        self.dropped += 1
+
+    def _forget_runtime(self, messages: Iterable[Any]) -> None:
+        """Note that `messages` have left the queue."""
+        runtime = self._runtime
+        if runtime:
+            for message in messages:
+                runtime.pop(id(message), None)
+        if not runtime:
+            self._runtime = None
 
     async def send(self, message: Any) -> bool:
         """Put `message` in the mailbox, waiting for room if the policy is WAIT.
@@ -174,6 +210,9 @@ class Mailbox:
         """
         if self._closed_reason is not None:
             return
+        if self._runtime is None:
+            self._runtime = {}
+        self._runtime[id(message)] = message
         if self.overflow is Overflow.CONFLATE:
             self._queue[object()] = message
         else:
@@ -202,6 +241,7 @@ class Mailbox:
         count = len(self._queue)
         if self._queue is not _EMPTY:
             self._queue.clear()
+        self._runtime = None
         self._wake_senders()
         return count
 
@@ -213,6 +253,9 @@ class Mailbox:
                 del self._queue[key]
         else:
             self._queue = deque(m for m in self._queue if not predicate(m))
+        if self._runtime:
+            kept = self._queue.values() if isinstance(self._queue, dict) else self._queue
+            self._runtime = {id(m): m for m in kept if id(m) in self._runtime} or None
         removed = before - len(self._queue)
         if removed:
             self._wake_senders()
@@ -232,10 +275,13 @@ class Mailbox:
 
     def _pop(self) -> Any:
         if self.overflow is Overflow.CONFLATE:
-            return self._queue.popitem(last=False)[1]
-        message = self._queue.popleft()
-        if not self._queue:
-            self._queue = _EMPTY
+            message = self._queue.popitem(last=False)[1]
+        else:
+            message = self._queue.popleft()
+            if not self._queue:
+                self._queue = _EMPTY
+        if self._runtime:
+            self._forget_runtime((message,))
         return message
 
     def _become_receiver(self) -> None:
@@ -285,6 +331,8 @@ class Mailbox:
         else:
             popleft = queue.popleft
             batch = [popleft() for _ in range(max_messages)]
+        if self._runtime:
+            self._forget_runtime(batch)
         self._wake_senders()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return batch

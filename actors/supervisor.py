@@ -21,6 +21,7 @@ import trio
 
 from .actor import Actor, new_mailbox, run_actor
 from .errors import (
+    ActorExitedError,
     DuplicateChildError,
     NoSuchChildError,
     RestartIntensityError,
@@ -184,6 +185,7 @@ class Supervisor(Actor):
         self._nursery: trio.Nursery | None = None
         self._lock = trio.StrictFIFOLock()
         self._dynamic_ids = itertools.count(1)
+        self._closing = False
 
     @classmethod
     def spec(
@@ -213,10 +215,13 @@ class Supervisor(Actor):
     async def start_child(self, spec: ChildSpec) -> ActorRef:
         """Start a child at run time and return its ref once it is ready.
 
-        Raises DuplicateChildError if the id is taken, and StartError if the
-        child fails before it is ready (it is then not kept).
+        Raises DuplicateChildError if the id is taken, StartError if the
+        child fails before it is ready (it is then not kept), and
+        ActorExitedError once the supervisor is stopping.
         """
         async with self._lock:
+            if self._closing:
+                raise ActorExitedError(self.ctx.name, SHUTDOWN)
             if spec.id is None:
                 spec = attrs.evolve(spec, id=f"{spec.label or 'child'}-{next(self._dynamic_ids)}")
             if spec.id in self._children:
@@ -255,6 +260,10 @@ class Supervisor(Actor):
         ctx = self.ctx
         supervisors = ctx.system._supervisors
         supervisors[ctx.ref] = self
+        # The supervisor's own failure (RestartIntensityError, say) is raised
+        # after the nursery, as itself: raised inside, it would come out wrapped
+        # in the nursery's ExceptionGroup. Children never raise into the nursery.
+        failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -269,11 +278,15 @@ class Supervisor(Actor):
                                 await self._child_exited(child, ref, reason)
                         case _:
                             raise UnexpectedMessageError(ctx.name, message)
+            except Exception as error:
+                failure = error
             finally:
                 try:
                     await self._stop_all()
                 finally:
                     supervisors.pop(ctx.ref, None)
+        if failure is not None:
+            raise failure
 
     # --- starting ------------------------------------------------------------
 
@@ -395,6 +408,9 @@ class Supervisor(Actor):
 
     async def _stop_all(self) -> None:
         """Stop every child: dynamic ones concurrently in batches, then the rest in reverse."""
+        # From here on start_child refuses: a child started now would be
+        # missed below and keep the nursery, and so the supervisor, open.
+        self._closing = True
         children = list(self._children.values())
         dynamic = [child for child in children if child.dynamic]
         static = [child for child in children if not child.dynamic]

@@ -192,7 +192,11 @@ async def open_system(
             failures.append(reason.error)
         body.cancel()
 
-    root = functools.partial(Supervisor, budget=budget)
+    # What the program starts at the top (spawn, start_supervisor) it starts in
+    # dependency order, so the root stops even its dynamic children one at a
+    # time, in reverse: batches of one. Connection-sized crowds of dynamic
+    # children belong under a supervisor of their own, which stops them together.
+    root = functools.partial(Supervisor, budget=budget, shutdown_batch=1)
     async with trio.open_nursery() as nursery:
         await nursery.start(run_actor, root_ref, system, root, ())
         root_ref._watch(system, root_exited)
