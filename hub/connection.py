@@ -111,6 +111,8 @@ class Connection(actors.Actor):
         self._close_code = CloseCode.NORMAL
         self._close_reason = ""
         self._evicted = False
+        # Held while `_send` writes one list of messages (see there).
+        self._send_lock = trio.StrictFIFOLock()
 
     @property
     def identity(self) -> object:
@@ -245,17 +247,20 @@ class Connection(actors.Actor):
         codec = self.codec
         metrics = self._runtime.metrics
         try:
-            for chunk in _batches(messages):
-                message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
-                # Shielded: an eviction or shutdown must not cut a frame in half.
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(WRITE_TIMEOUT_SECONDS) as timer:
-                        await self._websocket.send_message(message)
-                if timer.cancelled_caught:
-                    self._evict()
-                    await trio.lowlevel.checkpoint()
-                metrics.messages_out.inc()
-                metrics.frames_out.inc(len(chunk))
+            # The reader's replies and the writer's batches each go out whole:
+            # pushes the writer took before a Leave must not follow its Reply.
+            async with self._send_lock:
+                for chunk in _batches(messages):
+                    message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
+                    # Shielded: an eviction or shutdown must not cut a frame in half.
+                    with trio.CancelScope(shield=True):
+                        with trio.move_on_after(WRITE_TIMEOUT_SECONDS) as timer:
+                            await self._websocket.send_message(message)
+                    if timer.cancelled_caught:
+                        self._evict()
+                        await trio.lowlevel.checkpoint()
+                    metrics.messages_out.inc()
+                    metrics.frames_out.inc(len(chunk))
         except trio_websocket.ConnectionClosed:
             return False
         return True
