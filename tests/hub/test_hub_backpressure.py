@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 from hub_support import (
     JSON,
     OPCODE_CLOSE,
@@ -17,7 +18,7 @@ from hub_support import (
 
 from hub import connection as hub_connection
 from hub.app import Hub
-from hub.protocol import Heartbeat, Join, Payload, Push, Reply
+from hub.protocol import Heartbeat, Join, Leave, Payload, Push, Reply
 from hub.services import Service
 from hub.topics import Member, Topic
 
@@ -268,4 +269,39 @@ async def test_overflow_during_a_stalled_write_is_one_eviction(start_hub, monkey
             assert "SlowConsumerError" in repr(reason)
             assert counter_value(hub.metrics.slow_consumers) == 1
         split_cut_stream(await slow.read_bytes_until_eof())
+        await slow.aclose()
+
+
+async def test_no_push_follows_the_leave_reply_even_from_a_batch_being_written(start_hub):
+    """Leave while the writer is stalled in the middle of a batch of that topic's pushes.
+
+    The batch was taken before the Leave, so it may still be written, but
+    all of it before the Leave's Reply: after that Reply no Push for the
+    topic reaches the client (docs/protocol.md, Leave).
+    """
+    with trio.fail_after(20):
+        hub = await start_hub(feed_app())
+        slow = await join_slow_client(hub.port, "feed:x")
+        [slow_connection] = hub.runtime.connections().which_children()
+        slow_ref = slow_connection.ref
+        async with hub.client() as publisher:
+            await publisher.join_ok("feed:x")
+            assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
+            # The writer has taken a batch of a hundred 16 kB pushes, more than
+            # one message holds, and is stalled writing the first message.
+            await wait_until(lambda: slow_ref.mailbox_depth <= 200)
+            await slow.send(Leave(2, "feed:x"))
+            # The hub has read the Leave and its reader waits to write the Reply.
+            await trio.testing.wait_all_tasks_blocked()
+            await slow.send(Heartbeat(3))
+
+            frames = await slow.read_data_frames(1)
+            while frames[-1] != Reply(3, None, True):
+                frames.extend(await slow.read_data_frames(1))
+            leave_reply = frames.index(Reply(2, "feed:x", True))
+            assert all(isinstance(frame, Push) for frame in frames[:leave_reply])
+            assert frames[leave_reply + 1 :] == [Reply(3, None, True)]
+            numbers = [frame.payload["n"] for frame in frames[:leave_reply]]
+            assert numbers == list(range(len(numbers)))
+            assert len(numbers) < 300  # the rest were dropped: the topic was left
         await slow.aclose()
