@@ -18,8 +18,9 @@ class BoomError(Exception):
     """What test actors raise when told to crash."""
 
 
-# A log entry: ("start", name), ("handle", name, message) or ("stop", name, reason).
-Log = list[tuple[Any, ...]]
+# What test actors write down, in order; a Recorder's entries are
+# ("start", name), ("handle", name, message) and ("stop", name, reason).
+Log = list[Any]
 
 
 class Recorder(actors.Actor):
@@ -102,11 +103,11 @@ def live_tasks() -> int:
     return count(trio.lowlevel.current_root_task())
 
 
-def drain_nowait(ref_mailbox: actors.Mailbox) -> list[Any]:
-    """Everything queued in a mailbox, taken without waiting."""
+def take_queued(mailbox: actors.Mailbox) -> list[Any]:
+    """Take everything queued in a mailbox, without waiting."""
     messages = []
     while True:
         try:
-            messages.append(ref_mailbox.receive_nowait())
+            messages.append(mailbox.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
             return messages

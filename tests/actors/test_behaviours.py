@@ -322,3 +322,23 @@ async def test_exit_reasons_print_and_compare() -> None:
     assert actors.Normal() == actors.NORMAL
     assert actors.Shutdown() == actors.SHUTDOWN
     assert actors.NORMAL != actors.SHUTDOWN
+
+
+async def test_ctx_stop_ends_a_function_actor_with_normal_after_the_message(
+    system: actors.System,
+) -> None:
+    handled: list[Any] = []
+
+    async def stops_itself(ctx: actors.Context) -> None:
+        async for message in ctx:
+            handled.append(message)
+            if message == "stop":
+                ctx.stop()
+
+    ref = await system.spawn(stops_itself)
+    for message in ("a", "stop", "never handled"):
+        ref.send_nowait(message)
+
+    with trio.fail_after(5):
+        assert await ref.wait_exit() is actors.NORMAL
+    assert handled == ["a", "stop"]

@@ -7,21 +7,12 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from actors_support import idle, take_queued
 from hypothesis import given
 from hypothesis import strategies as st
 
 import actors
 from actors import ActorExitedError, Mailbox, MailboxFullError, Overflow
-
-
-def queued(mailbox: Mailbox) -> list[Any]:
-    """Take everything queued, without waiting."""
-    messages = []
-    while True:
-        try:
-            messages.append(mailbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return messages
 
 
 def by_letter(message: Any) -> Any:
@@ -51,7 +42,7 @@ async def test_wait_send_waits_for_room_then_proceeds() -> None:
         assert await mailbox.receive() == "a"
         await sent.wait()
 
-    assert queued(mailbox) == ["b", "c"]
+    assert take_queued(mailbox) == ["b", "c"]
     assert mailbox.dropped == 0
 
 
@@ -85,7 +76,7 @@ async def test_wait_send_nowait_on_full_raises_a_helpful_error() -> None:
     assert "worker#7" in message
     assert "2 messages" in message
     assert "raise the capacity" in message  # it says what to do about it
-    assert queued(mailbox) == ["a", "b"]
+    assert take_queued(mailbox) == ["a", "b"]
     assert mailbox.dropped == 0  # refusing is not dropping
 
 
@@ -95,7 +86,7 @@ async def test_wait_send_cancelled_while_waiting_delivers_nothing(autojump_clock
     with trio.move_on_after(1) as scope:
         await mailbox.send("b")
     assert scope.cancelled_caught
-    assert queued(mailbox) == ["a"]
+    assert take_queued(mailbox) == ["a"]
 
 
 # --- FAIL ------------------------------------------------------------------------
@@ -111,7 +102,7 @@ async def test_fail_raises_on_both_send_and_send_nowait() -> None:
     with trio.fail_after(1), pytest.raises(MailboxFullError):
         await mailbox.send("c")  # at once: FAIL never waits
 
-    assert queued(mailbox) == ["a", "b"]
+    assert take_queued(mailbox) == ["a", "b"]
     assert mailbox.dropped == 0
 
 
@@ -127,7 +118,7 @@ async def test_drop_newest_drops_the_incoming_message_and_counts_it() -> None:
         assert await mailbox.send("d") is False  # never waits
 
     assert mailbox.dropped == 2
-    assert queued(mailbox) == ["a", "b"]
+    assert take_queued(mailbox) == ["a", "b"]
 
 
 # --- DROP_OLDEST -------------------------------------------------------------------
@@ -142,7 +133,7 @@ async def test_drop_oldest_makes_room_by_dropping_the_oldest_and_counts_it() -> 
         assert await mailbox.send("e") is True
 
     assert mailbox.dropped == 2
-    assert queued(mailbox) == ["c", "d", "e"]
+    assert take_queued(mailbox) == ["c", "d", "e"]
 
 
 # --- CONFLATE ----------------------------------------------------------------------
@@ -158,7 +149,7 @@ async def test_conflate_keeps_the_latest_per_key_in_its_place() -> None:
     mailbox.send_nowait(("a", 3))
 
     assert mailbox.dropped == 3  # each replacement counts
-    assert queued(mailbox) == [("a", 3), ("b", 2), ("c", 1)]
+    assert take_queued(mailbox) == [("a", 3), ("b", 2), ("c", 1)]
 
 
 async def test_conflate_a_new_key_on_a_full_mailbox_drops_the_oldest_key() -> None:
@@ -168,7 +159,7 @@ async def test_conflate_a_new_key_on_a_full_mailbox_drops_the_oldest_key() -> No
     mailbox.send_nowait(("c", 1))
 
     assert mailbox.dropped == 1
-    assert queued(mailbox) == [("b", 1), ("c", 1)]
+    assert take_queued(mailbox) == [("b", 1), ("c", 1)]
 
 
 async def test_conflate_never_conflates_key_none() -> None:
@@ -179,7 +170,7 @@ async def test_conflate_never_conflates_key_none() -> None:
     mailbox.send_nowait("tick")
 
     assert mailbox.dropped == 0
-    assert queued(mailbox) == ["tick", "tick", ("a", 1), "tick"]
+    assert take_queued(mailbox) == ["tick", "tick", ("a", 1), "tick"]
 
 
 async def test_conflate_key_none_on_a_full_mailbox_drops_the_oldest() -> None:
@@ -189,7 +180,7 @@ async def test_conflate_key_none_on_a_full_mailbox_drops_the_oldest() -> None:
     mailbox.send_nowait("tock")
 
     assert mailbox.dropped == 1
-    assert queued(mailbox) == [("a", 1), "tock"]
+    assert take_queued(mailbox) == [("a", 1), "tock"]
 
 
 def test_conflate_needs_a_key_function() -> None:
@@ -213,7 +204,7 @@ async def test_every_drop_is_counted(overflow: Overflow) -> None:
     for message in range(12):
         mailbox.send_nowait(message)
     assert mailbox.dropped == 7
-    assert len(queued(mailbox)) == 5
+    assert len(take_queued(mailbox)) == 5
 
 
 # Operations for the model check below: ("send", n) sends message n with key
@@ -274,7 +265,7 @@ def test_nothing_is_lost_without_being_counted(
                         received.append(mailbox.receive_nowait())
                     except trio.WouldBlock:
                         break
-    received.extend(queued(mailbox))
+    received.extend(take_queued(mailbox))
 
     user_received = [message for message in received if message[0] == "user"]
     assert len(user_received) + mailbox.dropped == len(accepted)
@@ -428,7 +419,7 @@ async def test_close_makes_waiting_senders_raise_actor_exited() -> None:
 
     assert len(errors) == 3
     assert all(error.actor == "worker#3" and error.reason is actors.SHUTDOWN for error in errors)
-    assert queued(mailbox) == ["queued"]  # nothing got in
+    assert take_queued(mailbox) == ["queued"]  # nothing got in
 
 
 @pytest.mark.parametrize("overflow", list(Overflow))
@@ -464,7 +455,7 @@ def test_runtime_messages_go_past_the_capacity(overflow: Overflow) -> None:
     mailbox.deliver_system("down")
 
     assert len(mailbox) == 3
-    assert queued(mailbox) == [("a", 1), ("b", 1), "down"]
+    assert take_queued(mailbox) == [("a", 1), ("b", 1), "down"]
     assert mailbox.dropped == 0
 
 
@@ -476,7 +467,7 @@ def test_a_dropping_policy_never_drops_a_runtime_message(overflow: Overflow) -> 
         mailbox.send_nowait((f"k{number}", number))
 
     # The runtime message takes room, but the policy evicts around it.
-    assert queued(mailbox) == ["down", ("k3", 3)]
+    assert take_queued(mailbox) == ["down", ("k3", 3)]
     assert mailbox.dropped == 3
 
 
@@ -495,7 +486,7 @@ async def test_remove_if_discards_matching_messages_and_lets_a_sender_in() -> No
         nursery.start_soon(mailbox.send, 4)
         await trio.testing.wait_all_tasks_blocked()
         assert mailbox.remove_if(lambda message: message % 2 == 1) == 2
-    assert queued(mailbox) == [2, 4]
+    assert take_queued(mailbox) == [2, 4]
 
 
 # --- mailbox settings of an actor --------------------------------------------------------
@@ -516,7 +507,7 @@ async def test_spec_settings_and_class_defaults_shape_an_actors_mailbox(
     by_spec = await system.spawn(
         Small, shutdown=0, mailbox_capacity=5, overflow=Overflow.DROP_OLDEST
     )
-    default = await system.spawn(idle_reader)
+    default = await system.spawn(idle)
 
     for ref in (by_class, by_spec):
         ref.send_nowait("first")
@@ -528,8 +519,3 @@ async def test_spec_settings_and_class_defaults_shape_an_actors_mailbox(
     assert (by_class.mailbox_capacity, by_class.mailbox_depth, by_class.dropped) == (3, 3, 5)
     assert (by_spec.mailbox_capacity, by_spec.mailbox_depth, by_spec.dropped) == (5, 5, 3)
     assert default.mailbox_capacity == actors.DEFAULT_MAILBOX_CAPACITY
-
-
-async def idle_reader(ctx: actors.Context) -> None:
-    async for _message in ctx:
-        pass

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from actors_support import BoomError, crash_on_message, idle
+from actors_support import BoomError, crash_on_message, idle, take_queued
 
 import actors
 from actors import (
@@ -87,7 +87,7 @@ async def test_monitoring_an_ended_actor_delivers_down_at_once(system: actors.Sy
     handle = monitor(watcher, target)
 
     assert watcher.mailbox_depth == 1  # already there, no waiting
-    down = watcher._mailbox.receive_nowait()
+    (down,) = take_queued(watcher._mailbox)
     assert down == Down(target, reason, handle)
     assert down.reason is reason
 
@@ -136,8 +136,11 @@ async def test_demonitor_with_flush_removes_a_queued_down(system: actors.System)
 
     demonitor(handle, flush=True)
 
-    messages = [watcher._mailbox.receive_nowait() for _ in range(watcher.mailbox_depth)]
-    assert messages == ["before", Down(other, actors.SHUTDOWN, other_handle), "after"]
+    assert take_queued(watcher._mailbox) == [
+        "before",
+        Down(other, actors.SHUTDOWN, other_handle),
+        "after",
+    ]
 
 
 async def test_ctx_monitor_and_demonitor_with_flush(system: actors.System) -> None:
@@ -190,8 +193,7 @@ async def test_down_is_delivered_into_a_full_mailbox(
     for message in ("c", "d", "e"):
         watcher.cast(message)  # refused or dropped, per policy: never the Down
 
-    queued = [watcher._mailbox.receive_nowait() for _ in range(watcher.mailbox_depth)]
-    assert Down(target, actors.SHUTDOWN, handle) in queued
+    assert Down(target, actors.SHUTDOWN, handle) in take_queued(watcher._mailbox)
     assert (
         watcher.dropped
         == {
@@ -298,7 +300,7 @@ async def test_trapping_exits_turns_a_linked_end_into_an_exit_message(
     await trio.testing.wait_all_tasks_blocked()
 
     assert trapper.alive
-    assert inbox == [Exit(crasher, crasher.exit_reason), Exit(brief, actors.NORMAL)]  # type: ignore[arg-type]
+    assert inbox == [Exit(crasher, crasher.exit_reason), Exit(brief, actors.NORMAL)]
     assert isinstance(inbox[0].reason, Crashed)
 
 

@@ -229,7 +229,7 @@ async def test_at_the_root_the_intensity_error_is_raised_out_of_open_system() ->
             refs[-1].send_nowait("first")
             await refs[-1].wait_exit()
             await trio.testing.wait_all_tasks_blocked()
-            refs.append(child_refs(system.root)["crasher"])  # type: ignore[arg-type]
+            refs.append(child_refs(system.root)["crasher"])
             refs[-1].send_nowait("second")
             await trio.sleep_forever()  # the body is cancelled when the root fails
             reached_the_end = True
@@ -278,7 +278,7 @@ async def test_a_child_failing_to_start_during_a_restart_counts_as_a_restart(
             restart=Restart.TEMPORARY,  # so that the root leaves it down
         )
     ).ctx.ref
-    ref = child_refs(system.supervisor_of(supervisor_ref))["w"]  # type: ignore[arg-type]
+    ref = child_refs(system.supervisor_of(supervisor_ref))["w"]
     assert ref is not None
     ref.send_nowait("crash")
 
@@ -581,7 +581,7 @@ async def test_a_crash_in_a_nested_supervisor_stays_inside_it(system: actors.Sys
         strategy=Strategy.ONE_FOR_ALL,
     )
     outer_before = child_refs(outer)
-    inner = system.supervisor_of(outer_before["inner"])  # type: ignore[arg-type]
+    inner = system.supervisor_of(outer_before["inner"])
     assert inner is not None
     log.clear()
 
