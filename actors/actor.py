@@ -83,7 +83,7 @@ class Context:
         return await self._mailbox.receive_batch(max_messages)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
-        """Iterate over messages until the actor is asked to stop.
+        """Iterate over messages until the actor is asked to stop, or calls `stop()`.
 
         Messages are taken in batches (one wake-up per burst).
         """
@@ -96,6 +96,9 @@ class Context:
                 return
             for message in batch:
                 yield message
+                if self._stop_requested:
+                    # As in Actor.run: the rest of the batch is never handled.
+                    return
 
     def stop(self) -> None:
         """End this actor with NORMAL after the message being handled."""
