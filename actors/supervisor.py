@@ -304,15 +304,16 @@ class Supervisor(Actor):
         spec = child.spec
         system = self.ctx.system
         label = spec.label or str(spec.id)
+        actor_id = system._next_id()
         mailbox = new_mailbox(
-            label,
+            f"{label}#{actor_id}",
             spec.start,
             capacity=spec.mailbox_capacity,
             overflow=spec.overflow,
             conflate_key=spec.conflate_key,
             default_capacity=DEFAULT_MAILBOX_CAPACITY,
         )
-        ref = ActorRef(system._next_id(), label, mailbox)
+        ref = ActorRef(actor_id, label, mailbox)
         ref._on_exit = functools.partial(self._on_child_exit, child)
         child.ref = ref
         child.stopping = False

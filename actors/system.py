@@ -197,19 +197,26 @@ async def open_system(
     # time, in reverse: batches of one. Connection-sized crowds of dynamic
     # children belong under a supervisor of their own, which stops them together.
     root = functools.partial(Supervisor, budget=budget, shutdown_batch=1)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(run_actor, root_ref, system, root, ())
-        root_ref._watch(system, root_exited)
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            await nursery.start(_serve_signals, system, body)
-        try:
-            with body:
-                yield system
-        finally:
-            root_ref._request_stop()
-            with trio.CancelScope(shield=True):
-                await root_ref.wait_exit()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_actor, root_ref, system, root, ())
+            root_ref._watch(system, root_exited)
+            if handle_signals and threading.current_thread() is threading.main_thread():
+                await nursery.start(_serve_signals, system, body)
+            try:
+                with body:
+                    yield system
+            finally:
+                root_ref._request_stop()
+                with trio.CancelScope(shield=True):
+                    await root_ref.wait_exit()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The system's own tasks never raise, so a group holds what the body
+        # raised: give it back as it was raised, not wrapped by our nursery.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     if failures:
         raise failures[0]
 

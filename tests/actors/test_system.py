@@ -234,3 +234,28 @@ async def test_no_task_is_left_behind(autojump_clock: Any, children: int) -> Non
     assert all(not ref.alive for ref in refs)
     assert live_tasks() == baseline
     await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_an_error_in_the_body_comes_out_as_raised_not_in_a_group() -> None:
+    class BodyError(Exception):
+        pass
+
+    with trio.fail_after(10), pytest.raises(BodyError, match="from the body"):
+        async with actors.open_system(handle_signals=False) as system:
+            await system.spawn(_idle_forever)
+            raise BodyError("from the body")
+
+
+async def _idle_forever(ctx: actors.Context) -> None:
+    async for _ in ctx:
+        pass
+
+
+async def test_send_errors_name_the_actor_with_its_id() -> None:
+    with trio.fail_after(10):
+        async with actors.open_system(handle_signals=False) as system:
+            ref = await system.spawn(_idle_forever, label="idle")
+            ref.kill()
+            await ref.wait_exit()
+            with pytest.raises(actors.ActorExitedError, match=f"idle#{ref.id}"):
+                ref.send_nowait("hello")
