@@ -250,17 +250,21 @@ class Connection(actors.Actor):
             # The reader's replies and the writer's batches each go out whole:
             # pushes the writer took before a Leave must not follow its Reply.
             async with self._send_lock:
-                for chunk in _batches(messages):
-                    message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
-                    # Shielded: an eviction or shutdown must not cut a frame in half.
-                    with trio.CancelScope(shield=True):
-                        with trio.move_on_after(WRITE_TIMEOUT_SECONDS) as timer:
-                            await self._websocket.send_message(message)
-                    if timer.cancelled_caught:
-                        self._evict()
-                        await trio.lowlevel.checkpoint()
-                    metrics.messages_out.inc()
-                    metrics.frames_out.inc(len(chunk))
+                # One shielded scope for the whole list (a scope per message
+                # cost a quarter of the hub's time in a fan-out profile):
+                # shielded so that an eviction or shutdown never cuts a frame
+                # in half, and given a fresh write timeout per message so
+                # that a client that reads nothing is cut off all the same.
+                with trio.CancelScope(shield=True) as guard:
+                    for chunk in _batches(messages):
+                        message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
+                        guard.deadline = trio.current_time() + WRITE_TIMEOUT_SECONDS
+                        await self._websocket.send_message(message)
+                        metrics.messages_out.inc()
+                        metrics.frames_out.inc(len(chunk))
+                if guard.cancelled_caught:
+                    self._evict()
+                    await trio.lowlevel.checkpoint()
         except trio_websocket.ConnectionClosed:
             return False
         return True
