@@ -279,7 +279,7 @@ async def run_actor(
         else:
             reason = NORMAL
     except Exception as error:
-        reason = ref._kill_reason or Crashed(error)
+        reason = ref._kill_reason or Crashed(_sole_error(error))
         if ctx._task_status is not None:
             # Not ready yet: the starter gets the exception; the supervisor
             # must not also take it for the death of a running child.
@@ -325,3 +325,15 @@ def new_mailbox(
         key=conflate_key,
         owner=label,
     )
+
+
+def _sole_error(error: Exception) -> Exception:
+    """The one exception inside nested groups of one, else `error` itself.
+
+    An actor that runs a nursery of its own (a reader beside its loop) gets
+    its crash wrapped by trio in a group of one; the exit reason names the
+    error itself.
+    """
+    while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import functools
 import itertools
+import logging
 import math
 import random
 from collections import deque
@@ -30,6 +31,8 @@ from .errors import (
 )
 from .mailbox import DEFAULT_MAILBOX_CAPACITY, Overflow
 from .ref import SHUTDOWN, ActorRef, Crashed, ExitReason
+
+logger = logging.getLogger(__name__)
 
 # How long a worker may take to stop once asked before it is cancelled, in seconds.
 DEFAULT_SHUTDOWN_SECONDS: Final = 5.0
@@ -336,6 +339,15 @@ class Supervisor(Actor):
     async def _child_exited(self, child: _Child, ref: ActorRef, reason: ExitReason) -> None:
         if self._children.get(child.id) is not child or child.ref is not ref:
             return  # stale: already stopped or restarted on purpose
+        if isinstance(reason, Crashed):
+            # A crash is a bug: logged once, here, with its traceback.
+            logger.error(
+                "%s crashed under %s (%s restart)",
+                ref.name,
+                self.ctx.name,
+                child.spec.restart.value,
+                exc_info=reason.error,
+            )
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (
             restart is Restart.TRANSIENT and not isinstance(reason, Crashed)

@@ -24,7 +24,7 @@ import trio
 import trio_websocket
 
 import actors
-from hub.errors import ErrorCode, SlowConsumerError
+from hub.errors import ErrorCode
 from hub.gateway import ConnectInfo
 from hub.protocol import (
     MAX_BATCH_FRAMES,
@@ -146,8 +146,9 @@ class Connection(actors.Actor):
         if not self._evicted:
             self._evicted = True
             self._runtime.metrics.slow_consumers.inc()
-        ref = self.ctx.ref
-        ref.kill(SlowConsumerError(ref.name, OUTBOX_CAPACITY))
+        # The client's doing, not a bug of ours: the actor is ended, not
+        # crashed, and `stopped` closes with 1013.
+        self.ctx.ref.kill()
 
     # --- the actor -------------------------------------------------------------
 
@@ -163,10 +164,10 @@ class Connection(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         self._runtime.metrics.connection_closed()
         match reason:
+            case _ if self._evicted:
+                code, text = CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON
             case actors.Shutdown():
                 code, text = CloseCode.GOING_AWAY, "server shutting down"
-            case actors.Crashed(error=SlowConsumerError()):
-                code, text = CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON
             case actors.Crashed():
                 code, text = CloseCode.INTERNAL_ERROR, "internal error"
             case _:

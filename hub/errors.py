@@ -146,16 +146,5 @@ class JoinRefusedError(ServiceError):
         super().__init__(code, message)
 
 
-class SlowConsumerError(HubError):
-    """A client fell so far behind that its outgoing mailbox filled; it is disconnected."""
-
-    def __init__(self, connection: str, capacity: int) -> None:
-        super().__init__(
-            f"{connection} fell {capacity} messages behind and was disconnected (slow consumer)"
-        )
-        self.connection = connection
-        self.capacity = capacity
-
-
 class ConfigError(HubError):
     """The hub's configuration is wrong; the message says which setting and why."""

@@ -267,7 +267,8 @@ async def test_batches_stay_within_the_message_size_clients_read(topics_hub, cod
 # --- crashes -------------------------------------------------------------------------
 
 
-async def test_a_crashing_topic_ends_every_membership_and_restarts_fresh(topics_hub):
+@pytest.mark.hub_logs_errors
+async def test_a_crashing_topic_ends_every_membership_and_restarts_fresh(topics_hub, caplog):
     runtime = topics_hub.runtime
     with trio.fail_after(10):
         async with (
@@ -316,6 +317,11 @@ async def test_a_crashing_topic_ends_every_membership_and_restarts_fresh(topics_
             # The supervisor restarted the crashed actor (transient, crashed).
             restarts = [info.restarts for info in runtime.topics.supervisor_of().which_children()]
             assert sum(restarts) == 1, restarts
+            # ...and logged the crash once, with its traceback.
+            crashes = [record for record in caplog.records if "crashed under" in record.message]
+            assert len(crashes) == 1
+            assert crashes[0].exc_info is not None
+            assert "boom, as asked" in str(crashes[0].exc_info[1])
 
 
 # --- cleanup -------------------------------------------------------------------------
