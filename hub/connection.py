@@ -24,7 +24,7 @@ import trio
 import trio_websocket
 
 import actors
-from hub.errors import ErrorCode
+from hub.errors import ErrorCode, TopicUnavailableError
 from hub.gateway import ConnectInfo
 from hub.protocol import (
     MAX_BATCH_FRAMES,
@@ -345,6 +345,13 @@ class Connection(actors.Actor):
         assert route is not None
         try:
             topic_ref = await topics.actor_for(topic, route)
+        except TopicUnavailableError as error:
+            self._joins.pop(topic, None)
+            actions = self._machine.join_failed(
+                topic, code=ErrorCode.SERVICE_ERROR, message=str(error)
+            )
+            self._encode_sends(actions, replies)
+            return
         except actors.StartError as error:
             self._joins.pop(topic, None)
             self._runtime.metrics.topic_start_failures.inc()

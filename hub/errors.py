@@ -146,5 +146,9 @@ class JoinRefusedError(ServiceError):
         super().__init__(code, message)
 
 
+class TopicUnavailableError(HubError):
+    """A topic is not served for now (it crashed too often lately); try again later."""
+
+
 class ConfigError(HubError):
     """The hub's configuration is wrong; the message says which setting and why."""

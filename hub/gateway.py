@@ -547,10 +547,11 @@ class _Dispatcher:
             )
             return False
         request = attrs.evolve(request, body=body)
-        if (
-            request.path in self.websocket_routes
-            and match_route(self.http_routes, request.path) is None
-        ):
+        http_route = match_route(self.http_routes, request.path)
+        # A WebSocket path answers 426 to plain HTTP unless an exact HTTP
+        # route claims it too (a prefix route, such as static files at "/",
+        # does not).
+        if request.path in self.websocket_routes and (http_route is None or http_route.prefix):
             response = HttpResponse.text(
                 "this path speaks WebSocket\n",
                 status=http.HTTPStatus.UPGRADE_REQUIRED,

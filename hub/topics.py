@@ -11,6 +11,9 @@ that dies is removed without anyone having to remember to.
 from __future__ import annotations
 
 import functools
+import logging
+import math
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -18,12 +21,20 @@ import attrs
 import trio
 
 import actors
-from hub.errors import EncodeError, ErrorCode, JoinRefusedError, ServiceError
+from hub.errors import (
+    EncodeError,
+    ErrorCode,
+    JoinRefusedError,
+    ServiceError,
+    TopicUnavailableError,
+)
 from hub.protocol import Codec, EndCode, Error, Message, Payload, Push, Reply
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
     from hub.services import Service
+
+logger = logging.getLogger(__name__)
 
 # Requests queued for one topic actor. Connection readers wait when it is
 # full, which slows the clients sending to a busy topic (TCP backpressure)
@@ -36,10 +47,47 @@ TOPIC_MAILBOX_CAPACITY: Final = 4096
 # history, still there.
 EMPTY_TOPIC_GRACE_SECONDS: Final = 10.0
 
+# A topic whose actor crashes this often within the window is not served
+# again until the window has passed (its joins are refused meanwhile), so
+# that one buggy topic cannot use up the restart budget every topic shares.
+TOPIC_MAX_CRASHES: Final = 3
+TOPIC_CRASH_WINDOW_SECONDS: Final = 30.0
+
 # How long a Call may wait for its service unless the client asks for less,
 # and the most it may ask for.
 DEFAULT_CALL_TIMEOUT_SECONDS: Final = 5.0
 MAX_CALL_TIMEOUT_SECONDS: Final = 60.0
+
+
+@attrs.define(eq=False)
+class CrashLedger:
+    """When each topic's actor crashed lately, to stop serving one that keeps crashing."""
+
+    max_crashes: int = TOPIC_MAX_CRASHES
+    window_seconds: float = TOPIC_CRASH_WINDOW_SECONDS
+    _crashes: dict[str, deque[float]] = attrs.Factory(dict)
+
+    def record(self, topic: str, now: float) -> None:
+        times = self._crashes.setdefault(topic, deque())
+        times.append(now)
+        self._forget_old(topic, now)
+
+    def closed_until(self, topic: str, now: float) -> float | None:
+        """When `topic` may be served again, or None if it may be now."""
+        self._forget_old(topic, now)
+        times = self._crashes.get(topic)
+        if times is None or len(times) < self.max_crashes:
+            return None
+        return times[0] + self.window_seconds
+
+    def _forget_old(self, topic: str, now: float) -> None:
+        times = self._crashes.get(topic)
+        if times is None:
+            return
+        while times and times[0] <= now - self.window_seconds:
+            times.popleft()
+        if not times:
+            del self._crashes[topic]
 
 
 def topic_name_key(name: str) -> Hashable:
@@ -282,9 +330,11 @@ class TopicActor(actors.Actor):
         route: Route,
         metrics: HubMetrics | None = None,
         *,
+        crashes: CrashLedger | None = None,
         empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS,
     ) -> None:
         self.topic = Topic(name, metrics)
+        self._crashes = crashes or CrashLedger()
         self._route = route
         self._empty_grace = empty_grace
         self._monitors: dict[actors.ActorRef, actors.Monitor] = {}
@@ -293,6 +343,12 @@ class TopicActor(actors.Actor):
         self.service: Service | None = None
 
     async def run(self) -> None:
+        if self._crashes.closed_until(self.topic.name, trio.current_time()) is not None:
+            # Restarted after one crash too many: stay down (a normal end is
+            # not restarted); joins are refused until the window passes.
+            logger.warning("topic %r keeps crashing; closed for a while", self.topic.name)
+            self.ctx.ready()
+            return
         try:
             self.ctx.register(topic_name_key(self.topic.name))
         except actors.NameTakenError:
@@ -312,6 +368,8 @@ class TopicActor(actors.Actor):
         await self.service.started()
 
     async def stopped(self, reason: actors.ExitReason) -> None:
+        if isinstance(reason, actors.Crashed):
+            self._crashes.record(self.topic.name, trio.current_time())
         if self.service is not None:
             await self.service.stopped()
 
@@ -459,6 +517,7 @@ class Topics:
     supervisor_of: Callable[[], actors.Supervisor]
     metrics: HubMetrics | None = None
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
+    crashes: CrashLedger = attrs.Factory(CrashLedger)
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
 
     def route_for(self, name: str) -> Route | None:
@@ -471,9 +530,17 @@ class Topics:
     async def actor_for(self, name: str, route: Route) -> actors.ActorRef:
         """The live actor of topic `name`, started now if there is none.
 
-        Raises actors.StartError if the service fails to start.
+        Raises actors.StartError if the service fails to start, and
+        TopicUnavailableError if the topic crashed too often lately.
         """
         key = topic_name_key(name)
+        closed_until = self.crashes.closed_until(name, trio.current_time())
+        if closed_until is not None:
+            seconds = max(1, math.ceil(closed_until - trio.current_time()))
+            raise TopicUnavailableError(
+                f"topic {name!r} crashed {self.crashes.max_crashes} times lately; "
+                f"try again in {seconds} s"
+            )
         while True:
             ref = self.registry.whereis(key)
             if ref is not None:
@@ -487,7 +554,9 @@ class Topics:
             return await self.supervisor_of().start_child(
                 actors.ChildSpec(
                     id=None,
-                    start=functools.partial(TopicActor, empty_grace=self.empty_grace),
+                    start=functools.partial(
+                        TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
+                    ),
                     args=(name, route, self.metrics),
                     restart=actors.Restart.TRANSIENT,
                     label=f"topic {name}",

@@ -79,3 +79,10 @@ async def test_echo_endpoint_echoes_text_as_text_and_binary_as_binary(hub):
             await websocket.send_message(b"\x00\x01\xff")
             echoed = await websocket.get_message()
             assert (type(echoed), echoed) == (bytes, b"\x00\x01\xff")
+
+
+async def test_plain_get_on_the_websocket_path_is_426_not_a_static_404(hub):
+    with trio.fail_after(10):
+        response = await http_get(hub.port, "/ws")
+        assert response.status == 426
+        assert response.headers["upgrade"] == "websocket"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import deque
 from collections.abc import Mapping
 
 import pytest
@@ -24,7 +25,7 @@ from hub.protocol import (
     Reply,
 )
 from hub.services import EchoService, RoomService, Service
-from hub.topics import Member, Topic, topic_name_key
+from hub.topics import TOPIC_MAX_CRASHES, CrashLedger, Member, Topic, topic_name_key
 
 
 class GateService(Service):
@@ -373,3 +374,42 @@ async def test_abrupt_disconnect_removes_the_member_through_monitors(start_hub, 
             echo_ref = hub.runtime.system.registry.whereis(topic_name_key("echo:g"))
             assert echo_ref is not None  # still in its grace period, but empty
         assert await left_receive.receive() == "bob"
+
+
+@pytest.mark.hub_logs_errors
+async def test_a_topic_that_keeps_crashing_is_closed_for_a_while_and_nobody_else_notices(
+    topics_hub,
+):
+    with trio.fail_after(20):
+        async with topics_hub.client() as ann, topics_hub.client() as bob:
+            await bob.join_ok("count:steady")
+            await bob.publish_acked("count:steady", "inc")
+            for _ in range(TOPIC_MAX_CRASHES):
+                await ann.join_ok("count:buggy")
+                await ann.publish("count:buggy", "boom")
+                ended = await ann.wait_for(lambda frame: isinstance(frame, Ended))
+                assert ended.code == "topic_crashed"
+            # One crash too many: the topic is not served for a while...
+            refused = await ann.join("count:buggy")
+            assert not refused.ok
+            assert refused.error_code == "service_error"
+            assert f"crashed {TOPIC_MAX_CRASHES} times" in (refused.error_message or "")
+            # ...and everyone else carries on: the same connection, other
+            # topics, their state, the topics supervisor.
+            assert (await ann.heartbeat()).ok
+            assert (await bob.call("count:steady", "count")).payload == 1
+            await ann.join_ok("count:other")
+            assert (await ann.call("count:other", "count")).payload == 0
+
+
+def test_crash_ledger_forgets_crashes_older_than_its_window():
+    ledger = CrashLedger(max_crashes=2, window_seconds=10.0)
+    ledger.record("t", 0.0)
+    assert ledger.closed_until("t", 1.0) is None
+    ledger.record("t", 5.0)
+    assert ledger.closed_until("t", 6.0) == 10.0
+    assert ledger.closed_until("t", 10.0) is None  # the first crash has aged out
+    assert ledger.closed_until("other", 6.0) is None
+    assert ledger._crashes == {"t": deque([5.0])}
+    assert ledger.closed_until("t", 15.0) is None
+    assert ledger._crashes == {}
