@@ -8,5 +8,5 @@ from hub.app import Hub
 from hub.services import EchoService, RoomService
 
 app = Hub("triohub demo")
-app.route("room:*", RoomService)
+app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
 app.route("echo:*", EchoService)

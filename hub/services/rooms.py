@@ -33,12 +33,19 @@ class RoomService(Service):
       member, the sender too, gets a `message` Push with
       `{"user", "text", "at"}`. The user comes from the join, not the
       client's payload, so nobody can speak as someone else.
+    - With `announce_members=True` (the demo turns it on), whenever someone
+      joins or leaves, every member gets a `members` Push
+      with `{"members": count, "users": [names in join order]}` (latest
+      only: a member behind gets just the newest).
     - Call `members`: the user names present, in join order.
     """
 
-    def __init__(self, topic: Topic, *, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, topic: Topic, *, history: int = DEFAULT_HISTORY, announce_members: bool = False
+    ) -> None:
         super().__init__(topic)
         self.history: deque[tuple[int, Payload]] = deque(maxlen=history)
+        self.announce_members = announce_members
 
     async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
         user = params.get("user")
@@ -53,6 +60,17 @@ class RoomService(Service):
         for kept_offset, payload in self.history:
             if offset is None or kept_offset > offset:
                 self.topic.push(member, "message", payload, offset=kept_offset)
+        self._announce_members()
+
+    async def leave(self, member: Member) -> None:
+        self._announce_members()
+
+    def _announce_members(self) -> None:
+        """Tell everyone present who is in the room now (latest only: a count, not a log)."""
+        if not self.announce_members:
+            return
+        users = [other.params["user"] for other in self.topic.members.values()]
+        self.topic.broadcast("members", {"members": len(users), "users": users}, latest_only=True)
 
     async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
         if event != "message":

@@ -146,6 +146,9 @@ async function enterRoom() {
   // Handlers go on before the join, so no Push after the Reply is missed.
   const topic = hub.topic(`room:${roomName}`);
   topic.on("message", addMessage);
+  topic.on("members", (payload) => {
+    if (room === topic) ui.members.textContent = membersText(payload);
+  });
   room = topic;
   showStatus();
   try {

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import trio
 
+from hub.app import Hub
 from hub.protocol import Join, Push, Reply
+from hub.services import RoomService
 from hub.services.rooms import MAX_TEXT
 
 
@@ -86,3 +88,20 @@ async def test_join_without_a_user_is_refused(hub):
             assert reply.error_code == "bad_field"
             reply = await client.join("room:u", {"user": "x" * 41})
             assert reply.error_code == "bad_field"
+
+
+async def test_rooms_that_announce_members_tell_everyone_who_is_present(start_hub):
+    app = Hub("announcing rooms")
+    app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
+    running = await start_hub(app)
+    with trio.fail_after(10):
+        async with running.client() as ann, running.client("msgpack") as bob:
+            await ann.join_ok("room:p", {"user": "ann"})
+            assert (await ann.next_push("room:p")).payload == {"members": 1, "users": ["ann"]}
+            await bob.join_ok("room:p", {"user": "bob"})
+            both = {"members": 2, "users": ["ann", "bob"]}
+            assert (await ann.next_push("room:p")).payload == both
+            assert (await bob.next_push("room:p")).payload == both
+            assert (await bob.leave("room:p")).ok
+            push = await ann.next_push("room:p")
+            assert (push.event, push.payload) == ("members", {"members": 1, "users": ["ann"]})
