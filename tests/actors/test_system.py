@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -259,3 +261,23 @@ async def test_send_errors_name_the_actor_with_its_id() -> None:
             await ref.wait_exit()
             with pytest.raises(actors.ActorExitedError, match=f"idle#{ref.id}"):
                 ref.send_nowait("hello")
+
+
+async def test_sigint_stops_the_tree_in_order_and_ends_the_block_cleanly() -> None:
+    order: list[str] = []
+
+    class Worker(actors.Actor):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def stopped(self, reason: actors.ExitReason) -> None:
+            order.append(f"{self.name}:{reason}")
+
+    with trio.fail_after(10):
+        async with actors.open_system(handle_signals=True) as system:
+            await system.spawn(Worker, "first")
+            await system.spawn(Worker, "second")
+            os.kill(os.getpid(), signal.SIGINT)
+            await trio.sleep_forever()  # the signal cancels the body
+        assert system.stopped_by_signal == signal.SIGINT
+        assert order == ["second:shutdown", "first:shutdown"]
