@@ -5,7 +5,8 @@
 Three workers count ticks under a one_for_one supervisor. The "flaky" worker
 crashes on every third tick; the supervisor restarts it (within a budget of
 5 restarts in 10 s) while "steady" and "slow" carry on with their counts
-untouched. After a few seconds the system shuts down in reverse start order.
+untouched. Each crash is logged once by the supervisor, with its traceback,
+on stderr. After a few seconds the system shuts down in reverse start order.
 """
 
 from __future__ import annotations
