@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 
 import pytest
 import trio
 from gateway_support import RunningGateway, StartGateway
+from log_support import fail_on_logged_errors
 
 from hub.gateway import (
     Authenticate,
@@ -27,23 +27,11 @@ def no_unexpected_errors(
 ) -> Iterator[None]:
     """Fail a test if the gateway logged an error it did not expect.
 
-    The gateway logs and survives a failing connection, so a bug in it would
-    otherwise go unnoticed whenever the client still sees a sane result.
     Tests that provoke a logged error on purpose are marked
     `@pytest.mark.gateway_logs_errors`.
     """
-    caplog.set_level(logging.WARNING, logger="hub")
-    yield
-    if request.node.get_closest_marker("gateway_logs_errors"):
-        return
-    errors = [
-        record
-        for phase in ("setup", "call", "teardown")
-        for record in caplog.get_records(phase)
-        if record.levelno >= logging.ERROR
-    ]
-    assert not errors, "gateway logged errors:\n" + "\n".join(
-        record.getMessage() + "\n" + (record.exc_text or "") for record in errors
+    yield from fail_on_logged_errors(
+        request, caplog, marker="gateway_logs_errors", who="the gateway"
     )
 
 

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 import trio
 import trio.testing
-from gateway_support import RawConnection, RawResponse, StartGateway
+from gateway_support import StartGateway
+from wire_support import RawConnection, RawResponse
 
 from hub.gateway import GatewayConfig, RejectReason, RequestRejected
 from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
@@ -36,7 +37,7 @@ ROUTES = (
 async def exchange(port: int, raw: bytes, *, head_request: bool = False) -> RawResponse:
     connection = await RawConnection.open(port)
     try:
-        await connection.send(raw)
+        await connection.send_bytes(raw)
         return await connection.read_response(head_request=head_request)
     finally:
         await connection.aclose()
@@ -78,7 +79,7 @@ async def test_head_answers_a_get_route_without_body(start_gateway: StartGateway
     with trio.fail_after(5):
         gateway = await start_gateway(http_routes=ROUTES)
         connection = await RawConnection.open(gateway.port)
-        await connection.send(get("/hello", method="HEAD") + get("/hello"))
+        await connection.send_bytes(get("/hello", method="HEAD") + get("/hello"))
         head = await connection.read_response(head_request=True)
         assert head.status == 200
         assert head.headers["content-length"] == str(len(b"hello world"))
@@ -95,10 +96,10 @@ async def test_keep_alive_serves_several_requests(start_gateway: StartGateway) -
         gateway = await start_gateway(http_routes=ROUTES)
         connection = await RawConnection.open(gateway.port)
         for name in ("a", "b", "c"):
-            await connection.send(get(f"/hello?name={name}"))
+            await connection.send_bytes(get(f"/hello?name={name}"))
             response = await connection.read_response()
             assert response.body == f"hello {name}".encode()
-        await connection.send(get("/hello", headers="Connection: close\r\n"))
+        await connection.send_bytes(get("/hello", headers="Connection: close\r\n"))
         assert (await connection.read_response()).status == 200
         assert await connection.read_until_eof() == b""
         await connection.aclose()
@@ -203,7 +204,7 @@ async def test_garbage_is_400(start_gateway: StartGateway) -> None:
     with trio.fail_after(5):
         gateway = await start_gateway()
         connection = await RawConnection.open(gateway.port)
-        await connection.send(b"\x16\x03\x01\x02\x00 not http at all\r\n\r\n")
+        await connection.send_bytes(b"\x16\x03\x01\x02\x00 not http at all\r\n\r\n")
         response = await connection.read_response()
         assert response.status == 400
         assert await connection.read_until_eof() == b""
@@ -214,7 +215,7 @@ async def test_oversized_head_is_431(start_gateway: StartGateway) -> None:
     with trio.fail_after(5):
         gateway = await start_gateway(GatewayConfig(port=0, max_head_size=1024))
         connection = await RawConnection.open(gateway.port)
-        await connection.send(b"GET / HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 2000)
+        await connection.send_bytes(b"GET / HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 2000)
         response = await connection.read_response()
         assert response.status == 431
         assert await connection.read_until_eof() == b""
@@ -228,7 +229,7 @@ async def test_slowloris_gets_408_after_the_head_timeout(
         gateway = await start_gateway(GatewayConfig(port=0, head_timeout=10))
         connection = await RawConnection.open(gateway.port)
         started = trio.current_time()
-        await connection.send(b"GET / HTTP/1.1\r\nHost: te")
+        await connection.send_bytes(b"GET / HTTP/1.1\r\nHost: te")
         response = await connection.read_response()
         assert response.status == 408
         assert await connection.read_until_eof() == b""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import ssl
-import struct
 from collections.abc import Iterator
 
 import pytest
@@ -12,16 +11,15 @@ import trio
 import trio.testing
 import trio_websocket
 import trustme
-from gateway_support import (
+from gateway_support import StartGateway
+from wire_support import (
     OPCODE_CLOSE,
     OPCODE_PING,
     OPCODE_PONG,
     OPCODE_TEXT,
-    Frame,
     RawConnection,
-    StartGateway,
+    RawFrame,
     client_frame,
-    open_raw_websocket,
 )
 
 from hub.gateway import ConnectInfo, GatewayConfig, IdleClosed, WebSocketRoute, serve_echo
@@ -35,7 +33,7 @@ async def test_silent_peer_is_pinged_then_closed_with_1001(
 ) -> None:
     with trio.fail_after(120):
         gateway = await start_gateway(KEEPALIVE)
-        connection = await open_raw_websocket(gateway.port)
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
         connected = trio.current_time()
         ping = await connection.read_frame()
         assert ping is not None and ping.opcode == OPCODE_PING
@@ -57,18 +55,18 @@ async def test_peer_that_answers_pings_stays_connected(
 ) -> None:
     with trio.fail_after(300):
         gateway = await start_gateway(KEEPALIVE)
-        connection = await open_raw_websocket(gateway.port)
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
         connected = trio.current_time()
         for _ in range(6):
             ping = await connection.read_frame()
             assert ping is not None and ping.opcode == OPCODE_PING
-            await connection.send(client_frame(OPCODE_PONG, ping.payload))
+            await connection.send_bytes(client_frame(OPCODE_PONG, ping.payload))
         # Six ping intervals is twice the idle timeout: the pongs kept it open.
         assert trio.current_time() - connected >= 2 * KEEPALIVE.idle_timeout
-        await connection.send(client_frame(OPCODE_TEXT, b"still here"))
-        assert await connection.read_frame() == Frame(True, OPCODE_TEXT, b"still here")
+        await connection.send_bytes(client_frame(OPCODE_TEXT, b"still here"))
+        assert await connection.read_frame() == RawFrame(True, OPCODE_TEXT, b"still here")
         assert not any(isinstance(event, IdleClosed) for event in gateway.events)
-        await connection.send(client_frame(OPCODE_CLOSE, struct.pack("!H", 1000)))
+        await connection.send_close(1000)
         assert [frame.close_code for frame in await connection.read_frames_until_eof()] == [1000]
         await connection.aclose()
 
@@ -120,7 +118,7 @@ async def test_wss_echo_and_https_over_tls(
             "127.0.0.1", gateway.port, ssl_context=client_context, https_compatible=True
         )
         connection = RawConnection(stream)
-        await connection.send(
+        await connection.send_bytes(
             b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )
         response = await connection.read_response()
@@ -135,7 +133,7 @@ async def test_plain_text_on_a_tls_port_is_dropped(
     with trio.fail_after(10):
         gateway = await start_gateway(config)
         connection = await RawConnection.open(gateway.port)
-        await connection.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await connection.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         try:
             data = await connection.read_until_eof()
         except trio.BrokenResourceError:
@@ -207,7 +205,7 @@ async def test_stop_accepting_closes_idle_keep_alive_connections(
     with trio.fail_after(10):
         gateway = await start_gateway(http_routes=(HttpRoute("/hello", hello),))
         connection = await RawConnection.open(gateway.port)
-        await connection.send(b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n")
+        await connection.send_bytes(b"GET /hello HTTP/1.1\r\nHost: test\r\n\r\n")
         assert (await connection.read_response()).body == b"hello"
         await trio.testing.wait_all_tasks_blocked()
         assert gateway.handle.connection_count == 1

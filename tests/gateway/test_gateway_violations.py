@@ -8,20 +8,17 @@ that just drops the connection fails these tests (RFC 6455 §7.1.7).
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 import trio
-from gateway_support import (
+from gateway_support import StartGateway
+from wire_support import (
     OPCODE_BINARY,
     OPCODE_CLOSE,
     OPCODE_PING,
     OPCODE_TEXT,
-    Frame,
     RawConnection,
-    StartGateway,
+    RawFrame,
     client_frame,
-    open_raw_websocket,
     upgrade_request,
 )
 
@@ -30,7 +27,7 @@ from hub.gateway import GatewayConfig, ProtocolViolationClosed, WebSocketAccepte
 LIMIT = 1024
 
 
-async def closing_frames(connection: RawConnection) -> list[Frame]:
+async def closing_frames(connection: RawConnection) -> list[RawFrame]:
     """Read to EOF; assert the server's last frame is a Close and return all frames."""
     frames = await connection.read_frames_until_eof()
     assert frames, "the server closed without a Close frame"
@@ -75,9 +72,9 @@ async def test_violation_gets_a_close_frame_before_eof(
 ) -> None:
     with trio.fail_after(10):
         gateway = await start_gateway(GatewayConfig(port=0, max_message_size=LIMIT))
-        connection = await open_raw_websocket(gateway.port)
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
         for frame in frames:
-            await connection.send(frame)
+            await connection.send_bytes(frame)
         received = await closing_frames(connection)
         assert received[-1].close_code == code, (name, received[-1])
         await connection.aclose()
@@ -92,13 +89,13 @@ async def test_violation_after_good_messages_still_gets_its_close(
 ) -> None:
     with trio.fail_after(10):
         gateway = await start_gateway()
-        connection = await open_raw_websocket(gateway.port)
-        await connection.send(
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
+        await connection.send_bytes(
             client_frame(OPCODE_TEXT, b"one") + client_frame(OPCODE_BINARY, b"two")
         )
-        assert await connection.read_frame() == Frame(True, OPCODE_TEXT, b"one")
-        assert await connection.read_frame() == Frame(True, OPCODE_BINARY, b"two")
-        await connection.send(client_frame(OPCODE_TEXT, b"three", masked=False))
+        assert await connection.read_frame() == RawFrame(True, OPCODE_TEXT, b"one")
+        assert await connection.read_frame() == RawFrame(True, OPCODE_BINARY, b"two")
+        await connection.send_bytes(client_frame(OPCODE_TEXT, b"three", masked=False))
         received = await closing_frames(connection)
         assert [frame.close_code for frame in received] == [1002]
         await connection.aclose()
@@ -112,7 +109,7 @@ async def test_violation_sent_with_the_handshake_gets_its_close(
         connection = await RawConnection.open(gateway.port)
         # Frames in the same write as the head reach the server in one read,
         # before the handshake is accepted.
-        await connection.send(
+        await connection.send_bytes(
             upgrade_request("/echo")
             + client_frame(OPCODE_TEXT, b"early")
             + client_frame(OPCODE_TEXT, b"bad", masked=False)
@@ -122,7 +119,7 @@ async def test_violation_sent_with_the_handshake_gets_its_close(
         assert received[-1].close_code == 1002
         # The good frame was delivered to the handler; whether its echo beats
         # the Close depends on scheduling, since both came in one read.
-        assert received[:-1] in ([], [Frame(True, OPCODE_TEXT, b"early")])
+        assert received[:-1] in ([], [RawFrame(True, OPCODE_TEXT, b"early")])
         await connection.aclose()
 
 
@@ -131,8 +128,8 @@ async def test_peer_initiated_close_is_echoed_and_not_counted(
 ) -> None:
     with trio.fail_after(10):
         gateway = await start_gateway()
-        connection = await open_raw_websocket(gateway.port)
-        await connection.send(client_frame(OPCODE_CLOSE, struct.pack("!H", 1002) + b"my reason"))
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
+        await connection.send_close(1002, "my reason")
         received = await closing_frames(connection)
         assert [frame.close_code for frame in received] == [1002]
         await connection.aclose()
@@ -142,8 +139,8 @@ async def test_peer_initiated_close_is_echoed_and_not_counted(
 async def test_normal_close_handshake(start_gateway: StartGateway) -> None:
     with trio.fail_after(10):
         gateway = await start_gateway()
-        connection = await open_raw_websocket(gateway.port)
-        await connection.send(client_frame(OPCODE_CLOSE, struct.pack("!H", 1000)))
+        connection = await RawConnection.open_websocket(gateway.port, "/echo")
+        await connection.send_close(1000)
         received = await closing_frames(connection)
         assert [frame.close_code for frame in received] == [1000]
         await connection.aclose()

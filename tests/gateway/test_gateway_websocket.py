@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 import trio_websocket
-from gateway_support import RawConnection, StartGateway, upgrade_request
+from gateway_support import StartGateway
+from wire_support import RawConnection, upgrade_request
 
 from hub.gateway import (
     AuthenticationError,
@@ -81,8 +82,8 @@ async def test_disallowed_origin_is_403_without_upgrade(start_gateway: StartGate
             websocket_routes=[WebSocketRoute("/hub", recorder)],
         )
         connection = await RawConnection.open(gateway.port)
-        await connection.send(
-            upgrade_request("/hub", extra_headers=(("Origin", "https://evil.example"),))
+        await connection.send_bytes(
+            upgrade_request("/hub", headers=(("Origin", "https://evil.example"),))
         )
         response = await connection.read_response()
         assert response.status == 403
@@ -242,7 +243,7 @@ async def test_unsupported_version_is_426(start_gateway: StartGateway) -> None:
         gateway = await start_gateway()
         connection = await RawConnection.open(gateway.port)
         request = upgrade_request("/echo").replace(b"Version: 13", b"Version: 8")
-        await connection.send(request)
+        await connection.send_bytes(request)
         response = await connection.read_response()
         assert response.status == 426
         assert response.headers["sec-websocket-version"] == "13"

@@ -14,7 +14,6 @@ with the nursery when the test returns.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ import attrs
 import pytest
 import trio
 from hub_support import HubClient, open_client
+from log_support import fail_on_logged_errors
 
 from hub import connection as hub_connection
 from hub.app import Hub, HubRuntime, serve_hub
@@ -116,24 +116,9 @@ def no_unexpected_errors(
 ) -> Iterator[None]:
     """Fail a test if the hub or the runtime logged an error it did not expect.
 
-    The gateway logs and survives a failing handler, so a bug could
-    otherwise hide behind a client that still sees a sane result. Mark tests
-    that make the hub log an error on purpose with `hub_logs_errors`.
+    Mark tests that make the hub log an error on purpose with `hub_logs_errors`.
     """
-    caplog.set_level(logging.WARNING, logger="hub")
-    caplog.set_level(logging.WARNING, logger="actors")
-    yield
-    if request.node.get_closest_marker("hub_logs_errors"):
-        return
-    errors = [
-        record
-        for phase in ("setup", "call", "teardown")
-        for record in caplog.get_records(phase)
-        if record.levelno >= logging.ERROR
-    ]
-    assert not errors, "the hub logged errors:\n" + "\n".join(
-        record.getMessage() + "\n" + (record.exc_text or "") for record in errors
-    )
+    yield from fail_on_logged_errors(request, caplog, marker="hub_logs_errors", who="the hub")
 
 
 def pytest_configure(config: pytest.Config) -> None:

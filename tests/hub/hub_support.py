@@ -2,27 +2,32 @@
 
 `HubClient` speaks the hub protocol over a real trio-websocket connection and
 decodes with `hub.protocol` codecs; it keeps every raw message it received so
-tests can look at batching. `RawWebSocket` is a WebSocket client written by
-hand on a TCP socket, for what no library would do: stop reading with a tiny
-receive buffer, send an unmasked frame, drop the connection without a Close,
-and see exactly which frames the server wrote before the TCP stream ended.
+tests can look at batching. `RawWebSocket` is the hand-written client of
+`wire_support` taught the hub protocol, for what no library would do: stop
+reading with a tiny receive buffer, send an unmasked frame, drop the
+connection without a Close, and see exactly which frames the server wrote
+before the TCP stream ended.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import itertools
-import os
-import socket
-import struct
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import trio
 import trio_websocket
+from wire_support import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_TEXT,
+    RawConnection,
+    RawFrame,
+)
 
 from hub.protocol import (
     JSON,
@@ -211,149 +216,11 @@ async def open_client(
 
 # --- the bare-socket client -------------------------------------------------------
 
-HANDSHAKE_KEY = base64.b64encode(b"triohub-test-key").decode()
 
-OPCODE_CONTINUATION = 0x0
-OPCODE_TEXT = 0x1
-OPCODE_BINARY = 0x2
-OPCODE_CLOSE = 0x8
-OPCODE_PING = 0x9
-OPCODE_PONG = 0xA
+class RawWebSocket(RawConnection):
+    """A hand-written WebSocket client (see `wire_support`) that speaks the hub protocol."""
 
-
-@attrs.frozen
-class RawFrame:
-    fin: bool
-    opcode: int
-    payload: bytes
-
-    @property
-    def close_code(self) -> int:
-        assert self.opcode == OPCODE_CLOSE, self
-        code: int = struct.unpack("!H", self.payload[:2])[0]
-        return code
-
-    @property
-    def close_reason(self) -> str:
-        assert self.opcode == OPCODE_CLOSE, self
-        return self.payload[2:].decode()
-
-    @property
-    def message(self) -> Message:
-        """The payload as a message: str for text, bytes for binary."""
-        assert self.fin, "fragmented messages are not used by the hub"
-        if self.opcode == OPCODE_TEXT:
-            return self.payload.decode()
-        assert self.opcode == OPCODE_BINARY, self
-        return self.payload
-
-
-@attrs.frozen
-class HttpResponseHead:
-    status: int
-    headers: Mapping[str, str]
-
-
-def parse_frame(data: bytes | bytearray) -> tuple[RawFrame | None, int]:
-    """Parse one server frame off the front of `data`: (frame, bytes used), or (None, 0)."""
-    if len(data) < 2:
-        return None, 0
-    first, second = data[0], data[1]
-    length = second & 0x7F
-    position = 2
-    if length == 126:
-        if len(data) < 4:
-            return None, 0
-        length = struct.unpack("!H", data[2:4])[0]
-        position = 4
-    elif length == 127:
-        if len(data) < 10:
-            return None, 0
-        length = struct.unpack("!Q", data[2:10])[0]
-        position = 10
-    assert not second & 0x80, "a server frame must not be masked"
-    if len(data) < position + length:
-        return None, 0
-    frame = RawFrame(bool(first & 0x80), first & 0x0F, bytes(data[position : position + length]))
-    return frame, position + length
-
-
-def frame_header(data: bytes | bytearray) -> tuple[int, int, int] | None:
-    """(opcode, announced payload length, header length) of the frame starting `data`."""
-    if len(data) < 2:
-        return None
-    length, size = data[1] & 0x7F, 2
-    if length == 126:
-        if len(data) < 4:
-            return None
-        length, size = struct.unpack("!H", data[2:4])[0], 4
-    elif length == 127:
-        if len(data) < 10:
-            return None
-        length, size = struct.unpack("!Q", data[2:10])[0], 10
-    return data[0] & 0x0F, length, size
-
-
-def client_frame(opcode: int, payload: bytes, *, masked: bool = True, fin: bool = True) -> bytes:
-    """Encode a client frame; `masked=False` breaks RFC 6455 §5.1 on purpose."""
-    header = bytearray([(0x80 if fin else 0) | opcode])
-    mask_bit = 0x80 if masked else 0
-    if len(payload) < 126:
-        header.append(mask_bit | len(payload))
-    elif len(payload) < 1 << 16:
-        header.append(mask_bit | 126)
-        header += struct.pack("!H", len(payload))
-    else:
-        header.append(mask_bit | 127)
-        header += struct.pack("!Q", len(payload))
-    if not masked:
-        return bytes(header) + payload
-    key = os.urandom(4)
-    mask = (key * (len(payload) // 4 + 1))[: len(payload)]
-    masked_payload = (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(
-        len(payload), "big"
-    )
-    return bytes(header) + key + masked_payload
-
-
-def upgrade_request(
-    path: str,
-    *,
-    subprotocols: Iterable[str] = (),
-    headers: Iterable[tuple[str, str]] = (),
-) -> bytes:
-    lines = [
-        f"GET {path} HTTP/1.1",
-        "Host: 127.0.0.1",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {HANDSHAKE_KEY}",
-        "Sec-WebSocket-Version: 13",
-    ]
-    offered = ", ".join(subprotocols)
-    if offered:
-        lines.append(f"Sec-WebSocket-Protocol: {offered}")
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-class RawWebSocket:
-    """A WebSocket client on a bare TCP socket; it reads only when told to."""
-
-    def __init__(self, stream: trio.SocketStream, codec: Codec | None) -> None:
-        self.stream = stream
-        self.codec = codec
-        self.buffer = bytearray()
-
-    @classmethod
-    async def open_tcp(cls, port: int, *, receive_buffer: int | None = None) -> trio.SocketStream:
-        """Connect to 127.0.0.1:`port`; a fixed `receive_buffer` turns off autotuning."""
-        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-        if receive_buffer is not None:
-            # Set before connecting, so the window offered in the handshake is small too.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        await sock.connect(("127.0.0.1", port))
-        return trio.SocketStream(sock)
+    codec: Codec | None = None
 
     @classmethod
     async def connect(
@@ -365,60 +232,16 @@ class RawWebSocket:
         receive_buffer: int | None = None,
     ) -> RawWebSocket:
         """Connect and complete the opening handshake, offering `codec`'s subprotocol."""
-        stream = await cls.open_tcp(port, receive_buffer=receive_buffer)
-        client = cls(stream, codec)
-        subprotocols = () if codec is None else (codec.subprotocol,)
-        await client.send_bytes(upgrade_request(path, subprotocols=subprotocols))
-        head = await client.read_response_head()
-        assert head.status == 101, head
-        if codec is not None:
-            assert head.headers.get("sec-websocket-protocol") == codec.subprotocol, head
+        subprotocol = None if codec is None else codec.subprotocol
+        client = await cls.open_websocket(
+            port, path, subprotocol=subprotocol, receive_buffer=receive_buffer
+        )
+        client.codec = codec
         return client
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def send_message(self, message: Message) -> None:
-        if isinstance(message, str):
-            await self.send_bytes(client_frame(OPCODE_TEXT, message.encode()))
-        else:
-            await self.send_bytes(client_frame(OPCODE_BINARY, message))
 
     async def send(self, frame: Frame) -> None:
         assert self.codec is not None
         await self.send_message(self.codec.encode(frame))
-
-    async def send_close(self, code: int = 1000, reason: str = "") -> None:
-        await self.send_bytes(client_frame(OPCODE_CLOSE, struct.pack("!H", code) + reason.encode()))
-
-    async def _fill(self) -> bool:
-        data = await self.stream.receive_some(256 * 1024)
-        self.buffer += data
-        return bool(data)
-
-    async def read_response_head(self) -> HttpResponseHead:
-        while b"\r\n\r\n" not in self.buffer:
-            if not await self._fill():
-                raise AssertionError(f"EOF inside a response head: {bytes(self.buffer)!r}")
-        head, _, rest = bytes(self.buffer).partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        self.buffer = bytearray(rest)
-        return HttpResponseHead(int(status_line.split()[1]), headers)
-
-    async def read_frame(self) -> RawFrame | None:
-        """Read one frame, or None at an EOF between frames (an EOF inside one fails)."""
-        while True:
-            frame, used = parse_frame(self.buffer)
-            if frame is not None:
-                del self.buffer[:used]
-                return frame
-            if not await self._fill():
-                assert not self.buffer, f"EOF inside a frame, {len(self.buffer)} bytes in"
-                return None
 
     async def read_data_frames(self, count: int) -> list[Frame]:
         """Read `count` hub frames (batches taken apart), failing on anything else."""
@@ -442,53 +265,6 @@ class RawWebSocket:
             if raw.opcode == OPCODE_PING:
                 continue
             frames.extend(self.codec.decode_strict(raw.message))
-
-    async def read_bytes_until_eof(self) -> bytes:
-        """Everything left on the stream, frames or not, up to the server's FIN."""
-        while await self._fill():
-            continue
-        data, self.buffer = bytes(self.buffer), bytearray()
-        return data
-
-    async def read_frames_until_eof(self) -> list[RawFrame]:
-        frames = []
-        while (frame := await self.read_frame()) is not None:
-            frames.append(frame)
-        return frames
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
-# --- plain HTTP -----------------------------------------------------------------
-
-
-@attrs.frozen
-class HttpResponse:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-async def http_get(port: int, path: str) -> HttpResponse:
-    """GET `path` from 127.0.0.1:`port` with `Connection: close`; read to EOF."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        await stream.send_all(request.encode())
-        data = bytearray()
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    head, _, body = bytes(data).partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    assert "chunked" not in headers.get("transfer-encoding", ""), headers
-    if "content-length" in headers:
-        assert len(body) == int(headers["content-length"]), (len(body), headers)
-    return HttpResponse(int(status_line.split()[1]), headers, body)
 
 
 # --- waiting without sleeping -------------------------------------------------------

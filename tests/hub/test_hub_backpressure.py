@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
-from hub_support import (
-    JSON,
-    OPCODE_CLOSE,
-    HubClient,
-    RawWebSocket,
-    counter_value,
-    frame_header,
-    parse_frame,
-    wait_until,
-)
+from hub_support import JSON, HubClient, RawWebSocket, counter_value, wait_until
+from wire_support import OPCODE_CLOSE, frame_header, parse_frame
 
 import actors
 from hub import connection as hub_connection
@@ -221,6 +217,27 @@ def split_cut_stream(data: bytes) -> tuple[list[Push], bytes]:
     return items, rest
 
 
+@contextlib.asynccontextmanager
+async def writer_stalled_on_a_burst(
+    hub: Any,
+) -> AsyncIterator[tuple[RawWebSocket, actors.ActorRef, HubClient]]:
+    """A slow member of feed:x whose connection's writer is stalled on a burst of items.
+
+    Yields the slow client, its connection actor and a publisher that sent a
+    burst of 300 items on feed:x: the writer has taken a batch of a hundred
+    16 kB pushes, more than one message holds, off the mailbox, and is stalled
+    writing the first message to the slow client's full socket.
+    """
+    slow = await join_slow_client(hub.port, "feed:x")
+    [slow_connection] = hub.runtime.connections().which_children()
+    slow_ref = slow_connection.ref
+    async with hub.client() as publisher:
+        await publisher.join_ok("feed:x")
+        assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
+        await wait_until(lambda: slow_ref.mailbox_depth <= 200)
+        yield slow, slow_ref, publisher
+
+
 async def test_stalled_write_is_cut_at_the_write_timeout_and_nothing_follows(
     start_hub, monkeypatch
 ):
@@ -238,7 +255,7 @@ async def test_stalled_write_is_cut_at_the_write_timeout_and_nothing_follows(
             await publisher.join_ok("feed:x")
             assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
             await wait_until(lambda: counter_value(hub.metrics.slow_consumers) > 0)
-            split_cut_stream(await slow.read_bytes_until_eof())
+            split_cut_stream(await slow.read_until_eof())
             await slow.aclose()
             assert counter_value(hub.metrics.slow_consumers) == 1
             # The others carry on.
@@ -254,22 +271,15 @@ async def test_overflow_during_a_stalled_write_is_one_eviction(start_hub, monkey
     monkeypatch.setattr(hub_connection, "WRITE_TIMEOUT_SECONDS", 2.0)
     with trio.fail_after(20):
         hub = await start_hub(feed_app())
-        slow = await join_slow_client(hub.port, "feed:x")
-        [slow_connection] = hub.runtime.connections().which_children()
-        slow_ref = slow_connection.ref
-        async with hub.client() as publisher:
-            await publisher.join_ok("feed:x")
-            assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
-            # The writer has taken a batch of 16 kB items: that write stalls on
-            # the slow client's full socket, for the write timeout.
-            await wait_until(lambda: slow_ref.mailbox_depth <= 200)
+        async with writer_stalled_on_a_burst(hub) as (slow, slow_ref, publisher):
+            # The stalled write lasts for the write timeout; meanwhile the outbox fills.
             assert (await publisher.publish_acked("feed:x", "burst", 1100)).ok
             assert counter_value(hub.metrics.slow_consumers) == 1  # the outbox overflowed
             # The slow client still reads nothing: the stalled write times out.
             # An eviction is the client's doing: the actor is ended, not crashed.
             assert await slow_ref.wait_exit() == actors.SHUTDOWN
             assert counter_value(hub.metrics.slow_consumers) == 1
-        split_cut_stream(await slow.read_bytes_until_eof())
+        split_cut_stream(await slow.read_until_eof())
         await slow.aclose()
 
 
@@ -282,15 +292,7 @@ async def test_no_push_follows_the_leave_reply_even_from_a_batch_being_written(s
     """
     with trio.fail_after(20):
         hub = await start_hub(feed_app())
-        slow = await join_slow_client(hub.port, "feed:x")
-        [slow_connection] = hub.runtime.connections().which_children()
-        slow_ref = slow_connection.ref
-        async with hub.client() as publisher:
-            await publisher.join_ok("feed:x")
-            assert (await publisher.publish_acked("feed:x", "burst", 300)).ok
-            # The writer has taken a batch of a hundred 16 kB pushes, more than
-            # one message holds, and is stalled writing the first message.
-            await wait_until(lambda: slow_ref.mailbox_depth <= 200)
+        async with writer_stalled_on_a_burst(hub) as (slow, _slow_ref, _publisher):
             await slow.send(Leave(2, "feed:x"))
             # The hub has read the Leave and its reader waits to write the Reply.
             await trio.testing.wait_all_tasks_blocked()

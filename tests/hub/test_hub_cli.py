@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
 import sys
 
 import trio
-from hub_support import http_get, open_client
+from hub_support import open_client
+from wire_support import http_get
 
 SERVE = [sys.executable, "-m", "hub", "serve"]
 
@@ -82,16 +84,23 @@ async def test_serve_prints_its_url_serves_and_stops_on_sigterm(tmp_path):
                 await process.wait()
 
 
-async def test_serve_with_an_app_that_does_not_exist_exits_2(tmp_path):
+async def _serve_to_the_end(
+    tmp_path: pathlib.Path, *arguments: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `hub serve ARGUMENTS` in `tmp_path` until it exits; its output captured."""
     with trio.fail_after(30):
-        result = await trio.run_process(
-            [*SERVE, "--port", "0", "nosuch:app"],
+        return await trio.run_process(
+            [*SERVE, *arguments],
             capture_stdout=True,
             capture_stderr=True,
             check=False,
             cwd=tmp_path,
             env=_clean_environment(),
         )
+
+
+async def test_serve_with_an_app_that_does_not_exist_exits_2(tmp_path):
+    result = await _serve_to_the_end(tmp_path, "--port", "0", "nosuch:app")
     assert result.returncode == 2
     error = result.stderr.decode()
     assert "cannot import 'nosuch'" in error and "nosuch:app" in error, error
@@ -101,15 +110,7 @@ async def test_serve_with_an_app_that_does_not_exist_exits_2(tmp_path):
 async def test_serve_refuses_a_config_file_with_an_unknown_setting(tmp_path):
     config = tmp_path / "hub.toml"
     config.write_text("[hub]\nport = 0\nmax_mesage_size = 10\n")
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [*SERVE, "--config", str(config)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=tmp_path,
-            env=_clean_environment(),
-        )
+    result = await _serve_to_the_end(tmp_path, "--config", str(config))
     assert result.returncode == 2
     error = result.stderr.decode()
     assert "unknown setting 'max_mesage_size'" in error, error

@@ -7,15 +7,8 @@ from collections.abc import Mapping
 import pytest
 import trio
 import trio_websocket
-from hub_support import (
-    OPCODE_CLOSE,
-    OPCODE_TEXT,
-    SUBPROTOCOL_OF,
-    RawWebSocket,
-    client_frame,
-    counter_value,
-    upgrade_request,
-)
+from hub_support import SUBPROTOCOL_OF, RawWebSocket, counter_value
+from wire_support import OPCODE_CLOSE, OPCODE_TEXT, client_frame, request_until_eof, upgrade_request
 
 from hub.app import Hub
 from hub.gateway import AuthenticationError, ConnectRequest
@@ -36,13 +29,7 @@ from hub.topics import Member
 
 async def _rejected_head(port: int, request: bytes) -> tuple[str, bytes]:
     """Send a raw upgrade request; return the status line and everything after it, to EOF."""
-    stream = await RawWebSocket.open_tcp(port)
-    async with stream:
-        await stream.send_all(request)
-        data = bytearray()
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    status_line, _, rest = bytes(data).partition(b"\r\n")
+    status_line, _, rest = (await request_until_eof(port, request)).partition(b"\r\n")
     return status_line.decode(), rest
 
 

@@ -7,7 +7,7 @@ import re
 
 import trio
 import trio_websocket
-from hub_support import http_get
+from wire_support import http_get
 
 
 async def test_healthz_reports_status_and_counts(hub):

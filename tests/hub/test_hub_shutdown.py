@@ -6,7 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 import trio
-from hub_support import JSON, OPCODE_CLOSE, RawWebSocket
+from hub_support import JSON, RawWebSocket
+from wire_support import OPCODE_CLOSE
 
 from hub.app import Hub
 from hub.connection import CLOSE_TIMEOUT_SECONDS
