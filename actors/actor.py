@@ -291,15 +291,34 @@ async def run_actor(
             # Cancelled from outside (the system is going down) or a
             # KeyboardInterrupt: the actor did not choose this.
             reason = ref._kill_reason or SHUTDOWN
-        if actor is not None and ctx._task_status is None:
-            with trio.move_on_after(stop_hook_seconds, shield=True) as hook_scope:
-                # A kill (its shutdown time has run out) cancels the hook too:
-                # draining the mailbox and the hook share the one bound.
-                ref._scope = hook_scope
-                await actor.stopped(reason)
-        ref._scope = None
-        ref._exit(reason)
+        try:
+            if actor is not None and ctx._task_status is None:
+                reason = await _run_stop_hook(actor, ref, reason, stop_hook_seconds)
+        finally:
+            # Whatever the hook did, the actor has ended: tell everyone.
+            ref._scope = None
+            ref._exit(reason)
     ctx.ready()
+    return reason
+
+
+async def _run_stop_hook(
+    actor: Actor, ref: ActorRef, reason: ExitReason, seconds: float
+) -> ExitReason:
+    """Run `actor.stopped(reason)` shielded and bounded; return the final reason.
+
+    A hook that raises makes the end a crash (unless it was one already):
+    the error is the actor's, never its supervisor's.
+    """
+    try:
+        with trio.move_on_after(seconds, shield=True) as hook_scope:
+            # A kill (its shutdown time has run out) cancels the hook too:
+            # draining the mailbox and the hook share the one bound.
+            ref._scope = hook_scope
+            await actor.stopped(reason)
+    except Exception as error:
+        if not isinstance(reason, Crashed):
+            return Crashed(_sole_error(error))
     return reason
 
 

@@ -52,6 +52,20 @@ class Overflow(enum.Enum):
 _EMPTY: tuple[()] = ()
 
 
+class Envelope:
+    """A message the runtime built around a request (a call).
+
+    A mailbox never conflates one (it has no key of the user's), and tells
+    it when an overflow policy drops it, so that its sender hears of it at
+    once instead of waiting out a timeout.
+    """
+
+    __slots__ = ()
+
+    def _dropped(self, error: Exception) -> None:
+        """The mailbox dropped this message; `error` says why."""
+
+
 @attrs.define(eq=False, repr=False)
 class Mailbox:
     """A bounded FIFO of messages for one actor.
@@ -137,7 +151,7 @@ class Mailbox:
     def _put_conflated(self, message: Any) -> bool:
         queue: OrderedDict[Any, Any] = self._queue
         assert self.key is not None
-        key = self.key(message)
+        key = None if isinstance(message, Envelope) else self.key(message)
         if key is None:
             key = object()
         elif key in queue:
@@ -161,20 +175,23 @@ class Mailbox:
         runtime = self._runtime
         if not runtime:
             if self.overflow is Overflow.CONFLATE:
-                queue.popitem(last=False)
+                message = queue.popitem(last=False)[1]
             else:
-                queue.popleft()
+                message = queue.popleft()
         elif self.overflow is Overflow.CONFLATE:
             key = next((k for k, m in queue.items() if id(m) not in runtime), None)
             if key is None:
                 return
-            del queue[key]
+            message = queue.pop(key)
         else:
             index = next((i for i, m in enumerate(queue) if id(m) not in runtime), None)
             if index is None:
                 return
+            message = queue[index]
             del queue[index]
         self.dropped += 1
+        if isinstance(message, Envelope):
+            message._dropped(MailboxFullError(self.owner, self.capacity))
 
     def _forget_runtime(self, messages: Iterable[Any]) -> None:
         """Note that `messages` have left the queue."""
@@ -248,6 +265,8 @@ class Mailbox:
     def remove_if(self, predicate: Callable[[Any], bool]) -> int:
         """Discard queued messages for which `predicate` is true; return how many."""
         before = len(self._queue)
+        if not before:
+            return 0
         if self.overflow is Overflow.CONFLATE:
             for key in [k for k, m in self._queue.items() if predicate(m)]:
                 del self._queue[key]

@@ -16,8 +16,8 @@ import attrs
 import outcome
 import trio
 
-from .errors import ActorExitedError, CallTimeoutError
-from .mailbox import Mailbox
+from .errors import ActorExitedError, CallTimeoutError, MailboxFullError
+from .mailbox import Envelope, Mailbox
 
 # How long `call` waits for a reply unless told otherwise, in seconds.
 DEFAULT_CALL_TIMEOUT: Final = 5.0
@@ -147,8 +147,9 @@ class ActorRef:
         """Send `request` and wait for the actor's reply.
 
         Raises CallTimeoutError if no reply arrives within `timeout` seconds
-        (the wait for mailbox room counts), and ActorExitedError if the actor
-        has ended or ends before replying. A reply that comes late is dropped,
+        (the wait for mailbox room counts), ActorExitedError if the actor
+        has ended or ends before replying, and MailboxFullError if the
+        actor's overflow policy refuses or drops the call. A reply that comes late is dropped,
         never delivered to anyone; the callee can see the deadline, and the
         runtime cancels work on a call whose caller gave up.
         """
@@ -159,7 +160,9 @@ class ActorRef:
         self._watch(call, call._callee_exited)
         try:
             with trio.move_on_at(deadline):
-                await self._mailbox.send(call)
+                if not await self._mailbox.send(call):
+                    # Dropped on arrival (DROP_NEWEST): say so now, not at the timeout.
+                    raise MailboxFullError(self.name, self._mailbox.capacity)
                 return await call._wait()
             raise CallTimeoutError(self.name, request, timeout)
         finally:
@@ -242,8 +245,8 @@ class ActorRef:
 _NOBODY_WAITING: Final = object()
 
 
-@attrs.define(eq=False, repr=False)
-class Call:
+@attrs.define(eq=False, repr=False, slots=True)
+class Call(Envelope):
     """A request that expects a reply; what `ActorRef.call` puts in a mailbox.
 
     The callee answers with `reply(value)` or `fail(error)`, at most once.
@@ -287,6 +290,9 @@ class Call:
             self._waiter = None
             trio.lowlevel.reschedule(waiter)
         return True
+
+    def _dropped(self, error: Exception) -> None:
+        self._settle(outcome.Error(error))
 
     def _callee_exited(self, callee: ActorRef, reason: ExitReason) -> None:
         self._settle(outcome.Error(ActorExitedError(callee.name, reason)))

@@ -229,16 +229,34 @@ class Supervisor(Actor):
                 spec = attrs.evolve(spec, id=f"{spec.label or 'child'}-{next(self._dynamic_ids)}")
             if spec.id in self._children:
                 raise DuplicateChildError(self.ctx.name, spec.id)
-            return await self._add(spec, dynamic=True)
+            # The id is taken now; the start itself runs outside the lock, so
+            # that one child slow to get ready (a `started` that waits on a
+            # database) holds up no other start, stop or restart.
+            child = self._children[spec.id] = _Child(spec.id, spec, dynamic=True)
+        try:
+            return await self._start(child)
+        except BaseException:
+            if self._children.get(spec.id) is child:
+                del self._children[spec.id]
+            raise
 
     async def stop_child(self, child_id: Hashable) -> None:
-        """Stop a child (given its shutdown time, then cancelled) and forget it."""
+        """Stop a child (given its shutdown time, then cancelled) and forget it.
+
+        Other starts and stops go on meanwhile. If this is cancelled, the
+        child is killed at once and forgotten all the same.
+        """
         async with self._lock:
             child = self._children.get(child_id)
             if child is None:
                 raise NoSuchChildError(self.ctx.name, child_id)
+        try:
             await self._stop(child)
-            self._children.pop(child_id, None)
+        finally:
+            if child.ref is not None and child.ref.alive:
+                child.ref._kill(SHUTDOWN)
+            if self._children.get(child_id) is child:
+                del self._children[child_id]
 
     def which_children(self) -> list[ChildInfo]:
         """The current children in start order."""
@@ -330,9 +348,25 @@ class Supervisor(Actor):
     def _on_child_exit(self, child: _Child, ref: ActorRef, reason: ExitReason) -> None:
         # Runs synchronously in the child's task as it ends; the decision is
         # taken in the supervisor's own task, one exit at a time.
-        if child.stopping or child.ref is not ref:
+        if child.ref is not ref:
+            return
+        if child.stopping:
+            # Being stopped on purpose: nothing to decide, but a crash on the
+            # way out (a failing stop hook, say) is still a bug to report.
+            if isinstance(reason, Crashed):
+                self._log_crash(ref, child, reason)
             return
         self.ctx._mailbox.deliver_system(_ChildExited(child, ref, reason))
+
+    def _log_crash(self, ref: ActorRef, child: _Child, reason: Crashed) -> None:
+        """Log a child's crash once, with its traceback."""
+        logger.error(
+            "%s crashed under %s (%s restart)",
+            ref.name,
+            self.ctx.name,
+            child.spec.restart.value,
+            exc_info=reason.error,
+        )
 
     # --- restarting ------------------------------------------------------------
 
@@ -341,13 +375,7 @@ class Supervisor(Actor):
             return  # stale: already stopped or restarted on purpose
         if isinstance(reason, Crashed):
             # A crash is a bug: logged once, here, with its traceback.
-            logger.error(
-                "%s crashed under %s (%s restart)",
-                ref.name,
-                self.ctx.name,
-                child.spec.restart.value,
-                exc_info=reason.error,
-            )
+            self._log_crash(ref, child, reason)
         restart = child.spec.restart
         if restart is Restart.TEMPORARY or (
             restart is Restart.TRANSIENT and not isinstance(reason, Crashed)
