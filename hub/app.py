@@ -12,7 +12,7 @@ The actor tree of a running hub::
 
     system (root)
     └── hub (rest_for_one)
-        ├── topics (one_for_one): one transient actor per live topic
+        ├── topics (one_for_one): one temporary actor per live topic
         └── connections (one_for_one): one temporary actor per WebSocket
 """
 
@@ -42,7 +42,7 @@ from hub.gateway import (
 )
 from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
 from hub.metrics import CONTENT_TYPE, HubMetrics
-from hub.protocol import SUBPROTOCOLS
+from hub.protocol import SUBPROTOCOLS, CloseCode
 from hub.services import Service
 from hub.topics import Route, Topic, Topics
 
@@ -127,7 +127,13 @@ class HubRuntime:
             shutdown=self.config.drain_seconds,
             label="connection",
         )
-        ref = await self.connections().start_child(spec)
+        try:
+            ref = await self.connections().start_child(spec)
+        except (actors.ActorExitedError, actors.NoSuchChildError):
+            # The connections supervisor is stopping (or being restarted):
+            # the client should come back shortly, which is no error of ours.
+            await websocket.aclose(CloseCode.TRY_AGAIN_LATER, "server restarting")
+            return
         await ref.wait_exit()
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
@@ -192,12 +198,12 @@ async def serve_hub(
     metrics = HubMetrics()
     async with actors.open_system(app.name, handle_signals=False) as system:
         runtime = HubRuntime(app, config, system, metrics)
-        topic_budget = actors.RestartBudget(
-            max_restarts=config.topic_max_restarts, window_seconds=config.topic_restart_window
-        )
         await system.start_supervisor(
             [
-                actors.Supervisor.spec("topics", budget=topic_budget),
+                # Both hold temporary children only (topics are started by a
+                # join, connections by a client): nothing under them is
+                # restarted, so no client can drain a restart budget.
+                actors.Supervisor.spec("topics"),
                 actors.Supervisor.spec("connections"),
             ],
             id="hub",

@@ -43,10 +43,6 @@ class HubConfig:
     #: On shutdown, how long each connection may take to write what is queued
     #: for it before it is closed with 1001.
     drain_seconds: float = 5.0
-    #: Restart budget of the topics supervisor: topic actors crashing more
-    #: often than this take the topics supervisor down with them.
-    topic_max_restarts: int = 100
-    topic_restart_window: float = 10.0
     #: Log level for `hub serve`.
     log_level: str = "info"
 

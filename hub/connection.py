@@ -111,6 +111,7 @@ class Connection(actors.Actor):
         self._close_code = CloseCode.NORMAL
         self._close_reason = ""
         self._evicted = False
+        self._nursery: trio.Nursery | None = None
         # Held while `_send` writes one list of messages (see there).
         self._send_lock = trio.StrictFIFOLock()
 
@@ -156,6 +157,7 @@ class Connection(actors.Actor):
         self.id = f"c{self.ref.id}"
         self._runtime.metrics.connection_opened()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._read, nursery.cancel_scope)
             self.ctx.ready()
             await self._write()
@@ -230,18 +232,27 @@ class Connection(actors.Actor):
         if self._topics.get(topic) is topic_ref:
             del self._topics[topic]
         join = self._joins.get(topic)
-        if join is not None and not isinstance(reason, actors.Crashed):
-            # The actor stopped (its last member left) before it saw our join.
-            replies: list[Message] = []
-            await self._join(join, replies, attempt=2)
-            messages.extend(replies)
+        if join is not None and isinstance(reason, actors.Normal):
+            # The actor stopped (it had been empty a while) before it saw our
+            # join: join again, to a fresh one. In a task of its own, so that
+            # this writer never waits on a topic (the machine refuses any other
+            # request for the topic while the join is pending).
+            assert self._nursery is not None
+            self._nursery.start_soon(self._join_again, join)
             return
         self._joins.pop(topic, None)
-        if isinstance(reason, actors.Crashed):
-            code, text = EndCode.TOPIC_CRASHED, "the topic crashed and is restarting; join again"
-        else:
+        if isinstance(reason, actors.Normal):
             code, text = EndCode.TOPIC_CLOSED, "the topic has closed"
+        else:
+            # Crashed, or stopped by the hub: its state is gone, a join starts it afresh.
+            code, text = EndCode.TOPIC_CRASHED, "the topic ended unexpectedly; join again"
         self._encode_sends(self._machine.ended(topic, code=code, reason=text), messages)
+
+    async def _join_again(self, join: Join) -> None:
+        replies: list[Message] = []
+        await self._join(join, replies, attempt=2)
+        if replies:
+            await self._send(replies)
 
     async def _send(self, messages: Sequence[Message]) -> bool:
         """Write `messages` (as batches when several); False if the socket is gone."""
@@ -251,21 +262,23 @@ class Connection(actors.Actor):
             # The reader's replies and the writer's batches each go out whole:
             # pushes the writer took before a Leave must not follow its Reply.
             async with self._send_lock:
-                # One shielded scope for the whole list (a scope per message
-                # cost a quarter of the hub's time in a fan-out profile):
-                # shielded so that an eviction or shutdown never cuts a frame
-                # in half, and given a fresh write timeout per message so
-                # that a client that reads nothing is cut off all the same.
-                with trio.CancelScope(shield=True) as guard:
-                    for chunk in _batches(messages):
-                        message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
-                        guard.deadline = trio.current_time() + WRITE_TIMEOUT_SECONDS
+                for chunk in _batches(messages):
+                    message = chunk[0] if len(chunk) == 1 else codec.batch_encoded(chunk)
+                    # Shielded, so that an eviction or shutdown never cuts a
+                    # frame in half, and bounded by the write timeout, so that
+                    # a client that reads nothing is cut off all the same.
+                    # One scope per message (a batch of up to 100 frames):
+                    # two per frame cost a quarter of the hub's time in a
+                    # fan-out profile; one for the whole list would let a
+                    # steady slow reader hold off a kill for minutes.
+                    deadline = trio.current_time() + WRITE_TIMEOUT_SECONDS
+                    with trio.CancelScope(shield=True, deadline=deadline) as guard:
                         await self._websocket.send_message(message)
-                        metrics.messages_out.inc()
-                        metrics.frames_out.inc(len(chunk))
-                if guard.cancelled_caught:
-                    self._evict()
-                    await trio.lowlevel.checkpoint()
+                    if guard.cancelled_caught:
+                        self._evict()
+                        return False
+                    metrics.messages_out.inc()
+                    metrics.frames_out.inc(len(chunk))
         except trio_websocket.ConnectionClosed:
             return False
         return True
@@ -346,11 +359,11 @@ class Connection(actors.Actor):
         try:
             topic_ref = await topics.actor_for(topic, route)
         except TopicUnavailableError as error:
-            self._joins.pop(topic, None)
-            actions = self._machine.join_failed(
-                topic, code=ErrorCode.SERVICE_ERROR, message=str(error)
-            )
-            self._encode_sends(actions, replies)
+            self._join_failed(topic, str(error), replies)
+            return
+        except (actors.NoSuchChildError, actors.ActorExitedError):
+            # The topics supervisor is being restarted or the hub is stopping.
+            self._join_failed(topic, f"topic {topic!r} cannot start now; try again", replies)
             return
         except actors.StartError as error:
             self._joins.pop(topic, None)
@@ -368,6 +381,11 @@ class Connection(actors.Actor):
         # arrive, and the join is sent again then.
         with contextlib.suppress(actors.ActorExitedError):
             await topic_ref.send(JoinTopic(member, join.ref, join.offset))
+
+    def _join_failed(self, topic: str, message: str, replies: list[Message]) -> None:
+        self._joins.pop(topic, None)
+        actions = self._machine.join_failed(topic, code=ErrorCode.SERVICE_ERROR, message=message)
+        self._encode_sends(actions, replies)
 
     async def _to_topic(self, topic: str, request: PublishEvent | CallService) -> None:
         topic_ref = self._topics.get(topic)
@@ -388,7 +406,9 @@ class Connection(actors.Actor):
         if topic_ref is not None:
             watched = self._watching.pop(topic_ref, None)
             if watched is not None:
-                actors.demonitor(watched[1], flush=True)
+                # No flush: a queued Down finds nothing in `_watching` and is
+                # ignored; flushing would rebuild the mailbox on every leave.
+                actors.demonitor(watched[1])
         return topic_ref
 
 

@@ -68,9 +68,9 @@ class CrashLedger:
     _crashes: dict[str, deque[float]] = attrs.Factory(dict)
 
     def record(self, topic: str, now: float) -> None:
-        times = self._crashes.setdefault(topic, deque())
-        times.append(now)
-        self._forget_old(topic, now)
+        for name in list(self._crashes):
+            self._forget_old(name, now)
+        self._crashes.setdefault(topic, deque()).append(now)
 
     def closed_until(self, topic: str, now: float) -> float | None:
         """When `topic` may be served again, or None if it may be now."""
@@ -241,6 +241,9 @@ class Topic:
     #: The offset of the last event kept with `broadcast(..., keep=True)`.
     offset: int = 0
     _members: dict[actors.ActorRef, Member] = attrs.Factory(dict)
+    # How many members use each codec: a broadcast encodes once per codec in
+    # use without walking the members to find out which.
+    _codecs: dict[Codec, int] = attrs.Factory(dict)
     # Kicked since the topic actor last looked: it calls their `leave` and
     # drops its monitors once the current handler returns.
     _kicked: list[Member] = attrs.Factory(list)
@@ -273,7 +276,7 @@ class Topic:
         if keep:
             self.offset += 1
             offset = self.offset
-        outbound = self._encode(event, payload, offset, self._members.values(), latest_only)
+        outbound = self._encode(event, payload, offset, self._codecs, latest_only)
         excluded = exclude.connection.ref if exclude is not None else None
         for connection_ref, member in self._members.items():
             if connection_ref is not excluded:
@@ -284,26 +287,43 @@ class Topic:
         self, member: Member, event: str, payload: Payload = None, *, offset: int | None = None
     ) -> None:
         """Push `event` to one member (history replay passes the event's `offset`)."""
-        member.connection.deliver(self._encode(event, payload, offset, (member,), False))
+        member.connection.deliver(
+            self._encode(event, payload, offset, (member.connection.codec,), False)
+        )
 
     def kick(self, member: Member, reason: str, *, code: str = EndCode.KICKED) -> None:
         """End `member`'s membership: the client gets an Ended frame with `code`."""
-        if self._members.pop(member.connection.ref, None) is not None:
+        if self._remove(member.connection.ref) is not None:
             member.connection.deliver(MembershipEnded(self.name, code, reason))
             self._kicked.append(member)
+
+    def _add(self, member: Member) -> None:
+        self._members[member.connection.ref] = member
+        codec = member.connection.codec
+        self._codecs[codec] = self._codecs.get(codec, 0) + 1
+
+    def _remove(self, connection: actors.ActorRef) -> Member | None:
+        member = self._members.pop(connection, None)
+        if member is not None:
+            codec = member.connection.codec
+            left = self._codecs[codec] - 1
+            if left:
+                self._codecs[codec] = left
+            else:
+                del self._codecs[codec]
+        return member
 
     def _encode(
         self,
         event: str,
         payload: Payload,
         offset: int | None,
-        members: Iterable[Member],
+        codecs: Iterable[Codec],
         latest_only: bool,
     ) -> Outbound:
         push = Push(self.name, event, payload, offset)
         messages: dict[Codec, Message | None] = {}
-        for member in members:
-            codec = member.connection.codec
+        for codec in codecs:
             if codec not in messages:
                 try:
                     messages[codec] = codec.encode(push)
@@ -340,23 +360,11 @@ class TopicActor(actors.Actor):
         self._monitors: dict[actors.ActorRef, actors.Monitor] = {}
         self._nursery: trio.Nursery | None = None
         self._empty_since = 0.0
+        self._empty_timer_running = False
         self.service: Service | None = None
 
     async def run(self) -> None:
-        if self._crashes.closed_until(self.topic.name, trio.current_time()) is not None:
-            # Restarted after one crash too many: stay down (a normal end is
-            # not restarted); joins are refused until the window passes.
-            logger.warning("topic %r keeps crashing; closed for a while", self.topic.name)
-            self.ctx.ready()
-            return
-        try:
-            self.ctx.register(topic_name_key(self.topic.name))
-        except actors.NameTakenError:
-            # Another actor took this topic while this one was being
-            # restarted after a crash; that one serves it. Ending normally
-            # tells the supervisor there is nothing to restart.
-            self.ctx.ready()
-            return
+        self.ctx.register(topic_name_key(self.topic.name))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._became_empty()
@@ -375,15 +383,31 @@ class TopicActor(actors.Actor):
 
     def _became_empty(self) -> None:
         """Start the grace period: stop unless a member joins before it ends."""
-        assert self._nursery is not None
         self._empty_since = trio.current_time()
-        self._nursery.start_soon(self._check_empty_later)
+        self._arm_empty_timer()
 
-    async def _check_empty_later(self) -> None:
-        await trio.sleep(self._empty_grace)
-        # The mailbox may be full of requests; a lost check is harmless,
-        # since the next member to leave starts another.
-        self.ref.cast(_CheckEmpty())
+    def _arm_empty_timer(self) -> None:
+        # One timer task at most, however often the topic empties: it
+        # follows `_empty_since` as that moves.
+        if not self._empty_timer_running:
+            assert self._nursery is not None
+            self._empty_timer_running = True
+            self._nursery.start_soon(self._expire_when_empty)
+
+    async def _expire_when_empty(self) -> None:
+        try:
+            while True:
+                await trio.sleep_until(self._empty_since + self._empty_grace)
+                if self.topic.members:
+                    return  # someone joined; the next emptiness arms a new timer
+                if trio.current_time() < self._empty_since + self._empty_grace:
+                    continue  # emptied again meanwhile: wait the rest of the new period
+                if self.ref.cast(_CheckEmpty()):
+                    return
+                # The mailbox is full of requests: the topic is busy, look again later.
+                await trio.sleep(self._empty_grace)
+        finally:
+            self._empty_timer_running = False
 
     async def handle(self, message: Any) -> None:
         await self._handle(message)
@@ -413,12 +437,15 @@ class TopicActor(actors.Actor):
             case LeaveTopic(connection=connection):
                 await self._remove(connection)
             case actors.Down(ref=connection):
-                self._monitors.pop(connection, None)
+                # The connection is gone, whichever of its monitors says so.
                 await self._remove(connection)
             case _CheckEmpty():
-                empty_for = trio.current_time() - self._empty_since
-                if not topic.members and empty_for >= self._empty_grace:
+                if topic.members:
+                    return
+                if trio.current_time() - self._empty_since >= self._empty_grace:
                     self.ctx.stop()
+                else:
+                    self._arm_empty_timer()
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
 
@@ -434,7 +461,7 @@ class TopicActor(actors.Actor):
                 JoinAnswered(name, self.ref, False, code=error.code, message=error.message)
             )
             return
-        self.topic._members[connection.ref] = member
+        self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
         await self.service.joined(member, request.offset)
@@ -443,10 +470,12 @@ class TopicActor(actors.Actor):
         self, connection: actors.ActorRef, *, already_removed: Member | None = None
     ) -> None:
         assert self.service is not None
-        member = self.topic._members.pop(connection, already_removed)
+        member = self.topic._remove(connection) or already_removed
         monitor = self._monitors.pop(connection, None)
         if monitor is not None:
-            self.ctx.demonitor(monitor, flush=True)
+            # No flush: a Down already queued is harmless (see `_handle`), and
+            # flushing would rebuild the mailbox on every leave.
+            self.ctx.demonitor(monitor)
         if member is not None:
             await self.service.leave(member)
             if not self.topic.members:
@@ -471,11 +500,12 @@ class TopicActor(actors.Actor):
                 reply = Reply(request.ref, name, True, result)
                 member.connection.codec.encode(reply)
             except (EncodeError, ValueError) as error:
-                # The service returned something the client's codec cannot
-                # carry: the service's bug, told to the client plainly.
-                raise ServiceError(
-                    ErrorCode.SERVICE_ERROR, f"service returned an unencodable reply: {error}"
-                ) from error
+                # Something this client's codec cannot carry (bytes for a JSON
+                # client, say): told to the client, not a crash of the topic.
+                subprotocol = member.connection.codec.subprotocol
+                message = f"the service's answer cannot be sent over {subprotocol}: {error}"
+                _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+                return
             member.connection.deliver(SendFrame(reply))
             return
         _answer_error(
@@ -558,10 +588,18 @@ class Topics:
                         TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
                     ),
                     args=(name, route, self.metrics),
-                    restart=actors.Restart.TRANSIENT,
+                    # Not restarted by the supervisor: a topic that crashed has
+                    # lost its members and state, its members are told and
+                    # join again, and that join starts it afresh. So a topic
+                    # a client can crash at will never drains a restart
+                    # budget that every topic shares.
+                    restart=actors.Restart.TEMPORARY,
                     label=f"topic {name}",
                 )
             )
+        except actors.StartError:
+            self.crashes.record(name, trio.current_time())
+            raise
         finally:
             del self._starting[name]
             starting.set()

@@ -14,9 +14,10 @@ class Service:
 
     Subclass it and override what you need. Every hook runs in the topic's
     actor, one at a time. Raise `JoinRefusedError` from `join` to refuse a
-    member and `ServiceError(code, message)` from the other hooks to answer
-    the client with an error; any other exception is a bug that crashes the
-    topic (its members are told, and it is restarted).
+    member, and `ServiceError(code, message)` from `join`, `handle_event` or
+    `handle_call` to answer the client with an error. Any other exception,
+    and a ServiceError from the other hooks, is a bug that crashes the topic
+    (it is logged, its members are told, and their next join starts it afresh).
     """
 
     def __init__(self, topic: Topic) -> None:

@@ -49,7 +49,7 @@ class RoomService(Service):
 
     async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
         user = params.get("user")
-        if not isinstance(user, str) or not 1 <= len(user.strip()) <= MAX_USER:
+        if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER:
             raise JoinRefusedError(
                 f"join params need a 'user' name of 1 to {MAX_USER} characters, got {user!r}",
                 code=ErrorCode.BAD_FIELD,

@@ -13,6 +13,11 @@ from actors_support import BoomError, idle
 import actors
 
 
+async def _never_reads(ctx: actors.Context) -> None:
+    ctx.ready()
+    await trio.sleep_forever()
+
+
 class FailsOnStop(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         raise BoomError("stop hook failed")
@@ -27,7 +32,7 @@ async def test_a_failing_stop_hook_is_the_actors_crash_not_its_supervisors(
         actors.ChildSpec("fails", FailsOnStop, restart=actors.Restart.TEMPORARY)
     )
     system.registry.register("fails", ref)
-    watcher = await system.spawn(idle)
+    watcher = await system.spawn(_never_reads, shutdown=0)
     actors.monitor(watcher, ref)
     with caplog.at_level(logging.ERROR, logger="actors"):
         await supervisor.stop_child("fails")

@@ -105,3 +105,13 @@ async def test_rooms_that_announce_members_tell_everyone_who_is_present(start_hu
             assert (await bob.leave("room:p")).ok
             push = await ann.next_push("room:p")
             assert (push.event, push.payload) == ("members", {"members": 1, "users": ["ann"]})
+
+
+async def test_a_user_name_is_measured_as_sent_not_as_stripped(hub):
+    with trio.fail_after(10):
+        async with hub.client() as ann:
+            refused = await ann.join("room:u", {"user": "x" + " " * 100_000})
+            assert not refused.ok
+            assert refused.error_code == "bad_field"
+            refused = await ann.join("room:u", {"user": "   "})
+            assert refused.error_code == "bad_field"

@@ -315,10 +315,11 @@ async def test_a_crashing_topic_ends_every_membership_and_restarts_fresh(topics_
             pushes = [frame.payload for frame in cat.take_unread() if isinstance(frame, Push)]
             assert pushes == [1, 2]
 
-            # The supervisor restarted the crashed actor (transient, crashed).
+            # The rejoin started it afresh (the supervisor does not restart a
+            # topic: a crashed one has lost its members and state anyway).
             restarts = [info.restarts for info in runtime.topics.supervisor_of().which_children()]
-            assert sum(restarts) == 1, restarts
-            # ...and logged the crash once, with its traceback.
+            assert sum(restarts) == 0, restarts
+            # The supervisor logged the crash once, with its traceback.
             crashes = [record for record in caplog.records if "crashed under" in record.message]
             assert len(crashes) == 1
             assert crashes[0].exc_info is not None
@@ -413,3 +414,56 @@ def test_crash_ledger_forgets_crashes_older_than_its_window():
     assert ledger._crashes == {"t": deque([5.0])}
     assert ledger.closed_until("t", 15.0) is None
     assert ledger._crashes == {}
+
+
+class Notes(Service):
+    """Keeps the last payload published; a call answers with it."""
+
+    last: Payload = None
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        self.last = payload
+
+    async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
+        return self.last
+
+
+async def test_an_answer_the_callers_codec_cannot_carry_is_an_error_reply_not_a_crash(start_hub):
+    app = Hub("notes")
+    app.route("notes:*", Notes)
+    running = await start_hub(app)
+    with trio.fail_after(10):
+        async with running.client("msgpack") as binary, running.client("json") as text:
+            await binary.join_ok("notes:a")
+            await text.join_ok("notes:a")
+            assert (await binary.publish_acked("notes:a", "note", b"\x00bytes")).ok
+            refused = await text.call("notes:a", "last")
+            assert not refused.ok
+            assert refused.error_code == "service_error"
+            assert "triohub.v1.json" in (refused.error_message or "")
+            # The msgpack client gets the bytes; the topic lives on for both.
+            assert (await binary.call("notes:a", "last")).payload == b"\x00bytes"
+            assert text.take_unread() == []
+
+
+def _all_tasks() -> list[trio.lowlevel.Task]:
+    tasks: list[trio.lowlevel.Task] = []
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        tasks.append(task)
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return tasks
+
+
+async def test_a_topic_that_empties_often_keeps_one_timer(topics_hub):
+    with trio.fail_after(10):
+        async with topics_hub.client() as ann:
+            for _ in range(50):
+                await ann.join_ok("count:churn")
+                assert (await ann.leave("count:churn")).ok
+            timers = [task for task in _all_tasks() if "_expire_when_empty" in task.name]
+            assert len(timers) == 1
+            await ann.join_ok("count:churn")
+            assert (await ann.call("count:churn", "count")).ok
