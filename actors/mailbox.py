@@ -317,16 +317,7 @@ class Mailbox:
 
         Raises trio.EndOfChannel once the mailbox is closed and drained.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while not self._queue:
-            if self._closed_reason is not None:
-                raise trio.EndOfChannel
-            self._become_receiver()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
-        message = self._pop()
-        self._wake_senders()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return message
+        return (await self.receive_batch(1))[0]
 
     async def receive_batch(self, max_messages: int = DEFAULT_BATCH_SIZE) -> list[Any]:
         """Take up to `max_messages` messages: wait for the first, take the rest as queued.
