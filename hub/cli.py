@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import logging
@@ -47,27 +48,31 @@ def load_app(spec: str) -> Hub:
     return app
 
 
+def _say(line: str) -> None:
+    """Print a status line; a closed stdout (the reader went away) is no reason to fail."""
+    with contextlib.suppress(BrokenPipeError):
+        print(line, flush=True)
+
+
 async def run(app: Hub, config: HubConfig) -> None:
     """Serve `app` until SIGINT or SIGTERM, then shut down gracefully."""
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             runtime: HubRuntime = await nursery.start(serve_hub, app, config)
-            print(
+            _say(
                 f"triohub: serving {app.name!r} at {runtime.url} "
-                f"(WebSocket {runtime.websocket_url}); Ctrl+C to stop",
-                flush=True,
+                f"(WebSocket {runtime.websocket_url}); Ctrl+C to stop"
             )
             async for signum in signals:
                 count = runtime.connection_count()
                 plural = "" if count == 1 else "s"
-                print(
+                _say(
                     f"triohub: {signal.Signals(signum).name}, shutting down "
-                    f"({count} connection{plural} to close)",
-                    flush=True,
+                    f"({count} connection{plural} to close)"
                 )
                 runtime.request_shutdown()
                 break
-    print("triohub: stopped", flush=True)
+    _say("triohub: stopped")
 
 
 def _parser() -> argparse.ArgumentParser:
