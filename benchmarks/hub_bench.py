@@ -27,6 +27,9 @@ import trio_websocket
 
 from hub.protocol import JSON, MSGPACK, Codec, Join, Publish, Push, Reply
 
+# The longest one measurement may take before it is taken for a hang.
+RUN_TIMEOUT_SECONDS = 300
+
 
 @contextmanager
 def running_hub() -> Iterator[tuple[int, int]]:
@@ -87,21 +90,23 @@ async def fan_out(port: int, codec: Codec, members: int, messages: int) -> float
                 all_in.set()
             await ready.wait()
 
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
-        for _ in range(members):
-            await nursery.start(member, done)
-        async with trio_websocket.open_websocket_url(
-            url, subprotocols=[codec.subprotocol]
-        ) as publisher:
-            await _join(publisher, codec, topic)
-            started = time.perf_counter()
-            for index in range(messages):
-                frame = Publish(0, topic, "message", {"text": f"message {index}"})
-                await publisher.send_message(codec.encode(frame))
-            await all_in.wait()
-            elapsed = time.perf_counter() - started
-        done.set()
+    # A run that loses count would otherwise wait forever: fail it loudly.
+    with trio.fail_after(RUN_TIMEOUT_SECONDS):
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+            for _ in range(members):
+                await nursery.start(member, done)
+            async with trio_websocket.open_websocket_url(
+                url, subprotocols=[codec.subprotocol]
+            ) as publisher:
+                await _join(publisher, codec, topic)
+                started = time.perf_counter()
+                for index in range(messages):
+                    frame = Publish(0, topic, "message", {"text": f"message {index}"})
+                    await publisher.send_message(codec.encode(frame))
+                await all_in.wait()
+                elapsed = time.perf_counter() - started
+            done.set()
     return total / elapsed
 
 
@@ -109,21 +114,22 @@ async def idle_connection_bytes(port: int, pid: int, count: int) -> float:
     """Server RSS growth per idle connection joined to a room."""
     url = f"ws://127.0.0.1:{port}/ws"
     before = _rss_bytes(pid)
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
+    with trio.fail_after(RUN_TIMEOUT_SECONDS):
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
 
-        async def idle(task_status: trio.TaskStatus[None]) -> None:
-            async with trio_websocket.open_websocket_url(
-                url, subprotocols=[MSGPACK.subprotocol]
-            ) as ws:
-                await _join(ws, MSGPACK, "room:idle")
-                task_status.started()
-                await done.wait()
+            async def idle(task_status: trio.TaskStatus[None]) -> None:
+                async with trio_websocket.open_websocket_url(
+                    url, subprotocols=[MSGPACK.subprotocol]
+                ) as ws:
+                    await _join(ws, MSGPACK, "room:idle")
+                    task_status.started()
+                    await done.wait()
 
-        for _ in range(count):
-            await nursery.start(idle)
-        after = _rss_bytes(pid)
-        done.set()
+            for _ in range(count):
+                await nursery.start(idle)
+            after = _rss_bytes(pid)
+            done.set()
     return (after - before) / count
 
 
