@@ -34,9 +34,8 @@ class RoomService(Service):
       `{"user", "text", "at"}`. The user comes from the join, not the
       client's payload, so nobody can speak as someone else.
     - With `announce_members=True` (the demo turns it on), whenever someone
-      joins or leaves, every member gets a `members` Push
-      with `{"members": count, "users": [names in join order]}` (latest
-      only: a member behind gets just the newest).
+      joins or leaves, every member present gets a `members` Push:
+      `{"members": count, "joined": name}` or `{"members": count, "left": name}`.
     - Call `members`: the user names present, in join order.
     """
 
@@ -60,17 +59,20 @@ class RoomService(Service):
         for kept_offset, payload in self.history:
             if offset is None or kept_offset > offset:
                 self.topic.push(member, "message", payload, offset=kept_offset)
-        self._announce_members()
+        self._announce("joined", member)
 
     async def leave(self, member: Member) -> None:
-        self._announce_members()
+        self._announce("left", member)
 
-    def _announce_members(self) -> None:
-        """Tell everyone present who is in the room now (latest only: a count, not a log)."""
-        if not self.announce_members:
-            return
-        users = [other.params["user"] for other in self.topic.members.values()]
-        self.topic.broadcast("members", {"members": len(users), "users": users}, latest_only=True)
+    def _announce(self, change: str, member: Member) -> None:
+        """Tell everyone present who came or went, and how many are here now.
+
+        A change, not the whole list: a join costs one small push per member,
+        however large the room. The `members` call gives the whole list.
+        """
+        if self.announce_members:
+            count = len(self.topic.members)
+            self.topic.broadcast("members", {"members": count, change: member.params["user"]})
 
     async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
         if event != "message":

@@ -42,7 +42,9 @@ class HubProcess:
     and quoted when the hub misbehaves.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, app: str | None = None) -> None:
+        #: `module:attribute` of the application, or None for the built-in demo.
+        self.app = app
         self.process: subprocess.Popen[str] | None = None
         self.port: int | None = None
         self.output: list[str] = []
@@ -61,7 +63,17 @@ class HubProcess:
         self.output = []
         self._lines = queue.Queue()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "hub",
+                "serve",
+                *([self.app] if self.app else []),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -147,9 +159,9 @@ class HubProcess:
 
 
 @contextmanager
-def running_hub(port: int = 0) -> Iterator[HubProcess]:
+def running_hub(port: int = 0, app: str | None = None) -> Iterator[HubProcess]:
     """A hub for the duration of the block, which must exit with status 0 on SIGTERM."""
-    hub = HubProcess().start(port)
+    hub = HubProcess(app).start(port)
     try:
         yield hub
     except BaseException:

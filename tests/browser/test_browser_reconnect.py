@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from browser_pages import client_page, open_chat, run, send, unique_room, ws_url
-from browser_support import HubProcess
+from browser_support import HubProcess, running_hub
 from playwright.sync_api import Page, expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
@@ -332,3 +332,45 @@ def test_reconnect_delays_back_off_with_jitter_and_stop_at_1008(page: Page) -> N
     assert result["afterOpen"] == "open"
     assert result["policy"]["reconnectInMs"] is None
     assert result["state"] == "closed"
+
+
+@pytest.fixture
+def crashable_hub() -> Iterator[HubProcess]:
+    """The demo plus `crash:*` rooms that crash when asked (tests/browser/crash_app.py)."""
+    with running_hub(app="tests.browser.crash_app:app") as hub:
+        yield hub
+
+
+def test_a_topic_crashed_for_real_is_joined_again_and_keeps_working(
+    crashable_hub: HubProcess, new_page: Callable[[], Page]
+) -> None:
+    page = client_page(crashable_hub, new_page)
+    result = run(
+        page,
+        """
+        const hub = await TrioHub.connect(arg.url, { rejoinDelayMs: 50 });
+        const events = [];
+        for (const name of ["ended", "joined"]) hub.on(name, (e) => events.push([name, e]));
+        const topic = await hub.join("crash:room", { user: "ann" });
+        const got = [];
+        topic.on("message", (payload, offset) => got.push([payload.text, offset]));
+        await topic.publish("message", { text: "before" }, { ack: true });
+        const rejoined = new Promise((resolve) =>
+          hub.on("joined", (e) => { if (e.rejoined) resolve(e); }));
+        await topic.publish("crash", {});
+        const again = await rejoined;
+        await topic.publish("message", { text: "after" }, { ack: true });
+        const members = await topic.call("members", null, { timeout: 5000 });
+        hub.close();
+        return { events, got, again, members };
+        """,
+        url=ws_url(crashable_hub),
+    )
+    names = [name for name, _event in result["events"]]
+    assert names == ["joined", "ended", "joined"]
+    assert result["events"][1][1]["code"] == "topic_crashed"
+    assert result["again"]["payload"] == {"members": 1}
+    # A fresh actor: its offsets start again, and it serves calls.
+    assert result["got"] == [["before", 1], ["after", 1]]
+    assert result["members"] == ["ann"]
+    assert "crashed on request, for the test" in crashable_hub.describe_output()

@@ -97,14 +97,14 @@ async def test_rooms_that_announce_members_tell_everyone_who_is_present(start_hu
     with trio.fail_after(10):
         async with running.client() as ann, running.client("msgpack") as bob:
             await ann.join_ok("room:p", {"user": "ann"})
-            assert (await ann.next_push("room:p")).payload == {"members": 1, "users": ["ann"]}
+            assert (await ann.next_push("room:p")).payload == {"members": 1, "joined": "ann"}
             await bob.join_ok("room:p", {"user": "bob"})
-            both = {"members": 2, "users": ["ann", "bob"]}
-            assert (await ann.next_push("room:p")).payload == both
-            assert (await bob.next_push("room:p")).payload == both
+            bob_came = {"members": 2, "joined": "bob"}
+            assert (await ann.next_push("room:p")).payload == bob_came
+            assert (await bob.next_push("room:p")).payload == bob_came
             assert (await bob.leave("room:p")).ok
             push = await ann.next_push("room:p")
-            assert (push.event, push.payload) == ("members", {"members": 1, "users": ["ann"]})
+            assert (push.event, push.payload) == ("members", {"members": 1, "left": "bob"})
 
 
 async def test_a_user_name_is_measured_as_sent_not_as_stripped(hub):
