@@ -111,7 +111,7 @@ async def fan_out(port: int, codec: Codec, members: int, messages: int) -> float
 
 
 async def idle_connection_bytes(port: int, pid: int, count: int) -> float:
-    """Server RSS growth per idle connection joined to a room."""
+    """Server RSS growth per idle connection joined to one (echo) topic."""
     url = f"ws://127.0.0.1:{port}/ws"
     before = _rss_bytes(pid)
     with trio.fail_after(RUN_TIMEOUT_SECONDS):
@@ -122,7 +122,7 @@ async def idle_connection_bytes(port: int, pid: int, count: int) -> float:
                 async with trio_websocket.open_websocket_url(
                     url, subprotocols=[MSGPACK.subprotocol]
                 ) as ws:
-                    await _join(ws, MSGPACK, "room:idle")
+                    await _join(ws, MSGPACK, "echo:idle")
                     task_status.started()
                     await done.wait()
 
