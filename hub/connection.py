@@ -187,11 +187,16 @@ class Connection(actors.Actor):
                 return  # asked to stop, and everything queued is written
             messages: list[Message] = []
             for item in batch:
-                await self._take(item, messages)
+                self._take(item, messages)
             if messages and not await self._send(messages):
                 return
 
-    async def _take(self, item: Any, messages: list[Message]) -> None:
+    def _take(self, item: Any, messages: list[Message]) -> None:
+        """Apply one mailbox item; append what the client is to be sent.
+
+        Never awaits: between taking a batch and writing it, nothing else
+        (a Leave's Reply from the reader, say) can slip in.
+        """
         machine = self._machine
         match item:
             case Outbound(topic=topic):
@@ -218,11 +223,11 @@ class Connection(actors.Actor):
                 self._forget(topic)
                 self._encode_sends(machine.ended(topic, code=code, reason=reason), messages)
             case actors.Down(ref=topic_ref, reason=reason):
-                await self._topic_ended(topic_ref, reason, messages)
+                self._topic_ended(topic_ref, reason, messages)
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, item)
 
-    async def _topic_ended(
+    def _topic_ended(
         self, topic_ref: actors.ActorRef, reason: actors.ExitReason, messages: list[Message]
     ) -> None:
         watched = self._watching.pop(topic_ref, None)
