@@ -127,7 +127,7 @@ class ServiceError(HubError):
 
     `code` is machine-readable (an ErrorCode or a service's own), `message`
     is for people. Any other exception from a service is a bug: its topic
-    actor crashes and is restarted, and its members are told.
+    actor crashes, its members are told, and their next join starts it afresh.
     """
 
     def __init__(self, code: str, message: str) -> None:

@@ -1,10 +1,10 @@
 """Topics: routes from topic patterns to services, and one actor per live topic.
 
 A topic actor is started on the first join of its topic, under the hub's
-topics supervisor (transient: restarted if it crashes, gone when it ends
-normally). It owns its service's state, decides who may join, handles its
-members' events and calls one at a time, and stops when its last member
-leaves. It watches its members' connections with monitors, so a connection
+topics supervisor (temporary: when it crashes its members are told, and
+their next join starts it afresh). It owns its service's state, decides who
+may join, handles its members' events and calls one at a time, and stops a
+while after its last member leaves. It watches its members' connections with monitors, so a connection
 that dies is removed without anyone having to remember to.
 """
 
@@ -41,9 +41,8 @@ logger = logging.getLogger(__name__)
 # and no one else.
 TOPIC_MAILBOX_CAPACITY: Final = 4096
 
-# A topic actor whose last member left (or that was restarted after a crash
-# and has none yet) waits this long for a member before it stops, so that a
-# client reloading a page or rejoining after a crash finds its topic, and its
+# A topic actor whose last member left waits this long for a member before
+# it stops, so that a client reloading a page finds its topic, and its
 # history, still there.
 EMPTY_TOPIC_GRACE_SECONDS: Final = 10.0
 
