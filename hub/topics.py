@@ -4,8 +4,9 @@ A topic actor is started on the first join of its topic, under the hub's
 topics supervisor (temporary: when it crashes its members are told, and
 their next join starts it afresh). It owns its service's state, decides who
 may join, handles its members' events and calls one at a time, and stops a
-while after its last member leaves. It watches its members' connections with monitors, so a connection
-that dies is removed without anyone having to remember to.
+while after its last member leaves. It watches its members' connections
+with monitors, so a connection that dies is removed without anyone having
+to remember to.
 """
 
 from __future__ import annotations
