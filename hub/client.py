@@ -294,7 +294,7 @@ class Client:
                             if channel is not None:
                                 channel._close(event)
         except trio_websocket.ConnectionClosed:
-            pass
+            pass  # the end of the connection: every waiter is released below
         finally:
             self._closed = True
             for waiter in self._waiters.values():

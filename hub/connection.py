@@ -207,7 +207,7 @@ class Connection(actors.Actor):
                     if message is not None:
                         messages.append(message)
             case SendFrame(frame=frame):
-                messages.append(self.codec.encode(frame))
+                messages.append(self._encode(frame))
             case JoinAnswered(topic=topic, topic_ref=topic_ref, ok=ok):
                 if self._topics.get(topic) is not topic_ref or topic not in self._joins:
                     return  # the client left, or this answer is from a stale actor
@@ -371,13 +371,9 @@ class Connection(actors.Actor):
             self._join_failed(topic, f"topic {topic!r} cannot start now; try again", replies)
             return
         except actors.StartError as error:
-            self._joins.pop(topic, None)
             self._runtime.metrics.topic_start_failures.inc()
-            actions = self._machine.join_failed(
-                topic, code=ErrorCode.SERVICE_ERROR, message=f"topic {topic!r} failed to start"
-            )
-            self._encode_sends(actions, replies)
             logger.warning("topic %r failed to start: %r", topic, error.cause)
+            self._join_failed(topic, f"topic {topic!r} failed to start", replies)
             return
         self._joins[topic] = join
         self._watch(topic, topic_ref)

@@ -47,6 +47,10 @@ TOPIC_MAILBOX_CAPACITY: Final = 4096
 # history, still there.
 EMPTY_TOPIC_GRACE_SECONDS: Final = 10.0
 
+# How long a topic's service may take to start (its `started` hook) before
+# the join that started it fails.
+TOPIC_START_TIMEOUT_SECONDS: Final = 10.0
+
 # A topic whose actor crashes this often within the window is not served
 # again until the window has passed (its joins are refused meanwhile), so
 # that one buggy topic cannot use up the restart budget every topic shares.
@@ -547,6 +551,7 @@ class Topics:
     supervisor_of: Callable[[], actors.Supervisor]
     metrics: HubMetrics | None = None
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
+    start_timeout: float = TOPIC_START_TIMEOUT_SECONDS
     crashes: CrashLedger = attrs.Factory(CrashLedger)
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
 
@@ -581,22 +586,27 @@ class Topics:
             await starting.wait()
         starting = self._starting[name] = trio.Event()
         try:
-            return await self.supervisor_of().start_child(
-                actors.ChildSpec(
-                    id=None,
-                    start=functools.partial(
-                        TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
-                    ),
-                    args=(name, route, self.metrics),
-                    # Not restarted by the supervisor: a topic that crashed has
-                    # lost its members and state, its members are told and
-                    # join again, and that join starts it afresh. So a topic
-                    # a client can crash at will never drains a restart
-                    # budget that every topic shares.
-                    restart=actors.Restart.TEMPORARY,
-                    label=f"topic {name}",
+            # Bounded: a service whose `started` hangs (a database that does
+            # not answer) must not hold its joiners, and the joiners waiting
+            # behind them, forever. A start cut short cancels the child.
+            with trio.move_on_after(self.start_timeout):
+                return await self.supervisor_of().start_child(
+                    actors.ChildSpec(
+                        id=None,
+                        start=functools.partial(
+                            TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
+                        ),
+                        args=(name, route, self.metrics),
+                        # Not restarted by the supervisor: a topic that crashed has
+                        # lost its members and state, its members are told and
+                        # join again, and that join starts it afresh. So a topic
+                        # a client can crash at will never drains a restart
+                        # budget that every topic shares.
+                        restart=actors.Restart.TEMPORARY,
+                        label=f"topic {name}",
+                    )
                 )
-            )
+            raise actors.StartError(name, TimeoutError(f"not ready within {self.start_timeout} s"))
         except actors.StartError:
             self.crashes.record(name, trio.current_time())
             raise

@@ -467,3 +467,28 @@ async def test_a_topic_that_empties_often_keeps_one_timer(topics_hub):
             assert len(timers) == 1
             await ann.join_ok("count:churn")
             assert (await ann.call("count:churn", "count")).ok
+
+
+class NeverReady(Service):
+    """A service whose start waits on something that never answers."""
+
+    async def started(self) -> None:
+        await trio.sleep_forever()
+
+
+async def test_a_topic_that_never_gets_ready_fails_its_join_in_bounded_time(start_hub):
+    app = Hub("hanging start")
+    app.route("stuck:*", NeverReady)
+    app.route("echo:*", EchoService)
+    running = await start_hub(app)
+    running.runtime.topics.start_timeout = 0.5
+    with trio.fail_after(10):
+        async with running.client() as ann:
+            refused = await ann.join("stuck:a")
+            assert not refused.ok
+            assert refused.error_code == "service_error"
+            assert "failed to start" in (refused.error_message or "")
+            # The half-started actor is gone, and the connection still works.
+            assert running.runtime.system.registry.whereis(topic_name_key("stuck:a")) is None
+            await ann.join_ok("echo:a")
+            assert (await ann.heartbeat()).ok
