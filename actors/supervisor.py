@@ -232,13 +232,9 @@ class Supervisor(Actor):
             # The id is taken now; the start itself runs outside the lock, so
             # that one child slow to get ready (a `started` that waits on a
             # database) holds up no other start, stop or restart.
-            child = self._children[spec.id] = _Child(spec.id, spec, dynamic=True)
-        try:
-            return await self._start(child)
-        except BaseException:
-            if self._children.get(spec.id) is child:
-                del self._children[spec.id]
-            raise
+            child = _Child(spec.id, spec, dynamic=True)
+            self._children[spec.id] = child
+        return await self._start_new(child)
 
     async def stop_child(self, child_id: Hashable) -> None:
         """Stop a child (given its shutdown time, then cancelled) and forget it.
@@ -290,7 +286,7 @@ class Supervisor(Actor):
             try:
                 async with self._lock:
                     for spec in self._initial:
-                        await self._add(spec, dynamic=False)
+                        await self._start_new(_Child(spec.id, spec, dynamic=False))
                 ctx.ready()
                 async for message in ctx:
                     match message:
@@ -311,13 +307,14 @@ class Supervisor(Actor):
 
     # --- starting ------------------------------------------------------------
 
-    async def _add(self, spec: ChildSpec, *, dynamic: bool) -> ActorRef:
-        child = _Child(spec.id, spec, dynamic)
-        self._children[spec.id] = child
+    async def _start_new(self, child: _Child) -> ActorRef:
+        """Start a child not yet in the tree; a child that fails to start is not kept."""
+        self._children[child.id] = child
         try:
             return await self._start(child)
         except BaseException:
-            self._children.pop(spec.id, None)
+            if self._children.get(child.id) is child:
+                del self._children[child.id]
             raise
 
     async def _start(self, child: _Child) -> ActorRef:

@@ -327,16 +327,15 @@ class Topic:
     ) -> Outbound:
         push = Push(self.name, event, payload, offset)
         messages: dict[Codec, Message | None] = {}
-        for codec in codecs:
-            if codec not in messages:
-                try:
-                    messages[codec] = codec.encode(push)
-                except EncodeError:
-                    # Say, bytes published by a msgpack client: JSON members
-                    # cannot receive them, the others still do.
-                    messages[codec] = None
-                    if self.metrics is not None:
-                        self.metrics.unencodable.inc()
+        for codec in codecs:  # each codec once: the members' codecs, counted
+            try:
+                messages[codec] = codec.encode(push)
+            except EncodeError:
+                # Say, bytes published by a msgpack client: JSON members
+                # cannot receive them, the others still do.
+                messages[codec] = None
+                if self.metrics is not None:
+                    self.metrics.unencodable.inc()
         return Outbound(self.name, event, messages, latest_only)
 
 
