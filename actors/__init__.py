@@ -1,7 +1,7 @@
 """actors: an Erlang/OTP-style actor runtime on trio.
 
-Mailboxes, refs, behaviours, supervisors, monitors, links, a registry and
-process groups, for any supervised trio program. It knows nothing of sockets
+Mailboxes, refs, behaviours, supervisors, monitors, links, timers, a registry
+and process groups, for any supervised trio program. It knows nothing of sockets
 or of the hub built on it. Start with `open_system`; see docs/actors.md.
 """
 
@@ -45,6 +45,7 @@ from .supervisor import (
     Supervisor,
 )
 from .system import ActorInfo, System, open_system
+from .timers import Timer, TimerService
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -88,6 +89,8 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "System",
+    "Timer",
+    "TimerService",
     "UnexpectedMessageError",
     "demonitor",
     "link",

@@ -21,6 +21,7 @@ from .errors import UnexpectedMessageError
 from .mailbox import DEFAULT_BATCH_SIZE, Mailbox, Overflow
 from .monitor import Monitor, demonitor, link, monitor, unlink
 from .ref import NORMAL, SHUTDOWN, ActorRef, Call, Crashed, ExitReason
+from .timers import Timer
 
 if TYPE_CHECKING:
     from .system import System
@@ -103,6 +104,27 @@ class Context:
     def stop(self) -> None:
         """End this actor with NORMAL after the message being handled."""
         self._stop_requested = True
+
+    # --- timers ------------------------------------------------------------
+
+    def send_after(self, delay: float, message: Any) -> Timer:
+        """Deliver `message` to this actor once, `delay` seconds from now.
+
+        The timer is this actor's: it ends when the actor ends, and never
+        fires after. `cancel()` on the returned Timer stops it. The message
+        goes in past the mailbox's capacity; see `actors.Timer`.
+        """
+        return self.system.timers.send_after(self.ref, delay, message)
+
+    def every(self, interval: float, message: Any) -> Timer:
+        """Deliver `message` to this actor every `interval` seconds, at a fixed rate.
+
+        The first tick comes `interval` seconds from now; each deadline is the
+        previous one plus `interval`. At most one tick waits in the mailbox:
+        a tick due while the previous one is still queued is not delivered
+        but counted in the Timer's `missed`. The timer ends with the actor.
+        """
+        return self.system.timers.every(self.ref, interval, message)
 
     # --- monitors, links, names ------------------------------------------
 

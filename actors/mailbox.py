@@ -51,6 +51,10 @@ class Overflow(enum.Enum):
 # first message back (see docs/benchmarks.md for what an idle actor costs).
 _EMPTY: tuple[()] = ()
 
+# What a lookup in the runtime messages returns for "not there" (a runtime
+# message may itself be None).
+_ABSENT: Any = object()
+
 
 class Envelope:
     """A message the runtime built around a request (a call).
@@ -66,14 +70,36 @@ class Envelope:
         """The mailbox dropped this message; `error` says why."""
 
 
+class Delivery:
+    """A runtime message that stands in the queue for another (a timer's tick).
+
+    It goes in with `deliver_system`. When it leaves the queue, read or
+    removed, the mailbox calls `_taken()` once, and a reader gets `payload`
+    in its place: so the runtime learns when what it delivered has been
+    taken, and one object can carry the same payload again and again
+    without ever being queued twice.
+    """
+
+    __slots__ = ()
+
+    @property
+    def payload(self) -> Any:
+        """What the reader receives in this delivery's place."""
+        return self
+
+    def _taken(self) -> None:
+        """This delivery has left the queue (read, removed or cleared)."""
+
+
 @attrs.define(eq=False, repr=False)
 class Mailbox:
     """A bounded FIFO of messages for one actor.
 
     Messages from one sender arrive in the order they were sent. System
-    messages (monitors' `Down`, links' `Exit`, a supervisor's child reports)
-    go in with `deliver_system`, past the capacity, so that the runtime never
-    loses one; there is at most one per monitor, link or child.
+    messages (monitors' `Down`, links' `Exit`, a supervisor's child reports,
+    timers' ticks) go in with `deliver_system`, past the capacity, so that
+    the runtime never loses one; there is at most one queued per monitor,
+    link, child or timer.
     """
 
     capacity: int = attrs.field(default=DEFAULT_MAILBOX_CAPACITY)
@@ -193,14 +219,31 @@ class Mailbox:
         if isinstance(message, Envelope):
             message._dropped(MailboxFullError(self.owner, self.capacity))
 
-    def _forget_runtime(self, messages: Iterable[Any]) -> None:
-        """Note that `messages` have left the queue."""
+    def _take_runtime(self, batch: list[Any]) -> None:
+        """Note that `batch` has left the queue to be read; open the deliveries in it.
+
+        A delivery is replaced, in place, by its payload.
+        """
         runtime = self._runtime
-        if runtime:
-            for message in messages:
-                runtime.pop(id(message), None)
+        assert runtime is not None
+        for index, message in enumerate(batch):
+            if runtime.pop(id(message), _ABSENT) is not _ABSENT and isinstance(message, Delivery):
+                batch[index] = message.payload
+                message._taken()
+            if not runtime:
+                break
         if not runtime:
             self._runtime = None
+
+    def _discard_runtime(self, kept: Iterable[Any]) -> None:
+        """Forget the runtime messages not in `kept`: tell the deliveries among them."""
+        runtime = self._runtime
+        assert runtime is not None
+        still = {id(m): m for m in kept if id(m) in runtime}
+        for key, message in runtime.items():
+            if key not in still and isinstance(message, Delivery):
+                message._taken()
+        self._runtime = still or None
 
     async def send(self, message: Any) -> bool:
         """Put `message` in the mailbox, waiting for room if the policy is WAIT.
@@ -256,25 +299,33 @@ class Mailbox:
     def clear(self) -> int:
         """Discard every queued message; return how many there were."""
         count = len(self._queue)
+        if self._runtime:
+            self._discard_runtime(())
         if self._queue is not _EMPTY:
             self._queue.clear()
-        self._runtime = None
         self._wake_senders()
         return count
 
     def remove_if(self, predicate: Callable[[Any], bool]) -> int:
-        """Discard queued messages for which `predicate` is true; return how many."""
+        """Discard queued messages for which `predicate` is true; return how many.
+
+        `predicate` sees each message as the reader would receive it.
+        """
         before = len(self._queue)
         if not before:
             return 0
+
+        def matches(message: Any) -> bool:
+            return predicate(message.payload if isinstance(message, Delivery) else message)
+
         if self.overflow is Overflow.CONFLATE:
-            for key in [k for k, m in self._queue.items() if predicate(m)]:
+            for key in [k for k, m in self._queue.items() if matches(m)]:
                 del self._queue[key]
         else:
-            self._queue = deque(m for m in self._queue if not predicate(m))
+            self._queue = deque(m for m in self._queue if not matches(m))
         if self._runtime:
             kept = self._queue.values() if isinstance(self._queue, dict) else self._queue
-            self._runtime = {id(m): m for m in kept if id(m) in self._runtime} or None
+            self._discard_runtime(kept)
         removed = before - len(self._queue)
         if removed:
             self._wake_senders()
@@ -300,7 +351,9 @@ class Mailbox:
             if not self._queue:
                 self._queue = _EMPTY
         if self._runtime:
-            self._forget_runtime((message,))
+            batch = [message]
+            self._take_runtime(batch)
+            message = batch[0]
         return message
 
     def _become_receiver(self) -> None:
@@ -342,7 +395,7 @@ class Mailbox:
             popleft = queue.popleft
             batch = [popleft() for _ in range(max_messages)]
         if self._runtime:
-            self._forget_runtime(batch)
+            self._take_runtime(batch)
         self._wake_senders()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return batch

@@ -1,4 +1,4 @@
-"""The system: the root supervisor, the registry, and a clean end on exit or Ctrl+C."""
+"""The system: the root supervisor, the registry, timers, and a clean end on exit or Ctrl+C."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .supervisor import (
     Strategy,
     Supervisor,
 )
+from .timers import TimerService
 
 
 @attrs.frozen
@@ -60,6 +61,8 @@ class System:
 
     name: str
     registry: Registry = attrs.Factory(Registry)
+    #: Every timer of the system's actors, served by one task.
+    timers: TimerService = attrs.Factory(TimerService)
     #: The signal that ended the system, if one did (with handle_signals).
     stopped_by_signal: int | None = None
     _ids: Iterator[int] = attrs.Factory(lambda: itertools.count(1))
@@ -199,6 +202,7 @@ async def open_system(
     root = functools.partial(Supervisor, budget=budget, shutdown_batch=1)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(system.timers.serve)
             await nursery.start(run_actor, root_ref, system, root, ())
             root_ref._watch(system, root_exited)
             if handle_signals and threading.current_thread() is threading.main_thread():

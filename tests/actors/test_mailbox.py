@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import actors
 from actors import ActorExitedError, Mailbox, MailboxFullError, Overflow
+from actors.mailbox import Delivery
 
 
 def by_letter(message: Any) -> Any:
@@ -487,6 +489,62 @@ async def test_remove_if_discards_matching_messages_and_lets_a_sender_in() -> No
         await trio.testing.wait_all_tasks_blocked()
         assert mailbox.remove_if(lambda message: message % 2 == 1) == 2
     assert take_queued(mailbox) == [2, 4]
+
+
+class Stand(Delivery):
+    """A delivery that stands in for `payload` and counts how often it is taken."""
+
+    __slots__ = ("_payload", "taken")
+
+    def __init__(self, payload: Any) -> None:
+        self._payload = payload
+        self.taken = 0
+
+    @property
+    def payload(self) -> Any:
+        return self._payload
+
+    def _taken(self) -> None:
+        self.taken += 1
+
+
+@pytest.mark.parametrize("overflow", list(Overflow))
+@pytest.mark.parametrize("read", ["receive_nowait", "receive_batch"])
+async def test_a_reader_gets_a_deliverys_payload_and_the_delivery_learns_it_was_taken(
+    overflow: Overflow, read: str
+) -> None:
+    mailbox = Mailbox(capacity=1, overflow=overflow, key=by_letter)
+    mailbox.send_nowait(("a", 1))
+    stand = Stand("tick")
+    mailbox.deliver_system(stand)  # past the capacity, like any runtime message
+    with contextlib.suppress(MailboxFullError):
+        mailbox.send_nowait(("b", 2))  # refused, or a policy drops around the delivery
+
+    assert stand.taken == 0
+    if read == "receive_nowait":
+        received = take_queued(mailbox)
+    else:
+        received = await mailbox.receive_batch()
+    assert "tick" in received
+    assert stand not in received
+    assert stand.taken == 1
+    assert take_queued(mailbox) == []
+    assert stand.taken == 1
+
+
+def test_removing_or_clearing_a_delivery_tells_it_and_a_predicate_sees_its_payload() -> None:
+    mailbox = Mailbox()
+    kept, removed = Stand("keep"), Stand("drop")
+    mailbox.deliver_system(kept)
+    mailbox.deliver_system(removed)
+    mailbox.send_nowait("drop")
+
+    assert mailbox.remove_if(lambda message: message == "drop") == 2
+    assert (kept.taken, removed.taken) == (0, 1)
+
+    assert mailbox.clear() == 1
+    assert (kept.taken, removed.taken) == (1, 1)
+    assert take_queued(mailbox) == []
 
 
 # --- mailbox settings of an actor --------------------------------------------------------
