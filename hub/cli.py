@@ -1,4 +1,4 @@
-"""The `hub` command: `hub serve [APP]` runs a hub application."""
+"""The `hub` command: `hub serve [APP]` runs a hub application; `hub bench` measures one."""
 
 from __future__ import annotations
 
@@ -100,11 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keyfile", help="PEM private key (if not in --certfile)")
     serve.add_argument("--config", help="TOML file of settings")
     serve.add_argument("--log-level", help="debug, info, warning or error")
+    # Listed for `hub --help`; `main` hands everything after `bench` to hub.bench.
+    commands.add_parser(
+        "bench",
+        help="benchmark a hub over real WebSockets (`hub bench --help`)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["bench"]:
+        from hub.bench.cli import main as bench_main
+
+        return bench_main(arguments[1:])
+    args = _parser().parse_args(arguments)
     try:
         config = load_config(
             file=args.config,

@@ -1,0 +1,367 @@
+"""`hub bench SCENARIO`: run a scenario against the hub (and the baselines), report.
+
+This process only starts processes and reports: each run gets a freshly
+started server (unless --url names one already running) and a load
+generator of its own (`python -m hub.bench.loadgen`), so the server, the
+clients and the bookkeeping never share a process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from hub.bench.procstat import raise_file_limit
+from hub.bench.progress import ProgressBar
+from hub.bench.report import Run, derive, plot, summarise, table, warnings, wave_table
+from hub.bench.servers import (
+    DEFAULT_BASELINES,
+    RunningServer,
+    ServerKind,
+    ServerStartError,
+    baseline_kinds,
+    hub_kind,
+    spawned,
+)
+from hub.bench.spec import SCENARIOS, LoadSpec
+
+DEFAULT_APP: Final = "hub.demo:app"
+
+DEFAULT_CONNECTIONS: Final = {"idle": 1000, "echo": 50, "fanout": 1000, "churn": 1000}
+DEFAULT_ROOMS: Final = {"fanout": "room:bench", "churn": "room:bench-churn"}
+
+# The longest one run (one server, one load generator) may take, in seconds,
+# before its load generator is stopped and the run counted as failed.
+DEFAULT_RUN_TIMEOUT_SECONDS: Final = 900.0
+
+
+class RunError(Exception):
+    """One run failed: the load generator reported an error, or died."""
+
+
+def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Benchmark the hub over real WebSockets, against baselines with --compare.",
+        epilog="Scenarios: idle (connections held: memory and setup cost), echo (Calls to "
+        "an echo topic: round trips/s and latency), fanout (one publisher, many room "
+        "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
+        "room and vanishing: does the server's memory come back?).",
+    )
+    parser.add_argument("scenario", choices=SCENARIOS)
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--spawn",
+        metavar="MODULE:APP",
+        help=f"start `hub serve MODULE:APP` for each run (the default, with {DEFAULT_APP})",
+    )
+    target.add_argument("--url", help="a hub already running: its WebSocket URL, ws://HOST:PORT/ws")
+    parser.add_argument(
+        "--server-pid", type=int, help="with --url: the server's process, for CPU and memory"
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the trio-websocket and websockets baselines, interleaved with the hub",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per server (default 3)")
+    parser.add_argument(
+        "-n",
+        "--connections",
+        type=int,
+        help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
+        "clients per wave (defaults: "
+        + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
+        + ")",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="echo: seconds measured")
+    parser.add_argument("--warmup", type=float, default=1.0, help="echo: seconds before that")
+    parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
+    parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=8,
+        help="fanout: messages not yet delivered to every subscriber before the publisher "
+        "waits (default 8)",
+    )
+    parser.add_argument(
+        "--rate", type=float, help="fanout: publish this many messages/s instead of a window"
+    )
+    parser.add_argument(
+        "--payload-bytes", type=int, default=64, help="echoed string or chat text size (64)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="connection setups at once (default 64)"
+    )
+    parser.add_argument("--waves", type=int, default=10, help="churn: waves (default 10)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="fanout: seconds to wait for the last deliveries; churn: for the server to "
+        "notice a wave's closes (default 30)",
+    )
+    parser.add_argument("--room", help="fanout and churn: the room to join")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="write the results as JSON to FILE, or to stdout (the table then goes to stderr)",
+    )
+    parser.add_argument("--plot", metavar="FILE.png", help="write a PNG of the results")
+    parser.add_argument(
+        "--baselines",
+        type=Path,
+        default=DEFAULT_BASELINES,
+        help="the directory of the baseline servers' scripts (default: the source tree's "
+        "benchmarks/baselines)",
+    )
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=DEFAULT_RUN_TIMEOUT_SECONDS,
+        help=f"seconds one run may take (default {DEFAULT_RUN_TIMEOUT_SECONDS:g})",
+    )
+    return parser
+
+
+def _spec(
+    args: argparse.Namespace, server: ServerKind | None, url: str, pid: int | None
+) -> LoadSpec:
+    return LoadSpec(
+        scenario=args.scenario,
+        dialect="hub" if server is None else server.dialect,
+        url=url,
+        server_pid=pid,
+        connections=args.connections or DEFAULT_CONNECTIONS[args.scenario],
+        concurrency=args.concurrency,
+        payload_bytes=args.payload_bytes,
+        duration=args.duration,
+        warmup=args.warmup,
+        hold=args.hold,
+        messages=args.messages,
+        window=args.window,
+        rate=args.rate,
+        drain_timeout=args.drain_timeout,
+        waves=args.waves,
+        room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
+    )
+
+
+def run_loadgen(spec: LoadSpec, progress: ProgressBar, *, timeout: float) -> dict[str, Any]:
+    """Run one load generator to its end; return its figures.
+
+    Raises RunError if it reports an error, dies, or outlives `timeout`
+    seconds (it is killed then).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hub.bench.loadgen"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        process.kill()
+
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(spec.to_json() + "\n")
+        process.stdin.close()
+        for line in process.stdout:
+            message = json.loads(line)
+            if "progress" in message:
+                progress.update(*message["progress"])
+            elif "result" in message:
+                result = message["result"]
+            elif "error" in message:
+                error = message["error"]
+        status = process.wait()
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if timed_out.is_set():
+        raise RunError(f"the run took longer than {timeout:g} s (--run-timeout)")
+    if result is None:
+        raise RunError(error or f"the load generator exited with status {status}")
+    return result
+
+
+def _one_run(
+    args: argparse.Namespace,
+    kind: ServerKind | None,
+    repeat: int,
+    progress: ProgressBar,
+) -> Run:
+    name = "hub" if kind is None else kind.name
+    try:
+        if kind is None:
+            figures = run_loadgen(
+                _spec(args, None, args.url, args.server_pid), progress, timeout=args.run_timeout
+            )
+        else:
+            with spawned(kind) as server:
+                figures = _run_spawned(args, kind, server, progress)
+            if server.log.exists():
+                figures["server_log"] = str(server.log)
+    except (RunError, ServerStartError, OSError) as error:
+        return Run(server=name, repeat=repeat, error=str(error))
+    return Run(server=name, repeat=repeat, figures=derive(figures))
+
+
+def _run_spawned(
+    args: argparse.Namespace, kind: ServerKind, server: RunningServer, progress: ProgressBar
+) -> dict[str, Any]:
+    spec = _spec(args, kind, server.url.rstrip("/"), server.pid)
+    figures = run_loadgen(spec, progress, timeout=args.run_timeout)
+    if not server.running():
+        raise RunError(f"the server exited during the run (see {server.log})")
+    return figures
+
+
+def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
+    match spec.scenario:
+        case "idle":
+            what = f"{spec.connections:,} connections held {spec.hold:g} s"
+        case "echo":
+            what = (
+                f"{spec.connections:,} connections, one Call in flight each, "
+                f"{spec.payload_bytes}-byte payloads, {spec.duration:g} s after "
+                f"{spec.warmup:g} s warm-up"
+            )
+        case "fanout":
+            pace = f"{spec.rate:g}/s" if spec.rate else f"window {spec.window}"
+            what = (
+                f"{spec.connections:,} subscribers of {spec.room}, {spec.messages:,} messages "
+                f"({spec.payload_bytes}-byte text), {pace}"
+            )
+        case _:
+            what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
+    order = "interleaved with the baselines" if compare else "one server"
+    return f"{what}; {repeats} repeat(s), {order}; setups {spec.concurrency} at a time"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every repeat of every server; return the results document."""
+    raise_file_limit()
+    kinds: list[ServerKind | None]
+    if args.url:
+        kinds = [None]
+        descriptions = {"hub": f"hub at {args.url}"}
+    else:
+        kinds = [hub_kind(args.spawn or DEFAULT_APP)]
+        if args.compare:
+            kinds += baseline_kinds(args.baselines)
+        descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
+    servers = list(descriptions)
+    progress = ProgressBar()
+    runs: list[Run] = []
+    for repeat in range(args.repeats):
+        for kind in kinds:
+            name = "hub" if kind is None else kind.name
+            progress.start_run(f"{name} {repeat + 1}/{args.repeats}")
+            outcome = _one_run(args, kind, repeat, progress)
+            runs.append(outcome)
+            progress.note(
+                f"{name} {repeat + 1}/{args.repeats}: "
+                + ("done" if outcome.error is None else f"FAILED: {outcome.error}")
+            )
+    spec = _spec(args, None, args.url or "", None)
+    summaries = summarise(args.scenario, servers, runs)
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "title": f"hub bench {args.scenario}",
+        "scenario": args.scenario,
+        "settings": {
+            key: value
+            for key, value in attrs.asdict(spec).items()
+            if key not in ("dialect", "url", "server_pid")
+        },
+        "settings_line": _settings_line(spec, args.repeats, args.compare),
+        "servers": servers,
+        "descriptions": descriptions,
+        "date": now.isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "runs": [attrs.asdict(run) for run in runs],
+        "summary": summaries,
+        "warnings": warnings(args.scenario, runs),
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The printed report: a heading, the settings, the table(s), the warnings."""
+    servers = document["servers"]
+    runs = [Run(**run) for run in document["runs"]]
+    parts = [
+        f"## {document['title']}",
+        "",
+        f"{document['settings_line']}. {document['date']}, {document['machine']['cpus']} CPUs, "
+        f"Python {document['machine']['python']}.",
+        "",
+        "Servers: "
+        + "; ".join(f"{name} = {text}" for name, text in document["descriptions"].items())
+        + ". Each cell: median (range) over the repeats; ratios are taken per repeat.",
+        "",
+        table(document["scenario"], servers, document["summary"]),
+    ]
+    if document["scenario"] == "churn":
+        waves = wave_table(servers, runs)
+        if waves:
+            parts += ["", waves]
+    if document["warnings"]:
+        parts += ["", "Warnings:", *(f"- {warning}" for warning in document["warnings"])]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.server_pid is not None and not args.url:
+        parser.error("--server-pid goes with --url")
+    if args.compare and args.url:
+        parser.error("--compare starts every server itself: use --spawn, not --url")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    try:
+        document = run(args)
+    except ServerStartError as error:
+        print(f"hub bench: {error}", file=sys.stderr)
+        return 2
+    text = render(document)
+    if args.json == "-":
+        sys.stderr.write(text)
+        json.dump(document, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
+    if args.plot:
+        plot(document, Path(args.plot))
+    failed = sum(1 for run in document["runs"] if run["error"] is not None)
+    return 1 if failed else 0

@@ -1,0 +1,258 @@
+"""The load generator's WebSocket connections, on picows (asyncio, callbacks).
+
+picows parses frames in C and calls `on_ws_frame` for each, with no task or
+future per message, which is what lets one process play thousands of
+clients without becoming the bottleneck. Two kinds of connection:
+
+- `HubLink` speaks the hub protocol (msgpack): requests wait on futures by
+  ref; a scenario may set `on_reply` and `on_push` to handle frames straight
+  from the callback.
+- `PlainLink` is for the baselines: whole messages, answered in order.
+
+Everything here runs on the event loop's one thread; nothing is locked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from collections.abc import Callable
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import picows
+
+from hub.bench import wire
+
+# How long a connection's WebSocket handshake may take, in seconds. A server
+# that keeps thousands of clients waiting longer than this has failed the run.
+HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
+
+# A ref is a u32 above 0; a counter wraps before it leaves that range.
+_MAX_REF: Final = 2**32 - 1
+
+_DATA_TYPES: Final = (picows.WSMsgType.BINARY, picows.WSMsgType.TEXT)
+
+
+class LinkClosedError(ConnectionError):
+    """The connection closed while a request waited for its answer."""
+
+
+class Link(picows.WSListener):
+    """One client connection: whole messages in (`on_message`), bytes out (`send`)."""
+
+    def __init__(self) -> None:
+        self.transport: picows.WSTransport | None = None
+        self.disconnected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: The close code the server sent, if it closed the connection.
+        self.close_code: int | None = None
+        self._fragments: list[bytes] = []
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        kind = frame.msg_type
+        if kind in _DATA_TYPES or kind == picows.WSMsgType.CONTINUATION:
+            if frame.fin and not self._fragments:
+                self.on_message(frame.get_payload_as_bytes())
+                return
+            self._fragments.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                message = b"".join(self._fragments)
+                self._fragments.clear()
+                self.on_message(message)
+        elif kind == picows.WSMsgType.CLOSE:
+            self.close_code = frame.get_close_code().value
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        # Pings are answered by picows (enable_auto_pong); pongs need nothing.
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+        self.on_closed()
+
+    def on_message(self, message: bytes) -> None:
+        """Handle one whole message from the server."""
+
+    def on_closed(self) -> None:
+        """Release whatever waits on this connection."""
+
+    def send(self, message: bytes) -> None:
+        assert self.transport is not None
+        self.transport.send(picows.WSMsgType.BINARY, message)
+
+    def close_abruptly(self) -> None:
+        """Close the TCP connection without a WebSocket close (as a crashed client does)."""
+        if self.transport is not None:
+            self.transport.underlying_transport.close()
+
+    def close(self) -> None:
+        """Close the connection politely (1000), without waiting."""
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send_close(picows.WSCloseCode.OK)
+            self.transport.disconnect()
+
+
+class HubLink(Link):
+    """A hub protocol client: refs, replies and pushes, as plain msgpack lists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_ref = 0
+        self._waiting: dict[int, asyncio.Future[wire.Frame]] = {}
+        #: Called with each Reply or Error frame no request is waiting for.
+        self.on_reply: Callable[[wire.Frame], None] | None = None
+        #: Called with each Push frame.
+        self.on_push: Callable[[wire.Frame], None] | None = None
+        #: Ended frames, in the order they came.
+        self.ended: list[wire.Frame] = []
+
+    def next_ref(self) -> int:
+        self._last_ref = self._last_ref % _MAX_REF + 1
+        return self._last_ref
+
+    def on_message(self, message: bytes) -> None:
+        for frame in wire.frames(message):
+            tag = frame[0]
+            if tag == wire.PUSH:
+                if self.on_push is not None:
+                    self.on_push(frame)
+            elif tag == wire.REPLY or tag == wire.ERROR:
+                waiter = self._waiting.pop(frame[1], None)
+                if waiter is not None:
+                    if not waiter.done():
+                        waiter.set_result(frame)
+                elif self.on_reply is not None:
+                    self.on_reply(frame)
+            elif tag == wire.ENDED:
+                self.ended.append(frame)
+
+    def on_closed(self) -> None:
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(LinkClosedError(f"closed (code {self.close_code})"))
+        self._waiting.clear()
+
+    async def request(self, ref: int, message: bytes) -> wire.Frame:
+        """Send a request with `ref` and return its Reply (or Error) frame.
+
+        Raises LinkClosedError if the connection closes first. Cancelling the
+        wait forgets the request; a late answer goes to `on_reply`.
+        """
+        if self.transport is None or self.transport.is_disconnected:
+            raise LinkClosedError("the connection is closed")
+        waiter: asyncio.Future[wire.Frame] = asyncio.get_running_loop().create_future()
+        self._waiting[ref] = waiter
+        try:
+            self.send(message)
+            return await waiter
+        finally:
+            self._waiting.pop(ref, None)
+
+    async def join(self, topic: str, params: dict[str, Any]) -> wire.Frame:
+        """Join `topic`; return the ok Reply. Raises RefusedError if refused."""
+        ref = self.next_ref()
+        reply = await self.request(ref, wire.join(ref, topic, params))
+        if reply[0] != wire.REPLY or not reply[3]:
+            raise RefusedError(f"join {topic!r} refused: {reply!r}")
+        return reply
+
+
+class RefusedError(Exception):
+    """The server answered a request with an error."""
+
+
+class PlainLink(Link):
+    """A baseline client: plain messages; each `request` takes the next message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        #: Called with each message no request is waiting for.
+        self.on_data: Callable[[bytes], None] | None = None
+
+    def on_message(self, message: bytes) -> None:
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(message)
+        elif self.on_data is not None:
+            self.on_data(message)
+
+    def on_closed(self) -> None:
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_exception(LinkClosedError(f"closed (code {self.close_code})"))
+        self._waiting.clear()
+
+    async def request(self, message: bytes) -> bytes:
+        """Send `message` and return the next message the server sends."""
+        if self.transport is None or self.transport.is_disconnected:
+            raise LinkClosedError("the connection is closed")
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        self.send(message)
+        return await waiter
+
+
+async def open_hub_link(url: str) -> HubLink:
+    """Connect to the hub at `url` (ws://host:port/ws) with the msgpack subprotocol."""
+    transport, link = await picows.ws_connect(
+        HubLink,
+        url,
+        extra_headers={"Sec-WebSocket-Protocol": wire.SUBPROTOCOL},
+        websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS,
+    )
+    chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
+    if chosen != wire.SUBPROTOCOL:
+        transport.disconnect()
+        raise RefusedError(f"the server chose subprotocol {chosen!r}, not {wire.SUBPROTOCOL!r}")
+    assert isinstance(link, HubLink)
+    return link
+
+
+async def open_plain_link(url: str) -> PlainLink:
+    """Connect to a baseline server's `url` (ws://host:port/echo or /fanout)."""
+    _, link = await picows.ws_connect(
+        PlainLink, url, websocket_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS
+    )
+    assert isinstance(link, PlainLink)
+    return link
+
+
+async def hub_connection_count(url: str) -> int:
+    """The hub's open connections, from GET /healthz on the port of `url`."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        response = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    if b"chunked" in head.lower():
+        raise RefusedError("GET /healthz answered chunked; the benchmark reads plain bodies")
+    count = json.loads(body)["connections"]
+    if not isinstance(count, int):
+        raise RefusedError(f"GET /healthz: connections is {count!r}")
+    return count
+
+
+async def plain_connection_count(url: str) -> int:
+    """A baseline server's open connections, not counting this probe's own.
+
+    The baselines answer a WebSocket on /stats with one message, the count.
+    """
+    parts = urlsplit(url)
+    link = await open_plain_link(f"ws://{parts.netloc}/stats")
+    try:
+        message = await asyncio.wait_for(link.request(b"count"), HANDSHAKE_TIMEOUT_SECONDS)
+    finally:
+        link.close()
+    return int(message) - 1

@@ -1,0 +1,314 @@
+"""From runs to a report: summaries over repeats, ratios, the table, JSON and a plot.
+
+A run is one load-generator pass against one freshly started server; its
+figures are a flat dict. Repeats are interleaved (hub, baselines, hub, ...),
+so the hub's run i and a baseline's run i ran under about the same machine
+load: ratios are taken per repeat, then summarised like any figure.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from hub.bench.stats import histogram_edges, summary
+
+# A load generator busier than this (fraction of one core) may have held the
+# figures down itself: the report says so.
+SATURATION: Final = 0.9
+
+
+@attrs.frozen
+class Metric:
+    key: str
+    label: str
+    #: "higher" or "lower" is better; "" for counts that are not compared.
+    better: str = ""
+    #: Shown as a percentage (the value is a fraction).
+    percent: bool = False
+
+    @property
+    def compared(self) -> bool:
+        return bool(self.better)
+
+
+METRICS: Final[dict[str, tuple[Metric, ...]]] = {
+    "idle": (
+        Metric("alive", "connections alive at the end"),
+        Metric("setup_rate", "setups/s (connect + join)", "higher"),
+        Metric("setup_p50_ms", "setup p50 (ms)", "lower"),
+        Metric("setup_p99_ms", "setup p99 (ms)", "lower"),
+        Metric("server_cpu_per_setup_us", "server CPU per setup (us)", "lower"),
+        Metric("server_bytes_per_connection", "server memory per connection (bytes)", "lower"),
+        Metric("server_rss_after_mb", "server RSS, all connected (MiB)", "lower"),
+        Metric("setup_loadgen_cpu", "load generator CPU, setup (of a core)", percent=True),
+    ),
+    "echo": (
+        Metric("round_trips_per_s", "round trips/s", "higher"),
+        Metric("p50_us", "latency p50 (us)", "lower"),
+        Metric("p99_us", "latency p99 (us)", "lower"),
+        Metric("server_cpu_per_op_us", "server CPU per round trip (us)", "lower"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("errors", "wrong answers"),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
+    "fanout": (
+        Metric("deliveries_per_s", "deliveries/s", "higher"),
+        Metric("p50_ms", "delivery latency p50 (ms)", "lower"),
+        Metric("p99_ms", "delivery latency p99 (ms)", "lower"),
+        Metric("server_cpu_per_op_us", "server CPU per delivery (us)", "lower"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("deliveries", "deliveries"),
+        Metric("lost", "lost messages (all subscribers)"),
+        Metric("subscribers_with_loss", "subscribers that lost any"),
+        Metric("closed_by_server", "subscribers closed by the server"),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
+    "churn": (
+        Metric("clients", "clients (waves x clients per wave)"),
+        Metric("setup_rate", "setups/s (connect + join)", "higher"),
+        Metric("server_cpu_per_client_us", "server CPU per client (us)", "lower"),
+        Metric("server_rss_start_mb", "server RSS at start (MiB)", "lower"),
+        Metric("server_rss_max_mb", "server RSS, highest after a wave (MiB)", "lower"),
+        Metric("server_rss_end_mb", "server RSS after the last wave (MiB)", "lower"),
+        Metric("server_rss_end_ratio", "server RSS after the last wave / at start", percent=True),
+        Metric("back_within_10pct", "runs back within 10% of the start RSS"),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
+}
+
+#: The figure each scenario's throughput plot shows.
+THROUGHPUT: Final = {
+    "idle": "setup_rate",
+    "echo": "round_trips_per_s",
+    "fanout": "deliveries_per_s",
+    "churn": "setup_rate",
+}
+
+_LOADGEN_CPU: Final = {"idle": "setup_loadgen_cpu"}
+
+
+@attrs.frozen
+class Run:
+    server: str
+    repeat: int
+    figures: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def derive(figures: dict[str, Any]) -> dict[str, Any]:
+    """Add the figures computed from others (the server's share of a core)."""
+    if "server_cpu_seconds" in figures and figures.get("seconds"):
+        figures["server_busy"] = figures["server_cpu_seconds"] / figures["seconds"]
+    return figures
+
+
+def _values(runs: Sequence[Run], server: str, key: str) -> dict[int, float]:
+    """The repeat -> value map of one figure of one server's runs that have it."""
+    found = {}
+    for run in runs:
+        if run.server == server and run.figures is not None and key in run.figures:
+            value = run.figures[key]
+            if isinstance(value, int | float) and math.isfinite(value):
+                found[run.repeat] = float(value)
+    return found
+
+
+def summarise(scenario: str, servers: Sequence[str], runs: Sequence[Run]) -> dict[str, Any]:
+    """Per metric: each server's median and range, and the first server's ratios."""
+    result: dict[str, Any] = {}
+    first, *others = servers
+    for metric in METRICS[scenario]:
+        entry: dict[str, Any] = {"label": metric.label, "better": metric.better, "servers": {}}
+        for server in servers:
+            values = _values(runs, server, metric.key)
+            if values:
+                entry["servers"][server] = summary(list(values.values()))
+        if metric.compared:
+            hub_values = _values(runs, first, metric.key)
+            ratios: dict[str, Any] = {}
+            for other in others:
+                other_values = _values(runs, other, metric.key)
+                paired = [
+                    hub_values[repeat] / other_values[repeat]
+                    for repeat in hub_values
+                    if other_values.get(repeat)
+                ]
+                if paired:
+                    ratios[other] = summary(paired)
+            entry["ratios"] = ratios
+        result[metric.key] = entry
+    return result
+
+
+def warnings(scenario: str, runs: Sequence[Run]) -> list[str]:
+    """What makes figures doubtful: failed runs, a load generator near saturation."""
+    found = []
+    key = _LOADGEN_CPU.get(scenario, "loadgen_cpu")
+    for run in runs:
+        name = f"{run.server} run {run.repeat + 1}"
+        if run.error is not None:
+            found.append(f"{name} failed: {run.error}")
+            continue
+        assert run.figures is not None
+        busy = run.figures.get(key)
+        if busy is not None and busy >= SATURATION:
+            found.append(
+                f"{name}: the load generator used {busy:.0%} of a core, near saturation; "
+                "its figures may be the client's limit, not the server's"
+            )
+        log = run.figures.get("server_log")
+        if log:
+            found.append(f"{name}: the server wrote to stderr, see {log}")
+    return found
+
+
+def _number(value: float, percent: bool = False) -> str:
+    if percent:
+        return f"{value:.0%}"
+    magnitude = abs(value)
+    if magnitude >= 100 or value == int(value):
+        return f"{value:,.0f}"
+    if magnitude >= 10:
+        return f"{value:,.1f}"
+    return f"{value:.3g}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _cell(entry: dict[str, float] | None, *, percent: bool = False, ratio: bool = False) -> str:
+    if entry is None:
+        return "-"
+
+    def show(value: float) -> str:
+        return _ratio(value) if ratio else _number(value, percent)
+
+    median = show(entry["median"])
+    if entry["min"] == entry["max"]:
+        return median
+    return f"{median} ({show(entry['min'])} .. {show(entry['max'])})"
+
+
+def table(scenario: str, servers: Sequence[str], summaries: dict[str, Any]) -> str:
+    """The summary as a Markdown table: medians (ranges), then the first server's ratios."""
+    first, *others = servers
+    header = ["figure", *servers, *(f"{first} / {other}" for other in others), "better"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for metric in METRICS[scenario]:
+        entry = summaries[metric.key]
+        if not entry["servers"]:
+            continue
+        cells = [metric.label]
+        cells += [_cell(entry["servers"].get(s), percent=metric.percent) for s in servers]
+        for other in others:
+            ratio = entry.get("ratios", {}).get(other)
+            cells.append(_cell(ratio, ratio=True) if metric.compared else "")
+        cells.append(metric.better)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def wave_table(servers: Sequence[str], runs: Sequence[Run]) -> str:
+    """churn: each server's RSS after each wave (median over repeats, MiB)."""
+    per_server: dict[str, list[list[float]]] = {}
+    for run in runs:
+        if run.figures is not None and "rss_per_wave_mb" in run.figures:
+            per_server.setdefault(run.server, []).append(run.figures["rss_per_wave_mb"])
+    waves = max((len(series) for lists in per_server.values() for series in lists), default=0)
+    if not waves:
+        return ""
+    header = ["server RSS (MiB)", "start", *(f"wave {n + 1}" for n in range(waves))]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for server in servers:
+        starts = [
+            run.figures["server_rss_start_mb"]
+            for run in runs
+            if run.server == server and run.figures and "server_rss_start_mb" in run.figures
+        ]
+        if not starts:
+            continue
+        cells = [server, f"{statistics.median(starts):,.1f}"]
+        for wave in range(waves):
+            values = [series[wave] for series in per_server[server] if len(series) > wave]
+            cells.append(f"{statistics.median(values):,.1f}" if values else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(document: dict[str, Any], path: Path) -> None:
+    """Write a PNG: latency distribution (or memory) and throughput, per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenario: str = document["scenario"]
+    servers: list[str] = document["servers"]
+    runs = [Run(**run) for run in document["runs"]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    figure.suptitle(document["title"])
+
+    if scenario in ("echo", "fanout"):
+        edges = histogram_edges()
+        unit = 1e6 if scenario == "echo" else 1e3
+        for server in servers:
+            counts = [0] * (len(edges) - 1)
+            for run in runs:
+                if run.server == server and run.figures and "latency_histogram" in run.figures:
+                    for index, count in enumerate(run.figures["latency_histogram"]):
+                        counts[index] += count
+            total = sum(counts)
+            if not total:
+                continue
+            cumulative, xs, ys = 0, [], []
+            for index, count in enumerate(counts):
+                cumulative += count
+                xs.append(edges[index + 1] * unit)
+                ys.append(cumulative / total)
+            left.step(xs, ys, where="post", label=server)
+        left.set_xscale("log")
+        left.set_xlabel("latency (us)" if scenario == "echo" else "delivery latency (ms)")
+        left.set_ylabel("fraction of messages at most this late")
+        left.set_title("latency distribution (all repeats)")
+        left.grid(True, which="both", alpha=0.3)
+        left.legend()
+    elif scenario == "churn":
+        for server in servers:
+            for run in runs:
+                if run.server == server and run.figures and "rss_per_wave_mb" in run.figures:
+                    series = [run.figures["server_rss_start_mb"], *run.figures["rss_per_wave_mb"]]
+                    left.plot(range(len(series)), series, marker="o", alpha=0.7, label=server)
+        handles, labels = left.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        left.legend(unique.values(), unique.keys())
+        left.set_xlabel("after wave (0: start)")
+        left.set_ylabel("server RSS (MiB)")
+        left.set_title("server memory across waves")
+        left.grid(True, alpha=0.3)
+    else:
+        _bars(left, servers, document["summary"]["server_bytes_per_connection"])
+        left.set_ylabel("bytes")
+        left.set_title("server memory per idle connection")
+
+    key = THROUGHPUT[scenario]
+    _bars(right, servers, document["summary"][key])
+    right.set_title(document["summary"][key]["label"] + " (median, range)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _bars(axes: Any, servers: Sequence[str], entry: dict[str, Any]) -> None:
+    shown = [server for server in servers if server in entry["servers"]]
+    medians = [entry["servers"][server]["median"] for server in shown]
+    below = [median - entry["servers"][s]["min"] for s, median in zip(shown, medians, strict=True)]
+    above = [entry["servers"][s]["max"] - median for s, median in zip(shown, medians, strict=True)]
+    axes.bar(shown, medians, yerr=[below, above], capsize=6, color="#4878a8")
+    axes.grid(True, axis="y", alpha=0.3)

@@ -1,0 +1,68 @@
+"""What one load-generator run is told to do: a frozen value, sent to it as JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final, Literal
+
+import attrs
+
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn")
+
+#: How the load generator talks to a server: the hub protocol, or the
+#: baselines' plain messages (paths /echo, /fanout and /stats).
+Dialect = Literal["hub", "plain"]
+
+
+def _scenario(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in SCENARIOS:
+        raise ValueError(f"unknown scenario {value!r}; known: {', '.join(SCENARIOS)}")
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be above 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class LoadSpec:
+    """One run of one scenario against one server."""
+
+    scenario: str = attrs.field(validator=_scenario)
+    dialect: Dialect
+    #: The hub's WebSocket URL (ws://host:port/ws), or a baseline's ws://host:port.
+    url: str
+    #: The server's process, for its CPU time and memory; None: not measured.
+    server_pid: int | None = None
+    #: idle: connections held; echo: connections calling; fanout: subscribers;
+    #: churn: clients per wave.
+    connections: int = attrs.field(validator=_positive)
+    #: Connection setups (connect, handshake, join) under way at once.
+    concurrency: int = attrs.field(default=64, validator=_positive)
+    #: Payload size in bytes: the echoed string, or a chat message's text.
+    payload_bytes: int = attrs.field(default=64, validator=_positive)
+    #: echo: seconds measured, after `warmup` seconds not measured.
+    duration: float = attrs.field(default=5.0, validator=_positive)
+    warmup: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    #: idle: seconds the connections are held before they are checked and
+    #: the server's memory is read.
+    hold: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    #: fanout: messages published, and either at most `window` of them not yet
+    #: delivered to every subscriber, or `rate` per second regardless.
+    messages: int = attrs.field(default=200, validator=_positive)
+    window: int = attrs.field(default=8, validator=_positive)
+    rate: float | None = attrs.field(default=None, validator=_positive)
+    #: fanout: how long to wait for the last deliveries before counting the
+    #: missing ones lost; churn: for the server to notice a wave's closes.
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: churn: waves of `connections` clients.
+    waves: int = attrs.field(default=10, validator=_positive)
+    #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
+    room: str = "room:bench"
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadSpec:
+        return cls(**json.loads(text))
