@@ -49,16 +49,22 @@ def _pack(frame: list[Any]) -> bytes:
     return packed
 
 
+# Like the codec, the functions below leave off trailing fields that hold
+# their defaults (empty params, a null payload), so the sizes match too.
+
+
 def join(ref: int, topic: str, params: dict[str, Any]) -> bytes:
-    return _pack([JOIN, ref, topic, params])
+    return _pack([JOIN, ref, topic, params] if params else [JOIN, ref, topic])
 
 
 def call(ref: int, topic: str, event: str, payload: Any) -> bytes:
-    return _pack([CALL, ref, topic, event, payload])
+    frame = [CALL, ref, topic, event, payload]
+    return _pack(frame if payload is not None else frame[:-1])
 
 
 def publish(ref: int, topic: str, event: str, payload: Any) -> bytes:
-    return _pack([PUBLISH, ref, topic, event, payload])
+    frame = [PUBLISH, ref, topic, event, payload]
+    return _pack(frame if payload is not None else frame[:-1])
 
 
 def heartbeat(ref: int) -> bytes:

@@ -1,0 +1,145 @@
+"""`hub bench` end to end, briefly: each scenario against a spawned demo hub and both
+baselines (--compare), and against a hub given by --url.
+
+Small sizes, about a second of load each. The figures are checked for sense
+(present, above zero, nothing lost), never for speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.bench.servers import hub_kind, spawned
+
+BENCH = [sys.executable, "-m", "hub", "bench"]
+SERVERS = ["hub", "trio-websocket", "websockets"]
+
+# One `hub bench` process may take this long, in seconds, before the test fails.
+BENCH_TIMEOUT = 150
+
+
+def _bench(*arguments: str, cwd: Path) -> dict[str, Any]:
+    completed = subprocess.run(
+        [*BENCH, *arguments, "--repeats", "1", "--json", "-"],
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        cwd=cwd,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document: dict[str, Any] = json.loads(completed.stdout)
+    assert document["warnings"] == [] or all(
+        "saturation" in warning for warning in document["warnings"]
+    ), document["warnings"]
+    # The table goes to stderr when the JSON takes stdout.
+    assert f"## hub bench {document['scenario']}" in completed.stderr
+    return document
+
+
+def _figures(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    by_server = {}
+    for run in document["runs"]:
+        assert run["error"] is None, run
+        by_server[run["server"]] = run["figures"]
+    return by_server
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_idle_holds_every_connection_and_measures_memory(tmp_path):
+    document = _bench("idle", "--compare", "-n", "20", "--hold", "0", cwd=tmp_path)
+    figures = _figures(document)
+    assert list(figures) == SERVERS
+    for name, run in figures.items():
+        assert run["alive"] == 20, name
+        assert run["setup_rate"] > 0, name
+        assert run["server_rss_after_mb"] > 0, name
+        assert "server_bytes_per_connection" in run, name
+        assert "server_cpu_per_setup_us" in run, name
+    ratios = document["summary"]["setup_rate"]["ratios"]
+    assert set(ratios) == {"trio-websocket", "websockets"}
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_echo_counts_round_trips_and_their_latency(tmp_path):
+    document = _bench(
+        "echo", "--compare", "-n", "5", "--duration", "1", "--warmup", "0.2", cwd=tmp_path
+    )
+    for name, run in _figures(document).items():
+        assert run["round_trips"] > 0, name
+        assert run["round_trips_per_s"] > 0, name
+        assert run["errors"] == 0, name
+        assert 0 < run["p50_us"] <= run["p99_us"], name
+        assert run["server_cpu_per_op_us"] > 0, name
+        assert sum(run["latency_histogram"]) == run["round_trips"], name
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_fanout_delivers_everything_to_everyone_and_plots(tmp_path):
+    plot = tmp_path / "fanout.png"
+    document = _bench(
+        "fanout", "--compare", "-n", "20", "--messages", "50", "--plot", str(plot), cwd=tmp_path
+    )
+    for name, run in _figures(document).items():
+        assert run["deliveries"] == 20 * 50, name
+        assert run["lost"] == 0, name
+        assert run["duplicates"] == 0, name
+        assert run["closed_by_server"] == 0, name
+        assert run["deliveries_per_s"] > 0, name
+        assert 0 < run["p50_ms"] <= run["p99_ms"], name
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_fanout_at_a_fixed_rate_loses_nothing(tmp_path):
+    document = _bench("fanout", "-n", "20", "--messages", "40", "--rate", "200", cwd=tmp_path)
+    run = _figures(document)["hub"]
+    assert run["mode"] == "rate"
+    assert (run["deliveries"], run["lost"]) == (20 * 40, 0)
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_churn_reads_the_servers_memory_after_each_wave(tmp_path):
+    document = _bench("churn", "--compare", "-n", "20", "--waves", "2", cwd=tmp_path)
+    for name, run in _figures(document).items():
+        assert run["clients"] == 40, name
+        assert len(run["rss_per_wave_mb"]) == 2, name
+        assert run["server_rss_start_mb"] > 0, name
+        assert run["back_within_10pct"] in (0, 1), name
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_a_running_hub_is_measured_by_url_and_pid(tmp_path):
+    with spawned(hub_kind("hub.demo:app"), log_dir=tmp_path) as server:
+        document = _bench(
+            "idle",
+            "--url",
+            server.url,
+            "--server-pid",
+            str(server.pid),
+            "-n",
+            "20",
+            "--hold",
+            "0",
+            cwd=tmp_path,
+        )
+    run = _figures(document)["hub"]
+    assert run["alive"] == 20
+    assert run["server_rss_after_mb"] > 0
+
+
+def test_compare_refuses_a_url(tmp_path):
+    completed = subprocess.run(
+        [*BENCH, "echo", "--compare", "--url", "ws://127.0.0.1:1/ws"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 2
+    assert "--compare starts every server itself" in completed.stderr
