@@ -13,7 +13,7 @@ The actor tree of a running hub::
     system (root)
     └── hub (rest_for_one)
         ├── topics (one_for_one): one temporary actor per live topic
-        └── connections (one_for_one): one temporary actor per WebSocket
+        └── sessions (one_for_one): one temporary actor per client
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ from typing import Final
 
 import attrs
 import trio
-import trio_websocket
 
 import actors
 from hub.config import HubConfig
-from hub.connection import CLOSE_TIMEOUT_SECONDS, Connection
 from hub.gateway import (
     Authenticate,
     ConnectInfo,
@@ -44,7 +42,13 @@ from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
 from hub.metrics import CONTENT_TYPE, HubMetrics
 from hub.protocol import SUBPROTOCOLS, CloseCode
 from hub.services import Service
+from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
 from hub.topics import Route, Topic, Topics
+from hub.transport import Transport
+
+# How long the last connections may take to close once every session has
+# been stopped on shutdown.
+CLOSE_TIMEOUT_SECONDS: Final = 3.0
 
 # The plain WebSocket echo endpoint (no hub protocol), for testing clients.
 ECHO_PATH: Final = "/echo"
@@ -88,6 +92,17 @@ class HubRuntime:
     gateway: GatewayHandle | None = None
     _shutdown: trio.Event = attrs.Factory(trio.Event)
     _stopping: bool = False
+    # The sessions whose clients are connected, by actor.
+    _sessions: dict[actors.ActorRef, Session] = attrs.Factory(dict)
+    _session_settings: SessionSettings = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        config = self.config
+        self._session_settings = SessionSettings(
+            write_timeout=config.write_timeout,
+            close_timeout=config.close_timeout,
+            max_topics=config.max_topics_per_connection,
+        )
 
     @property
     def url(self) -> str:
@@ -107,34 +122,50 @@ class HubRuntime:
         """Start a graceful shutdown: stop accepting, drain and close clients, return."""
         self._shutdown.set()
 
-    def connections(self) -> actors.Supervisor:
-        return _child_supervisor(self.system, "connections")
+    def sessions(self) -> actors.Supervisor:
+        """The supervisor of the client sessions (a new one if it was restarted)."""
+        return _child_supervisor(self.system, "sessions")
 
     def connection_count(self) -> int:
-        return self.connections().count_children()
+        """Clients connected now (a session counts until its client is gone)."""
+        return len(self._sessions)
+
+    def session(self, ref: actors.ActorRef) -> Session | None:
+        """The session of the actor `ref`, while its client is connected."""
+        return self._sessions.get(ref)
 
     # --- gateway callbacks ------------------------------------------------------
 
-    async def serve_socket(
-        self, websocket: trio_websocket.WebSocketConnection, info: ConnectInfo
-    ) -> None:
-        """Run one client's connection actor until it ends (the gateway's handler)."""
+    async def serve_transport(self, transport: Transport, info: ConnectInfo) -> None:
+        """Run one client's session over `transport` until it ends (the gateway's handler).
+
+        This task is the session's reader; the session actor runs under the
+        sessions supervisor. Any transport will do: WebSocket, or in memory.
+        """
+        session = Session(self, transport, info.identity, self._session_settings)
         spec = actors.ChildSpec(
             id=None,
-            start=Connection,
-            args=(self, websocket, info),
+            start=functools.partial(_the_session, session),
             restart=actors.Restart.TEMPORARY,
             shutdown=self.config.drain_seconds,
-            label="connection",
+            mailbox_capacity=SESSION_MAILBOX_CAPACITY,
+            overflow=actors.Overflow.FAIL,
+            label="session",
         )
         try:
-            ref = await self.connections().start_child(spec)
+            ref = await self.sessions().start_child(spec)
         except (actors.ActorExitedError, actors.NoSuchChildError):
-            # The connections supervisor is stopping (or being restarted):
-            # the client should come back shortly, which is no error of ours.
-            await websocket.aclose(CloseCode.TRY_AGAIN_LATER, "server restarting")
+            # The sessions supervisor is stopping (or being restarted): the
+            # client should come back shortly, which is no error of ours.
+            transport.close(CloseCode.TRY_AGAIN_LATER, "server restarting")
             return
-        await ref.wait_exit()
+        self._sessions[ref] = session
+        self.metrics.connection_opened()
+        try:
+            await serve_session(session, ref)
+        finally:
+            del self._sessions[ref]
+            self.metrics.connection_closed()
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
         status = "shutting_down" if self._stopping else "ok"
@@ -158,11 +189,16 @@ class HubRuntime:
         self._stopping = True
         await self.gateway.stop_accepting()
         hub_supervisor = _child_supervisor(self.system, "hub", under_root=True)
-        # Stopping the connections supervisor stops its connections
-        # concurrently, in batches; each writes what is queued, then closes 1001.
-        await hub_supervisor.stop_child("connections")
+        # Stopping the sessions supervisor stops its sessions concurrently,
+        # in batches; each writes what is queued, then closes 1001.
+        await hub_supervisor.stop_child("sessions")
         with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
             await self.gateway.wait_drained()
+
+
+def _the_session(session: Session) -> Session:
+    """The supervisor's factory for a session made beforehand (its reader holds it too)."""
+    return session
 
 
 def _url_host(host: str) -> str:
@@ -201,10 +237,10 @@ async def serve_hub(
         await system.start_supervisor(
             [
                 # Both hold temporary children only (topics are started by a
-                # join, connections by a client): nothing under them is
+                # join, sessions by a client): nothing under them is
                 # restarted, so no client can drain a restart budget.
                 actors.Supervisor.spec("topics"),
-                actors.Supervisor.spec("connections"),
+                actors.Supervisor.spec("sessions"),
             ],
             id="hub",
             strategy=actors.Strategy.REST_FOR_ONE,
@@ -225,6 +261,8 @@ async def serve_hub(
             max_message_size=config.max_message_size,
             ping_interval=config.ping_interval,
             idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
         )
         static = importlib.resources.files("hub") / "static"
         http_routes = [
@@ -239,7 +277,7 @@ async def serve_hub(
                     serve_gateway,
                     gateway_config,
                     websocket_routes=[
-                        WebSocketRoute(config.path, runtime.serve_socket, SUBPROTOCOLS),
+                        WebSocketRoute(config.path, runtime.serve_transport, SUBPROTOCOLS),
                         WebSocketRoute(ECHO_PATH, serve_echo),
                     ],
                     http_routes=http_routes,

@@ -43,6 +43,15 @@ class HubConfig:
     #: On shutdown, how long each connection may take to write what is queued
     #: for it before it is closed with 1001.
     drain_seconds: float = 5.0
+    #: A client whose socket takes nothing for this long is evicted (1013).
+    write_timeout: float = 10.0
+    #: Messages that may wait for one client beyond what its socket took;
+    #: past that the client is evicted (1013, "slow consumer").
+    outbox_capacity: int = 1024
+    #: How long a WebSocket closing handshake may take.
+    close_timeout: float = 5.0
+    #: Most topics one connection may have joined or be joining at once.
+    max_topics_per_connection: int = 100
     #: Log level for `hub serve`.
     log_level: str = "info"
 
@@ -53,6 +62,12 @@ class HubConfig:
             raise ConfigError(f"path must start with '/', got {self.path!r}")
         if self.keyfile and not self.certfile:
             raise ConfigError("keyfile given without certfile")
+        for name in ("write_timeout", "close_timeout", "drain_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("outbox_capacity", "max_topics_per_connection", "max_message_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.idle_timeout <= self.ping_interval:
             raise ConfigError(
                 f"idle_timeout ({self.idle_timeout}) must exceed ping_interval "

@@ -51,6 +51,8 @@ class ErrorCode(enum.StrEnum):
     """The client sends faster than it is allowed to."""
     UNKNOWN_EVENT = "unknown_event"
     """The topic's service has no handler for this event."""
+    OVERLOADED = "overloaded"
+    """The topic has more requests queued than it takes; try again shortly."""
 
 
 def brief_repr(value: object) -> str:

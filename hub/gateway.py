@@ -2,15 +2,16 @@
 
 Every accepted connection has its request head read with h11 (bounded in
 size and time). A WebSocket upgrade for a path in `websocket_routes` is
-checked (origin, handshake headers, subprotocol, authentication), handed to
-trio-websocket, and the route's handler runs with the open WebSocket. Any
-other request is served by `http_routes` (see `hub.http`).
+checked (origin, handshake headers, subprotocol, authentication), answered
+with 101, and the route's handler runs with the open `WebSocketTransport`
+(see `hub.transport.websocket`). Any other request is served by
+`http_routes` (see `hub.http`).
 
-The gateway knows nothing of actors, topics or the wire protocol. Around
-each handler it keeps the connection healthy on its own: it pings quiet
-peers and closes silent ones, enforces the message size limit, closes with
-the right RFC 6455 code when the peer breaks the protocol (see
-`hub.wsstream`), and always closes the socket when the handler returns.
+The gateway knows nothing of actors, topics or the wire protocol. The
+transport keeps the connection healthy on its own (pings for quiet peers,
+1001 for silent ones, the message size limit, a Close with the right RFC 6455
+code when the peer breaks the protocol), and the gateway always closes the
+socket when the handler returns.
 
 Lifecycle::
 
@@ -23,10 +24,10 @@ Lifecycle::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import http
 import inspect
-import itertools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,7 +37,6 @@ from typing import Any
 import attrs
 import h11
 import trio
-import trio_websocket
 
 from hub.errors import HubError
 from hub.http import (
@@ -50,9 +50,14 @@ from hub.http import (
     match_route,
     parse_request,
     route_request,
-    serialize_request_head,
 )
-from hub.wsstream import WebSocketStream
+from hub.transport import (
+    DEFAULT_OUTBOX_CAPACITY,
+    TransportClosed, WebSocketTransport,
+    Wire,
+    accept_headers,
+    valid_key,
+)
 
 __all__ = [
     "Authenticate",
@@ -77,14 +82,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Messages trio-websocket reads ahead of a handler. When they are not taken,
-# its reader stops reading the socket: a client that outpaces its handler is
-# slowed by TCP flow control instead of being buffered without limit.
-MESSAGE_QUEUE_CAPACITY = 4
-
-# wsproto parses the replayed head again with h11's default buffer limit
-# (16 KiB), so a longer head could pass our check and fail in wsproto.
+# The largest request head the gateway reads (RFC 9110 §5.4 leaves it to servers).
 _MAX_HEAD_SIZE_LIMIT = 16 * 1024
+
+# Close codes the gateway itself sends (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL_ERROR = 1011
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -128,6 +132,8 @@ class GatewayConfig:
     - `auth_timeout`: time `authenticate` may take (503 beyond).
     - `close_timeout`: time for a WebSocket closing handshake, and for
       lingering while a connection closes.
+    - `outbox_capacity`: messages that may wait for one WebSocket client
+      beyond what its socket took (see `hub.transport`).
     """
 
     host: str | None = "127.0.0.1"
@@ -143,6 +149,7 @@ class GatewayConfig:
     max_body_size: int = attrs.field(default=1024 * 1024, validator=_positive)
     auth_timeout: float = attrs.field(default=10.0, validator=_positive)
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
+    outbox_capacity: int = attrs.field(default=DEFAULT_OUTBOX_CAPACITY, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:
@@ -210,7 +217,7 @@ class ConnectInfo:
     identity: object
 
 
-WebSocketHandler = Callable[[trio_websocket.WebSocketConnection, ConnectInfo], Awaitable[None]]
+WebSocketHandler = Callable[[WebSocketTransport, ConnectInfo], Awaitable[None]]
 
 # Called with the connect request; returns the identity, or an awaitable of
 # it, or raises AuthenticationError.
@@ -225,9 +232,9 @@ class WebSocketRoute:
     offering none of them is refused with 400. An empty tuple accepts any
     request and selects no subprotocol.
 
-    The handler may close the WebSocket itself with any code; otherwise the
+    The handler may close the transport itself with any code; otherwise the
     gateway closes it when the handler returns (1000), raises (1011, and the
-    error is logged) or is cancelled by shutdown (1001). `ConnectionClosed`
+    error is logged) or is cancelled by shutdown (1001). `TransportClosed`
     escaping the handler is the peer leaving, not an error.
     """
 
@@ -406,17 +413,15 @@ async def serve_gateway(
         await trio.sleep_forever()
 
 
-async def serve_echo(websocket: trio_websocket.WebSocketConnection, info: ConnectInfo) -> None:
+async def serve_echo(transport: WebSocketTransport, info: ConnectInfo) -> None:
     """Send every message back as it came: text as text, binary as binary.
 
     Returns when the peer closes. Mount it with `WebSocketRoute("/echo", serve_echo)`.
     """
-    try:
-        while True:
-            message = await websocket.get_message()
-            await websocket.send_message(message)
-    except trio_websocket.ConnectionClosed:
-        return
+    while True:
+        message = await transport.receive()
+        transport.send(Wire(message))
+        await transport.flush()
 
 
 def _ignore_event(_event: GatewayEvent) -> None:
@@ -452,7 +457,6 @@ class _Dispatcher:
     authenticate: Authenticate | None
     observe: Callable[[GatewayEvent], None]
     ssl_context: ssl.SSLContext | None
-    _ping_payloads: itertools.count[int] = attrs.field(init=False, factory=itertools.count)
     # Set by drain(): accepting has stopped, keep-alive connections wind down.
     _draining: bool = attrs.field(init=False, default=False)
     # Connections waiting for a further request on a kept-alive connection.
@@ -475,9 +479,13 @@ class _Dispatcher:
                 tcp_stream, self.ssl_context, server_side=True, https_compatible=True
             )
         try:
-            await self._serve_requests(
+            upgraded = await self._serve_requests(
                 HttpConnection(stream, max_head_size=self.config.max_head_size), remote
             )
+            if upgraded is not None:
+                # Run outside the request loop, so that its HTTP state is
+                # freed: a WebSocket may stay open for days.
+                await self._run_handler(*upgraded)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
             # The peer left mid-request, or its TLS handshake failed.
             logger.debug("connection from %s ended: %r", remote, err)
@@ -492,7 +500,8 @@ class _Dispatcher:
 
     async def _serve_requests(
         self, connection: HttpConnection, remote: RemoteAddress | None
-    ) -> None:
+    ) -> tuple[WebSocketTransport, ConnectInfo, WebSocketRoute] | None:
+        """Serve HTTP requests until the connection ends or upgrades (returned, accepted)."""
         reused = False
         while True:
             try:
@@ -501,16 +510,18 @@ class _Dispatcher:
                 await self._reject(
                     connection, None, _reason_for_status(err.status), err.status, err.message
                 )
-                return
+                return None
             if head is None:
-                return
+                return None
             request = parse_request(head, remote=remote)
             route = self.websocket_routes.get(request.path)
             if route is not None and _asks_for_websocket(request):
-                await self._serve_websocket(connection, head, request, route)
-                return
+                accepted = await self._serve_websocket(connection, request, route)
+                if accepted is None:
+                    return None
+                return accepted[0], accepted[1], route
             if not await self._serve_http(connection, request):
-                return
+                return None
             reused = True
 
     async def _next_request(
@@ -575,23 +586,23 @@ class _Dispatcher:
     async def _serve_websocket(
         self,
         connection: HttpConnection,
-        head: h11.Request,
         request: HttpRequest,
         route: WebSocketRoute,
-    ) -> None:
+    ) -> tuple[WebSocketTransport, ConnectInfo] | None:
+        """Check and answer an upgrade request; return the open transport, or None if refused."""
         origin = request.headers.get("origin")
         if not self._origin_allowed(origin):
             await self._reject(
                 connection, route.path, RejectReason.ORIGIN, 403, f"origin not allowed: {origin}"
             )
-            return
+            return None
         problem = _handshake_problem(request)
         if problem is not None:
             status, message, headers = problem
             await self._reject(
                 connection, route.path, RejectReason.BAD_REQUEST, status, message, headers
             )
-            return
+            return None
         subprotocol = _choose_subprotocol(route.subprotocols, request.headers)
         if route.subprotocols and subprotocol is None:
             await self._reject(
@@ -601,7 +612,7 @@ class _Dispatcher:
                 400,
                 "unsupported subprotocol; supported: " + ", ".join(route.subprotocols),
             )
-            return
+            return None
         connect_request = ConnectRequest(
             path=request.path, query=request.query, headers=request.headers, remote=request.remote
         )
@@ -616,12 +627,35 @@ class _Dispatcher:
                 err.reason,
                 (("www-authenticate", err.challenge),),
             )
-            return
+            return None
         except trio.TooSlowError:
             await self._reject(
                 connection, route.path, RejectReason.AUTH, 503, "authentication timed out"
             )
-            return
+            return None
+        key = request.headers["sec-websocket-key"]
+        try:
+            trailing = await connection.accept_upgrade(accept_headers(key, subprotocol))
+        except HttpError as err:
+            await self._reject(
+                connection, route.path, _reason_for_status(err.status), err.status, err.message
+            )
+            return None
+        config = self.config
+        path = route.path
+        transport = WebSocketTransport(
+            connection.stream,
+            subprotocol=subprotocol,
+            trailing=trailing,
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+            on_violation=lambda code: self.observe(ProtocolViolationClosed(path, code)),
+            on_idle=lambda: self.observe(IdleClosed(path)),
+        )
+        self.observe(WebSocketAccepted(path, subprotocol))
         info = ConnectInfo(
             path=request.path,
             query=request.query,
@@ -630,108 +664,33 @@ class _Dispatcher:
             subprotocol=subprotocol,
             identity=identity,
         )
-        websocket_stream = WebSocketStream(
-            connection.stream,
-            head=serialize_request_head(head),
-            pending=connection.finish_upgrade(),
-            on_violation=lambda code: self.observe(ProtocolViolationClosed(route.path, code)),
-            close_timeout=self.config.close_timeout,
-        )
-        try:
-            await self._run_websocket(websocket_stream, route, info)
-        finally:
-            await websocket_stream.aclose()
-
-    async def _run_websocket(
-        self, websocket_stream: WebSocketStream, route: WebSocketRoute, info: ConnectInfo
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-            # The head is already in hand and checked, so this only waits
-            # for trio-websocket to parse it and for the 101 to be written.
-            with trio.move_on_after(self.config.head_timeout) as handshake_scope:
-                request = await trio_websocket.wrap_server_stream(
-                    nursery,
-                    websocket_stream,
-                    message_queue_size=MESSAGE_QUEUE_CAPACITY,
-                    max_message_size=self.config.max_message_size,
-                )
-                try:
-                    websocket = await request.accept(subprotocol=info.subprotocol)
-                except trio_websocket.ConnectionClosed:
-                    handshake_scope.cancel()
-            if handshake_scope.cancelled_caught:
-                logger.debug("WebSocket handshake with %s did not complete", info.remote)
-                nursery.cancel_scope.cancel()
-                return
-            websocket_stream.attach(websocket)
-            self.observe(WebSocketAccepted(route.path, info.subprotocol))
-            nursery.start_soon(self._watch_liveness, websocket, websocket_stream, route.path)
-            await self._run_handler(websocket, websocket_stream, route, info)
-            nursery.cancel_scope.cancel()
+        return transport, info
 
     async def _run_handler(
-        self,
-        websocket: trio_websocket.WebSocketConnection,
-        websocket_stream: WebSocketStream,
-        route: WebSocketRoute,
-        info: ConnectInfo,
+        self, transport: WebSocketTransport, info: ConnectInfo, route: WebSocketRoute
     ) -> None:
-        close_code, close_reason = 1000, "handler finished"
+        """Run `route.handler` on an open transport; close it whatever happens."""
         try:
-            await route.handler(websocket, info)
-        except Exception as exc:
-            if not _is_connection_closed(exc):
-                logger.exception("WebSocket handler for %s failed", route.path)
-                close_code, close_reason = 1011, "internal error"
+            await route.handler(transport, info)
+        except TransportClosed:
+            pass  # the peer left, or broke the protocol (already answered)
+        except Exception:
+            logger.exception("WebSocket handler for %s failed", route.path)
+            transport.close(CLOSE_INTERNAL_ERROR, "internal error")
         except BaseException:
-            # Cancelled from outside: the gateway is shutting down, and
-            # trio-websocket's reader is being cancelled with this handler,
-            # so no closing handshake can complete. Send 1001 (shielded, so
-            # the shutdown does not cut it) and close without lingering.
+            # Cancelled from outside: the gateway is shutting down. Send 1001
+            # (shielded, so the shutdown does not cut it) and close without
+            # waiting for the peer's answer.
+            transport.close(CLOSE_GOING_AWAY, "server shutting down")
             with trio.move_on_after(self.config.close_timeout, shield=True):
-                await websocket_stream.send_close(1001, "server shutting down")
-            await websocket_stream.aclose()
+                with contextlib.suppress(TransportClosed):
+                    await transport.flush()
             raise
-        with trio.move_on_after(self.config.close_timeout):
-            # No-op if the handler or the peer closed already. Otherwise this
-            # sends Close and waits for the peer's reply, after which
-            # trio-websocket closes the stream. Not shielded: a shutdown
-            # arriving now just closes the socket.
-            await websocket.aclose(close_code, close_reason)
-        await websocket_stream.aclose()
-
-    async def _watch_liveness(
-        self,
-        websocket: trio_websocket.WebSocketConnection,
-        websocket_stream: WebSocketStream,
-        path: str,
-    ) -> None:
-        """Ping a quiet peer; close it with 1001 once it has been silent for idle_timeout.
-
-        Any byte from the peer counts as life, so a busy peer is never pinged.
-        1001 (going away) rather than 1011: the server is leaving a
-        connection it considers dead, not failing; a client that was merely
-        frozen should reconnect, which is what 1001 tells it.
-        """
-        config = self.config
-        try:
-            while True:
-                silent_for = trio.current_time() - websocket_stream.last_received
-                if silent_for >= config.idle_timeout:
-                    break
-                if silent_for < config.ping_interval:
-                    await trio.sleep_until(websocket_stream.last_received + config.ping_interval)
-                    continue
-                # A pong (or any other byte) moves last_received; either way
-                # the loop looks again at the idle deadline.
-                with trio.move_on_at(websocket_stream.last_received + config.idle_timeout):
-                    await websocket.ping(next(self._ping_payloads).to_bytes(8, "big"))
-        except trio_websocket.ConnectionClosed:
-            return
-        self.observe(IdleClosed(path))
-        with trio.move_on_after(config.close_timeout):
-            await websocket.aclose(1001, "idle timeout")
-        await websocket_stream.aclose()
+        # No-op if the handler or the peer closed already; else the closing
+        # handshake, bounded by close_timeout. Not shielded: a shutdown
+        # arriving now just closes the socket.
+        transport.close(CLOSE_NORMAL, "handler finished")
+        await transport.aclose()
 
     async def _authenticate(self, request: ConnectRequest) -> object:
         if self.authenticate is None:
@@ -789,12 +748,7 @@ def _asks_for_websocket(request: HttpRequest) -> bool:
 def _handshake_problem(
     request: HttpRequest,
 ) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
-    """Check an upgrade request the way wsproto will (RFC 6455 §4.2.1).
-
-    Checked here so the client gets a clear answer and trio-websocket is
-    only ever handed requests it accepts: when wsproto refuses one, the
-    handshake never completes and the caller would wait for it in vain.
-    """
+    """Check an upgrade request (RFC 6455 §4.2.1), so the client gets a clear answer."""
     headers = request.headers
     if request.method != "GET":
         return 400, "a WebSocket handshake must be a GET request", ()
@@ -806,6 +760,8 @@ def _handshake_problem(
         return 426, "WebSocket version 13 required", (("sec-websocket-version", "13"),)
     if not headers.get("sec-websocket-key"):
         return 400, "missing 'Sec-WebSocket-Key'", ()
+    if not valid_key(headers["sec-websocket-key"]):
+        return 400, "'Sec-WebSocket-Key' must be 16 bytes in base64", ()
     try:
         headers["host"].encode("latin-1").decode("idna")
     except KeyError:
@@ -820,9 +776,3 @@ def _choose_subprotocol(supported: tuple[str, ...], headers: Mapping[str, str]) 
     return next((name for name in supported if name in offered), None)
 
 
-def _is_connection_closed(exc: BaseException) -> bool:
-    """Whether `exc` is the peer leaving: ConnectionClosed, alone or in a group."""
-    if isinstance(exc, BaseExceptionGroup):
-        _matched, rest = exc.split(trio_websocket.ConnectionClosed)
-        return rest is None
-    return isinstance(exc, trio_websocket.ConnectionClosed)

@@ -1,9 +1,10 @@
 """Plain HTTP/1.1 on the gateway's port: requests, routes, static files.
 
 The gateway reads every request head through `HttpConnection` (h11). A
-WebSocket upgrade is handed on to trio-websocket; anything else is answered
-here by the first matching `HttpRoute`. Nothing in this module knows about
-WebSockets, actors or the hub's wire protocol.
+WebSocket upgrade is answered with 101 here and the stream handed on to a
+WebSocket transport; anything else is answered by the first matching
+`HttpRoute`. Nothing else in this module knows about WebSockets, actors or
+the hub's wire protocol.
 
 Connections are kept alive between requests (HTTP/1.1 persistent
 connections, RFC 9112 §9.3) until the client asks to close, a response
@@ -38,7 +39,6 @@ __all__ = [
     "match_route",
     "parse_request",
     "route_request",
-    "serialize_request_head",
     "static_files",
 ]
 
@@ -194,17 +194,19 @@ class HttpConnection:
                     self._h11.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
         raise HttpError(http.HTTPStatus.REQUEST_TIMEOUT, f"body not complete within {timeout}s")
 
-    def finish_upgrade(self) -> bytes:
-        """Return the bytes received after an upgrade request's head.
+    async def accept_upgrade(self, headers: Sequence[tuple[str, str]]) -> bytes:
+        """Answer an upgrade request with 101 and `headers`; return the bytes after its head.
 
         Call after `next_request` returned a request asking for a protocol
-        switch; from here on the stream belongs to the new protocol.
+        switch; from here on the stream belongs to the new protocol. Raises
+        HttpError 400 for an upgrade request that carries a body.
         """
         event = self._next_event()
         if isinstance(event, h11.EndOfMessage):
             event = self._next_event()
         if event is not h11.PAUSED:
             raise HttpError(http.HTTPStatus.BAD_REQUEST, "upgrade request with a body")
+        await self._send(h11.InformationalResponse(status_code=101, headers=list(headers)))
         data, _closed = self._h11.trailing_data
         return bytes(data)
 
@@ -273,13 +275,6 @@ def parse_request(request: h11.Request, *, remote: RemoteAddress | None) -> Http
         headers=MappingProxyType(headers),
         remote=remote,
     )
-
-
-def serialize_request_head(request: h11.Request) -> bytes:
-    """Write a parsed request head back out as bytes, headers as received."""
-    lines = [b"%s %s HTTP/1.1" % (request.method, request.target)]
-    lines.extend(name + b": " + value for name, value in request.headers.raw_items())
-    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 async def route_request(routes: Sequence[HttpRoute], request: HttpRequest) -> HttpResponse:

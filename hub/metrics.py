@@ -50,6 +50,41 @@ class _ActorTreeCollector(Collector):
         )
 
 
+class HubCounts:
+    """Counters on the per-message path, kept as plain integers.
+
+    A Prometheus counter takes a lock on every increment; these are read at
+    scrape time instead (`_CountsCollector`).
+    """
+
+    __slots__ = ("messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.messages_out = 0
+
+
+class _CountsCollector(Collector):
+    def __init__(self, counts: HubCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._counts
+        yield CounterMetricFamily(
+            "triohub_messages_in", "WebSocket messages received from clients",
+            value=counts.messages_in,
+        )
+        yield CounterMetricFamily(
+            "triohub_messages_out", "WebSocket messages sent to clients",
+            value=counts.messages_out,
+        )
+        yield CounterMetricFamily(
+            "triohub_frames_out",
+            "Frames sent to clients (the hub sends one frame per message)",
+            value=counts.messages_out,
+        )
+
+
 class HubMetrics:
     """The hub's counters and gauges; `render()` gives the /metrics body."""
 
@@ -60,17 +95,8 @@ class HubMetrics:
             "triohub_connections_accepted", "WebSocket connections accepted", registry=r
         )
         self.joins = Counter("triohub_joins", "Topic joins accepted", registry=r)
-        self.messages_in = Counter(
-            "triohub_messages_in", "WebSocket messages received from clients", registry=r
-        )
-        self.messages_out = Counter(
-            "triohub_messages_out", "WebSocket messages sent to clients", registry=r
-        )
-        self.frames_out = Counter(
-            "triohub_frames_out",
-            "Frames sent to clients (a batch message holds several)",
-            registry=r,
-        )
+        self.counts = HubCounts()
+        r.register(_CountsCollector(self.counts))
         self.errors = Counter(
             "triohub_errors",
             "Error frames and error replies sent to clients, by code",

@@ -29,7 +29,8 @@ from hub.errors import (
     ServiceError,
     TopicUnavailableError,
 )
-from hub.protocol import Codec, EndCode, Error, Message, Payload, Push, Reply
+from hub.protocol import Codec, EndCode, Error, Payload, Push, Reply
+from hub.transport import Wire
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
@@ -190,14 +191,15 @@ class _CheckEmpty:
 class Outbound:
     """A Push for a topic's members, encoded once per codec in use.
 
-    One Outbound goes to every member of a broadcast: the connection takes
-    the message of its own codec.
+    One Outbound goes to every member of a broadcast: the session takes the
+    Wire of its own codec, and every transport of one kind frames that Wire
+    once for all (`hub.transport`).
     """
 
     topic: str
     event: str
     #: None for a codec that cannot carry the payload: those members miss it.
-    messages: Mapping[Codec, Message | None]
+    messages: Mapping[Codec, Wire | None]
     #: A member behind on this topic gets only the newest of these per event.
     latest_only: bool = False
 
@@ -326,10 +328,10 @@ class Topic:
         latest_only: bool,
     ) -> Outbound:
         push = Push(self.name, event, payload, offset)
-        messages: dict[Codec, Message | None] = {}
+        messages: dict[Codec, Wire | None] = {}
         for codec in codecs:  # each codec once: the members' codecs, counted
             try:
-                messages[codec] = codec.encode(push)
+                messages[codec] = Wire(codec.encode(push))
             except EncodeError:
                 # Say, bytes published by a msgpack client: JSON members
                 # cannot receive them, the others still do.
@@ -560,6 +562,10 @@ class Topics:
             if route.matches(name):
                 return route
         return None
+
+    def whereis(self, name: str) -> actors.ActorRef | None:
+        """The live actor of topic `name`, or None if it is not running."""
+        return self.registry.whereis(topic_name_key(name))
 
     async def actor_for(self, name: str, route: Route) -> actors.ActorRef:
         """The live actor of topic `name`, started now if there is none.

@@ -172,6 +172,10 @@ class ServerMachine:
         """Say whether `topic` is joined; the shell drops Pushes for other topics."""
         return topic in self._joined
 
+    def is_joining(self, topic: str) -> bool:
+        """Say whether a join of `topic` waits for the service's answer."""
+        return topic in self._pending_joins
+
     def receive(self, data: Message, now: float) -> list[Action]:
         """Take one message from the client and return what to do about it.
 

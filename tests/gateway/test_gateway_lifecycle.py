@@ -24,6 +24,7 @@ from wire_support import (
 
 from hub.gateway import ConnectInfo, GatewayConfig, IdleClosed, WebSocketRoute, serve_echo
 from hub.http import HttpRequest, HttpResponse, HttpRoute
+from hub.transport import WebSocketTransport
 
 KEEPALIVE = GatewayConfig(port=0, ping_interval=10, idle_timeout=30, close_timeout=5)
 
@@ -179,9 +180,7 @@ async def test_stop_accepting_keeps_open_connections_and_refuses_new_ones(
 async def test_shutdown_closes_websockets_with_1001(start_gateway: StartGateway) -> None:
     handler_started = trio.Event()
 
-    async def wait_forever(
-        websocket: trio_websocket.WebSocketConnection, info: ConnectInfo
-    ) -> None:
+    async def wait_forever(transport: WebSocketTransport, info: ConnectInfo) -> None:
         handler_started.set()
         await trio.sleep_forever()
 

@@ -19,6 +19,7 @@ from hub.gateway import (
     WebSocketAccepted,
     WebSocketRoute,
 )
+from hub.transport import WebSocketTransport
 
 SUBPROTOCOLS = ("triohub.v1.msgpack", "triohub.v1.json")
 
@@ -29,11 +30,10 @@ class Recorder:
     def __init__(self) -> None:
         self.infos: list[ConnectInfo] = []
 
-    async def __call__(
-        self, websocket: trio_websocket.WebSocketConnection, info: ConnectInfo
-    ) -> None:
+    async def __call__(self, transport: WebSocketTransport, info: ConnectInfo) -> None:
         self.infos.append(info)
-        await websocket.send_message(await websocket.get_message())
+        transport.send_message(await transport.receive())
+        await transport.flush()
 
 
 async def rejection(url: str, **options: object) -> trio_websocket.ConnectionRejected:
@@ -251,8 +251,8 @@ async def test_unsupported_version_is_426(start_gateway: StartGateway) -> None:
 
 @pytest.mark.gateway_logs_errors
 async def test_handler_crash_closes_with_1011(start_gateway: StartGateway) -> None:
-    async def crash(websocket: trio_websocket.WebSocketConnection, info: ConnectInfo) -> None:
-        await websocket.get_message()
+    async def crash(transport: WebSocketTransport, info: ConnectInfo) -> None:
+        await transport.receive()
         raise RuntimeError("handler bug")
 
     with trio.fail_after(10):
@@ -271,8 +271,8 @@ async def test_handler_crash_closes_with_1011(start_gateway: StartGateway) -> No
 
 
 async def test_handler_that_returns_closes_with_1000(start_gateway: StartGateway) -> None:
-    async def greet(websocket: trio_websocket.WebSocketConnection, info: ConnectInfo) -> None:
-        await websocket.send_message("bye")
+    async def greet(transport: WebSocketTransport, info: ConnectInfo) -> None:
+        transport.send_message("bye")
 
     with trio.fail_after(10):
         gateway = await start_gateway(websocket_routes=[WebSocketRoute("/greet", greet)])

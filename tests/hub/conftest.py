@@ -23,7 +23,6 @@ import trio
 from hub_support import HubClient, open_client
 from log_support import fail_on_logged_errors
 
-from hub import connection as hub_connection
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig
 from hub.services import EchoService, RoomService
@@ -96,18 +95,6 @@ def start_hub(nursery: trio.Nursery) -> StartHub:
 async def hub(start_hub: StartHub) -> RunningHub:
     """The default app (rooms and echo) with default settings."""
     return await start_hub()
-
-
-@pytest.fixture
-def patient_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let a stalled socket write wait 60 s instead of 10 before it evicts.
-
-    Slow-consumer tests stop a client reading and then read again once the
-    hub has evicted it for its full mailbox; on a loaded machine that could
-    take longer than the write timeout, which would evict it the other way
-    (abortively). This keeps those tests about the mailbox alone.
-    """
-    monkeypatch.setattr(hub_connection, "WRITE_TIMEOUT_SECONDS", 60.0)
 
 
 @pytest.fixture(autouse=True)

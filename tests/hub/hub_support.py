@@ -15,7 +15,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -286,3 +286,10 @@ def counter_value(counter: Any) -> float:
     """The value of an unlabelled prometheus_client Counter or Gauge."""
     value: float = counter._value.get()
     return value
+
+
+# Slow-consumer tests stop a client reading and then read again once the hub
+# has evicted it for its full outbox; on a loaded machine that could take
+# longer than the write timeout, which would evict it the other way. These
+# settings keep those tests about the outbox alone.
+PATIENT_WRITES: Final = {"write_timeout": 60.0}

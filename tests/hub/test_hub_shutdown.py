@@ -9,8 +9,7 @@ import trio
 from hub_support import JSON, RawWebSocket
 from wire_support import OPCODE_CLOSE
 
-from hub.app import Hub
-from hub.connection import CLOSE_TIMEOUT_SECONDS
+from hub.app import CLOSE_TIMEOUT_SECONDS, Hub
 from hub.protocol import Join, Payload, Push, Reply
 from hub.services import Service
 from hub.topics import Member
@@ -50,11 +49,11 @@ async def test_shutdown_writes_every_queued_message_then_closes_1001(start_hub):
                 await sender.publish_acked("feed:x", "burst", {"count": count, "size": 4000})
             ).ok
             queued = sum(
-                info.ref.mailbox_depth
-                for info in runtime.connections().which_children()
-                if info.ref is not None
+                session.transport.queued
+                for info in runtime.sessions().which_children()
+                if info.ref is not None and (session := runtime.session(info.ref)) is not None
             )
-            assert queued > 0, "the burst should still be queued in the receiver's mailbox"
+            assert queued > 0, "the burst should still be queued in the receiver's outbox"
 
             runtime.request_shutdown()
 

@@ -1,0 +1,469 @@
+"""The session: one client's connection actor, between its transport and the topics.
+
+A session holds the client's protocol machine, its memberships and its
+outbox (the transport's), whatever carries its messages (`hub.transport`).
+It runs as two tasks, no more:
+
+- the **reader** is the task that accepted the client (the gateway's, for a
+  WebSocket): `serve_session` reads the transport and feeds each message to
+  `Session.receive`, which answers what the protocol machine answers alone
+  and hands requests to topic actors without ever waiting on them (a full
+  topic answers `overloaded`);
+- the **actor** task, under the hub's sessions supervisor, handles the
+  session's mailbox (topic actors' Downs, joins to retry) and, only when the
+  client's socket is full, waits for it to drain (`flush`).
+
+Everything for the client goes through one ordered path: `deliver` (called
+by topic actors, synchronously) and the reader's replies both `send` to the
+transport, which writes at once when the socket can take it. So a Leave's
+Reply can neither overtake the pushes delivered before it nor follow one
+delivered after it, and there is no second writer and no lock.
+
+A client whose outbox overflows, or whose socket takes nothing for
+`write_timeout`, is evicted (Close 1013 "slow consumer", its backlog
+dropped), so it cannot slow anyone else. When the session ends, for any
+reason, its topics learn it through their monitors on it, and its own
+monitors on them are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import trio
+
+import actors
+from hub.errors import ErrorCode, TopicUnavailableError
+from hub.protocol import (
+    SLOW_CONSUMER_REASON,
+    Call,
+    Close,
+    CloseCode,
+    Codec,
+    Dispatch,
+    EndCode,
+    Error,
+    Join,
+    Leave,
+    Publish,
+    Reply,
+    Send,
+    ServerFrame,
+    ServerMachine,
+    codec_for,
+)
+from hub.topics import (
+    CallService,
+    JoinAnswered,
+    JoinTopic,
+    LeaveTopic,
+    Member,
+    MembershipEnded,
+    Outbound,
+    PublishEvent,
+    SendFrame,
+    ToConnection,
+    call_deadline,
+)
+from hub.transport import OutboxFullError, Transport, TransportClosed, Wire
+
+if TYPE_CHECKING:
+    from hub.app import HubRuntime
+
+__all__ = ["Session", "SessionSettings", "serve_session"]
+
+logger = logging.getLogger(__name__)
+
+# The session's own mailbox: Downs of topic actors (delivered past capacity,
+# never dropped), joins to retry and flush requests (one at a time).
+SESSION_MAILBOX_CAPACITY: Final = 64
+
+# A join that races a topic actor stopping (its last member just left) is
+# sent again to a fresh actor at most this many times.
+JOIN_ATTEMPTS: Final = 3
+
+
+@attrs.frozen
+class SessionSettings:
+    """The limits of one session (from the hub's configuration)."""
+
+    #: How long the client's socket may take nothing before it is evicted.
+    write_timeout: float = 10.0
+    #: How long the Close (and what is queued before it) may take to go out.
+    close_timeout: float = 3.0
+    #: Most topics one connection may have joined or be joining at once.
+    max_topics: int = 100
+
+
+@attrs.frozen
+class _Flush:
+    """The transport has a backlog: wait for the socket and write it."""
+
+
+@attrs.frozen
+class _JoinAgain:
+    join: Join
+    attempt: int
+
+
+_FLUSH: Final = _Flush()
+
+# How long a reader waits for its session to end once the client is gone.
+_EXIT_WAIT_SECONDS: Final = 30.0
+
+
+class Session(actors.Actor):
+    """The actor of one client (see the module docstring)."""
+
+    mailbox_capacity = SESSION_MAILBOX_CAPACITY
+    overflow = actors.Overflow.FAIL
+
+    def __init__(
+        self,
+        runtime: HubRuntime,
+        transport: Transport,
+        identity: object,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self.transport = transport
+        self.identity = identity
+        self._settings = settings or SessionSettings()
+        self.codec: Codec = codec_for(transport.subprotocol or "")
+        self._machine = ServerMachine(self.codec, max_topics=self._settings.max_topics)
+        self.id = ""
+        # Topic -> its actor, for topics joined or joining.
+        self._topics: dict[str, actors.ActorRef] = {}
+        # Topic actor -> (topic, monitor): a topic actor's Down ends the membership.
+        self._watching: dict[actors.ActorRef, tuple[str, actors.Monitor]] = {}
+        # Joins sent and not yet answered, to send again if their actor ends first.
+        self._joins: dict[str, Join] = {}
+        # Why the session is ending, when it chose to (eviction, policy close).
+        self._ending: tuple[int, str] | None = None
+        self._flush_requested = False
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the session has stopped taking requests."""
+        return self._nursery is None or self._ending is not None or self.transport.closing
+
+    # --- what topics call (the Subscriber protocol) -----------------------------
+
+    def deliver(self, item: Outbound | ToConnection) -> None:
+        """Send `item` to the client without waiting; evict the client if it is too far behind."""
+        if type(item) is Outbound:
+            if self._machine.is_joined(item.topic):
+                wire = item.messages.get(self.codec)
+                if wire is not None:
+                    key = (item.topic, item.event) if item.latest_only else None
+                    self._send(wire, key)
+            return
+        self._take(item)  # type: ignore[arg-type]
+
+    def _send(self, wire: Wire, key: Hashable | None = None) -> None:
+        try:
+            if self.transport.send(wire, key):
+                self._runtime.metrics.conflated.inc()
+        except OutboxFullError:
+            self._evict()
+            return
+        self._runtime.metrics.counts.messages_out += 1
+
+    def _send_frame(self, frame: ServerFrame) -> None:
+        code = getattr(frame, "code", None) or getattr(frame, "error_code", None)
+        if code:
+            self._runtime.metrics.errors.labels(code=str(code)).inc()
+        self._send(Wire(self.codec.encode(frame)))
+
+    def _send_actions(self, actions: Sequence[Any]) -> None:
+        for action in actions:
+            if type(action) is Send:
+                self._send_frame(action.frame)
+
+    def _evict(self) -> None:
+        """Disconnect a client that fell too far behind (Close 1013), counting it once."""
+        if self._ending is not None:
+            return
+        self._ending = (CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
+        self._runtime.metrics.slow_consumers.inc()
+        # Its backlog is dropped: the Close goes right after what is in flight,
+        # so a client that still reads learns why, at once.
+        self.transport.close(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON, discard=True)
+        # The client's doing, not a bug of ours: the actor is ended, not crashed.
+        self.ref.kill()
+
+    def _take(self, item: ToConnection) -> None:
+        """Apply a topic's answer; what the client is to be told is sent at once."""
+        machine = self._machine
+        match item:
+            case SendFrame(frame=frame):
+                self._send_frame(frame)
+            case JoinAnswered(topic=topic, topic_ref=topic_ref, ok=ok):
+                if self._topics.get(topic) is not topic_ref or topic not in self._joins:
+                    return  # the client left, or this answer is from a stale actor
+                del self._joins[topic]
+                if ok:
+                    self._runtime.metrics.joins.inc()
+                    self._send_actions(machine.join_succeeded(topic, item.payload))
+                else:
+                    self._forget(topic)
+                    self._send_actions(
+                        machine.join_failed(topic, code=item.code, message=item.message)
+                    )
+            case MembershipEnded(topic=topic, code=code, reason=reason):
+                self._forget(topic)
+                self._send_actions(machine.ended(topic, code=code, reason=reason))
+            case _:
+                raise actors.UnexpectedMessageError(self.ctx.name, item)
+
+    # --- the actor -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.id = f"c{self.ref.id}"
+        self.transport.on_backlog = self._request_flush
+        ctx = self.ctx
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            ctx.ready()
+            while True:
+                self._flush_requested = False
+                if self.transport.backlog:
+                    await self._flush()
+                try:
+                    batch = await ctx.receive_batch()
+                except trio.EndOfChannel:
+                    break  # asked to stop: write what is queued, then close
+                for item in batch:
+                    self._handle(item)
+            await self._flush()
+            nursery.cancel_scope.cancel()
+
+    def _handle(self, item: Any) -> None:
+        match item:
+            case _Flush():
+                pass  # the loop flushes before it waits again
+            case actors.Down(ref=topic_ref, reason=reason):
+                self._topic_ended(topic_ref, reason)
+            case _JoinAgain(join=join, attempt=attempt):
+                if join.topic in self._joins:
+                    self._join(join, attempt=attempt)
+            case _:
+                raise actors.UnexpectedMessageError(self.ctx.name, item)
+
+    def _request_flush(self) -> None:
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.ref.cast(_FLUSH)
+
+    async def _flush(self) -> None:
+        """Write the backlog as the socket takes it; evict a client that takes nothing."""
+        with trio.move_on_after(self._settings.write_timeout) as waited:
+            try:
+                await self.transport.flush()
+            except TransportClosed:
+                return  # the client is gone; its reader ends the session
+        if waited.cancelled_caught:
+            self._evict()
+
+    async def stopped(self, reason: actors.ExitReason) -> None:
+        # This session's watches on its topics end with it: a long-lived topic
+        # must not keep a reference to every client that ever left it.
+        for _topic, monitor in self._watching.values():
+            actors.demonitor(monitor)
+        self._watching.clear()
+        self._nursery = None
+        match reason:
+            case _ if self._ending is not None:
+                code, text = self._ending
+            case actors.Shutdown():
+                code, text = CloseCode.GOING_AWAY, "server shutting down"
+            case actors.Crashed():
+                code, text = CloseCode.INTERNAL_ERROR, "internal error"
+            case _:
+                code, text = CloseCode.NORMAL, ""
+        self.transport.close(code, text)
+        with trio.move_on_after(self._settings.close_timeout):
+            try:
+                await self.transport.flush()
+            except TransportClosed:
+                pass  # the client is gone: nothing to say to it
+
+    # --- reading: what the client sends -------------------------------------------
+
+    def receive(self, data: str | bytes) -> None:
+        """Take one message from the client (the reader calls this); never waits."""
+        if self.ended:
+            return
+        self._runtime.metrics.counts.messages_in += 1
+        for action in self._machine.receive(data, trio.current_time()):
+            match action:
+                case Send(frame=frame):
+                    self._send_frame(frame)
+                case Dispatch(frame=frame):
+                    self._dispatch(frame)
+                case Close(code=code, reason=reason):
+                    self._runtime.metrics.policy_closes.inc()
+                    self._end(code, reason)
+
+    def _end(self, code: int, reason: str) -> None:
+        if self._ending is None:
+            self._ending = (code, reason)
+            self.transport.close(code, reason)
+            self.ref.kill()
+
+    def _dispatch(self, frame: Join | Leave | Publish | Call) -> None:
+        match frame:
+            case Join():
+                self._join(frame, attempt=1)
+            case Leave(topic=topic):
+                topic_ref = self._forget(topic)
+                if topic_ref is not None:
+                    # Past capacity if need be: a Leave must not be lost, or
+                    # the topic would push to this client for nothing. A
+                    # topic that ended first has nothing left to leave.
+                    topic_ref.cast(LeaveTopic(self.ref))
+            case Publish(ref=ref, topic=topic, event=event, payload=payload):
+                self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
+            case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
+                deadline = call_deadline(trio.current_time(), timeout)
+                self._to_topic(frame, CallService(self.ref, ref, event, payload, deadline))
+
+    def _to_topic(self, frame: Publish | Call, request: PublishEvent | CallService) -> None:
+        topic_ref = self._topics.get(frame.topic)
+        if topic_ref is None:
+            return  # the machine only dispatches joined topics; ended meanwhile
+        try:
+            topic_ref.send_nowait(request)
+        except actors.MailboxFullError:
+            message = f"topic {frame.topic!r} is overloaded; try again"
+            self._refuse(frame, ErrorCode.OVERLOADED, message)
+        except actors.ActorExitedError:
+            pass  # its Down is queued: the client gets an Ended frame
+
+    def _refuse(self, frame: Join | Publish | Call, code: str, message: str) -> None:
+        if frame.ref:
+            self._send_frame(Reply.error(frame.ref, frame.topic, code, message))
+        else:
+            self._send_frame(Error(None, code, message))
+
+    def _join(self, join: Join, *, attempt: int) -> None:
+        topics = self._runtime.topics
+        topic = join.topic
+        route = topics.route_for(topic)
+        if route is None:
+            self._join_failed(topic, ErrorCode.UNKNOWN_TOPIC, f"no service serves topic {topic!r}")
+            return
+        if attempt > JOIN_ATTEMPTS:
+            self._join_failed(
+                topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} keeps stopping; try again"
+            )
+            return
+        self._joins[topic] = join
+        topic_ref = topics.whereis(topic)
+        if topic_ref is not None:
+            self._send_join(join, topic_ref)
+        elif self._nursery is not None:
+            # Starting a topic awaits its service's `started`: in a task of its
+            # own, so that neither the reader nor the writer waits on a topic.
+            self._nursery.start_soon(self._start_and_join, join, route)
+
+    async def _start_and_join(self, join: Join, route: Any) -> None:
+        topic = join.topic
+        topics = self._runtime.topics
+        try:
+            topic_ref = await topics.actor_for(topic, route)
+        except TopicUnavailableError as error:
+            self._join_failed(topic, ErrorCode.SERVICE_ERROR, str(error))
+            return
+        except (actors.NoSuchChildError, actors.ActorExitedError):
+            # The topics supervisor is being restarted or the hub is stopping.
+            message = f"topic {topic!r} cannot start now; try again"
+            self._join_failed(topic, ErrorCode.SERVICE_ERROR, message)
+            return
+        except actors.StartError as error:
+            self._runtime.metrics.topic_start_failures.inc()
+            logger.warning("topic %r failed to start: %r", topic, error.cause)
+            self._join_failed(topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} failed to start")
+            return
+        if self._joins.get(topic) is join:
+            self._send_join(join, topic_ref)
+
+    def _send_join(self, join: Join, topic_ref: actors.ActorRef) -> None:
+        topic = join.topic
+        self._watch(topic, topic_ref)
+        member = Member(self.id, self.identity, join.params, self)
+        try:
+            topic_ref.send_nowait(JoinTopic(member, join.ref, join.offset))
+        except actors.MailboxFullError:
+            self._forget(topic)
+            self._join_failed(
+                topic, ErrorCode.OVERLOADED, f"topic {topic!r} is overloaded; try again"
+            )
+        except actors.ActorExitedError:
+            pass  # stopped between the lookup and the send: its Down retries the join
+
+    def _join_failed(self, topic: str, code: str, message: str) -> None:
+        self._joins.pop(topic, None)
+        if self._machine.is_joining(topic):
+            self._send_actions(self._machine.join_failed(topic, code=code, message=message))
+
+    def _topic_ended(self, topic_ref: actors.ActorRef, reason: actors.ExitReason) -> None:
+        watched = self._watching.pop(topic_ref, None)
+        if watched is None:
+            return
+        topic = watched[0]
+        if self._topics.get(topic) is topic_ref:
+            del self._topics[topic]
+        join = self._joins.get(topic)
+        if join is not None and isinstance(reason, actors.Normal):
+            # The actor stopped (it had been empty a while) before it saw our
+            # join: join again, to a fresh one.
+            self._join(join, attempt=2)
+            return
+        self._joins.pop(topic, None)
+        if isinstance(reason, actors.Normal):
+            code, text = EndCode.TOPIC_CLOSED, "the topic has closed"
+        else:
+            # Crashed, or stopped by the hub: its state is gone, a join starts it afresh.
+            code, text = EndCode.TOPIC_CRASHED, "the topic ended unexpectedly; join again"
+        self._send_actions(self._machine.ended(topic, code=code, reason=text))
+
+    def _watch(self, topic: str, topic_ref: actors.ActorRef) -> None:
+        self._topics[topic] = topic_ref
+        if topic_ref not in self._watching:
+            self._watching[topic_ref] = (topic, actors.monitor(self.ref, topic_ref))
+
+    def _forget(self, topic: str) -> actors.ActorRef | None:
+        topic_ref = self._topics.pop(topic, None)
+        self._joins.pop(topic, None)
+        if topic_ref is not None:
+            watched = self._watching.pop(topic_ref, None)
+            if watched is not None:
+                # No flush: a queued Down finds nothing in `_watching` and is
+                # ignored; flushing would rebuild the mailbox on every leave.
+                actors.demonitor(watched[1])
+        return topic_ref
+
+
+async def serve_session(session: Session, ref: actors.ActorRef) -> None:
+    """Read the session's transport until it closes, then see the session end.
+
+    Runs in the task that accepted the client (the session's reader). When
+    the client leaves, the session actor is ended; when the session ends on
+    its own (eviction, shutdown), its Close ends this loop.
+    """
+    transport = session.transport
+    try:
+        while True:
+            session.receive(await transport.receive())
+    except TransportClosed:
+        pass
+    finally:
+        ref.kill()
+        # Bounded by the session's stop hook, which is bounded itself.
+        with trio.move_on_after(_EXIT_WAIT_SECONDS, shield=True):
+            await ref.wait_exit()

@@ -1,0 +1,34 @@
+"""Transports: how encoded messages reach one client and come back.
+
+- `base`: the `Transport` interface, `Wire` (one encoded message shared by
+  every client that gets it), the bounded `Outbox`;
+- `websocket`: RFC 6455 over a TCP or TLS stream (wsproto parses, the hub writes);
+- `memory`: an in-memory pair, for tests that drive a session with no socket.
+"""
+
+from hub.transport.base import (
+    DEFAULT_OUTBOX_CAPACITY,
+    Outbox,
+    OutboxFullError,
+    Transport,
+    TransportClosed,
+    Wire,
+)
+from hub.transport.memory import MemoryClient, MemoryTransport, memory_transport_pair
+from hub.transport.websocket import WebSocketTransport, accept_headers, build_frame, valid_key
+
+__all__ = [
+    "DEFAULT_OUTBOX_CAPACITY",
+    "MemoryClient",
+    "MemoryTransport",
+    "Outbox",
+    "OutboxFullError",
+    "Transport",
+    "TransportClosed",
+    "WebSocketTransport",
+    "Wire",
+    "accept_headers",
+    "build_frame",
+    "memory_transport_pair",
+    "valid_key",
+]

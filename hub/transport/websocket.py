@@ -1,0 +1,491 @@
+"""The WebSocket transport: RFC 6455 over one accepted TCP (or TLS) stream.
+
+The gateway reads the opening handshake with h11 and answers it (see
+`accept_headers`); from the 101 on, the stream belongs to a
+`WebSocketTransport`. Reading goes through wsproto's sans-IO frame parser,
+which checks every frame the client sends (masking, reserved bits, opcodes,
+control frame rules, UTF-8). Writing is the project's own, because that is
+where a hub spends its time:
+
+- A server's frames are unmasked, so the bytes of one message are the same
+  for every client: `build_frame` makes them once per `Wire` and every
+  subscriber's transport writes that same object.
+- A write is a plain non-blocking `os.write` on the socket, made by whoever
+  sends (a topic's broadcast loop, the session's reader): no task switch, no
+  lock. Only when the kernel's buffer is full does anything wait, and then
+  what follows queues in the outbox (bounded, latest-value entries replaced)
+  until the owner's `flush()` finds the socket writable again and writes the
+  backlog in one system call per batch.
+- Under TLS the bytes must go through `trio.SSLStream`, so every message
+  queues and `flush()` writes it.
+
+Liveness lives here too, in the receiving task: a peer silent for
+`ping_interval` is pinged, one silent for `idle_timeout` is closed with 1001.
+Every protocol violation is answered with a Close frame carrying its code
+(1002, 1007, 1009) before the TCP stream ends (RFC 6455 §7.1.7).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import logging
+import os
+import struct
+from collections.abc import Callable, Hashable
+from typing import Final
+
+import trio
+import wsproto.connection as ws
+import wsproto.events as ws_events
+from wsproto.utilities import generate_accept_token
+
+from hub.http import close_lingering
+from hub.protocol import Message
+from hub.transport.base import DEFAULT_OUTBOX_CAPACITY, Outbox, Transport, TransportClosed, Wire
+
+__all__ = [
+    "RECEIVE_SIZE",
+    "VIOLATION_CLOSE_CODES",
+    "WebSocketTransport",
+    "accept_headers",
+    "build_frame",
+    "valid_key",
+]
+
+logger = logging.getLogger(__name__)
+
+# How much one read asks the socket for.
+RECEIVE_SIZE: Final = 64 * 1024
+
+# How much of the backlog one flush joins into a single write.
+_FLUSH_BYTES: Final = 256 * 1024
+
+# Close codes that mean "the peer broke the rules" (RFC 6455 §7.4.1).
+VIOLATION_CLOSE_CODES: Final = frozenset({1002, 1003, 1007, 1008, 1009})
+
+# RFC 6455 §7.4.2: codes a Close frame may carry on the wire.
+_SENDABLE_RANGES: Final = ((1000, 1003), (1007, 1014), (3000, 4999))
+
+_ping_payloads = itertools.count()
+
+
+def valid_key(key: str | None) -> bool:
+    """Whether `key` is a Sec-WebSocket-Key: base64 of 16 bytes (RFC 6455 §4.1)."""
+    if not key or len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def accept_headers(key: str, subprotocol: str | None) -> list[tuple[str, str]]:
+    """The headers of the 101 response to a handshake with `key`."""
+    headers = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-accept", generate_accept_token(key.encode("ascii")).decode("ascii")),
+    ]
+    if subprotocol is not None:
+        headers.append(("sec-websocket-protocol", subprotocol))
+    return headers
+
+
+def build_frame(message: Message) -> bytes:
+    """Frame `message` as one unmasked server frame: text for str, binary for bytes."""
+    if isinstance(message, str):
+        payload = message.encode()
+        first = 0x81  # FIN + text
+    else:
+        payload = bytes(message)
+        first = 0x82  # FIN + binary
+    length = len(payload)
+    if length < 126:
+        header = bytes((first, length))
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+def _framed(wire: Wire) -> bytes:
+    framed = wire.framed
+    if framed is None:
+        framed = wire.framed = build_frame(wire.message)
+    return framed
+
+
+def _sendable(code: int) -> bool:
+    return any(low <= code <= high for low, high in _SENDABLE_RANGES)
+
+
+class WebSocketTransport(Transport):
+    """One WebSocket connection after its handshake (see the module docstring).
+
+    `stream` is the accepted stream; `trailing` the bytes that arrived after
+    the request head. `on_violation(code)` and `on_idle()` are told when the
+    transport closes a peer for breaking the protocol or for silence.
+    """
+
+    __slots__ = (
+        "_close_code",
+        "_close_deadline",
+        "_close_reason",
+        "_close_timeout",
+        "_closing",
+        "_done",
+        "_fd",
+        "_idle_timeout",
+        "_last_received",
+        "_lost",
+        "_max_message_size",
+        "_notified",
+        "_on_idle",
+        "_on_violation",
+        "_outbox",
+        "_partial",
+        "_parts",
+        "_parts_size",
+        "_ping_interval",
+        "_pinged",
+        "_receive_scope",
+        "_released",
+        "_stream",
+        "_ws",
+        "on_backlog",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        subprotocol: str | None = None,
+        trailing: bytes = b"",
+        max_message_size: int = 1024 * 1024,
+        ping_interval: float = 20.0,
+        idle_timeout: float = 60.0,
+        close_timeout: float = 5.0,
+        outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY,
+        on_violation: Callable[[int], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.subprotocol = subprotocol
+        self.on_backlog = None
+        self._stream = stream
+        # A plain TCP socket is written directly; TLS goes through its stream.
+        self._fd: int | None = (
+            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        )
+        self._ws = ws.Connection(ws.ConnectionType.SERVER, trailing_data=trailing)
+        self._outbox = Outbox(outbox_capacity)
+        # The unwritten rest of what the socket took part of: always first out.
+        self._partial: memoryview | None = None
+        self._notified = False
+        self._lost = False
+        self._max_message_size = max_message_size
+        self._ping_interval = ping_interval
+        self._idle_timeout = idle_timeout
+        self._close_timeout = close_timeout
+        self._on_violation = on_violation
+        self._on_idle = on_idle
+        self._last_received = trio.current_time()
+        self._pinged = False
+        self._receive_scope: trio.CancelScope | None = None
+        # Fragments of the message being received, and their size in bytes.
+        self._parts: list[str | bytes] = []
+        self._parts_size = 0
+        self._closing = False
+        self._close_code = 1000
+        self._close_reason = ""
+        self._close_deadline: float | None = None
+        # Nothing more will be read: the close is complete, or the peer failed.
+        self._done = False
+        self._released = False
+
+    def __repr__(self) -> str:
+        return f"<WebSocketTransport {self._ws.state.name}>"
+
+    # --- writing ---------------------------------------------------------------
+
+    @property
+    def backlog(self) -> bool:
+        return self._partial is not None or bool(self._outbox)
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox) + (self._partial is not None)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def conflated(self) -> int:
+        """Latest-value messages replaced by a newer one before they were written."""
+        return self._outbox.conflated
+
+    def send(self, wire: Wire, key: Hashable | None = None) -> bool:
+        if self._closing or self._lost:
+            return False
+        if self._fd is None or self._partial is not None or self._outbox:
+            replaced = self._outbox.push(wire, key)
+            self._note_backlog()
+            return replaced
+        self._write_now(_framed(wire))
+        return False
+
+    def _send_control(self, frame: bytes) -> None:
+        """Send a control frame (pong, Close): past the outbox's capacity, never refused."""
+        if self._lost:
+            return
+        if self._fd is None or self._partial is not None or self._outbox:
+            self._outbox.push_control(Wire(b"", framed=frame))
+            self._note_backlog()
+            return
+        self._write_now(frame)
+
+    def _write_now(self, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            self._lose(error)
+            return
+        if sent < len(data):
+            self._partial = memoryview(data)[sent:]
+            self._note_backlog()
+
+    def _note_backlog(self) -> None:
+        if not self._notified:
+            self._notified = True
+            if self.on_backlog is not None:
+                self.on_backlog()
+
+    def _lose(self, error: BaseException) -> None:
+        """The peer is gone (reset, broken pipe): drop what waits; the reader sees the end."""
+        logger.debug("WebSocket write failed: %r", error)
+        self._lost = True
+        self._partial = None
+        self._outbox.clear()
+
+    async def flush(self) -> None:
+        while self._partial is not None or self._outbox:
+            if self._lost:
+                raise TransportClosed(1006, "connection lost")
+            chunks: list[bytes | memoryview] = []
+            size = 0
+            if self._partial is not None:
+                chunks.append(self._partial)
+                size = len(self._partial)
+            while size < _FLUSH_BYTES and self._outbox:
+                for wire in self._outbox.take(64):
+                    framed = _framed(wire)
+                    chunks.append(framed)
+                    size += len(framed)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._partial = memoryview(data)
+            await self._write_partial()
+        self._notified = False
+        if self._lost:
+            raise TransportClosed(1006, "connection lost")
+
+    async def _write_partial(self) -> None:
+        """Write `_partial` whole, waiting for the socket whenever it is full."""
+        if self._fd is None:
+            assert self._partial is not None
+            data = bytes(self._partial)
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                self._lose(error)
+                return
+            self._partial = None
+            return
+        while self._partial is not None:
+            await trio.lowlevel.wait_writable(self._fd)
+            if self._lost:
+                return
+            try:
+                sent = os.write(self._fd, self._partial)
+            except BlockingIOError:
+                continue
+            except OSError as error:
+                self._lose(error)
+                return
+            self._partial = self._partial[sent:] if sent < len(self._partial) else None
+
+    # --- reading ---------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self._done:
+                raise TransportClosed(self._close_code, self._close_reason)
+            message = self._next_message()
+            if message is not None:
+                return message
+            await self._read()
+
+    def _next_message(self) -> Message | None:
+        """Take events from wsproto until a whole message is in; None if more data is needed."""
+        connection = self._ws
+        for event in connection.events():
+            match event:
+                case ws_events.TextMessage() | ws_events.BytesMessage():
+                    if self._closing:
+                        continue  # after our Close, data is read and dropped (§5.5.1)
+                    message = self._take_fragment(event)
+                    if message is not None:
+                        return message
+                case ws_events.Ping(payload=payload):
+                    if connection.state is ws.ConnectionState.OPEN:
+                        self._send_control(connection.send(ws_events.Pong(payload=payload)))
+                case ws_events.Pong():
+                    pass  # any byte from the peer counts as life, pongs included
+                case ws_events.CloseConnection(code=code, reason=reason):
+                    self._peer_closed(code, reason or "")
+        return None
+
+    def _take_fragment(
+        self, event: ws_events.TextMessage | ws_events.BytesMessage
+    ) -> Message | None:
+        data = event.data
+        if isinstance(data, str):
+            # A character is at most 4 UTF-8 bytes: count exactly only near the limit.
+            size = len(data)
+            if (self._parts_size + size) * 4 > self._max_message_size:
+                size = len(data.encode())
+        else:
+            data = bytes(data)
+            size = len(data)
+        self._parts_size += size
+        if self._parts_size > self._max_message_size:
+            self._violation(1009, f"message larger than {self._max_message_size} bytes")
+        if not event.message_finished:
+            self._parts.append(data)
+            return None
+        parts, self._parts, self._parts_size = self._parts, [], 0
+        if not parts:
+            return data
+        parts.append(data)
+        if isinstance(data, str):
+            return "".join(parts)  # type: ignore[arg-type]
+        return b"".join(parts)  # type: ignore[arg-type]
+
+    def _peer_closed(self, code: int, reason: str) -> None:
+        state = self._ws.state
+        if state is ws.ConnectionState.OPEN:
+            # wsproto reports a violation as a Close it made up, with its state
+            # still OPEN: fail the connection with that code (§7.1.7).
+            self._violation(code, reason)
+        if state is ws.ConnectionState.REMOTE_CLOSING:
+            # The peer closes first: answer with its code, and we are done.
+            reply = code if _sendable(code) else 1000
+            self._send_control(self._ws.send(ws_events.CloseConnection(code=reply)))
+            self._closing = True
+            self._close_code, self._close_reason = code, reason
+        self._done = True
+        raise TransportClosed(self._close_code, self._close_reason)
+
+    def _violation(self, code: int, reason: str) -> None:
+        """The peer broke the protocol: Close with `code` now, read nothing more."""
+        if self._on_violation is not None and not self._closing:
+            self._on_violation(code)
+        self.close(code, reason[:120])
+        self._done = True  # nothing more is parsed
+        raise TransportClosed(code, reason)
+
+    async def _read(self) -> None:
+        with trio.CancelScope(deadline=self._deadline()) as scope:
+            self._receive_scope = scope
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            finally:
+                self._receive_scope = None
+        if scope.cancelled_caught:
+            self._on_timer()
+            return
+        if not data:
+            self._done = self._lost = True
+            self._partial = None
+            self._outbox.clear()
+            if not self._closing:
+                self._closing = True
+                self._close_code, self._close_reason = 1006, "connection lost"
+            raise TransportClosed(self._close_code, self._close_reason)
+        self._last_received = trio.current_time()
+        self._pinged = False
+        self._ws.receive_data(data if type(data) is bytes else bytes(data))
+
+    def _deadline(self) -> float:
+        if self._close_deadline is not None:
+            return self._close_deadline
+        if self._pinged:
+            return self._last_received + self._idle_timeout
+        return self._last_received + self._ping_interval
+
+    def _on_timer(self) -> None:
+        now = trio.current_time()
+        if self._close_deadline is not None:
+            if now >= self._close_deadline:
+                # The peer did not answer our Close in time: give up on it.
+                self._done = True
+                raise TransportClosed(self._close_code, self._close_reason)
+            return
+        if now >= self._last_received + self._idle_timeout:
+            if self._on_idle is not None:
+                self._on_idle()
+            self.close(1001, "idle timeout")
+        elif not self._pinged and now >= self._last_received + self._ping_interval:
+            self._pinged = True
+            if self._ws.state is ws.ConnectionState.OPEN:
+                payload = (next(_ping_payloads) & 0xFFFFFFFF).to_bytes(8, "big")
+                self._send_control(self._ws.send(ws_events.Ping(payload=payload)))
+
+    # --- closing ---------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "", *, discard: bool = False) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._close_code, self._close_reason = code, reason
+        if discard:
+            self._outbox.clear()
+        if self._ws.state is ws.ConnectionState.OPEN and not self._lost:
+            frame = self._ws.send(ws_events.CloseConnection(code=code, reason=reason or None))
+            self._send_control(bytes(frame))
+        self._close_deadline = trio.current_time() + self._close_timeout
+        scope = self._receive_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, self._close_deadline)
+
+    @property
+    def close_code(self) -> int | None:
+        """The code the connection closed or is closing with; None while open."""
+        return self._close_code if self._closing else None
+
+    async def aclose(self) -> None:
+        if self._released:
+            return
+        try:
+            self.close(1000, "")
+            with trio.move_on_after(self._close_timeout):
+                try:
+                    await self.flush()
+                    # Read until the peer's Close (or the deadline) so the
+                    # closing handshake completes before TCP closes.
+                    while True:
+                        await self.receive()
+                except TransportClosed:
+                    pass
+        finally:
+            self._released = True
+            # Closing the stream also forgets the socket for trio's I/O waits.
+            await close_lingering(self._stream, timeout=self._close_timeout)
