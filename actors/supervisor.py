@@ -72,7 +72,11 @@ class Backoff:
 
     n counts this child's restarts within the budget's window, so a child
     that keeps crashing waits longer each time and one that recovers starts
-    again from `initial`.
+    again from `initial`. A restart that takes siblings along (one_for_all,
+    rest_for_one) waits once, as long as the child that ended; they are
+    stopped at once and started, in order, when it is over. The wait is a
+    timer: meanwhile the supervisor goes on (other children's ends,
+    `start_child`, `stop_child`), and a stop does not wait for it.
     """
 
     initial: float = 0.1
@@ -136,6 +140,9 @@ class _Child:
     # Set while the supervisor itself is stopping this child, so that its
     # end is not taken for a failure.
     stopping: bool = False
+    # The restart waiting out its backoff that will start this child again;
+    # a later restart that takes this child along replaces it.
+    restart_due: _RestartDue | None = None
 
 
 @attrs.frozen
@@ -143,6 +150,17 @@ class _ChildExited:
     child: _Child
     ref: ActorRef
     reason: ExitReason
+
+
+@attrs.frozen(eq=False)
+class _RestartDue:
+    """A restart's backoff is over: start `children` again, in order.
+
+    A child that has been stopped, or taken along by a later restart, since
+    the restart was decided is left alone.
+    """
+
+    children: tuple[_Child, ...]
 
 
 @attrs.frozen
@@ -293,6 +311,9 @@ class Supervisor(Actor):
                         case _ChildExited(child=child, ref=ref, reason=reason):
                             async with self._lock:
                                 await self._child_exited(child, ref, reason)
+                        case _RestartDue() as due:
+                            async with self._lock:
+                                await self._start_again(self._still_due(due))
                         case _:
                             raise UnexpectedMessageError(ctx.name, message)
             except Exception as error:
@@ -335,6 +356,7 @@ class Supervisor(Actor):
         ref._on_exit = functools.partial(self._on_child_exit, child)
         child.ref = ref
         child.stopping = False
+        child.restart_due = None
         run = functools.partial(run_actor, stop_hook_seconds=spec.shutdown)
         try:
             await self._nursery.start(run, ref, system, spec.start, spec.args)
@@ -395,9 +417,9 @@ class Supervisor(Actor):
             if other is not child and other.spec.restart is Restart.TEMPORARY:
                 # Temporary children are never restarted, not even by a sibling's fall.
                 del self._children[other.id]
-        for other in group:
-            if self._children.get(other.id) is other:
-                await self._restart(other)
+        await self._restart(
+            [other for other in group if self._children.get(other.id) is other], child
+        )
 
     def _count_restart(self, child: _Child) -> None:
         """Record one restart; raise RestartIntensityError if over budget."""
@@ -413,17 +435,53 @@ class Supervisor(Actor):
         if len(self._restart_times) > budget.max_restarts:
             raise RestartIntensityError(self.ctx.name, budget.max_restarts, budget.window_seconds)
 
-    async def _restart(self, child: _Child) -> None:
-        """Start `child` again, after its backoff; a failed start counts as a crash."""
-        while True:
-            backoff = self.budget.backoff
-            if backoff is not None:
-                await trio.sleep(backoff.delay(len(child.restart_times or ()), self._rng))
-            try:
-                await self._start(child)
-                return
-            except StartError:
-                self._count_restart(child)
+    async def _restart(self, group: Sequence[_Child], cause: _Child) -> None:
+        """Start `group` again in order, after the backoff `cause`'s restarts call for."""
+        if not self._back_off(group, cause):
+            await self._start_again(group)
+
+    async def _start_again(self, group: Sequence[_Child]) -> None:
+        """Start `group` in order, each ready before the next.
+
+        A child that fails to start counts as a restart of its own, and is
+        tried again (after its backoff, if any) before the rest. A supervisor
+        asked to stop starts nothing more.
+        """
+        for index, child in enumerate(group):
+            while True:
+                if self.ctx._mailbox.closed:
+                    return
+                try:
+                    await self._start(child)
+                    break
+                except StartError:
+                    self._count_restart(child)
+                    if self._back_off(group[index:], child):
+                        return
+
+    def _still_due(self, due: _RestartDue) -> list[_Child]:
+        """The children of `due` to start now: not stopped, nor taken by a later restart."""
+        return [
+            child
+            for child in due.children
+            if child.restart_due is due and self._children.get(child.id) is child
+        ]
+
+    def _back_off(self, group: Sequence[_Child], cause: _Child) -> bool:
+        """Have `group` started again when `cause`'s backoff is over; False if none is set.
+
+        The wait is a timer, not a sleep: meanwhile the supervisor holds no
+        lock and goes on with its work (other children's ends, start_child,
+        stop_child, and its own stop, which does not wait for the timer).
+        """
+        backoff = self.budget.backoff
+        if backoff is None:
+            return False
+        due = _RestartDue(tuple(group))
+        for child in group:
+            child.restart_due = due
+        self.ctx.send_after(backoff.delay(len(cause.restart_times or ()), self._rng), due)
+        return True
 
     # --- stopping --------------------------------------------------------------
 

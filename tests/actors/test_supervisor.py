@@ -327,6 +327,186 @@ async def test_a_restart_waits_for_its_backoff(autojump_clock: Any) -> None:
                 assert started_at - crashed_at == pytest.approx(delay)
 
 
+# A backoff without jitter: the n-th restart of a child within the window
+# waits 10 * 2**(n-1) seconds.
+STEADY_BACKOFF = Backoff(initial=10.0, maximum=100.0, multiplier=2.0, jitter=0.0)
+
+
+async def sleep_past(seconds: float) -> None:
+    """Sleep `seconds`, then let whatever came due at that moment finish."""
+    await trio.sleep(seconds)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_start_child_and_stop_child_go_ahead_during_a_backoff(autojump_clock: Any) -> None:
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+            supervisor = await system.start_supervisor(
+                [recorder("crasher", log), recorder("other", log)],
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            crashed_at = trio.current_time()
+            await crash(child_refs(supervisor)["crasher"])
+            assert child_refs(supervisor)["crasher"] is None  # waiting out its backoff
+
+            # The supervisor holds no lock meanwhile: these do not wait 10 s.
+            new = await supervisor.start_child(recorder("new", log))
+            await supervisor.stop_child("other")
+            assert trio.current_time() == crashed_at
+            assert new.alive
+
+            await sleep_past(10)
+            refs = child_refs(supervisor)
+            assert list(refs) == ["crasher", "new"]
+            assert refs["crasher"] is not None and refs["crasher"].alive
+            assert starts(log) == ["crasher", "other", "new", "crasher"]
+
+
+async def test_a_supervisor_asked_to_stop_during_a_backoff_stops_at_once(
+    autojump_clock: Any,
+) -> None:
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+            supervisor = await system.start_supervisor(
+                [recorder("other", log), recorder("crasher", log)],
+                id="sup",
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            supervisor_ref = supervisor.ctx.ref
+            await crash(child_refs(supervisor)["crasher"])
+            log.clear()
+            stop_at = trio.current_time()
+
+            await system.root.stop_child("sup")
+
+            assert trio.current_time() == stop_at  # the backoff was not waited out
+            assert supervisor_ref.exit_reason is actors.SHUTDOWN
+            assert log == [("stop", "other", actors.SHUTDOWN)]  # "crasher" never came back
+            assert len(system.timers) == 0  # the restart's timer went with the supervisor
+            await sleep_past(60)
+            assert log == [("stop", "other", actors.SHUTDOWN)]
+
+
+@pytest.mark.parametrize(
+    "strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE], ids=lambda strategy: strategy.value
+)
+async def test_a_restart_with_a_backoff_stops_at_once_and_starts_in_order_after_it(
+    autojump_clock: Any, strategy: Strategy
+) -> None:
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+            supervisor = await system.start_supervisor(
+                [recorder(name, log) for name in NAMES],
+                strategy=strategy,
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            log.clear()
+            crashed_at = trio.current_time()
+            await crash(child_refs(supervisor)["b"])
+
+            restarted = NAMES if strategy is Strategy.ONE_FOR_ALL else NAMES[1:]
+            stopped = [name for name in reversed(restarted) if name != "b"]
+            assert stops(log) == ["b", *stopped]  # at once, in reverse start order
+            assert starts(log) == []
+            assert [name for name, ref in child_refs(supervisor).items() if ref is None] == (
+                restarted
+            )
+
+            await sleep_past(10)
+            assert starts(log) == restarted  # after the backoff, in start order
+            assert all(ref is not None for ref in child_refs(supervisor).values())
+            assert trio.current_time() == crashed_at + 10
+
+
+async def test_a_later_restart_takes_over_the_children_of_one_still_backing_off(
+    autojump_clock: Any,
+) -> None:
+    # rest_for_one: "b" crashes (it and "c" are to start again in 10 s), then
+    # "a" crashes for the second time (20 s). "b" and "c" must not start
+    # before "a": they wait for the later restart, which starts all three.
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+            supervisor = await system.start_supervisor(
+                [recorder(name, log) for name in ("a", "b", "c")],
+                strategy=Strategy.REST_FOR_ONE,
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            await crash(child_refs(supervisor)["a"])
+            await sleep_past(10)  # "a", "b" and "c" are back
+            log.clear()
+
+            await crash(child_refs(supervisor)["b"])
+            await crash(child_refs(supervisor)["a"])
+            await sleep_past(10)
+            assert starts(log) == []  # "b"'s restart was taken over
+            await sleep_past(10)
+
+            assert starts(log) == ["a", "b", "c"]
+            assert child_info(supervisor, "a").restarts == 2
+            assert child_info(supervisor, "b").restarts == 1
+            assert all(ref is not None and ref.alive for ref in child_refs(supervisor).values())
+            await sleep_past(60)
+            assert starts(log) == ["a", "b", "c"]
+
+
+async def test_a_child_stopped_during_its_backoff_is_not_started_again(
+    autojump_clock: Any,
+) -> None:
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+            supervisor = await system.start_supervisor(
+                [recorder("w", log)],
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            await crash(child_refs(supervisor)["w"])
+            await supervisor.stop_child("w")
+            replacement = await supervisor.start_child(recorder("w", log))  # the same id, anew
+            log.clear()
+
+            await sleep_past(30)  # past the first "w"'s backoff
+
+            assert log == []  # nothing started, nothing stopped
+            assert child_refs(supervisor) == {"w": replacement}
+            assert replacement.alive
+
+
+async def test_a_stopping_supervisor_starts_nothing_whose_backoff_ended_meanwhile(
+    autojump_clock: Any,
+) -> None:
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            log: Log = []
+
+            class SlowToRestart(Recorder):
+                async def started(self) -> None:
+                    if "slow" in starts(self.log):
+                        await trio.sleep(20)
+                    await super().started()
+
+            supervisor = await system.start_supervisor(
+                [ChildSpec("slow", SlowToRestart, args=("slow", log)), recorder("w", log)],
+                id="sup",
+                budget=RestartBudget(max_restarts=10, window_seconds=100, backoff=STEADY_BACKOFF),
+            )
+            start = trio.current_time()
+            await crash(child_refs(supervisor)["slow"])  # back at 10, ready at 30
+            await sleep_past(5)
+            await crash(child_refs(supervisor)["w"])  # due at 15, while the supervisor is busy
+            await sleep_past(15)
+            log.clear()
+
+            await system.root.stop_child("sup")  # asked at 20, stopped once "slow" is ready
+
+            assert trio.current_time() == start + 30
+            assert starts(log) == ["slow"]  # "w" was due before the stop, but not started
+            assert stops(log) == ["slow"]
+
+
 def test_backoff_grows_is_capped_and_jitters_within_its_fraction() -> None:
     backoff = Backoff(initial=0.5, maximum=4.0, multiplier=2.0, jitter=0.25)
     rng = random.Random(7)
