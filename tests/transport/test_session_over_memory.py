@@ -1,0 +1,172 @@
+"""A session driven through the in-memory transport: the hub protocol with no socket at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from hub.app import Hub, HubRuntime, serve_hub
+from hub.config import HubConfig
+from hub.gateway import ConnectInfo
+from hub.protocol import JSON, Call, Frame, Join, Leave, Payload, Publish, Push, Reply
+from hub.services import EchoService, Service
+from hub.topics import Member, Topic
+from hub.transport import MemoryClient, TransportClosed, memory_transport_pair
+
+
+class FeedService(Service):
+    """`burst` n: n numbered pushes to everyone; `post`: one push."""
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        if event == "burst":
+            assert isinstance(payload, int)
+            for number in range(payload):
+                self.topic.broadcast("item", number)
+        else:
+            self.topic.broadcast(event, payload)
+
+
+class StuckService(Service):
+    """Calls wait for the test's `release` event."""
+
+    def __init__(self, topic: Topic, release: trio.Event) -> None:
+        super().__init__(topic)
+        self.release = release
+
+    async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
+        await self.release.wait()
+        return "done"
+
+
+@pytest.fixture
+def release() -> trio.Event:
+    return trio.Event()
+
+
+@pytest.fixture
+async def runtime(nursery: trio.Nursery, release: trio.Event) -> AsyncIterator[HubRuntime]:
+    app = Hub("memory")
+    app.route("echo:*", EchoService)
+    app.route("feed:*", FeedService)
+    app.route("stuck:*", lambda topic: StuckService(topic, release))
+    running: HubRuntime = await nursery.start(serve_hub, app, HubConfig(port=0))
+    yield running
+
+
+def info(identity: object = None) -> ConnectInfo:
+    return ConnectInfo(
+        path="/memory",
+        query={},
+        headers={},
+        remote=None,
+        subprotocol="triohub.v1.json",
+        identity=identity,
+    )
+
+
+async def connect(
+    runtime: HubRuntime, nursery: trio.Nursery, *, buffer: int = 64
+) -> tuple[MemoryClient, trio.Event]:
+    """A session over a memory transport; the event is set when its reader returns."""
+    transport, client = memory_transport_pair("triohub.v1.json", buffer=buffer)
+    done = trio.Event()
+
+    async def serve() -> None:
+        await runtime.serve_transport(transport, info())
+        done.set()
+
+    nursery.start_soon(serve)
+    return client, done
+
+
+async def frames(client: MemoryClient, count: int) -> list[Frame]:
+    received: list[Frame] = []
+    while len(received) < count:
+        received.extend(JSON.decode_strict(await client.receive()))
+    return received
+
+
+async def test_a_session_speaks_the_protocol_over_a_memory_transport(
+    runtime: HubRuntime, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(10):
+        client, done = await connect(runtime, nursery)
+        client.send(JSON.encode(Join(1, "echo:x")))
+        assert await frames(client, 1) == [Reply(1, "echo:x", True)]
+        client.send(JSON.encode(Call(2, "echo:x", "ping", {"n": 1})))
+        assert await frames(client, 1) == [Reply(2, "echo:x", True, {"n": 1})]
+        assert runtime.connection_count() == 1
+        client.close()
+        await done.wait()
+        assert runtime.connection_count() == 0
+
+
+async def test_a_leave_reply_follows_every_push_delivered_before_it_and_precedes_none_after(
+    runtime: HubRuntime, nursery: trio.Nursery
+) -> None:
+    """The reader's replies and the topics' pushes share one ordered path."""
+    with trio.fail_after(10):
+        # A tiny buffer: most of the burst waits in the outbox when Leave arrives.
+        reader, _done = await connect(runtime, nursery, buffer=2)
+        publisher, _publisher_done = await connect(runtime, nursery)
+        for client in (reader, publisher):
+            client.send(JSON.encode(Join(1, "feed:x")))
+            assert await frames(client, 1) == [Reply(1, "feed:x", True)]
+        publisher.send(JSON.encode(Publish(2, "feed:x", "burst", 200)))
+        received = await frames(publisher, 201)
+        assert received[-1] == Reply(2, "feed:x", True)
+        # Every item was delivered to the reader's session before it reads the Leave.
+        reader.send(JSON.encode(Leave(2, "feed:x")))
+        await trio.testing.wait_all_tasks_blocked()
+        publisher.send(JSON.encode(Publish(3, "feed:x", "post", "after")))
+        assert (await frames(publisher, 2))[-1] == Reply(3, "feed:x", True)
+        got = await frames(reader, 201)
+        assert got[:200] == [Push("feed:x", "item", number) for number in range(200)]
+        assert got[200] == Reply(2, "feed:x", True)
+        # The post after the Leave never reaches the reader.
+        reader.send(JSON.encode(Call(3, "feed:x", "x")))  # not joined: refused at once
+        [refusal] = await frames(reader, 1)
+        assert isinstance(refusal, Reply) and not refusal.ok
+
+
+async def test_a_full_topic_answers_overloaded_and_the_session_carries_on(
+    runtime: HubRuntime, nursery: trio.Nursery, release: trio.Event
+) -> None:
+    """The session never waits on a topic's mailbox: a full one is refused at once."""
+    with trio.fail_after(20):
+        client, _done = await connect(runtime, nursery, buffer=100_000)
+        client.send(JSON.encode(Join(1, "stuck:x")))
+        client.send(JSON.encode(Join(2, "echo:y")))
+        assert sorted(map(repr, await frames(client, 2))) == sorted(
+            map(repr, [Reply(1, "stuck:x", True), Reply(2, "echo:y", True)])
+        )
+        topic_ref = runtime.topics.whereis("stuck:x")
+        assert topic_ref is not None
+        capacity = topic_ref.mailbox_capacity
+        # One call is being handled (stuck); `capacity` more fill the mailbox.
+        for ref in range(10, 11 + capacity + 1):
+            client.send(JSON.encode(Call(ref, "stuck:x", "wait", None, 60)))
+        [overloaded] = await frames(client, 1)
+        assert isinstance(overloaded, Reply) and overloaded.error_code == "overloaded"
+        # The same connection's other topic answers at once.
+        client.send(JSON.encode(Call(99, "echo:y", "ping", "pong")))
+        assert await frames(client, 1) == [Reply(99, "echo:y", True, "pong")]
+        release.set()
+
+
+async def test_the_client_going_away_ends_the_session_and_its_memberships(
+    runtime: HubRuntime, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(10):
+        client, done = await connect(runtime, nursery)
+        client.send(JSON.encode(Join(1, "feed:gone")))
+        assert await frames(client, 1) == [Reply(1, "feed:gone", True)]
+        topic_ref = runtime.topics.whereis("feed:gone")
+        assert topic_ref is not None
+        client.close()
+        await done.wait()
+        with pytest.raises(TransportClosed):
+            client.send(JSON.encode(Join(2, "feed:other")))

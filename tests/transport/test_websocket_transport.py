@@ -1,0 +1,185 @@
+"""The WebSocket transport on a real socket pair: writes without waiting, frames built once."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import trio
+import trio.testing
+from wire_support import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_TEXT, client_frame, parse_frame
+
+import hub.transport.websocket as websocket_module
+from hub.transport import OutboxFullError, TransportClosed, WebSocketTransport, Wire
+
+
+async def socket_pair(
+    *, send_buffer: int | None = None, receive_buffer: int | None = None
+) -> tuple[trio.SocketStream, trio.socket.SocketType]:
+    """A server stream and the raw client socket at its other end (TCP on loopback)."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = trio.socket.socket()
+    if receive_buffer is not None:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    await client.connect(listener.getsockname())
+    server_socket, _address = await listener.accept()
+    listener.close()
+    if send_buffer is not None:
+        server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    return trio.SocketStream(server_socket), client
+
+
+async def read_exactly(client: trio.socket.SocketType, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = await client.recv(size - len(data))
+        assert chunk, "the server closed early"
+        data += chunk
+    return data
+
+
+def frames_in(data: bytes) -> list[tuple[int, bytes]]:
+    frames = []
+    while data:
+        frame, used = parse_frame(data)
+        assert frame is not None, "a partial frame"
+        frames.append((frame.opcode, frame.payload))
+        data = data[used:]
+    return frames
+
+
+async def test_a_send_to_a_writable_socket_is_written_before_any_checkpoint() -> None:
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream)
+    with trio.fail_after(5):
+        # No await between the sends and the check: the bytes are in the
+        # kernel already, so no task had to run to write them.
+        transport.send(Wire("hello"))
+        transport.send(Wire(b"\x01\x02"))
+        assert not transport.backlog
+        expected = websocket_module.build_frame("hello") + websocket_module.build_frame(b"\x01\x02")
+        data = await read_exactly(client, len(expected))
+        assert frames_in(data) == [(OPCODE_TEXT, b"hello"), (OPCODE_BINARY, b"\x01\x02")]
+    client.close()
+    await stream.aclose()
+
+
+async def test_a_full_socket_queues_and_flush_waits_until_the_client_reads() -> None:
+    stream, client = await socket_pair(send_buffer=4096, receive_buffer=4096)
+    transport = WebSocketTransport(stream, outbox_capacity=10_000)
+    backlogs = []
+    transport.on_backlog = lambda: backlogs.append(True)
+    payload = b"x" * 8000
+    with trio.fail_after(10):
+        count = 0
+        while not transport.backlog:
+            transport.send(Wire(payload))
+            count += 1
+            assert count < 10_000, "the socket never filled"
+        for _ in range(20):
+            transport.send(Wire(payload))
+        count += 20
+        assert backlogs == [True]  # told once, when the backlog began
+        async with trio.open_nursery() as nursery:
+            flushed = trio.Event()
+
+            async def flush() -> None:
+                await transport.flush()
+                flushed.set()
+
+            nursery.start_soon(flush)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not flushed.is_set(), "flush returned while the client read nothing"
+            frame_size = len(websocket_module.build_frame(payload))
+            data = await read_exactly(client, frame_size * count)
+        assert flushed.is_set() and not transport.backlog
+        assert frames_in(data) == [(OPCODE_BINARY, payload)] * count
+    client.close()
+    await stream.aclose()
+
+
+async def test_the_outbox_is_bounded_and_latest_value_entries_are_replaced() -> None:
+    stream, client = await socket_pair(send_buffer=4096, receive_buffer=4096)
+    transport = WebSocketTransport(stream, outbox_capacity=5)
+    payload = b"y" * 8000
+    while not transport.backlog:
+        transport.send(Wire(payload))
+    replaced = [transport.send(Wire(f"state {n}".encode()), key="state") for n in range(100)]
+    assert replaced == [False] + [True] * 99
+    for _ in range(4):
+        transport.send(Wire(payload))
+    with pytest.raises(OutboxFullError):
+        transport.send(Wire(payload))
+    # The keyed entry holds the newest value.
+    assert transport.queued == 1 + 5  # the partly written frame, and the outbox
+    client.close()
+    await stream.aclose()
+
+
+async def test_a_broadcast_is_framed_once_for_every_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[object] = []
+    original = websocket_module.build_frame
+
+    def counting_build_frame(message: str | bytes) -> bytes:
+        built.append(message)
+        return original(message)
+
+    monkeypatch.setattr(websocket_module, "build_frame", counting_build_frame)
+    pairs = [await socket_pair() for _ in range(20)]
+    transports = [WebSocketTransport(stream) for stream, _client in pairs]
+    wire = Wire(b"one broadcast")
+    for transport in transports:
+        transport.send(wire)
+    assert built == [b"one broadcast"]
+    expected = original(b"one broadcast")
+    with trio.fail_after(5):
+        for _stream, client in pairs:
+            assert await read_exactly(client, len(expected)) == expected
+    for stream, client in pairs:
+        client.close()
+        await stream.aclose()
+
+
+async def test_the_peer_closing_is_answered_and_ends_receive() -> None:
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream)
+    with trio.fail_after(5):
+        await client.send(client_frame(OPCODE_TEXT, b"hi"))
+        assert await transport.receive() == "hi"
+        await client.send(client_frame(OPCODE_CLOSE, (4000).to_bytes(2, "big") + b"bye"))
+        with pytest.raises(TransportClosed) as closed:
+            await transport.receive()
+        assert (closed.value.code, closed.value.reason) == (4000, "bye")
+        [(opcode, payload)] = frames_in(await client.recv(1024))
+        assert opcode == OPCODE_CLOSE and payload[:2] == (4000).to_bytes(2, "big")
+    client.close()
+    await transport.aclose()
+
+
+async def test_close_wakes_a_receive_in_progress_within_the_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream, close_timeout=2, ping_interval=100, idle_timeout=200)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            ended: list[TransportClosed] = []
+
+            async def read() -> None:
+                with pytest.raises(TransportClosed) as closed:
+                    await transport.receive()
+                ended.append(closed.value)
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()
+            started = trio.current_time()
+            transport.close(1013, "slow consumer")
+        # The peer never answered: the reader gave up after close_timeout.
+        assert trio.current_time() - started == pytest.approx(2, abs=0.1)
+        assert (ended[0].code, ended[0].reason) == (1013, "slow consumer")
+        [(opcode, payload)] = frames_in(await client.recv(1024))
+        assert opcode == OPCODE_CLOSE and payload == (1013).to_bytes(2, "big") + b"slow consumer"
+    client.close()
+    await stream.aclose()
