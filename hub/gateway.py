@@ -53,7 +53,8 @@ from hub.http import (
 )
 from hub.transport import (
     DEFAULT_OUTBOX_CAPACITY,
-    TransportClosed, WebSocketTransport,
+    TransportClosed,
+    WebSocketTransport,
     Wire,
     accept_headers,
     valid_key,

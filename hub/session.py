@@ -28,6 +28,7 @@ monitors on them are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -286,11 +287,9 @@ class Session(actors.Actor):
             case _:
                 code, text = CloseCode.NORMAL, ""
         self.transport.close(code, text)
-        with trio.move_on_after(self._settings.close_timeout):
-            try:
-                await self.transport.flush()
-            except TransportClosed:
-                pass  # the client is gone: nothing to say to it
+        # A client that is gone (TransportClosed) has nothing more to be told.
+        with trio.move_on_after(self._settings.close_timeout), contextlib.suppress(TransportClosed):
+            await self.transport.flush()
 
     # --- reading: what the client sends -------------------------------------------
 

@@ -28,12 +28,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
+import picows
 
 from hub.bench import wire
 from hub.bench.clients import (
     HubLink,
     Link,
     PlainLink,
+    RefusedError,
     hub_connection_count,
     open_hub_link,
     open_plain_link,
@@ -122,7 +124,7 @@ async def _connect_all(
             started = time.monotonic()
             try:
                 links[index] = await open_one(index)
-            except Exception as error:  # any failure to connect or join; reported below
+            except (OSError, TimeoutError, picows.WSError, RefusedError) as error:
                 failures.append(error)
                 return
             if latencies is not None:
