@@ -122,7 +122,8 @@ class Timer(Delivery):
             tick += 1
         while tick - 1 > self._tick and self._start + (tick - 1) * interval > now:
             tick -= 1
-        # Every tick from this one up to `tick` was due by now; one went in.
+        # The ticks from this one to `tick` (not included) were all due by now;
+        # one went in, unless the previous tick was still waiting.
         self.missed += tick - self._tick - (1 if delivered else 0)
         self._tick = tick
         self.deadline = self._start + tick * interval
