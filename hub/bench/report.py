@@ -258,6 +258,8 @@ def plot(document: dict[str, Any], path: Path) -> None:
     if scenario in ("echo", "fanout"):
         edges = histogram_edges()
         unit = 1e6 if scenario == "echo" else 1e3
+        # The x axis spans the buckets that hold anything, not all eight decades.
+        lowest, highest = len(edges), 0
         for server in servers:
             counts = [0] * (len(edges) - 1)
             for run in runs:
@@ -267,6 +269,8 @@ def plot(document: dict[str, Any], path: Path) -> None:
             total = sum(counts)
             if not total:
                 continue
+            filled = [index for index, count in enumerate(counts) if count]
+            lowest, highest = min(lowest, filled[0]), max(highest, filled[-1] + 1)
             cumulative, xs, ys = 0, [], []
             for index, count in enumerate(counts):
                 cumulative += count
@@ -274,6 +278,8 @@ def plot(document: dict[str, Any], path: Path) -> None:
                 ys.append(cumulative / total)
             left.step(xs, ys, where="post", label=server)
         left.set_xscale("log")
+        if lowest < highest:
+            left.set_xlim(edges[lowest] * unit, edges[highest] * unit)
         left.set_xlabel("latency (us)" if scenario == "echo" else "delivery latency (ms)")
         left.set_ylabel("fraction of messages at most this late")
         left.set_title("latency distribution (all repeats)")
