@@ -2,10 +2,11 @@
 
 The gateway reads the opening handshake with h11 and answers it (see
 `accept_headers`); from the 101 on, the stream belongs to a
-`WebSocketTransport`. Reading goes through wsproto's sans-IO frame parser,
-which checks every frame the client sends (masking, reserved bits, opcodes,
-control frame rules, UTF-8). Writing is the project's own, because that is
-where a hub spends its time:
+`WebSocketTransport`. Reading goes through wsproto's sans-IO frame parser
+(`FrameProtocol`), which checks every frame the client sends (masking,
+reserved bits, opcodes, control frame rules, UTF-8); the closing handshake's
+state is kept here. Writing is the project's own, because that is where a
+hub spends its time:
 
 - A server's frames are unmasked, so the bytes of one message are the same
   for every client: `build_frame` makes them once per `Wire` and every
@@ -37,8 +38,7 @@ from collections.abc import Callable, Hashable
 from typing import Final
 
 import trio
-import wsproto.connection as ws
-import wsproto.events as ws_events
+from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 from wsproto.utilities import generate_accept_token
 
 from hub.http import close_lingering
@@ -134,10 +134,12 @@ class WebSocketTransport(Transport):
         "_close_code",
         "_close_deadline",
         "_close_reason",
+        "_close_received",
         "_close_timeout",
         "_closing",
         "_done",
         "_fd",
+        "_frames",
         "_idle_timeout",
         "_last_received",
         "_lost",
@@ -146,6 +148,7 @@ class WebSocketTransport(Transport):
         "_on_idle",
         "_on_violation",
         "_outbox",
+        "_outbox_capacity",
         "_partial",
         "_parts",
         "_parts_size",
@@ -154,7 +157,6 @@ class WebSocketTransport(Transport):
         "_receive_scope",
         "_released",
         "_stream",
-        "_ws",
         "on_backlog",
         "subprotocol",
     )
@@ -180,8 +182,12 @@ class WebSocketTransport(Transport):
         self._fd: int | None = (
             stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
         )
-        self._ws = ws.Connection(ws.ConnectionType.SERVER, trailing_data=trailing)
-        self._outbox = Outbox(outbox_capacity)
+        self._frames = FrameProtocol(client=False, extensions=[])
+        if trailing:
+            self._frames.receive_bytes(trailing)
+        # Made on the first backlog: most connections never have one.
+        self._outbox: Outbox | None = None
+        self._outbox_capacity = outbox_capacity
         # The unwritten rest of what the socket took part of: always first out.
         self._partial: memoryview | None = None
         self._notified = False
@@ -202,12 +208,14 @@ class WebSocketTransport(Transport):
         self._close_code = 1000
         self._close_reason = ""
         self._close_deadline: float | None = None
+        self._close_received = False
         # Nothing more will be read: the close is complete, or the peer failed.
         self._done = False
         self._released = False
 
     def __repr__(self) -> str:
-        return f"<WebSocketTransport {self._ws.state.name}>"
+        state = "closing" if self._closing else "open"
+        return f"<WebSocketTransport {state}>"
 
     # --- writing ---------------------------------------------------------------
 
@@ -217,22 +225,17 @@ class WebSocketTransport(Transport):
 
     @property
     def queued(self) -> int:
-        return len(self._outbox) + (self._partial is not None)
+        return (len(self._outbox) if self._outbox else 0) + (self._partial is not None)
 
     @property
     def closing(self) -> bool:
         return self._closing
 
-    @property
-    def conflated(self) -> int:
-        """Latest-value messages replaced by a newer one before they were written."""
-        return self._outbox.conflated
-
     def send(self, wire: Wire, key: Hashable | None = None) -> bool:
         if self._closing or self._lost:
             return False
         if self._fd is None or self._partial is not None or self._outbox:
-            replaced = self._outbox.push(wire, key)
+            replaced = self._the_outbox().push(wire, key)
             self._note_backlog()
             return replaced
         self._write_now(_framed(wire))
@@ -243,10 +246,15 @@ class WebSocketTransport(Transport):
         if self._lost:
             return
         if self._fd is None or self._partial is not None or self._outbox:
-            self._outbox.push_control(Wire(b"", framed=frame))
+            self._the_outbox().push_control(Wire(b"", framed=frame))
             self._note_backlog()
             return
         self._write_now(frame)
+
+    def _the_outbox(self) -> Outbox:
+        if self._outbox is None:
+            self._outbox = Outbox(self._outbox_capacity)
+        return self._outbox
 
     def _write_now(self, data: bytes) -> None:
         assert self._fd is not None
@@ -272,7 +280,7 @@ class WebSocketTransport(Transport):
         logger.debug("WebSocket write failed: %r", error)
         self._lost = True
         self._partial = None
-        self._outbox.clear()
+        self._outbox = None
 
     async def flush(self) -> None:
         while self._partial is not None or self._outbox:
@@ -332,29 +340,31 @@ class WebSocketTransport(Transport):
             await self._read()
 
     def _next_message(self) -> Message | None:
-        """Take events from wsproto until a whole message is in; None if more data is needed."""
-        connection = self._ws
-        for event in connection.events():
-            match event:
-                case ws_events.TextMessage() | ws_events.BytesMessage():
-                    if self._closing:
-                        continue  # after our Close, data is read and dropped (§5.5.1)
-                    message = self._take_fragment(event)
+        """Parse frames until a whole message is in; None if more data is needed."""
+        try:
+            for frame in self._frames.received_frames():
+                opcode = frame.opcode
+                payload = frame.payload
+                if opcode is Opcode.PING:
+                    if not self._closing:
+                        assert isinstance(payload, (bytes, bytearray))
+                        self._send_control(bytes(self._frames.pong(bytes(payload))))
+                elif opcode is Opcode.PONG:
+                    pass  # any byte from the peer counts as life, pongs included
+                elif opcode is Opcode.CLOSE:
+                    assert isinstance(payload, tuple)
+                    self._peer_closed(int(payload[0]), payload[1])
+                elif not self._closing:  # after our Close, data is dropped (§5.5.1)
+                    message = self._take_fragment(frame)
                     if message is not None:
                         return message
-                case ws_events.Ping(payload=payload):
-                    if connection.state is ws.ConnectionState.OPEN:
-                        self._send_control(connection.send(ws_events.Pong(payload=payload)))
-                case ws_events.Pong():
-                    pass  # any byte from the peer counts as life, pongs included
-                case ws_events.CloseConnection(code=code, reason=reason):
-                    self._peer_closed(code, reason or "")
+        except ParseFailed as failure:
+            self._violation(failure.code, str(failure))
         return None
 
-    def _take_fragment(
-        self, event: ws_events.TextMessage | ws_events.BytesMessage
-    ) -> Message | None:
-        data = event.data
+    def _take_fragment(self, frame: Frame) -> Message | None:
+        data = frame.payload
+        assert not isinstance(data, tuple)
         if isinstance(data, str):
             # A character is at most 4 UTF-8 bytes: count exactly only near the limit.
             size = len(data)
@@ -366,7 +376,7 @@ class WebSocketTransport(Transport):
         self._parts_size += size
         if self._parts_size > self._max_message_size:
             self._violation(1009, f"message larger than {self._max_message_size} bytes")
-        if not event.message_finished:
+        if not frame.message_finished:
             self._parts.append(data)
             return None
         parts, self._parts, self._parts_size = self._parts, [], 0
@@ -378,18 +388,14 @@ class WebSocketTransport(Transport):
         return b"".join(parts)  # type: ignore[arg-type]
 
     def _peer_closed(self, code: int, reason: str) -> None:
-        state = self._ws.state
-        if state is ws.ConnectionState.OPEN:
-            # wsproto reports a violation as a Close it made up, with its state
-            # still OPEN: fail the connection with that code (§7.1.7).
-            self._violation(code, reason)
-        if state is ws.ConnectionState.REMOTE_CLOSING:
+        self._close_received = True
+        self._done = True
+        if not self._closing:
             # The peer closes first: answer with its code, and we are done.
-            reply = code if _sendable(code) else 1000
-            self._send_control(self._ws.send(ws_events.CloseConnection(code=reply)))
             self._closing = True
             self._close_code, self._close_reason = code, reason
-        self._done = True
+            reply = code if _sendable(code) else 1000
+            self._send_control(bytes(self._frames.close(reply)))
         raise TransportClosed(self._close_code, self._close_reason)
 
     def _violation(self, code: int, reason: str) -> None:
@@ -415,14 +421,14 @@ class WebSocketTransport(Transport):
         if not data:
             self._done = self._lost = True
             self._partial = None
-            self._outbox.clear()
+            self._outbox = None
             if not self._closing:
                 self._closing = True
                 self._close_code, self._close_reason = 1006, "connection lost"
             raise TransportClosed(self._close_code, self._close_reason)
         self._last_received = trio.current_time()
         self._pinged = False
-        self._ws.receive_data(data if type(data) is bytes else bytes(data))
+        self._frames.receive_bytes(data if type(data) is bytes else bytes(data))
 
     def _deadline(self) -> float:
         if self._close_deadline is not None:
@@ -445,9 +451,8 @@ class WebSocketTransport(Transport):
             self.close(1001, "idle timeout")
         elif not self._pinged and now >= self._last_received + self._ping_interval:
             self._pinged = True
-            if self._ws.state is ws.ConnectionState.OPEN:
-                payload = (next(_ping_payloads) & 0xFFFFFFFF).to_bytes(8, "big")
-                self._send_control(self._ws.send(ws_events.Ping(payload=payload)))
+            payload = (next(_ping_payloads) & 0xFFFFFFFF).to_bytes(8, "big")
+            self._send_control(bytes(self._frames.ping(payload)))
 
     # --- closing ---------------------------------------------------------------
 
@@ -456,11 +461,10 @@ class WebSocketTransport(Transport):
             return
         self._closing = True
         self._close_code, self._close_reason = code, reason
-        if discard:
+        if discard and self._outbox is not None:
             self._outbox.clear()
-        if self._ws.state is ws.ConnectionState.OPEN and not self._lost:
-            frame = self._ws.send(ws_events.CloseConnection(code=code, reason=reason or None))
-            self._send_control(bytes(frame))
+        if not self._lost and not self._close_received:
+            self._send_control(bytes(self._frames.close(code, reason or None)))
         self._close_deadline = trio.current_time() + self._close_timeout
         scope = self._receive_scope
         if scope is not None:
