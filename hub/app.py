@@ -143,6 +143,7 @@ class HubRuntime:
         sessions supervisor. Any transport will do: WebSocket, or in memory.
         """
         session = Session(self, transport, info.identity, self._session_settings)
+        del info  # the request's headers and query need not live as long as the client
         spec = actors.ChildSpec(
             id=None,
             start=functools.partial(_the_session, session),
@@ -272,6 +273,7 @@ async def serve_hub(
             static_files(static, prefix="/"),
         ]
         async with trio.open_nursery() as nursery:
+            runtime.topics.nursery = nursery
             runtime.gateway = await nursery.start(
                 functools.partial(
                     serve_gateway,

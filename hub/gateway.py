@@ -485,8 +485,11 @@ class _Dispatcher:
             )
             if upgraded is not None:
                 # Run outside the request loop, so that its HTTP state is
-                # freed: a WebSocket may stay open for days.
-                await self._run_handler(*upgraded)
+                # freed: a WebSocket may stay open for days. The coroutine
+                # holds what it needs; this frame lets go of the rest.
+                running = self._run_handler(*upgraded)
+                del upgraded
+                await running
         except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
             # The peer left mid-request, or its TLS handshake failed.
             logger.debug("connection from %s ended: %r", remote, err)
@@ -671,8 +674,12 @@ class _Dispatcher:
         self, transport: WebSocketTransport, info: ConnectInfo, route: WebSocketRoute
     ) -> None:
         """Run `route.handler` on an open transport; close it whatever happens."""
+        # The handler keeps of `info` what it needs (the hub: the identity);
+        # the request's headers are not held here for the connection's life.
+        handling = route.handler(transport, info)
+        del info
         try:
-            await route.handler(transport, info)
+            await handling
         except TransportClosed:
             pass  # the peer left, or broke the protocol (already answered)
         except Exception:

@@ -145,12 +145,13 @@ class Session(actors.Actor):
         # Why the session is ending, when it chose to (eviction, policy close).
         self._ending: tuple[int, str] | None = None
         self._flush_requested = False
-        self._nursery: trio.Nursery | None = None
+        # True from the actor's start until its stop hook.
+        self._running = False
 
     @property
     def ended(self) -> bool:
         """Whether the session has stopped taking requests."""
-        return self._nursery is None or self._ending is not None or self.transport.closing
+        return not self._running or self._ending is not None or self.transport.closing
 
     # --- what topics call (the Subscriber protocol) -----------------------------
 
@@ -227,21 +228,19 @@ class Session(actors.Actor):
         self.id = f"c{self.ref.id}"
         self.transport.on_backlog = self._request_flush
         ctx = self.ctx
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            ctx.ready()
-            while True:
-                self._flush_requested = False
-                if self.transport.backlog:
-                    await self._flush()
-                try:
-                    batch = await ctx.receive_batch()
-                except trio.EndOfChannel:
-                    break  # asked to stop: write what is queued, then close
-                for item in batch:
-                    self._handle(item)
-            await self._flush()
-            nursery.cancel_scope.cancel()
+        self._running = True
+        ctx.ready()
+        while True:
+            self._flush_requested = False
+            if self.transport.backlog:
+                await self._flush()
+            try:
+                batch = await ctx.receive_batch()
+            except trio.EndOfChannel:
+                break  # asked to stop: write what is queued, then close
+            for item in batch:
+                self._handle(item)
+        await self._flush()
 
     def _handle(self, item: Any) -> None:
         match item:
@@ -276,7 +275,7 @@ class Session(actors.Actor):
         for _topic, monitor in self._watching.values():
             actors.demonitor(monitor)
         self._watching.clear()
-        self._nursery = None
+        self._running = False
         match reason:
             case _ if self._ending is not None:
                 code, text = self._ending
@@ -365,10 +364,11 @@ class Session(actors.Actor):
         topic_ref = topics.whereis(topic)
         if topic_ref is not None:
             self._send_join(join, topic_ref)
-        elif self._nursery is not None:
-            # Starting a topic awaits its service's `started`: in a task of its
-            # own, so that neither the reader nor the writer waits on a topic.
-            self._nursery.start_soon(self._start_and_join, join, route)
+        else:
+            # Starting a topic awaits its service's `started`: in a task of the
+            # hub's (the topics' starter), so that neither the reader nor the
+            # writer waits on a topic, and an idle session needs no nursery.
+            topics.start_soon(self._start_and_join, join, route)
 
     async def _start_and_join(self, join: Join, route: Any) -> None:
         topic = join.topic
@@ -388,7 +388,7 @@ class Session(actors.Actor):
             logger.warning("topic %r failed to start: %r", topic, error.cause)
             self._join_failed(topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} failed to start")
             return
-        if self._joins.get(topic) is join:
+        if self._running and self._joins.get(topic) is join:
             self._send_join(join, topic_ref)
 
     def _send_join(self, join: Join, topic_ref: actors.ActorRef) -> None:

@@ -15,7 +15,7 @@ import functools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
@@ -554,7 +554,14 @@ class Topics:
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
     start_timeout: float = TOPIC_START_TIMEOUT_SECONDS
     crashes: CrashLedger = attrs.Factory(CrashLedger)
+    #: Where joins that must first start their topic run (the hub's nursery).
+    nursery: trio.Nursery | None = None
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
+
+    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run `async_fn(*args)` in the hub's nursery (a join waiting for its topic to start)."""
+        assert self.nursery is not None, "Topics.nursery is set by serve_hub"
+        self.nursery.start_soon(async_fn, *args)
 
     def route_for(self, name: str) -> Route | None:
         """The first route matching `name`, in declaration order."""
