@@ -54,6 +54,7 @@ from hub.http import (
 from hub.transport import (
     DEFAULT_OUTBOX_CAPACITY,
     TransportClosed,
+    WebSocketSettings,
     WebSocketTransport,
     Wire,
     accept_headers,
@@ -462,6 +463,22 @@ class _Dispatcher:
     _draining: bool = attrs.field(init=False, default=False)
     # Connections waiting for a further request on a kept-alive connection.
     _idle_scopes: set[trio.CancelScope] = attrs.field(init=False, factory=set)
+    # Shared by every WebSocket: their limits, and per route who hears of closes.
+    websocket_settings: WebSocketSettings = attrs.field(init=False)
+    _observers: dict[str, _RouteObserver] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        config = self.config
+        self.websocket_settings = WebSocketSettings(
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        )
+        self._observers = {
+            path: _RouteObserver(path, self.observe) for path in self.websocket_routes
+        }
 
     def drain(self) -> None:
         """Close idle keep-alive connections now, and busy ones after their response."""
@@ -645,19 +662,13 @@ class _Dispatcher:
                 connection, route.path, _reason_for_status(err.status), err.status, err.message
             )
             return None
-        config = self.config
         path = route.path
         transport = WebSocketTransport(
             connection.stream,
+            self.websocket_settings,
             subprotocol=subprotocol,
             trailing=trailing,
-            max_message_size=config.max_message_size,
-            ping_interval=config.ping_interval,
-            idle_timeout=config.idle_timeout,
-            close_timeout=config.close_timeout,
-            outbox_capacity=config.outbox_capacity,
-            on_violation=lambda code: self.observe(ProtocolViolationClosed(path, code)),
-            on_idle=lambda: self.observe(IdleClosed(path)),
+            observer=self._observers[path],
         )
         self.observe(WebSocketAccepted(path, subprotocol))
         info = ConnectInfo(
@@ -724,6 +735,20 @@ class _Dispatcher:
     ) -> None:
         self.observe(RequestRejected(reason, status, path))
         await connection.send_error(status, message, headers=headers)
+
+
+@attrs.frozen
+class _RouteObserver:
+    """Turns one route's transport closes into gateway events."""
+
+    path: str
+    observe: Callable[[GatewayEvent], None]
+
+    def violation(self, code: int) -> None:
+        self.observe(ProtocolViolationClosed(self.path, code))
+
+    def idle(self) -> None:
+        self.observe(IdleClosed(self.path))
 
 
 def _remote_address(stream: trio.SocketStream) -> RemoteAddress | None:

@@ -15,7 +15,14 @@ from hub.transport.base import (
     Wire,
 )
 from hub.transport.memory import MemoryClient, MemoryTransport, memory_transport_pair
-from hub.transport.websocket import WebSocketTransport, accept_headers, build_frame, valid_key
+from hub.transport.websocket import (
+    WebSocketObserver,
+    WebSocketSettings,
+    WebSocketTransport,
+    accept_headers,
+    build_frame,
+    valid_key,
+)
 
 __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
@@ -25,6 +32,8 @@ __all__ = [
     "OutboxFullError",
     "Transport",
     "TransportClosed",
+    "WebSocketObserver",
+    "WebSocketSettings",
     "WebSocketTransport",
     "Wire",
     "accept_headers",

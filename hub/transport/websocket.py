@@ -34,9 +34,10 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import Callable, Hashable
-from typing import Final
+from collections.abc import Hashable
+from typing import Final, Protocol
 
+import attrs
 import trio
 from wsproto.frame_protocol import Frame, FrameProtocol, Opcode, ParseFailed
 from wsproto.utilities import generate_accept_token
@@ -48,6 +49,8 @@ from hub.transport.base import DEFAULT_OUTBOX_CAPACITY, Outbox, Transport, Trans
 __all__ = [
     "RECEIVE_SIZE",
     "VIOLATION_CLOSE_CODES",
+    "WebSocketObserver",
+    "WebSocketSettings",
     "WebSocketTransport",
     "accept_headers",
     "build_frame",
@@ -122,12 +125,40 @@ def _sendable(code: int) -> bool:
     return any(low <= code <= high for low, high in _SENDABLE_RANGES)
 
 
+@attrs.frozen
+class WebSocketSettings:
+    """The limits of every WebSocket of one route (shared, not copied per connection)."""
+
+    #: Largest message accepted, in bytes (UTF-8 for text); larger: Close 1009.
+    max_message_size: int = 1024 * 1024
+    #: A peer silent this long gets a ping.
+    ping_interval: float = 20.0
+    #: A peer silent this long (no message, no pong, nothing) is closed with 1001.
+    idle_timeout: float = 60.0
+    #: Time for the closing handshake.
+    close_timeout: float = 5.0
+    #: Messages that may wait beyond what the socket took (see `Outbox`).
+    outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
+
+
+_DEFAULT_SETTINGS: Final = WebSocketSettings()
+
+
+class WebSocketObserver(Protocol):
+    """Told when a transport closes a peer on its own (for metrics)."""
+
+    def violation(self, code: int) -> None:
+        """The peer broke RFC 6455 and was closed with `code` (1002, 1007, 1009...)."""
+
+    def idle(self) -> None:
+        """The peer was silent past the idle timeout and was closed with 1001."""
+
+
 class WebSocketTransport(Transport):
     """One WebSocket connection after its handshake (see the module docstring).
 
     `stream` is the accepted stream; `trailing` the bytes that arrived after
-    the request head. `on_violation(code)` and `on_idle()` are told when the
-    transport closes a peer for breaking the protocol or for silence.
+    the request head; `observer` hears of violations and idle closes.
     """
 
     __slots__ = (
@@ -135,27 +166,22 @@ class WebSocketTransport(Transport):
         "_close_deadline",
         "_close_reason",
         "_close_received",
-        "_close_timeout",
         "_closing",
         "_done",
         "_fd",
         "_frames",
-        "_idle_timeout",
         "_last_received",
         "_lost",
-        "_max_message_size",
         "_notified",
-        "_on_idle",
-        "_on_violation",
+        "_observer",
         "_outbox",
-        "_outbox_capacity",
         "_partial",
         "_parts",
         "_parts_size",
-        "_ping_interval",
         "_pinged",
         "_receive_scope",
         "_released",
+        "_settings",
         "_stream",
         "on_backlog",
         "subprotocol",
@@ -164,16 +190,11 @@ class WebSocketTransport(Transport):
     def __init__(
         self,
         stream: trio.abc.Stream,
+        settings: WebSocketSettings = _DEFAULT_SETTINGS,
         *,
         subprotocol: str | None = None,
         trailing: bytes = b"",
-        max_message_size: int = 1024 * 1024,
-        ping_interval: float = 20.0,
-        idle_timeout: float = 60.0,
-        close_timeout: float = 5.0,
-        outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY,
-        on_violation: Callable[[int], None] | None = None,
-        on_idle: Callable[[], None] | None = None,
+        observer: WebSocketObserver | None = None,
     ) -> None:
         self.subprotocol = subprotocol
         self.on_backlog = None
@@ -187,17 +208,12 @@ class WebSocketTransport(Transport):
             self._frames.receive_bytes(trailing)
         # Made on the first backlog: most connections never have one.
         self._outbox: Outbox | None = None
-        self._outbox_capacity = outbox_capacity
+        self._settings = settings
+        self._observer = observer
         # The unwritten rest of what the socket took part of: always first out.
         self._partial: memoryview | None = None
         self._notified = False
         self._lost = False
-        self._max_message_size = max_message_size
-        self._ping_interval = ping_interval
-        self._idle_timeout = idle_timeout
-        self._close_timeout = close_timeout
-        self._on_violation = on_violation
-        self._on_idle = on_idle
         self._last_received = trio.current_time()
         self._pinged = False
         self._receive_scope: trio.CancelScope | None = None
@@ -253,7 +269,7 @@ class WebSocketTransport(Transport):
 
     def _the_outbox(self) -> Outbox:
         if self._outbox is None:
-            self._outbox = Outbox(self._outbox_capacity)
+            self._outbox = Outbox(self._settings.outbox_capacity)
         return self._outbox
 
     def _write_now(self, data: bytes) -> None:
@@ -368,14 +384,15 @@ class WebSocketTransport(Transport):
         if isinstance(data, str):
             # A character is at most 4 UTF-8 bytes: count exactly only near the limit.
             size = len(data)
-            if (self._parts_size + size) * 4 > self._max_message_size:
+            if (self._parts_size + size) * 4 > self._settings.max_message_size:
                 size = len(data.encode())
         else:
             data = bytes(data)
             size = len(data)
         self._parts_size += size
-        if self._parts_size > self._max_message_size:
-            self._violation(1009, f"message larger than {self._max_message_size} bytes")
+        limit = self._settings.max_message_size
+        if self._parts_size > limit:
+            self._violation(1009, f"message larger than {limit} bytes")
         if not frame.message_finished:
             self._parts.append(data)
             return None
@@ -400,8 +417,8 @@ class WebSocketTransport(Transport):
 
     def _violation(self, code: int, reason: str) -> None:
         """The peer broke the protocol: Close with `code` now, read nothing more."""
-        if self._on_violation is not None and not self._closing:
-            self._on_violation(code)
+        if self._observer is not None and not self._closing:
+            self._observer.violation(code)
         self.close(code, reason[:120])
         self._done = True  # nothing more is parsed
         raise TransportClosed(code, reason)
@@ -434,8 +451,8 @@ class WebSocketTransport(Transport):
         if self._close_deadline is not None:
             return self._close_deadline
         if self._pinged:
-            return self._last_received + self._idle_timeout
-        return self._last_received + self._ping_interval
+            return self._last_received + self._settings.idle_timeout
+        return self._last_received + self._settings.ping_interval
 
     def _on_timer(self) -> None:
         now = trio.current_time()
@@ -445,11 +462,12 @@ class WebSocketTransport(Transport):
                 self._done = True
                 raise TransportClosed(self._close_code, self._close_reason)
             return
-        if now >= self._last_received + self._idle_timeout:
-            if self._on_idle is not None:
-                self._on_idle()
+        settings = self._settings
+        if now >= self._last_received + settings.idle_timeout:
+            if self._observer is not None:
+                self._observer.idle()
             self.close(1001, "idle timeout")
-        elif not self._pinged and now >= self._last_received + self._ping_interval:
+        elif not self._pinged and now >= self._last_received + settings.ping_interval:
             self._pinged = True
             payload = (next(_ping_payloads) & 0xFFFFFFFF).to_bytes(8, "big")
             self._send_control(bytes(self._frames.ping(payload)))
@@ -465,7 +483,7 @@ class WebSocketTransport(Transport):
             self._outbox.clear()
         if not self._lost and not self._close_received:
             self._send_control(bytes(self._frames.close(code, reason or None)))
-        self._close_deadline = trio.current_time() + self._close_timeout
+        self._close_deadline = trio.current_time() + self._settings.close_timeout
         scope = self._receive_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, self._close_deadline)
@@ -480,7 +498,7 @@ class WebSocketTransport(Transport):
             return
         try:
             self.close(1000, "")
-            with trio.move_on_after(self._close_timeout):
+            with trio.move_on_after(self._settings.close_timeout):
                 try:
                     await self.flush()
                     # Read until the peer's Close (or the deadline) so the
@@ -492,4 +510,4 @@ class WebSocketTransport(Transport):
         finally:
             self._released = True
             # Closing the stream also forgets the socket for trio's I/O waits.
-            await close_lingering(self._stream, timeout=self._close_timeout)
+            await close_lingering(self._stream, timeout=self._settings.close_timeout)

@@ -10,7 +10,13 @@ import trio.testing
 from wire_support import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_TEXT, client_frame, parse_frame
 
 import hub.transport.websocket as websocket_module
-from hub.transport import OutboxFullError, TransportClosed, WebSocketTransport, Wire
+from hub.transport import (
+    OutboxFullError,
+    TransportClosed,
+    WebSocketSettings,
+    WebSocketTransport,
+    Wire,
+)
 
 
 async def socket_pair(
@@ -68,7 +74,7 @@ async def test_a_send_to_a_writable_socket_is_written_before_any_checkpoint() ->
 
 async def test_a_full_socket_queues_and_flush_waits_until_the_client_reads() -> None:
     stream, client = await socket_pair(send_buffer=4096, receive_buffer=4096)
-    transport = WebSocketTransport(stream, outbox_capacity=10_000)
+    transport = WebSocketTransport(stream, WebSocketSettings(outbox_capacity=10_000))
     backlogs = []
     transport.on_backlog = lambda: backlogs.append(True)
     payload = b"x" * 8000
@@ -102,7 +108,7 @@ async def test_a_full_socket_queues_and_flush_waits_until_the_client_reads() -> 
 
 async def test_the_outbox_is_bounded_and_latest_value_entries_are_replaced() -> None:
     stream, client = await socket_pair(send_buffer=4096, receive_buffer=4096)
-    transport = WebSocketTransport(stream, outbox_capacity=5)
+    transport = WebSocketTransport(stream, WebSocketSettings(outbox_capacity=5))
     payload = b"y" * 8000
     while not transport.backlog:
         transport.send(Wire(payload))
@@ -162,7 +168,9 @@ async def test_close_wakes_a_receive_in_progress_within_the_close_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     stream, client = await socket_pair()
-    transport = WebSocketTransport(stream, close_timeout=2, ping_interval=100, idle_timeout=200)
+    transport = WebSocketTransport(
+        stream, WebSocketSettings(close_timeout=2, ping_interval=100, idle_timeout=200)
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             ended: list[TransportClosed] = []
