@@ -78,6 +78,7 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("server_rss_end_mb", "server RSS after the last wave (MiB)", "lower"),
         Metric("server_rss_end_ratio", "server RSS after the last wave / at start", percent=True),
         Metric("back_within_10pct", "runs back within 10% of the start RSS"),
+        Metric("server_rss_growth_per_wave_mb", "server RSS growth per wave after the first (MiB)"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
 }

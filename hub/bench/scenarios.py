@@ -579,6 +579,11 @@ async def run_churn(spec: LoadSpec, report: Reporter) -> Figures:
         figures["server_rss_max_mb"] = max(rss_per_wave)
         figures["server_rss_end_ratio"] = rss_per_wave[-1] / start
         figures["back_within_10pct"] = int(rss_per_wave[-1] <= start * 1.10)
+        if len(rss_per_wave) > 1:
+            # Allocators keep much of what the first wave took; growth after
+            # it is what a leak looks like.
+            later_growth = rss_per_wave[-1] - rss_per_wave[0]
+            figures["server_rss_growth_per_wave_mb"] = later_growth / (len(rss_per_wave) - 1)
         figures["rss_per_wave_mb"] = rss_per_wave
     return figures
 
