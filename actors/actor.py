@@ -172,7 +172,12 @@ class Actor:
     `handle_call(request, call)` for each call, one at a time in mailbox
     order, and finally `stopped(reason)`. `self.ctx` is set before `started`.
     Class attributes give the mailbox's defaults; a ChildSpec can override them.
+
+    A subclass may declare `__slots__` (an actor that exists once per client
+    saves its instance dict); one that does not works as any class does.
     """
+
+    __slots__ = ("__dict__", "__weakref__", "ctx")
 
     #: Mailbox capacity and policy unless the spec says otherwise.
     mailbox_capacity: int | None = None

@@ -122,6 +122,23 @@ class Session(actors.Actor):
     mailbox_capacity = SESSION_MAILBOX_CAPACITY
     overflow = actors.Overflow.FAIL
 
+    # One per client: slots, not an instance dict.
+    __slots__ = (
+        "_ending",
+        "_flush_requested",
+        "_joins",
+        "_machine",
+        "_running",
+        "_runtime",
+        "_settings",
+        "_topics",
+        "_watching",
+        "codec",
+        "id",
+        "identity",
+        "transport",
+    )
+
     def __init__(
         self,
         runtime: HubRuntime,

@@ -29,6 +29,10 @@ from hub.bench import wire
 # that keeps thousands of clients waiting longer than this has failed the run.
 HANDSHAKE_TIMEOUT_SECONDS: Final = 30.0
 
+# How long a request (a join, a heartbeat, a baseline's echo) may wait for
+# its answer, in seconds, before the run counts it as failed (TimeoutError).
+REQUEST_TIMEOUT_SECONDS: Final = 60.0
+
 # A ref is a u32 above 0; a counter wraps before it leaves that range.
 _MAX_REF: Final = 2**32 - 1
 
@@ -136,11 +140,14 @@ class HubLink(Link):
                 waiter.set_exception(LinkClosedError(f"closed (code {self.close_code})"))
         self._waiting.clear()
 
-    async def request(self, ref: int, message: bytes) -> wire.Frame:
+    async def request(
+        self, ref: int, message: bytes, *, timeout: float = REQUEST_TIMEOUT_SECONDS
+    ) -> wire.Frame:
         """Send a request with `ref` and return its Reply (or Error) frame.
 
-        Raises LinkClosedError if the connection closes first. Cancelling the
-        wait forgets the request; a late answer goes to `on_reply`.
+        Raises LinkClosedError if the connection closes first, TimeoutError
+        after `timeout` seconds. A request given up on is forgotten; a late
+        answer goes to `on_reply`.
         """
         if self.transport is None or self.transport.is_disconnected:
             raise LinkClosedError("the connection is closed")
@@ -148,7 +155,8 @@ class HubLink(Link):
         self._waiting[ref] = waiter
         try:
             self.send(message)
-            return await waiter
+            async with asyncio.timeout(timeout):
+                return await waiter
         finally:
             self._waiting.pop(ref, None)
 
@@ -188,14 +196,19 @@ class PlainLink(Link):
                 waiter.set_exception(LinkClosedError(f"closed (code {self.close_code})"))
         self._waiting.clear()
 
-    async def request(self, message: bytes) -> bytes:
-        """Send `message` and return the next message the server sends."""
+    async def request(self, message: bytes, *, timeout: float = REQUEST_TIMEOUT_SECONDS) -> bytes:
+        """Send `message` and return the next message the server sends.
+
+        Raises LinkClosedError if the connection closes first, TimeoutError
+        after `timeout` seconds (the next message then goes to no one).
+        """
         if self.transport is None or self.transport.is_disconnected:
             raise LinkClosedError("the connection is closed")
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(waiter)
         self.send(message)
-        return await waiter
+        async with asyncio.timeout(timeout):
+            return await waiter
 
 
 async def open_hub_link(url: str) -> HubLink:
@@ -252,7 +265,7 @@ async def plain_connection_count(url: str) -> int:
     parts = urlsplit(url)
     link = await open_plain_link(f"ws://{parts.netloc}/stats")
     try:
-        message = await asyncio.wait_for(link.request(b"count"), HANDSHAKE_TIMEOUT_SECONDS)
+        message = await link.request(b"count")
     finally:
         link.close()
     return int(message) - 1

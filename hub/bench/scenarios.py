@@ -212,7 +212,8 @@ async def _check_alive(links: Sequence[Link], timeout: float) -> int:
 
     async def ask_in_time(link: Link) -> bool:
         try:
-            return await asyncio.wait_for(ask(link), timeout)
+            async with asyncio.timeout(timeout):
+                return await ask(link)
         except (OSError, TimeoutError):
             return False
 

@@ -182,6 +182,7 @@ class WebSocketTransport(Transport):
         "_receive_scope",
         "_released",
         "_settings",
+        "_socket",
         "_stream",
         "on_backlog",
         "subprotocol",
@@ -199,10 +200,9 @@ class WebSocketTransport(Transport):
         self.subprotocol = subprotocol
         self.on_backlog = None
         self._stream = stream
-        # A plain TCP socket is written directly; TLS goes through its stream.
-        self._fd: int | None = (
-            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
-        )
+        # A plain TCP socket is read and written directly; TLS goes through its stream.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd = None if self._socket is None else self._socket.fileno()
         self._frames = FrameProtocol(client=False, extensions=[])
         if trailing:
             self._frames.receive_bytes(trailing)
@@ -426,10 +426,14 @@ class WebSocketTransport(Transport):
     async def _read(self) -> None:
         with trio.CancelScope(deadline=self._deadline()) as scope:
             self._receive_scope = scope
+            data: bytes | bytearray
             try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
+                if self._socket is not None:
+                    data = await self._socket.recv(RECEIVE_SIZE)
+                else:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""  # reset by the peer, or closed under us: the end either way
             finally:
                 self._receive_scope = None
         if scope.cancelled_caught:
