@@ -656,7 +656,7 @@ class _Dispatcher:
             return None
         key = request.headers["sec-websocket-key"]
         try:
-            trailing = await connection.accept_upgrade(accept_headers(key, subprotocol))
+            response, trailing = connection.accept_upgrade(accept_headers(key, subprotocol))
         except HttpError as err:
             await self._reject(
                 connection, route.path, _reason_for_status(err.status), err.status, err.message
@@ -670,6 +670,11 @@ class _Dispatcher:
             trailing=trailing,
             observer=self._observers[path],
         )
+        # The 101 goes out as the transport's first bytes: written at once,
+        # unless the socket is full (or TLS), and then flushed here.
+        transport.send_raw(response)
+        if transport.backlog:
+            await transport.flush()
         self.observe(WebSocketAccepted(path, subprotocol))
         info = ConnectInfo(
             path=request.path,

@@ -194,21 +194,22 @@ class HttpConnection:
                     self._h11.receive_data(bytes(await self.stream.receive_some(RECEIVE_SIZE)))
         raise HttpError(http.HTTPStatus.REQUEST_TIMEOUT, f"body not complete within {timeout}s")
 
-    async def accept_upgrade(self, headers: Sequence[tuple[str, str]]) -> bytes:
-        """Answer an upgrade request with 101 and `headers`; return the bytes after its head.
+    def accept_upgrade(self, headers: Sequence[tuple[str, str]]) -> tuple[bytes, bytes]:
+        """Accept an upgrade request: return the 101 response to write, and the bytes after.
 
         Call after `next_request` returned a request asking for a protocol
-        switch; from here on the stream belongs to the new protocol. Raises
-        HttpError 400 for an upgrade request that carries a body.
+        switch; from here on the stream belongs to the new protocol, which
+        writes the response first. Raises HttpError 400 for an upgrade
+        request that carries a body.
         """
         event = self._next_event()
         if isinstance(event, h11.EndOfMessage):
             event = self._next_event()
         if event is not h11.PAUSED:
             raise HttpError(http.HTTPStatus.BAD_REQUEST, "upgrade request with a body")
-        await self._send(h11.InformationalResponse(status_code=101, headers=list(headers)))
+        response = self._h11.send(h11.InformationalResponse(status_code=101, headers=list(headers)))
         data, _closed = self._h11.trailing_data
-        return bytes(data)
+        return response or b"", bytes(data)
 
     async def send_response(self, response: HttpResponse, *, head_only: bool = False) -> None:
         """Write `response`; with `head_only`, everything but the body."""

@@ -257,6 +257,10 @@ class WebSocketTransport(Transport):
         self._write_now(_framed(wire))
         return False
 
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes that are not a message (the handshake's 101 response), in order."""
+        self._send_control(data)
+
     def _send_control(self, frame: bytes) -> None:
         """Send a control frame (pong, Close): past the outbox's capacity, never refused."""
         if self._lost:
