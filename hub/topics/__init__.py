@@ -1,0 +1,72 @@
+"""Topics: routes from topic patterns to services, and one actor per live topic.
+
+A topic actor is started on the first join of its topic, under the hub's
+topics supervisor (temporary: when it crashes its members are told, and
+their next join starts it afresh). It owns its service's state, decides who
+may join, handles its members' events and calls one at a time, and stops a
+while after its last member leaves. It watches its members' sessions with
+monitors, so a session that ends is removed without anyone having to
+remember to.
+
+- `routes`: which service serves which topics;
+- `messages`: what sessions and topic actors send each other, and `Member`;
+- `topic`: `Topic`, the API a service uses (members, broadcast, push, kick);
+- `crashes`: the ledger that closes a topic that keeps crashing;
+- `actor`: `TopicActor`, the actor behind one topic;
+- `registry`: `Topics`, finding a topic's actor and starting it on first use.
+"""
+
+from hub.topics.actor import (
+    EMPTY_TOPIC_GRACE_SECONDS,
+    TOPIC_MAILBOX_CAPACITY,
+    TopicActor,
+    topic_name_key,
+)
+from hub.topics.crashes import TOPIC_CRASH_WINDOW_SECONDS, TOPIC_MAX_CRASHES, CrashLedger
+from hub.topics.messages import (
+    DEFAULT_CALL_TIMEOUT_SECONDS,
+    MAX_CALL_TIMEOUT_SECONDS,
+    CallService,
+    JoinAnswered,
+    JoinTopic,
+    LeaveTopic,
+    Member,
+    MembershipEnded,
+    Outbound,
+    PublishEvent,
+    SendFrame,
+    Subscriber,
+    ToConnection,
+    call_deadline,
+)
+from hub.topics.registry import TOPIC_START_TIMEOUT_SECONDS, Topics
+from hub.topics.routes import Route
+from hub.topics.topic import Topic
+
+__all__ = [
+    "DEFAULT_CALL_TIMEOUT_SECONDS",
+    "EMPTY_TOPIC_GRACE_SECONDS",
+    "MAX_CALL_TIMEOUT_SECONDS",
+    "TOPIC_CRASH_WINDOW_SECONDS",
+    "TOPIC_MAILBOX_CAPACITY",
+    "TOPIC_MAX_CRASHES",
+    "TOPIC_START_TIMEOUT_SECONDS",
+    "CallService",
+    "CrashLedger",
+    "JoinAnswered",
+    "JoinTopic",
+    "LeaveTopic",
+    "Member",
+    "MembershipEnded",
+    "Outbound",
+    "PublishEvent",
+    "Route",
+    "SendFrame",
+    "Subscriber",
+    "ToConnection",
+    "Topic",
+    "TopicActor",
+    "Topics",
+    "call_deadline",
+    "topic_name_key",
+]

@@ -1,0 +1,131 @@
+"""The messages between sessions and topic actors, and a member as a service sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final, Protocol
+
+import attrs
+
+import actors
+from hub.protocol import Codec, Error, Payload, Reply
+from hub.transport import Wire
+
+# How long a Call may wait for its service unless the client asks for less,
+# and the most it may ask for.
+DEFAULT_CALL_TIMEOUT_SECONDS: Final = 5.0
+MAX_CALL_TIMEOUT_SECONDS: Final = 60.0
+
+
+class Subscriber(Protocol):
+    """What a topic needs of a member's connection: a ref, a codec, a mailbox slot."""
+
+    @property
+    def ref(self) -> actors.ActorRef: ...
+
+    @property
+    def codec(self) -> Codec: ...
+
+    def deliver(self, item: Outbound | ToConnection) -> None:
+        """Queue `item` for the client without waiting (slow consumers are evicted)."""
+
+
+@attrs.frozen(eq=False)
+class Member:
+    """One connection's membership of one topic, as its service sees it.
+
+    `id` is the connection's id, unique in this hub; `identity` is what the
+    hub's authenticate hook returned for the connection (None without one);
+    `params` are the join's params as the client sent them.
+    """
+
+    id: str
+    identity: object
+    params: Mapping[str, Payload]
+    connection: Subscriber = attrs.field(repr=False)
+
+
+# --- what connections send to topic actors -------------------------------------
+
+
+@attrs.frozen(eq=False)
+class JoinTopic:
+    member: Member
+    ref: int
+    offset: int | None
+
+
+@attrs.frozen(eq=False)
+class LeaveTopic:
+    connection: actors.ActorRef
+
+
+@attrs.frozen(eq=False)
+class PublishEvent:
+    connection: actors.ActorRef
+    ref: int
+    event: str
+    payload: Payload
+
+
+@attrs.frozen(eq=False)
+class CallService:
+    connection: actors.ActorRef
+    ref: int
+    event: str
+    payload: Payload
+    deadline: float
+
+
+# --- what topic actors send to connections ------------------------------------
+
+
+@attrs.frozen(eq=False)
+class Outbound:
+    """A Push for a topic's members, encoded once per codec in use.
+
+    One Outbound goes to every member of a broadcast: the session takes the
+    Wire of its own codec, and every transport of one kind frames that Wire
+    once for all (`hub.transport`).
+    """
+
+    topic: str
+    event: str
+    #: None for a codec that cannot carry the payload: those members miss it.
+    messages: Mapping[Codec, Wire | None]
+    #: A member behind on this topic gets only the newest of these per event.
+    latest_only: bool = False
+
+
+@attrs.frozen(eq=False)
+class JoinAnswered:
+    topic: str
+    topic_ref: actors.ActorRef
+    ok: bool
+    payload: Payload = None
+    code: str = ""
+    message: str = ""
+
+
+@attrs.frozen(eq=False)
+class SendFrame:
+    """A frame for one client (a Reply or Error); the connection encodes it."""
+
+    frame: Reply | Error
+
+
+@attrs.frozen(eq=False)
+class MembershipEnded:
+    topic: str
+    code: str
+    reason: str
+
+
+ToConnection = JoinAnswered | SendFrame | MembershipEnded
+
+
+def call_deadline(now: float, timeout: float | None) -> float:
+    """When a Call with the client's `timeout` must be answered by."""
+    if timeout is None:
+        timeout = DEFAULT_CALL_TIMEOUT_SECONDS
+    return now + min(timeout, MAX_CALL_TIMEOUT_SECONDS)

@@ -1,0 +1,117 @@
+"""The live topics: finding a topic's actor, starting it on first use."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final
+
+import attrs
+import trio
+
+import actors
+from hub.errors import TopicUnavailableError
+from hub.topics.actor import EMPTY_TOPIC_GRACE_SECONDS, TopicActor, topic_name_key
+from hub.topics.crashes import CrashLedger
+from hub.topics.routes import Route
+
+if TYPE_CHECKING:
+    from hub.metrics import HubMetrics
+
+# How long a topic's service may take to start (its `started` hook) before
+# the join that started it fails.
+TOPIC_START_TIMEOUT_SECONDS: Final = 10.0
+
+
+@attrs.define(eq=False)
+class Topics:
+    """Finds the actor of a topic, starting it on first use.
+
+    Shared by every connection of one hub; it is not an actor because it owns
+    no state that needs one writer: the registry holds who serves a topic, and
+    a start in progress is awaited rather than repeated.
+    """
+
+    routes: tuple[Route, ...]
+    registry: actors.Registry
+    #: The topics supervisor now (a new one if it was restarted).
+    supervisor_of: Callable[[], actors.Supervisor]
+    metrics: HubMetrics | None = None
+    empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
+    start_timeout: float = TOPIC_START_TIMEOUT_SECONDS
+    crashes: CrashLedger = attrs.Factory(CrashLedger)
+    #: Where joins that must first start their topic run (the hub's nursery).
+    nursery: trio.Nursery | None = None
+    _starting: dict[str, trio.Event] = attrs.Factory(dict)
+
+    def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run `async_fn(*args)` in the hub's nursery (a join waiting for its topic to start)."""
+        assert self.nursery is not None, "Topics.nursery is set by serve_hub"
+        self.nursery.start_soon(async_fn, *args)
+
+    def route_for(self, name: str) -> Route | None:
+        """The first route matching `name`, in declaration order."""
+        for route in self.routes:
+            if route.matches(name):
+                return route
+        return None
+
+    def whereis(self, name: str) -> actors.ActorRef | None:
+        """The live actor of topic `name`, or None if it is not running."""
+        return self.registry.whereis(topic_name_key(name))
+
+    async def actor_for(self, name: str, route: Route) -> actors.ActorRef:
+        """The live actor of topic `name`, started now if there is none.
+
+        Raises actors.StartError if the service fails to start, and
+        TopicUnavailableError if the topic crashed too often lately.
+        """
+        key = topic_name_key(name)
+        closed_until = self.crashes.closed_until(name, trio.current_time())
+        if closed_until is not None:
+            seconds = max(1, math.ceil(closed_until - trio.current_time()))
+            raise TopicUnavailableError(
+                f"topic {name!r} crashed {self.crashes.max_crashes} times lately; "
+                f"try again in {seconds} s"
+            )
+        while True:
+            ref = self.registry.whereis(key)
+            if ref is not None:
+                return ref
+            starting = self._starting.get(name)
+            if starting is None:
+                break
+            await starting.wait()
+        starting = self._starting[name] = trio.Event()
+        try:
+            # Bounded: a service whose `started` hangs (a database that does
+            # not answer) must not hold its joiners, and the joiners waiting
+            # behind them, forever. A start cut short cancels the child.
+            with trio.move_on_after(self.start_timeout):
+                return await self.supervisor_of().start_child(
+                    actors.ChildSpec(
+                        id=None,
+                        start=functools.partial(
+                            TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
+                        ),
+                        args=(name, route, self.metrics),
+                        # Not restarted by the supervisor: a topic that crashed has
+                        # lost its members and state, its members are told and
+                        # join again, and that join starts it afresh. So a topic
+                        # a client can crash at will never drains a restart
+                        # budget that every topic shares.
+                        restart=actors.Restart.TEMPORARY,
+                        label=f"topic {name}",
+                    )
+                )
+            raise actors.StartError(name, TimeoutError(f"not ready within {self.start_timeout} s"))
+        except actors.StartError:
+            self.crashes.record(name, trio.current_time())
+            raise
+        finally:
+            del self._starting[name]
+            starting.set()
+
+    def count(self) -> int:
+        return self.supervisor_of().count_children()

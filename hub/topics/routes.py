@@ -1,0 +1,31 @@
+"""Routes: which service serves which topics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from hub.services import Service
+    from hub.topics.topic import Topic
+
+
+@attrs.frozen
+class Route:
+    """Topics matching `pattern` are served by services made by `factory`.
+
+    A pattern ending in `*` matches every topic that starts with what comes
+    before it (`room:*` matches `room:lobby`, not `room:`); any other pattern
+    matches only itself.
+    """
+
+    pattern: str
+    factory: Callable[[Topic], Service]
+
+    def matches(self, topic: str) -> bool:
+        if self.pattern.endswith("*"):
+            prefix = self.pattern[:-1]
+            return len(topic) > len(prefix) and topic.startswith(prefix)
+        return topic == self.pattern
