@@ -1,0 +1,185 @@
+"""The running gateway: its listeners, the accept loop, and the handle that winds it down."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
+
+import attrs
+import trio
+
+from hub.gateway.config import GatewayConfig, server_ssl_context
+from hub.gateway.events import GatewayEvent, RouteObserver
+from hub.gateway.server import ConnectionServer
+from hub.gateway.upgrade import Authenticate, Upgrader
+from hub.gateway.websocket import WebSocketRoute
+from hub.http import HttpRoute
+from hub.transport import WebSocketSettings
+
+__all__ = ["GatewayHandle", "serve_gateway"]
+
+
+@attrs.define(eq=False)
+class GatewayHandle:
+    """A running gateway: where it listens and how to wind it down.
+
+    `stop_accepting()` closes the listening sockets: new connections are
+    refused while every open connection and handler carries on. The hub then
+    closes its clients (with 1001, in batches, letting mailboxes drain) and
+    `wait_drained()` tells it when the last connection is gone. Cancelling
+    the task running `serve_gateway` ends everything still open: each
+    handler is cancelled and its WebSocket closed with 1001 within
+    `close_timeout`.
+    """
+
+    addresses: tuple[tuple[str, int], ...]
+    tls: bool
+    # Told when accepting stops, so idle keep-alive connections close.
+    _on_stop: Callable[[], None]
+    _accept_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
+    _listeners_closed: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _drained: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _connections: int = attrs.field(init=False, default=0)
+
+    @property
+    def port(self) -> int:
+        """The port of the first listening address."""
+        return self.addresses[0][1]
+
+    @property
+    def accepting(self) -> bool:
+        return not self._listeners_closed.is_set()
+
+    @property
+    def connection_count(self) -> int:
+        """Open TCP connections, HTTP and WebSocket alike."""
+        return self._connections
+
+    async def stop_accepting(self) -> None:
+        """Close the listening sockets; return once they are closed.
+
+        HTTP connections waiting idle for another request are closed too, and
+        a response in progress is sent with `Connection: close`; WebSocket
+        handlers are left alone.
+        """
+        self._on_stop()
+        self._accept_scope.cancel()
+        await self._listeners_closed.wait()
+
+    async def wait_drained(self) -> None:
+        """Wait until accepting has stopped and no connection is left."""
+        await self._drained.wait()
+
+    async def _accept(
+        self,
+        listeners: list[trio.SocketListener],
+        serve_connection: Callable[[trio.SocketStream], Awaitable[None]],
+        connection_nursery: trio.Nursery,
+    ) -> None:
+        async def serve_counted(stream: trio.SocketStream) -> None:
+            self._connections += 1
+            try:
+                await serve_connection(stream)
+            finally:
+                self._connections -= 1
+                self._check_drained()
+
+        try:
+            with self._accept_scope:
+                # serve_listeners closes the listeners when it is cancelled,
+                # and rides out EMFILE and friends instead of crashing.
+                await trio.serve_listeners(
+                    serve_counted, listeners, handler_nursery=connection_nursery
+                )
+        finally:
+            self._listeners_closed.set()
+            self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._listeners_closed.is_set() and self._connections == 0:
+            self._drained.set()
+
+
+async def serve_gateway(
+    config: GatewayConfig,
+    *,
+    websocket_routes: Sequence[WebSocketRoute] = (),
+    http_routes: Sequence[HttpRoute] = (),
+    authenticate: Authenticate | None = None,
+    observe: Callable[[GatewayEvent], None] | None = None,
+    task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `config.host`:`config.port` and serve until cancelled.
+
+    Reports a `GatewayHandle` through `task_status` once listening. Every
+    connection runs in this task's nursery, so when this returns (only by
+    cancellation or error) no connection is left. `authenticate` (sync or
+    async) gets a `ConnectRequest` for every WebSocket connect request that
+    passed the origin and subprotocol checks; `observe` is called with a
+    `GatewayEvent` for metrics.
+
+    Raises OSError if the port cannot be bound, ssl.SSLError or OSError if
+    the certificate cannot be loaded, ValueError for clashing routes.
+    """
+    observe = observe or _ignore_event
+    routes = _index_routes(websocket_routes)
+    upgrader = Upgrader(
+        origins=config.origins,
+        authenticate=authenticate,
+        auth_timeout=config.auth_timeout,
+        # Shared by every WebSocket: their limits, and per route who hears of closes.
+        settings=WebSocketSettings(
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        ),
+        observe=observe,
+        observers={path: RouteObserver(path, observe) for path in routes},
+    )
+    server = ConnectionServer(
+        config=config,
+        websocket_routes=routes,
+        http_routes=_check_http_routes(http_routes),
+        upgrader=upgrader,
+        observe=observe,
+        ssl_context=(
+            server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
+        ),
+    )
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    addresses = tuple(
+        (str(address[0]), int(address[1]))
+        for address in (listener.socket.getsockname() for listener in listeners)
+    )
+    handle = GatewayHandle(
+        addresses=addresses, tls=server.ssl_context is not None, on_stop=server.drain
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
+        task_status.started(handle)
+        await trio.sleep_forever()
+
+
+def _ignore_event(_event: GatewayEvent) -> None:
+    # No observer given: the events are for metrics only.
+    return
+
+
+def _check_http_routes(routes: Sequence[HttpRoute]) -> tuple[HttpRoute, ...]:
+    seen: set[tuple[str, bool]] = set()
+    for route in routes:
+        if (route.path, route.prefix) in seen:
+            raise ValueError(f"two HTTP routes for {route.path!r}")
+        seen.add((route.path, route.prefix))
+    return tuple(routes)
+
+
+def _index_routes(routes: Sequence[WebSocketRoute]) -> Mapping[str, WebSocketRoute]:
+    by_path: dict[str, WebSocketRoute] = {}
+    for route in routes:
+        if route.path in by_path:
+            raise ValueError(f"two WebSocket routes for {route.path!r}")
+        by_path[route.path] = route
+    return MappingProxyType(by_path)
