@@ -12,6 +12,7 @@ The actor tree of a running hub::
 
     system (root)
     └── hub (rest_for_one)
+        ├── services (one_for_one): the application's backend actors (`Hub.actor`)
         ├── topics (one_for_one): one temporary actor per live topic
         └── sessions (one_for_one): one temporary actor per client
 """
@@ -22,13 +23,15 @@ import functools
 import importlib.resources
 import json
 from collections.abc import Callable, Hashable
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import trio
 
 import actors
+from hub.backplane import Backplane, LocalBackplane
 from hub.config import HubConfig
+from hub.errors import NoSuchActorError, UnknownTopicError
 from hub.gateway import (
     Authenticate,
     ConnectInfo,
@@ -40,15 +43,19 @@ from hub.gateway import (
 )
 from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
 from hub.metrics import CONTENT_TYPE, HubMetrics
-from hub.protocol import SUBPROTOCOLS, CloseCode
+from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
+from hub.pubsub import Fanout
 from hub.services import Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
-from hub.topics import Route, Topic, Topics
+from hub.topics import Route, ServerPublish, Topic, Topics
 from hub.transport import Transport
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
 CLOSE_TIMEOUT_SECONDS: Final = 3.0
+
+# How long `HubRuntime.publish` waits for the topic's actor to take an event.
+PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 
 # The plain WebSocket echo endpoint (no hub protocol), for testing clients.
 ECHO_PATH: Final = "/echo"
@@ -67,7 +74,10 @@ class Hub:
     name: str = "triohub"
     authenticate: Authenticate | None = None
     routes: list[Route] = attrs.Factory(list)
+    #: Extra plain-HTTP routes served on the hub's port (`hub.http.HttpRoute`).
     http_routes: list[HttpRoute] = attrs.Factory(list)
+    #: Backend actors, started under the hub's `services` supervisor (see `actor`).
+    backend_actors: list[actors.ChildSpec] = attrs.Factory(list)
 
     def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
@@ -79,6 +89,31 @@ class Hub:
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
         self.routes.append(Route(pattern, factory))
 
+    def actor(
+        self,
+        name: str,
+        start: Callable[..., Any],
+        *args: Any,
+        restart: actors.Restart = actors.Restart.PERMANENT,
+        shutdown: float = actors.DEFAULT_SHUTDOWN_SECONDS,
+    ) -> None:
+        """Run a backend actor (a matchmaker, a store writer, a bridge) under the hub's tree.
+
+        `start` is an `actors.Actor` subclass or factory, or an async function
+        `f(ctx, *args)`, as for any child spec. The actors start in declaration
+        order before the hub accepts clients, under a one_for_one supervisor
+        with the runtime's default restart budget; services reach them by
+        name with `self.topic.hub.actor(name)`, and so does application code
+        with `HubRuntime.actor(name)` (a restarted actor is found anew).
+        """
+        if any(spec.id == name for spec in self.backend_actors):
+            raise ValueError(f"two backend actors named {name!r}")
+        self.backend_actors.append(
+            actors.ChildSpec(
+                id=name, start=start, args=args, restart=restart, shutdown=shutdown, label=name
+            )
+        )
+
 
 @attrs.define(eq=False)
 class HubRuntime:
@@ -88,6 +123,10 @@ class HubRuntime:
     config: HubConfig
     system: actors.System
     metrics: HubMetrics
+    #: Where topics' events and history go (in process by default).
+    backplane: Backplane
+    #: This node's sessions per topic, fed by the backplane.
+    fanout: Fanout
     topics: Topics = attrs.field(init=False)
     gateway: GatewayHandle | None = None
     _shutdown: trio.Event = attrs.Factory(trio.Event)
@@ -121,6 +160,41 @@ class HubRuntime:
     def request_shutdown(self) -> None:
         """Start a graceful shutdown: stop accepting, drain and close clients, return."""
         self._shutdown.set()
+
+    # --- what services and applications reach (`HubServices`) ---------------
+
+    async def publish(
+        self,
+        topic: str,
+        event: str,
+        payload: Payload = None,
+        *,
+        keep: bool = True,
+        timeout: float = PUBLISH_TIMEOUT_SECONDS,
+    ) -> int | None:
+        """Push `event` to every member of `topic`, from the server, starting the topic if need be.
+
+        The topic's actor gives the event its next offset (returned when
+        `keep`) and its members get it as they get their own broadcasts;
+        the service's `handle_event` is not involved. Raises UnknownTopicError
+        if no route serves `topic`, TopicUnavailableError / TopicLimitError /
+        actors.StartError if it cannot be started, and actors.CallTimeoutError
+        if its actor does not take the event within `timeout`.
+        """
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        ref = await self.topics.actor_for(topic, route)
+        offset: int | None = await ref.call(ServerPublish(event, payload, keep), timeout=timeout)
+        return offset
+
+    def actor(self, name: str) -> actors.ActorRef:
+        """The running backend actor declared as `name` with `Hub.actor`."""
+        services = _child_supervisor(self.system, "services")
+        for info in services.which_children():
+            if info.id == name and info.ref is not None:
+                return info.ref
+        raise NoSuchActorError(f"no backend actor named {name!r} is running")
 
     def sessions(self) -> actors.Supervisor:
         """The supervisor of the client sessions (a new one if it was restarted)."""
@@ -234,23 +308,29 @@ async def serve_hub(
     config = config or HubConfig()
     metrics = HubMetrics()
     async with actors.open_system(app.name, handle_signals=False) as system:
-        runtime = HubRuntime(app, config, system, metrics)
+        backplane = LocalBackplane()
+        runtime = HubRuntime(app, config, system, metrics, backplane, Fanout(backplane, metrics))
+        runtime.topics = Topics(
+            routes=tuple(app.routes),
+            registry=system.registry,
+            supervisor_of=lambda: _child_supervisor(system, "topics"),
+            backplane=backplane,
+            metrics=metrics,
+            hub=runtime,
+        )
         await system.start_supervisor(
             [
-                # Both hold temporary children only (topics are started by a
-                # join, sessions by a client): nothing under them is
+                # The application's backend actors first: topics and
+                # sessions may call them from their first message on.
+                actors.Supervisor.spec("services", app.backend_actors),
+                # These hold temporary children only (topics are started by
+                # a join, sessions by a client): nothing under them is
                 # restarted, so no client can drain a restart budget.
                 actors.Supervisor.spec("topics"),
                 actors.Supervisor.spec("sessions"),
             ],
             id="hub",
             strategy=actors.Strategy.REST_FOR_ONE,
-        )
-        runtime.topics = Topics(
-            routes=tuple(app.routes),
-            registry=system.registry,
-            supervisor_of=lambda: _child_supervisor(system, "topics"),
-            metrics=metrics,
         )
         metrics.watch_actors(system.snapshot)
         gateway_config = GatewayConfig(

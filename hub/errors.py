@@ -53,6 +53,8 @@ class ErrorCode(enum.StrEnum):
     """The topic's service has no handler for this event."""
     OVERLOADED = "overloaded"
     """The topic has more requests queued than it takes; try again shortly."""
+    TOPIC_LIMIT = "topic_limit"
+    """The hub serves as many topics as it is allowed to; a new one cannot start now."""
 
 
 def brief_repr(value: object) -> str:
@@ -150,6 +152,18 @@ class JoinRefusedError(ServiceError):
 
 class TopicUnavailableError(HubError):
     """A topic is not served for now (it crashed too often lately); try again later."""
+
+
+class TopicLimitError(HubError):
+    """The hub runs as many topics as it is allowed to; a new one cannot start now."""
+
+
+class UnknownTopicError(HubError, LookupError):
+    """No service serves the topic."""
+
+
+class NoSuchActorError(HubError, LookupError):
+    """No backend actor of that name is running."""
 
 
 class ConfigError(HubError):

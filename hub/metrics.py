@@ -117,6 +117,11 @@ class HubMetrics:
         self.policy_closes = Counter(
             "triohub_policy_closes", "Connections closed for a flood of bad frames", registry=r
         )
+        self.topic_limit_refusals = Counter(
+            "triohub_topic_limit_refusals",
+            "Joins refused because the hub runs as many topics as allowed",
+            registry=r,
+        )
         self.topic_start_failures = Counter(
             "triohub_topic_start_failures", "Topic services that failed to start", registry=r
         )

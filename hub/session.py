@@ -37,7 +37,7 @@ import attrs
 import trio
 
 import actors
-from hub.errors import ErrorCode, TopicUnavailableError
+from hub.errors import ErrorCode, TopicLimitError, TopicUnavailableError
 from hub.protocol import (
     SLOW_CONSUMER_REASON,
     Call,
@@ -227,7 +227,10 @@ class Session(actors.Actor):
                 del self._joins[topic]
                 if ok:
                     self._runtime.metrics.joins.inc()
+                    # From now on the topic's broadcasts reach this client,
+                    # after the Reply (sent first, below, in the same call).
                     self._send_actions(machine.join_succeeded(topic, item.payload))
+                    self._runtime.fanout.add(topic, self.id, self)
                 else:
                     self._forget(topic)
                     self._send_actions(
@@ -292,6 +295,9 @@ class Session(actors.Actor):
         for _topic, monitor in self._watching.values():
             actors.demonitor(monitor)
         self._watching.clear()
+        fanout = self._runtime.fanout
+        for topic in self._topics:
+            fanout.remove(topic, self.id)
         self._running = False
         match reason:
             case _ if self._ending is not None:
@@ -395,6 +401,9 @@ class Session(actors.Actor):
         except TopicUnavailableError as error:
             self._join_failed(topic, ErrorCode.SERVICE_ERROR, str(error))
             return
+        except TopicLimitError as error:
+            self._join_failed(topic, ErrorCode.TOPIC_LIMIT, str(error))
+            return
         except (actors.NoSuchChildError, actors.ActorExitedError):
             # The topics supervisor is being restarted or the hub is stopping.
             message = f"topic {topic!r} cannot start now; try again"
@@ -413,7 +422,7 @@ class Session(actors.Actor):
         self._watch(topic, topic_ref)
         member = Member(self.id, self.identity, join.params, self)
         try:
-            topic_ref.send_nowait(JoinTopic(member, join.ref, join.offset))
+            topic_ref.send_nowait(JoinTopic(member, join.ref, join.offset, join.epoch))
         except actors.MailboxFullError:
             self._forget(topic)
             self._join_failed(
@@ -434,6 +443,7 @@ class Session(actors.Actor):
         topic = watched[0]
         if self._topics.get(topic) is topic_ref:
             del self._topics[topic]
+            self._runtime.fanout.remove(topic, self.id)
         join = self._joins.get(topic)
         if join is not None and isinstance(reason, actors.Normal):
             # The actor stopped (it had been empty a while) before it saw our
@@ -456,6 +466,7 @@ class Session(actors.Actor):
     def _forget(self, topic: str) -> actors.ActorRef | None:
         topic_ref = self._topics.pop(topic, None)
         self._joins.pop(topic, None)
+        self._runtime.fanout.remove(topic, self.id)
         if topic_ref is not None:
             watched = self._watching.pop(topic_ref, None)
             if watched is not None:

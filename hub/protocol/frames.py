@@ -33,6 +33,9 @@ MAX_TOPIC_BYTES = 256
 MAX_NAME_BYTES = 64
 """Longest event name or code, in UTF-8 bytes."""
 
+MAX_EPOCH_LENGTH = 64
+"""Longest epoch a client may name in a Join, in characters."""
+
 Payload: TypeAlias = (
     bool | int | float | str | bytes | Sequence["Payload"] | Mapping[str, "Payload"] | None
 )
@@ -137,6 +140,13 @@ def _check_offset(instance: object, attribute: attrs.Attribute[Any], value: obje
         raise _fail(attribute, f"null or an int in 0..{MAX_OFFSET}", value)
 
 
+def _check_optional_epoch(
+    instance: object, attribute: attrs.Attribute[Any], value: object
+) -> None:
+    if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_EPOCH_LENGTH):
+        raise _fail(attribute, f"a string of 1 to {MAX_EPOCH_LENGTH} characters or null", value)
+
+
 def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (type(value) is not float or not 0 < value < math.inf):
         raise _fail(attribute, "null or a positive finite number of seconds", value)
@@ -153,13 +163,17 @@ class Join:
     """Client: join `topic`, passing `params` to the service's join check.
 
     `offset` is the last topic offset the client saw, so the service can replay
-    what it missed; None when it saw nothing. Answered by a Reply to `ref`.
+    what it missed; None when it saw nothing. `epoch` is the epoch of the
+    topic's history that offset belongs to (the join reply of rooms tells
+    it), so the hub can tell whether what was missed can still be had.
+    Answered by a Reply to `ref`.
     """
 
     ref: int = attrs.field(validator=_check_positive_ref)
     topic: str = attrs.field(validator=_check_topic)
     params: Mapping[str, Payload] = attrs.field(factory=dict, validator=_check_params)
     offset: int | None = attrs.field(default=None, validator=_check_offset)
+    epoch: str | None = attrs.field(default=None, validator=_check_optional_epoch)
 
 
 @attrs.frozen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
 from hub.protocol import Payload
 from hub.topics import Member, Topic
@@ -33,11 +34,21 @@ class Service:
         """
         return None
 
-    async def joined(self, member: Member, offset: int | None) -> None:
+    async def joined(self, member: Member, recovery: Recovery) -> None:
         """Runs right after the ok Reply is queued: replay history, greet, announce.
 
-        `offset` is the last offset the client saw, when it is rejoining.
+        `recovery` says what a rejoining client missed: with
+        `recovery.recovered`, `recovery.missed` is exactly the kept events
+        after the offset it named, in order; otherwise what it saw is gone
+        (another epoch, or older than what is kept) and `missed` is the
+        recent history. Nothing is pushed unless the service pushes it.
         """
+
+    async def handle_timer(self, event: str, payload: Payload) -> None:
+        """A timer set with `topic.send_after` or `topic.every` is due."""
+        raise TypeError(
+            f"{type(self).__name__} set a timer ({event!r}) but does not override handle_timer"
+        )
 
     async def leave(self, member: Member) -> None:
         """`member` left, was kicked, or its connection ended."""

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
+from hub.backplane import Recovery
 from hub.errors import ErrorCode, JoinRefusedError, ServiceError
 from hub.protocol import Payload
 from hub.services.base import Service
 from hub.topics import Member, Topic
-
-# Events kept per room for members who join later or rejoin after a drop.
-DEFAULT_HISTORY: Final = 50
 
 # Longest chat message, in characters.
 MAX_TEXT: Final = 2000
@@ -26,9 +23,11 @@ class RoomService(Service):
     """A chat room.
 
     - Join params: `{"user": name}` (1 to 40 characters). The ok Reply's
-      payload is `{"members": count}`. Right after it, the room's recent
-      history arrives as `message` Pushes with their offsets; a client
-      rejoining with `offset` gets only what came after it.
+      payload is `{"members": count, "epoch": e, "offset": n}`: the room's
+      history position. Right after it, the room's recent history arrives as
+      `message` Pushes with their offsets; a client rejoining with the epoch
+      and offset it last saw gets only what came after it, when that is
+      still kept, and the recent history otherwise.
     - Publish `message` with `{"text": str}` (at most 2,000 characters): every
       member, the sender too, gets a `message` Push with
       `{"user", "text", "at"}`. The user comes from the join, not the
@@ -39,11 +38,8 @@ class RoomService(Service):
     - Call `members`: the user names present, in join order.
     """
 
-    def __init__(
-        self, topic: Topic, *, history: int = DEFAULT_HISTORY, announce_members: bool = False
-    ) -> None:
+    def __init__(self, topic: Topic, *, announce_members: bool = False) -> None:
         super().__init__(topic)
-        self.history: deque[tuple[int, Payload]] = deque(maxlen=history)
         self.announce_members = announce_members
 
     async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
@@ -53,12 +49,18 @@ class RoomService(Service):
                 f"join params need a 'user' name of 1 to {MAX_USER} characters, got {user!r}",
                 code=ErrorCode.BAD_FIELD,
             )
-        return {"members": len(self.topic.members) + 1}
+        position = self.topic.position
+        return {
+            "members": len(self.topic.members) + 1,
+            "epoch": position.epoch,
+            "offset": position.offset,
+        }
 
-    async def joined(self, member: Member, offset: int | None) -> None:
-        for kept_offset, payload in self.history:
-            if offset is None or kept_offset > offset:
-                self.topic.push(member, "message", payload, offset=kept_offset)
+    async def joined(self, member: Member, recovery: Recovery) -> None:
+        # The history is the topic's own (the backplane keeps it, and it
+        # outlives the room's idle stop): replay what this member missed.
+        for record in recovery.missed:
+            self.topic.push(member, record.event, record.payload, offset=record.offset)
         self._announce("joined", member)
 
     async def leave(self, member: Member) -> None:
@@ -87,9 +89,7 @@ class RoomService(Service):
                 ErrorCode.BAD_FIELD, f"text is {len(text)} characters, over the limit of {MAX_TEXT}"
             )
         message: Payload = {"user": member.params["user"], "text": text, "at": time.time()}
-        offset = self.topic.broadcast("message", message, keep=True)
-        assert offset is not None
-        self.history.append((offset, message))
+        self.topic.broadcast("message", message, keep=True)
 
     async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
         if event == "members":

@@ -18,11 +18,17 @@ remember to.
 
 from hub.topics.actor import (
     EMPTY_TOPIC_GRACE_SECONDS,
+    HOOK_TIMEOUT_SECONDS,
     TOPIC_MAILBOX_CAPACITY,
+    HookTimeoutError,
+    ServerPublish,
+    ServiceExitError,
     TopicActor,
+    TopicSettings,
     topic_name_key,
 )
 from hub.topics.crashes import TOPIC_CRASH_WINDOW_SECONDS, TOPIC_MAX_CRASHES, CrashLedger
+from hub.topics.hub_api import HubServices
 from hub.topics.messages import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
     MAX_CALL_TIMEOUT_SECONDS,
@@ -38,21 +44,26 @@ from hub.topics.messages import (
     Subscriber,
     ToConnection,
     call_deadline,
+    outbound_for,
 )
-from hub.topics.registry import TOPIC_START_TIMEOUT_SECONDS, Topics
+from hub.topics.registry import MAX_LIVE_TOPICS, TOPIC_START_TIMEOUT_SECONDS, Topics
 from hub.topics.routes import Route
-from hub.topics.topic import Topic
+from hub.topics.topic import TimerFired, Topic
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_SECONDS",
     "EMPTY_TOPIC_GRACE_SECONDS",
+    "HOOK_TIMEOUT_SECONDS",
     "MAX_CALL_TIMEOUT_SECONDS",
+    "MAX_LIVE_TOPICS",
     "TOPIC_CRASH_WINDOW_SECONDS",
     "TOPIC_MAILBOX_CAPACITY",
     "TOPIC_MAX_CRASHES",
     "TOPIC_START_TIMEOUT_SECONDS",
     "CallService",
     "CrashLedger",
+    "HookTimeoutError",
+    "HubServices",
     "JoinAnswered",
     "JoinTopic",
     "LeaveTopic",
@@ -62,11 +73,16 @@ __all__ = [
     "PublishEvent",
     "Route",
     "SendFrame",
+    "ServerPublish",
+    "ServiceExitError",
     "Subscriber",
+    "TimerFired",
     "ToConnection",
     "Topic",
     "TopicActor",
+    "TopicSettings",
     "Topics",
     "call_deadline",
+    "outbound_for",
     "topic_name_key",
 ]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 import trio
 
 import actors
-from hub.errors import EncodeError, ErrorCode, JoinRefusedError, ServiceError
-from hub.protocol import Error, Reply
+from hub.backplane import Backplane, recovery_for
+from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.messages import (
     CallService,
@@ -23,11 +24,12 @@ from hub.topics.messages import (
     SendFrame,
 )
 from hub.topics.routes import Route
-from hub.topics.topic import Topic
+from hub.topics.topic import TimerFired, Topic
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
     from hub.services import Service
+    from hub.topics.hub_api import HubServices
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +42,34 @@ TOPIC_MAILBOX_CAPACITY: Final = 4096
 # history, still there.
 EMPTY_TOPIC_GRACE_SECONDS: Final = 10.0
 
+# How long any one service hook may run before its topic is crashed.
+HOOK_TIMEOUT_SECONDS: Final = 5.0
+
+T = TypeVar("T")
+
 
 @attrs.frozen
 class _CheckEmpty:
     """The empty-topic grace period is over: stop unless someone joined."""
+
+
+@attrs.frozen
+class ServerPublish:
+    """A call to the topic's actor: broadcast `event` from the server (not a member)."""
+
+    event: str
+    payload: Payload
+    keep: bool = True
+
+
+@attrs.frozen
+class TopicSettings:
+    """The limits of every topic actor (from the hub's configuration)."""
+
+    #: A topic whose last member left waits this long for one before it stops.
+    empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
+    #: How long any one service hook may run; past it, the topic crashes.
+    hook_timeout: float = HOOK_TIMEOUT_SECONDS
 
 
 def topic_name_key(name: str) -> Hashable:
@@ -51,8 +77,25 @@ def topic_name_key(name: str) -> Hashable:
     return ("topic", name)
 
 
+class HookTimeoutError(HubError):
+    """A service hook ran past the hub's hook timeout (it crashes its topic)."""
+
+
+class ServiceExitError(HubError):
+    """A service raised SystemExit, KeyboardInterrupt or another BaseException.
+
+    Contained as a crash of its topic: a service cannot end the hub.
+    """
+
+
 class TopicActor(actors.Actor):
-    """The actor behind one topic: membership, and its service's handlers."""
+    """The actor behind one topic: membership, history position, its service's hooks.
+
+    Every service hook runs through `_hook`: bounded by `hook_timeout` and
+    contained, so that whatever a service raises (SystemExit and
+    KeyboardInterrupt included) or however long it hangs, only its own topic
+    crashes.
+    """
 
     mailbox_capacity = TOPIC_MAILBOX_CAPACITY
 
@@ -60,72 +103,93 @@ class TopicActor(actors.Actor):
         self,
         name: str,
         route: Route,
+        backplane: Backplane,
         metrics: HubMetrics | None = None,
         *,
+        hub: HubServices | None = None,
         crashes: CrashLedger | None = None,
-        empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS,
+        settings: TopicSettings | None = None,
     ) -> None:
-        self.topic = Topic(name, metrics)
+        self.topic = Topic(name, backplane.publish, metrics, hub=hub)
+        self._backplane = backplane
         self._crashes = crashes or CrashLedger()
         self._route = route
-        self._empty_grace = empty_grace
+        self._settings = settings or TopicSettings()
         self._monitors: dict[actors.ActorRef, actors.Monitor] = {}
-        self._nursery: trio.Nursery | None = None
         self._empty_since = 0.0
-        self._empty_timer_running = False
+        self._empty_timer: actors.Timer | None = None
+        self._claimed = False
         self.service: Service | None = None
 
     async def run(self) -> None:
         self.ctx.register(topic_name_key(self.topic.name))
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._became_empty()
-            await super().run()
-            nursery.cancel_scope.cancel()
+        self.topic._ctx = self.ctx
+        await super().run()
 
     async def started(self) -> None:
+        name = self.topic.name
+        self._backplane.claim(name)
+        self._claimed = True
+        self.topic.position = await self._backplane.position(name)
         self.service = self._route.factory(self.topic)
-        await self.service.started()
+        await self._hook("started", self.service.started)
+        self._became_empty()
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         if isinstance(reason, actors.Crashed):
             self._crashes.record(self.topic.name, trio.current_time())
-        if self.service is not None:
-            await self.service.stopped()
+        try:
+            if self.service is not None:
+                await self._hook("stopped", self.service.stopped)
+        finally:
+            if self._claimed:
+                # The history outlives this actor for the retention time.
+                self._backplane.release(self.topic.name)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _hook(self, hook: str, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run one service hook, bounded and contained (see the class docstring).
+
+        ServiceError (and JoinRefusedError) pass through: they are answers
+        for the client. Anything else crashes the topic, whose log line names
+        the hook. KI-protected, so a real Ctrl+C is delivered to the hub's
+        main task, never into a service: a KeyboardInterrupt seen here is the
+        service's own.
+        """
+        timeout = self._settings.hook_timeout
+        with trio.move_on_after(timeout) as waited:
+            try:
+                return await function(*args)
+            except (Exception, trio.Cancelled):
+                raise
+            except BaseException as error:
+                raise ServiceExitError(
+                    f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
+                ) from error
+        assert waited.cancelled_caught
+        raise HookTimeoutError(
+            f"the service of topic {self.topic.name!r} did not return from {hook} "
+            f"within {timeout} s"
+        )
 
     def _became_empty(self) -> None:
         """Start the grace period: stop unless a member joins before it ends."""
         self._empty_since = trio.current_time()
-        self._arm_empty_timer()
-
-    def _arm_empty_timer(self) -> None:
-        # One timer task at most, however often the topic empties: it
-        # follows `_empty_since` as that moves.
-        if not self._empty_timer_running:
-            assert self._nursery is not None
-            self._empty_timer_running = True
-            self._nursery.start_soon(self._expire_when_empty)
-
-    async def _expire_when_empty(self) -> None:
-        try:
-            while True:
-                await trio.sleep_until(self._empty_since + self._empty_grace)
-                if self.topic.members:
-                    return  # someone joined; the next emptiness arms a new timer
-                if trio.current_time() < self._empty_since + self._empty_grace:
-                    continue  # emptied again meanwhile: wait the rest of the new period
-                if self.ref.cast(_CheckEmpty()):
-                    return
-                # The mailbox is full of requests: the topic is busy, look again later.
-                await trio.sleep(self._empty_grace)
-        finally:
-            self._empty_timer_running = False
+        if self._empty_timer is None or not self._empty_timer.active:
+            self._empty_timer = self.ctx.send_after(self._settings.empty_grace, _CheckEmpty())
 
     async def handle(self, message: Any) -> None:
         await self._handle(message)
         while self.topic._kicked:
             member = self.topic._kicked.pop()
             await self._remove(member.connection.ref, already_removed=member)
+
+    async def handle_call(self, request: Any, call: actors.Call) -> Any:
+        match request:
+            case ServerPublish(event=event, payload=payload, keep=keep):
+                return self.topic.broadcast(event, payload, keep=keep)
+            case _:
+                raise actors.UnexpectedMessageError(self.ctx.name, request)
 
     async def _handle(self, message: Any) -> None:
         assert self.service is not None
@@ -136,28 +200,34 @@ class TopicActor(actors.Actor):
                 if member is None:
                     return  # left (or was kicked) while this was queued
                 try:
-                    await self.service.handle_event(member, event, payload)
+                    await self._hook(
+                        "handle_event", self.service.handle_event, member, event, payload
+                    )
                 except ServiceError as error:
                     _answer_error(member, ref, topic.name, error.code, error.message)
                 else:
                     if ref:
                         member.connection.deliver(SendFrame(Reply(ref, topic.name, True)))
-            case CallService(connection=connection):
+            case CallService():
                 await self._call(message)
             case JoinTopic():
                 await self._join(message)
             case LeaveTopic(connection=connection):
                 await self._remove(connection)
             case actors.Down(ref=connection):
-                # The connection is gone, whichever of its monitors says so.
+                # The session is gone, whichever of its monitors says so.
                 await self._remove(connection)
+            case TimerFired(event=event, payload=payload):
+                await self._hook("handle_timer", self.service.handle_timer, event, payload)
             case _CheckEmpty():
+                self._empty_timer = None
                 if topic.members:
                     return
-                if trio.current_time() - self._empty_since >= self._empty_grace:
+                left = self._empty_since + self._settings.empty_grace - trio.current_time()
+                if left <= 0:
                     self.ctx.stop()
-                else:
-                    self._arm_empty_timer()
+                else:  # emptied again meanwhile: wait the rest of the new period
+                    self._empty_timer = self.ctx.send_after(left, _CheckEmpty())
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
 
@@ -167,7 +237,7 @@ class TopicActor(actors.Actor):
         connection = member.connection
         name = self.topic.name
         try:
-            payload = await self.service.join(member, dict(member.params))
+            payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
                 JoinAnswered(name, self.ref, False, code=error.code, message=error.message)
@@ -176,7 +246,9 @@ class TopicActor(actors.Actor):
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
-        await self.service.joined(member, request.offset)
+        history = await self._backplane.history(name, after=request.offset or 0)
+        recovery = recovery_for(history, request.epoch, request.offset)
+        await self._hook("joined", self.service.joined, member, recovery)
 
     async def _remove(
         self, connection: actors.ActorRef, *, already_removed: Member | None = None
@@ -189,7 +261,7 @@ class TopicActor(actors.Actor):
             # flushing would rebuild the mailbox on every leave.
             self.ctx.demonitor(monitor)
         if member is not None:
-            await self.service.leave(member)
+            await self._hook("leave", self.service.leave, member)
             if not self.topic.members:
                 self._became_empty()
 
@@ -202,24 +274,32 @@ class TopicActor(actors.Actor):
         if request.deadline <= trio.current_time():
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, "call timed out")
             return
+        # The client's deadline bounds the call: a backend actor the service
+        # calls inherits what is left of it (ActorRef.call), and is cancelled
+        # with it; no late answer goes anywhere.
         with trio.move_on_at(request.deadline):
             try:
-                result = await self.service.handle_call(member, request.event, request.payload)
+                result = await self._hook(
+                    "handle_call", self.service.handle_call, member, request.event, request.payload
+                )
             except ServiceError as error:
                 _answer_error(member, request.ref, name, error.code, error.message)
                 return
-            try:
-                reply = Reply(request.ref, name, True, result)
-                member.connection.codec.encode(reply)
-            except (EncodeError, ValueError) as error:
-                # Something this client's codec cannot carry (bytes for a JSON
-                # client, say): told to the client, not a crash of the topic.
-                subprotocol = member.connection.codec.subprotocol
-                message = f"the service's answer cannot be sent over {subprotocol}: {error}"
-                _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+            except actors.CallTimeoutError:
+                pass  # a backend call ran out of the client's time: answered below
+            else:
+                try:
+                    reply = Reply(request.ref, name, True, result)
+                    member.connection.codec.encode(reply)
+                except (EncodeError, ValueError) as error:
+                    # Something this client's codec cannot carry (bytes for a JSON
+                    # client, say): told to the client, not a crash of the topic.
+                    subprotocol = member.connection.codec.subprotocol
+                    message = f"the service's answer cannot be sent over {subprotocol}: {error}"
+                    _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+                    return
+                member.connection.deliver(SendFrame(reply))
                 return
-            member.connection.deliver(SendFrame(reply))
-            return
         _answer_error(
             member,
             request.ref,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
 import actors
-from hub.protocol import Codec, Error, Payload, Reply
+from hub.backplane import Record
+from hub.errors import EncodeError
+from hub.protocol import Codec, Error, Payload, Push, Reply
 from hub.transport import Wire
+
+if TYPE_CHECKING:
+    from hub.metrics import HubMetrics
 
 # How long a Call may wait for its service unless the client asks for less,
 # and the most it may ask for.
@@ -53,6 +58,7 @@ class JoinTopic:
     member: Member
     ref: int
     offset: int | None
+    epoch: str | None = None
 
 
 @attrs.frozen(eq=False)
@@ -129,3 +135,23 @@ def call_deadline(now: float, timeout: float | None) -> float:
     if timeout is None:
         timeout = DEFAULT_CALL_TIMEOUT_SECONDS
     return now + min(timeout, MAX_CALL_TIMEOUT_SECONDS)
+
+
+def outbound_for(
+    record: Record, codecs: Mapping[Codec, int] | tuple[Codec, ...], metrics: HubMetrics | None
+) -> Outbound:
+    """Encode `record` as a Push once per codec in `codecs`.
+
+    A codec that cannot carry the payload (bytes for a JSON client) gets None:
+    its members miss the event, and the metrics count it.
+    """
+    push = Push(record.topic, record.event, record.payload, record.offset)
+    messages: dict[Codec, Wire | None] = {}
+    for codec in codecs:
+        try:
+            messages[codec] = Wire(codec.encode(push))
+        except EncodeError:
+            messages[codec] = None
+            if metrics is not None:
+                metrics.unencodable.inc()
+    return Outbound(record.topic, record.event, messages, record.latest_only)

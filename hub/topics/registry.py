@@ -11,17 +11,22 @@ import attrs
 import trio
 
 import actors
-from hub.errors import TopicUnavailableError
-from hub.topics.actor import EMPTY_TOPIC_GRACE_SECONDS, TopicActor, topic_name_key
+from hub.backplane import Backplane, LocalBackplane
+from hub.errors import TopicLimitError, TopicUnavailableError
+from hub.topics.actor import TopicActor, TopicSettings, topic_name_key
 from hub.topics.crashes import CrashLedger
 from hub.topics.routes import Route
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
+    from hub.topics.hub_api import HubServices
 
 # How long a topic's service may take to start (its `started` hook) before
 # the join that started it fails.
 TOPIC_START_TIMEOUT_SECONDS: Final = 10.0
+
+# Most topics live at once in one hub.
+MAX_LIVE_TOPICS: Final = 10_000
 
 
 @attrs.define(eq=False)
@@ -37,9 +42,15 @@ class Topics:
     registry: actors.Registry
     #: The topics supervisor now (a new one if it was restarted).
     supervisor_of: Callable[[], actors.Supervisor]
+    backplane: Backplane = attrs.Factory(LocalBackplane)
     metrics: HubMetrics | None = None
-    empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
+    #: What services reach of the hub beyond their topic (`topic.hub`).
+    hub: HubServices | None = None
+    settings: TopicSettings = attrs.Factory(TopicSettings)
     start_timeout: float = TOPIC_START_TIMEOUT_SECONDS
+    #: Most topics live at once, hub-wide; a join that would start one more
+    #: is refused (`topic_limit`).
+    max_live: int = MAX_LIVE_TOPICS
     crashes: CrashLedger = attrs.Factory(CrashLedger)
     #: Where joins that must first start their topic run (the hub's nursery).
     nursery: trio.Nursery | None = None
@@ -64,8 +75,9 @@ class Topics:
     async def actor_for(self, name: str, route: Route) -> actors.ActorRef:
         """The live actor of topic `name`, started now if there is none.
 
-        Raises actors.StartError if the service fails to start, and
-        TopicUnavailableError if the topic crashed too often lately.
+        Raises actors.StartError if the service fails to start,
+        TopicUnavailableError if the topic crashed too often lately, and
+        TopicLimitError if as many topics as allowed are live already.
         """
         key = topic_name_key(name)
         closed_until = self.crashes.closed_until(name, trio.current_time())
@@ -83,6 +95,12 @@ class Topics:
             if starting is None:
                 break
             await starting.wait()
+        if self.count() + len(self._starting) >= self.max_live:
+            if self.metrics is not None:
+                self.metrics.topic_limit_refusals.inc()
+            raise TopicLimitError(
+                f"the hub serves {self.max_live} topics already; try again later"
+            )
         starting = self._starting[name] = trio.Event()
         try:
             # Bounded: a service whose `started` hangs (a database that does
@@ -93,9 +111,12 @@ class Topics:
                     actors.ChildSpec(
                         id=None,
                         start=functools.partial(
-                            TopicActor, crashes=self.crashes, empty_grace=self.empty_grace
+                            TopicActor,
+                            hub=self.hub,
+                            crashes=self.crashes,
+                            settings=self.settings,
                         ),
-                        args=(name, route, self.metrics),
+                        args=(name, route, self.backplane, self.metrics),
                         # Not restarted by the supervisor: a topic that crashed has
                         # lost its members and state, its members are told and
                         # join again, and that join starts it afresh. So a topic

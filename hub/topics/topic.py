@@ -1,23 +1,28 @@
-"""The topic as its service sees it: its name, its members, and the ways to reach them."""
+"""The topic as its service sees it: its name, members, history position, and the ways out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
 import actors
-from hub.errors import EncodeError
-from hub.protocol import Codec, EndCode, Payload, Push
-from hub.topics.messages import Member, MembershipEnded, Outbound
-from hub.transport import Wire
+from hub.backplane import Position, Record
+from hub.protocol import EndCode, Payload
+from hub.topics.messages import Member, MembershipEnded, outbound_for
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
+    from hub.topics.hub_api import HubServices
 
 
-# --- the topic as its service sees it -----------------------------------------
+@attrs.frozen
+class TimerFired:
+    """A service's timer (`Topic.send_after`, `Topic.every`) is due: `handle_timer` runs."""
+
+    event: str
+    payload: Payload
 
 
 @attrs.define(eq=False)
@@ -29,21 +34,34 @@ class Topic:
     """
 
     name: str
+    # How a broadcast leaves: the backplane's publish.
+    _publish: Callable[[Record], None] = attrs.field(repr=False)
     metrics: HubMetrics | None = attrs.field(default=None, repr=False)
-    #: The offset of the last event kept with `broadcast(..., keep=True)`.
-    offset: int = 0
+    #: Where the topic's history stands: its epoch and the last kept offset.
+    position: Position = attrs.field(factory=lambda: Position("", 0))
+    #: The rest of the hub: publish to other topics, reach backend actors.
+    hub: HubServices | None = attrs.field(default=None, repr=False)
     _members: dict[actors.ActorRef, Member] = attrs.Factory(dict)
-    # How many members use each codec: a broadcast encodes once per codec in
-    # use without walking the members to find out which.
-    _codecs: dict[Codec, int] = attrs.Factory(dict)
     # Kicked since the topic actor last looked: it calls their `leave` and
     # drops its monitors once the current handler returns.
     _kicked: list[Member] = attrs.Factory(list)
+    # The topic actor's context, for timers (set when the actor starts).
+    _ctx: actors.Context | None = attrs.field(default=None, repr=False)
 
     @property
     def members(self) -> Mapping[actors.ActorRef, Member]:
-        """The current members, by connection, in join order."""
+        """The current members, by session, in join order."""
         return self._members
+
+    @property
+    def offset(self) -> int:
+        """The offset of the last event kept with `broadcast(..., keep=True)`."""
+        return self.position.offset
+
+    @property
+    def epoch(self) -> str:
+        """The epoch of the topic's history (see `hub.backplane`)."""
+        return self.position.epoch
 
     def broadcast(
         self,
@@ -54,34 +72,39 @@ class Topic:
         keep: bool = False,
         latest_only: bool = False,
     ) -> int | None:
-        """Push `event` to every member (but `exclude`), encoded once per codec.
+        """Push `event` to every member (but `exclude`), on every node.
 
         Never waits on any member: a member too far behind is disconnected.
-        With `keep`, the event gets the topic's next offset (returned), for
-        services that keep history and replay it to rejoining clients. With
-        `latest_only` (game state, cursors), a member that has not yet been
-        sent the previous such event gets only this one: slow members see
-        fewer updates instead of falling behind. A member whose codec cannot
-        carry `payload` (bytes for a JSON client) misses the event.
+        With `keep`, the event gets the topic's next offset (returned) and is
+        kept in the topic's history, for members who rejoin after missing it.
+        With `latest_only` (game state, cursors), a member that has not yet
+        been sent the previous such event gets only this one: slow members
+        see fewer updates instead of falling behind. A member whose codec
+        cannot carry `payload` (bytes for a JSON client) misses the event.
         """
         offset: int | None = None
         if keep:
-            self.offset += 1
-            offset = self.offset
-        outbound = self._encode(event, payload, offset, self._codecs, latest_only)
-        excluded = exclude.connection.ref if exclude is not None else None
-        for connection_ref, member in self._members.items():
-            if connection_ref is not excluded:
-                member.connection.deliver(outbound)
+            offset = self.position.offset + 1
+            self.position = Position(self.position.epoch, offset)
+        self._publish(
+            Record(
+                self.name,
+                event,
+                payload,
+                self.position.epoch,
+                offset,
+                exclude.id if exclude is not None else None,
+                latest_only,
+            )
+        )
         return offset
 
     def push(
         self, member: Member, event: str, payload: Payload = None, *, offset: int | None = None
     ) -> None:
         """Push `event` to one member (history replay passes the event's `offset`)."""
-        member.connection.deliver(
-            self._encode(event, payload, offset, (member.connection.codec,), False)
-        )
+        record = Record(self.name, event, payload, self.position.epoch, offset)
+        member.connection.deliver(outbound_for(record, (member.connection.codec,), self.metrics))
 
     def kick(self, member: Member, reason: str, *, code: str = EndCode.KICKED) -> None:
         """End `member`'s membership: the client gets an Ended frame with `code`."""
@@ -89,39 +112,30 @@ class Topic:
             member.connection.deliver(MembershipEnded(self.name, code, reason))
             self._kicked.append(member)
 
+    def send_after(self, delay: float, event: str, payload: Payload = None) -> actors.Timer:
+        """Call the service's `handle_timer(event, payload)` once, `delay` seconds from now.
+
+        The timer is the topic's: cancelled when the topic ends. Returns it
+        (`cancel()` stops it).
+        """
+        return self._context().send_after(delay, TimerFired(event, payload))
+
+    def every(self, interval: float, event: str, payload: Payload = None) -> actors.Timer:
+        """Call `handle_timer(event, payload)` every `interval` seconds, at a fixed rate.
+
+        A tick that comes due while the previous one is still waiting is
+        counted in the timer's `missed`, not delivered late.
+        """
+        return self._context().every(interval, TimerFired(event, payload))
+
+    def _context(self) -> actors.Context:
+        if self._ctx is None:
+            raise RuntimeError("timers can be set once the topic's actor runs (from its hooks)")
+        return self._ctx
+
     def _add(self, member: Member) -> None:
         self._members[member.connection.ref] = member
-        codec = member.connection.codec
-        self._codecs[codec] = self._codecs.get(codec, 0) + 1
 
     def _remove(self, connection: actors.ActorRef) -> Member | None:
-        member = self._members.pop(connection, None)
-        if member is not None:
-            codec = member.connection.codec
-            left = self._codecs[codec] - 1
-            if left:
-                self._codecs[codec] = left
-            else:
-                del self._codecs[codec]
-        return member
+        return self._members.pop(connection, None)
 
-    def _encode(
-        self,
-        event: str,
-        payload: Payload,
-        offset: int | None,
-        codecs: Iterable[Codec],
-        latest_only: bool,
-    ) -> Outbound:
-        push = Push(self.name, event, payload, offset)
-        messages: dict[Codec, Wire | None] = {}
-        for codec in codecs:  # each codec once: the members' codecs, counted
-            try:
-                messages[codec] = Wire(codec.encode(push))
-            except EncodeError:
-                # Say, bytes published by a msgpack client: JSON members
-                # cannot receive them, the others still do.
-                messages[codec] = None
-                if self.metrics is not None:
-                    self.metrics.unencodable.inc()
-        return Outbound(self.name, event, messages, latest_only)

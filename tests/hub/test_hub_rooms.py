@@ -20,7 +20,11 @@ async def test_history_is_replayed_after_the_ok_reply_as_pushes_with_offsets(hub
             ref = bob.next_ref()
             await bob.send(Join(ref, "room:h", {"user": "bob"}))
             frames = [await bob.next_frame() for _ in range(4)]
-            assert frames[0] == Reply(ref, "room:h", True, {"members": 2})
+            reply = frames[0]
+            assert isinstance(reply, Reply) and (reply.ref, reply.ok) == (ref, True)
+            assert reply.payload["members"] == 2
+            # The room's history position: its epoch, and the last offset kept.
+            assert reply.payload["offset"] == 3 and reply.payload["epoch"]
             assert [(f.event, f.payload["text"], f.offset) for f in frames[1:]] == [
                 ("message", "m0", 1),
                 ("message", "m1", 2),

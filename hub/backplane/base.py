@@ -1,0 +1,163 @@
+"""The backplane seam: how a topic's events reach every node that serves its members.
+
+A topic's owner (its actor, on one node) publishes `Record`s: serializable
+values (topic, event, payload, offset, epoch), nothing that knows a socket
+or a codec. The backplane keeps the ones with an offset as the topic's
+history and hands every record, in publish order, to each node that
+subscribed to the topic; each node then encodes it once per codec its own
+clients use and writes it to them (`hub.pubsub`).
+
+- `publish(record)` never waits: in process it is delivered at once; a Redis
+  backplane queues it for a pipelined round trip that carries many.
+- `subscribe(topic, deliver)` is a node's interest in a topic, taken once
+  when its first local member joins (never once per connection), and
+  `unsubscribe(topic)` when its last one leaves.
+- `position(topic)` is where a topic's history stands: its epoch and last
+  offset. A topic's owner reads it when it starts, so an emptied room that
+  fills again carries on where it was.
+- `history(topic, after=offset)` reads what was kept after an offset, bounded.
+
+Offsets count up from 1 within an epoch. An epoch names one incarnation of a
+topic's history: when the history is dropped (nobody used the topic for
+longer than the retention), the next one starts with a new epoch at offset
+1, so a client that comes back with an old epoch, or with an offset older
+than what is kept, can be told that what it missed is gone.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import attrs
+
+from hub.protocol import Payload
+
+__all__ = [
+    "MAX_HISTORY_READ",
+    "Backplane",
+    "Deliver",
+    "History",
+    "Position",
+    "Record",
+    "Recovery",
+    "recovery_for",
+]
+
+# How many records one `history` read returns at most.
+MAX_HISTORY_READ: Final = 1000
+
+
+@attrs.frozen
+class Record:
+    """One event published to a topic, as it crosses the backplane.
+
+    `offset` is None for an event that is not kept (volatile, latest-value
+    state). `exclude` is the id of one member who must not get it (the
+    sender of a chat message that echoes locally). `latest_only`: a member
+    behind on this topic gets only the newest record per event.
+    """
+
+    topic: str
+    event: str
+    payload: Payload
+    epoch: str
+    offset: int | None = None
+    exclude: str | None = None
+    latest_only: bool = False
+
+
+@attrs.frozen
+class Position:
+    """Where a topic's history stands: its epoch, and the last offset given out (0: none)."""
+
+    epoch: str
+    offset: int
+
+
+@attrs.frozen
+class History:
+    """Records kept after an offset, oldest first.
+
+    `complete` is False when some of what was asked for is no longer kept
+    (the oldest kept offset is past `after` + 1) or the epoch has changed:
+    the reader has missed events it cannot get back.
+    """
+
+    position: Position
+    records: Sequence[Record]
+    complete: bool
+
+
+@attrs.frozen
+class Recovery:
+    """What a rejoining client missed, and whether it can have all of it.
+
+    Given to a service's `joined` hook. `recovered` is True when the client
+    named the current epoch and every record after its offset is still kept:
+    `missed` then holds exactly those, in order. Otherwise the client must
+    refetch its state; `missed` holds what is kept (the recent history).
+    """
+
+    recovered: bool
+    position: Position
+    missed: Sequence[Record]
+    #: What the client said it had seen (None for a first join).
+    epoch: str | None = None
+    offset: int | None = None
+
+
+def recovery_for(history: History, epoch: str | None, offset: int | None) -> Recovery:
+    """Judge a rejoin with (`epoch`, `offset`) against `history` read after that offset."""
+    recovered = (
+        offset is not None
+        and epoch == history.position.epoch
+        and history.complete
+        and offset <= history.position.offset
+    )
+    return Recovery(recovered, history.position, history.records, epoch, offset)
+
+
+Deliver = Callable[[Record], None]
+
+
+class Backplane(abc.ABC):
+    """Pubsub and history for topics (see the module docstring)."""
+
+    @abc.abstractmethod
+    async def position(self, topic: str) -> Position:
+        """The epoch and last offset of `topic`'s history (a new epoch if it has none)."""
+
+    @abc.abstractmethod
+    def publish(self, record: Record) -> None:
+        """Keep `record` if it has an offset, and deliver it to every subscribed node.
+
+        Never waits. Records of one topic are delivered in the order they
+        were published. Raises ValueError for an offset that does not follow
+        the topic's last one in its epoch: one owner gives out a topic's offsets.
+        """
+
+    @abc.abstractmethod
+    def subscribe(self, topic: str, deliver: Deliver) -> None:
+        """Deliver `topic`'s records to this node's `deliver` from now on (once per node)."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, topic: str) -> None:
+        """Stop delivering `topic`'s records to this node."""
+
+    @abc.abstractmethod
+    async def history(self, topic: str, *, after: int, limit: int = MAX_HISTORY_READ) -> History:
+        """Read up to `limit` kept records of `topic` with offsets above `after`."""
+
+    @abc.abstractmethod
+    def release(self, topic: str) -> None:
+        """The topic's owner has stopped: its history is kept for the retention time."""
+
+    @abc.abstractmethod
+    def claim(self, topic: str) -> None:
+        """An owner has started for `topic`: its history is kept while it runs."""
+
+    async def aclose(self) -> None:
+        """Release what the backplane holds (connections to a server, say)."""
+        return None
