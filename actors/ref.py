@@ -146,8 +146,10 @@ class ActorRef:
     async def call(self, request: Any, *, timeout: float = DEFAULT_CALL_TIMEOUT) -> Any:
         """Send `request` and wait for the actor's reply.
 
-        Raises CallTimeoutError if no reply arrives within `timeout` seconds
-        (the wait for mailbox room counts), ActorExitedError if the actor
+        Raises CallTimeoutError if no reply arrives within `timeout` seconds,
+        or by the deadline of the caller's own cancel scopes if that comes
+        first (the callee sees the earlier deadline as `call.deadline`; the
+        wait for mailbox room counts), ActorExitedError if the actor
         has ended or ends before replying, and MailboxFullError if the
         actor's overflow policy refuses or drops the call. A reply that comes late is dropped,
         never delivered to anyone; the callee can see the deadline, and the
@@ -155,7 +157,10 @@ class ActorRef:
         """
         if self._exit_reason is not None:
             raise ActorExitedError(self.name, self._exit_reason)
-        deadline = trio.current_time() + timeout
+        # The caller's own deadline travels with the call: a call made while
+        # answering a call with 1 s left gets at most that 1 s, so the callee
+        # sees it and the whole chain is cancelled at once when it passes.
+        deadline = min(trio.current_time() + timeout, trio.current_effective_deadline())
         call = Call(request, deadline)
         self._watch(call, call._callee_exited)
         try:

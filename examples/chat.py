@@ -25,5 +25,5 @@ class ModeratedRoom(RoomService):
 
 
 app = Hub("chat example")
-app.route("room:*", lambda topic: RoomService(topic, history=100))
+app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
 app.route("help:*", ModeratedRoom)

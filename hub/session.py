@@ -97,6 +97,8 @@ class SessionSettings:
     close_timeout: float = 3.0
     #: Most topics one connection may have joined or be joining at once.
     max_topics: int = 100
+    #: Joins one connection may send per second (a burst of as many at once).
+    joins_per_second: float = 20.0
 
 
 @attrs.frozen
@@ -151,7 +153,11 @@ class Session(actors.Actor):
         self.identity = identity
         self._settings = settings or SessionSettings()
         self.codec: Codec = codec_for(transport.subprotocol or "")
-        self._machine = ServerMachine(self.codec, max_topics=self._settings.max_topics)
+        self._machine = ServerMachine(
+            self.codec,
+            max_topics=self._settings.max_topics,
+            joins_per_second=self._settings.joins_per_second,
+        )
         self.id = ""
         # Topic -> its actor, for topics joined or joining.
         self._topics: dict[str, actors.ActorRef] = {}

@@ -12,6 +12,7 @@ Neither awaits, reads a clock or touches a socket: the caller passes `now`.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -44,6 +45,9 @@ MALFORMED_WINDOW_SECONDS = 10.0
 
 MAX_TOPICS = 100
 """Most topics one connection may have joined or be joining at once."""
+
+JOINS_PER_SECOND = 20.0
+"""Joins one connection may send per second, on average (a burst of as many is allowed)."""
 
 # RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
 _MAX_CLOSE_REASON_BYTES = 123
@@ -109,7 +113,7 @@ Action: TypeAlias = Dispatch | Send | Close
 
 @attrs.define
 class _MalformedBudget:
-    """A token bucket: `capacity` malformed frames, refilled over `window` seconds."""
+    """A token bucket: `capacity` tokens (malformed frames, joins), refilled over `window` s."""
 
     capacity: int
     window: float
@@ -150,10 +154,15 @@ class ServerMachine:
         max_malformed: int = MAX_MALFORMED,
         malformed_window_seconds: float = MALFORMED_WINDOW_SECONDS,
         max_topics: int = MAX_TOPICS,
+        joins_per_second: float = JOINS_PER_SECOND,
     ) -> None:
         self.codec = codec
         self.max_topics = max_topics
         self._budget = _MalformedBudget(max_malformed, malformed_window_seconds)
+        # Joins start topics and run services' checks: a client that joins
+        # and leaves in a loop is slowed down here, before it costs anything.
+        burst = max(1, math.ceil(joins_per_second))
+        self._joins = _MalformedBudget(burst, burst / joins_per_second)
         self._joined: set[str] = set()
         self._pending_joins: dict[str, int] = {}
         self._closed = False
@@ -241,6 +250,14 @@ class ServerMachine:
                     actions.append(
                         _refuse(
                             frame, ErrorCode.TOO_LARGE, f"at most {self.max_topics} topics at once"
+                        )
+                    )
+                elif not self._joins.spend(now):
+                    actions.append(
+                        _refuse(
+                            frame,
+                            ErrorCode.RATE_LIMITED,
+                            f"more than {self._joins.capacity} joins in a burst; slow down",
                         )
                     )
                 else:

@@ -450,7 +450,7 @@ async def test_a_topic_that_empties_often_keeps_one_timer(topics_hub):
     with trio.fail_after(10):
         timers = topics_hub.runtime.system.timers
         async with topics_hub.client() as ann:
-            for _ in range(50):
+            for _ in range(15):  # within the joins-per-second burst
                 await ann.join_ok("count:churn")
                 assert (await ann.leave("count:churn")).ok
             assert len(timers) == 1
