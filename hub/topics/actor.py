@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -77,6 +78,10 @@ def topic_name_key(name: str) -> Hashable:
     return ("topic", name)
 
 
+class _DeadlinePassed(Exception):
+    """A client's Call deadline passed while its hook ran (answered call_timeout)."""
+
+
 class HookTimeoutError(HubError):
     """A service hook ran past the hub's hook timeout (it crashes its topic)."""
 
@@ -147,17 +152,25 @@ class TopicActor(actors.Actor):
                 self._backplane.release(self.topic.name)
 
     @trio.lowlevel.enable_ki_protection
-    async def _hook(self, hook: str, function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _hook(
+        self,
+        hook: str,
+        function: Callable[..., Awaitable[T]],
+        *args: Any,
+        deadline: float = math.inf,
+    ) -> T:
         """Run one service hook, bounded and contained (see the class docstring).
 
         ServiceError (and JoinRefusedError) pass through: they are answers
         for the client. Anything else crashes the topic, whose log line names
-        the hook. KI-protected, so a real Ctrl+C is delivered to the hub's
-        main task, never into a service: a KeyboardInterrupt seen here is the
-        service's own.
+        the hook. A `deadline` of the client's (a Call's) that comes before
+        the hook timeout cancels the hook with _DeadlinePassed instead.
+        KI-protected, so a real Ctrl+C is delivered to the hub's main task,
+        never into a service: a KeyboardInterrupt seen here is the service's own.
         """
         timeout = self._settings.hook_timeout
-        with trio.move_on_after(timeout) as waited:
+        hook_deadline = trio.current_time() + timeout
+        with trio.CancelScope(deadline=min(deadline, hook_deadline)):
             try:
                 return await function(*args)
             except (Exception, trio.Cancelled):
@@ -166,7 +179,8 @@ class TopicActor(actors.Actor):
                 raise ServiceExitError(
                     f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
                 ) from error
-        assert waited.cancelled_caught
+        if deadline <= hook_deadline:
+            raise _DeadlinePassed
         raise HookTimeoutError(
             f"the service of topic {self.topic.name!r} did not return from {hook} "
             f"within {timeout} s"
@@ -277,36 +291,34 @@ class TopicActor(actors.Actor):
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled
         # with it; no late answer goes anywhere.
-        with trio.move_on_at(request.deadline):
-            try:
-                result = await self._hook(
-                    "handle_call", self.service.handle_call, member, request.event, request.payload
-                )
-            except ServiceError as error:
-                _answer_error(member, request.ref, name, error.code, error.message)
-                return
-            except actors.CallTimeoutError:
-                pass  # a backend call ran out of the client's time: answered below
-            else:
-                try:
-                    reply = Reply(request.ref, name, True, result)
-                    member.connection.codec.encode(reply)
-                except (EncodeError, ValueError) as error:
-                    # Something this client's codec cannot carry (bytes for a JSON
-                    # client, say): told to the client, not a crash of the topic.
-                    subprotocol = member.connection.codec.subprotocol
-                    message = f"the service's answer cannot be sent over {subprotocol}: {error}"
-                    _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
-                    return
-                member.connection.deliver(SendFrame(reply))
-                return
-        _answer_error(
-            member,
-            request.ref,
-            name,
-            ErrorCode.CALL_TIMEOUT,
-            f"the service of {name!r} did not answer in time",
-        )
+        try:
+            result = await self._hook(
+                "handle_call",
+                self.service.handle_call,
+                member,
+                request.event,
+                request.payload,
+                deadline=request.deadline,
+            )
+        except ServiceError as error:
+            _answer_error(member, request.ref, name, error.code, error.message)
+            return
+        except (_DeadlinePassed, actors.CallTimeoutError):
+            # Out of the client's time (a backend call too): answered as such.
+            message = f"the service of {name!r} did not answer in time"
+            _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, message)
+            return
+        try:
+            reply = Reply(request.ref, name, True, result)
+            member.connection.codec.encode(reply)
+        except (EncodeError, ValueError) as error:
+            # Something this client's codec cannot carry (bytes for a JSON
+            # client, say): told to the client, not a crash of the topic.
+            subprotocol = member.connection.codec.subprotocol
+            message = f"the service's answer cannot be sent over {subprotocol}: {error}"
+            _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+            return
+        member.connection.deliver(SendFrame(reply))
 
 
 def _answer_error(member: Member, ref: int, topic: str, code: str, message: str) -> None:
