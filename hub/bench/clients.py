@@ -36,6 +36,7 @@ REQUEST_TIMEOUT_SECONDS: Final = 60.0
 # A ref is a u32 above 0; a counter wraps before it leaves that range.
 _MAX_REF: Final = 2**32 - 1
 
+_BINARY: Final = picows.WSMsgType.BINARY
 _DATA_TYPES: Final = (picows.WSMsgType.BINARY, picows.WSMsgType.TEXT)
 
 
@@ -58,7 +59,10 @@ class Link(picows.WSListener):
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
         kind = frame.msg_type
-        if kind in _DATA_TYPES or kind == picows.WSMsgType.CONTINUATION:
+        if frame.fin and kind is _BINARY and not self._fragments:
+            # A whole binary message: nearly every frame, so tested first.
+            self.on_message(frame.get_payload_as_bytes())
+        elif kind in _DATA_TYPES or kind is picows.WSMsgType.CONTINUATION:
             if frame.fin and not self._fragments:
                 self.on_message(frame.get_payload_as_bytes())
                 return
@@ -67,7 +71,7 @@ class Link(picows.WSListener):
                 message = b"".join(self._fragments)
                 self._fragments.clear()
                 self.on_message(message)
-        elif kind == picows.WSMsgType.CLOSE:
+        elif kind is picows.WSMsgType.CLOSE:
             self.close_code = frame.get_close_code().value
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
@@ -119,7 +123,13 @@ class HubLink(Link):
         return self._last_ref
 
     def on_message(self, message: bytes) -> None:
-        for frame in wire.frames(message):
+        decoded = wire.unpack(message)
+        if decoded[0] == wire.PUSH:
+            # One Push, not a batch: a fan-out's every message, kept short.
+            if self.on_push is not None:
+                self.on_push(decoded)
+            return
+        for frame in decoded if isinstance(decoded[0], list) else [decoded]:
             tag = frame[0]
             if tag == wire.PUSH:
                 if self.on_push is not None:

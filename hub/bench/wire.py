@@ -76,9 +76,14 @@ def push(topic: str, event: str, payload: Any, offset: int | None) -> bytes:
     return _pack([PUSH, topic, event, payload, offset])
 
 
+def unpack(message: bytes) -> Any:
+    """One server message as msgpack reads it: a frame, or a batch (a list of frames)."""
+    return msgpack.unpackb(message, raw=False)
+
+
 def frames(message: bytes) -> list[Frame]:
     """The frames of one server message: a frame or a batch of them."""
-    decoded = msgpack.unpackb(message, raw=False)
+    decoded = unpack(message)
     if decoded and isinstance(decoded[0], list):
         return list(decoded)
     return [decoded]
