@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import trio
 
-from hub import Hub, HubConfig, Member, Payload, Service, client, serve_hub
+from hub import Hub, HubConfig, Member, Payload, ServerConfig, Service, client, serve_hub
 
 
 class Echo(Service):
@@ -29,7 +29,7 @@ app.route("echo:*", Echo)
 
 async def main() -> None:
     async with trio.open_nursery() as nursery:
-        running = await nursery.start(serve_hub, app, HubConfig(port=0))
+        running = await nursery.start(serve_hub, app, HubConfig(server=ServerConfig(port=0)))
         print(f"hub at {running.websocket_url}")
         async with client.connect(running.websocket_url) as connection:
             echo = await connection.join("echo:demo")

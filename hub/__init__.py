@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hub import client
     from hub.app import Hub, HubRuntime, serve_hub
-    from hub.config import HubConfig, load_config
+    from hub.config import (
+        HttpConfig,
+        HubConfig,
+        LoggingConfig,
+        ServerConfig,
+        SessionConfig,
+        TopicsConfig,
+        WebSocketConfig,
+        load_config,
+    )
     from hub.errors import HubError, JoinRefusedError, ServiceError
     from hub.gateway import AuthenticationError, ConnectRequest
     from hub.protocol import Payload
@@ -30,7 +39,13 @@ _EXPORTS = {
     "ConnectRequest": "hub.gateway",
     "EchoService": "hub.services",
     "Hub": "hub.app",
+    "HttpConfig": "hub.config",
     "HubConfig": "hub.config",
+    "LoggingConfig": "hub.config",
+    "ServerConfig": "hub.config",
+    "SessionConfig": "hub.config",
+    "TopicsConfig": "hub.config",
+    "WebSocketConfig": "hub.config",
     "HubError": "hub.errors",
     "HubRuntime": "hub.app",
     "JoinRefusedError": "hub.errors",
@@ -48,17 +63,23 @@ __all__ = [
     "AuthenticationError",
     "ConnectRequest",
     "EchoService",
+    "HttpConfig",
     "Hub",
     "HubConfig",
     "HubError",
     "HubRuntime",
     "JoinRefusedError",
+    "LoggingConfig",
     "Member",
     "Payload",
     "RoomService",
+    "ServerConfig",
     "Service",
     "ServiceError",
+    "SessionConfig",
     "Topic",
+    "TopicsConfig",
+    "WebSocketConfig",
     "client",
     "load_config",
     "serve_hub",

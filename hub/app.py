@@ -4,7 +4,8 @@
     app.route("room:*", RoomService)
 
     async with trio.open_nursery() as nursery:
-        running = await nursery.start(serve_hub, app, HubConfig(port=0))
+        config = HubConfig(server=ServerConfig(port=0))
+        running = await nursery.start(serve_hub, app, config)
         ...
         running.request_shutdown()      # or SIGTERM under `hub serve`
 
@@ -47,7 +48,7 @@ from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
-from hub.topics import Route, ServerPublish, Topic, Topics
+from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport
 
 # How long the last connections may take to close once every session has
@@ -136,26 +137,21 @@ class HubRuntime:
     _session_settings: SessionSettings = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        config = self.config
-        self._session_settings = SessionSettings(
-            write_timeout=config.write_timeout,
-            close_timeout=config.close_timeout,
-            max_topics=config.max_topics_per_connection,
-        )
+        self._session_settings = session_settings(self.config)
 
     @property
     def url(self) -> str:
         """The HTTP URL of the demo page and endpoints."""
         assert self.gateway is not None
-        host = self.config.host or "127.0.0.1"
-        scheme = "https" if self.config.tls else "http"
+        host = self.config.server.host
+        scheme = "https" if self.config.server.tls else "http"
         return f"{scheme}://{_url_host(host)}:{self.gateway.port}/"
 
     @property
     def websocket_url(self) -> str:
         """The URL clients connect to for the hub protocol."""
         base = self.url.replace("http", "ws", 1)
-        return base.rstrip("/") + self.config.path
+        return base.rstrip("/") + self.config.server.path
 
     def request_shutdown(self) -> None:
         """Start a graceful shutdown: stop accepting, drain and close clients, return."""
@@ -222,7 +218,7 @@ class HubRuntime:
             id=None,
             start=functools.partial(_the_session, session),
             restart=actors.Restart.TEMPORARY,
-            shutdown=self.config.drain_seconds,
+            shutdown=self.config.server.drain_seconds,
             mailbox_capacity=SESSION_MAILBOX_CAPACITY,
             overflow=actors.Overflow.FAIL,
             label="session",
@@ -271,6 +267,44 @@ class HubRuntime:
             await self.gateway.wait_drained()
 
 
+def gateway_config(config: HubConfig) -> GatewayConfig:
+    """The gateway's part of the hub's settings."""
+    server, http, websocket = config.server, config.http, config.websocket
+    return GatewayConfig(
+        host=server.host,
+        port=server.port,
+        origins=server.origins,
+        certfile=server.certfile,
+        keyfile=server.keyfile,
+        max_message_size=websocket.max_message_size,
+        ping_interval=websocket.ping_interval,
+        idle_timeout=websocket.idle_timeout,
+        head_timeout=http.head_timeout,
+        max_head_size=http.max_head_size,
+        max_body_size=http.max_body_size,
+        auth_timeout=http.auth_timeout,
+        close_timeout=websocket.close_timeout,
+        outbox_capacity=websocket.outbox_capacity,
+    )
+
+
+def session_settings(config: HubConfig) -> SessionSettings:
+    """Every session's part of the hub's settings (one object, shared)."""
+    websocket, session, topics = config.websocket, config.session, config.topics
+    return SessionSettings(
+        # The codec refuses what the transport would: one limit, not two.
+        max_message_size=websocket.max_message_size,
+        max_malformed=session.max_malformed,
+        malformed_window_seconds=session.malformed_window_seconds,
+        call_timeout=topics.call_timeout_seconds,
+        max_call_timeout=topics.max_call_timeout_seconds,
+        write_timeout=websocket.write_timeout,
+        close_timeout=websocket.close_timeout,
+        max_topics=session.max_topics,
+        joins_per_second=session.joins_per_second,
+    )
+
+
 def _the_session(session: Session) -> Session:
     """The supervisor's factory for a session made beforehand (its reader holds it too)."""
     return session
@@ -308,7 +342,10 @@ async def serve_hub(
     config = config or HubConfig()
     metrics = HubMetrics()
     async with actors.open_system(app.name, handle_signals=False) as system:
-        backplane = LocalBackplane()
+        backplane = LocalBackplane(
+            history_size=config.topics.history_size,
+            retention_seconds=config.topics.history_retention_seconds,
+        )
         runtime = HubRuntime(app, config, system, metrics, backplane, Fanout(backplane, metrics))
         runtime.topics = Topics(
             routes=tuple(app.routes),
@@ -317,6 +354,17 @@ async def serve_hub(
             backplane=backplane,
             metrics=metrics,
             hub=runtime,
+            settings=TopicSettings(
+                empty_grace=config.topics.empty_grace_seconds,
+                hook_timeout=config.topics.hook_timeout_seconds,
+            ),
+            mailbox_capacity=config.topics.mailbox_capacity,
+            start_timeout=config.topics.start_timeout_seconds,
+            max_live=config.topics.max_live,
+            crashes=CrashLedger(
+                max_crashes=config.topics.max_crashes,
+                window_seconds=config.topics.crash_window_seconds,
+            ),
         )
         await system.start_supervisor(
             [
@@ -333,18 +381,6 @@ async def serve_hub(
             strategy=actors.Strategy.REST_FOR_ONE,
         )
         metrics.watch_actors(system.snapshot)
-        gateway_config = GatewayConfig(
-            host=config.host,
-            port=config.port,
-            origins=config.origins,
-            certfile=config.certfile,
-            keyfile=config.keyfile,
-            max_message_size=config.max_message_size,
-            ping_interval=config.ping_interval,
-            idle_timeout=config.idle_timeout,
-            close_timeout=config.close_timeout,
-            outbox_capacity=config.outbox_capacity,
-        )
         static = importlib.resources.files("hub") / "static"
         http_routes = [
             HttpRoute("/healthz", runtime.healthz),
@@ -357,9 +393,9 @@ async def serve_hub(
             runtime.gateway = await nursery.start(
                 functools.partial(
                     serve_gateway,
-                    gateway_config,
+                    gateway_config(config),
                     websocket_routes=[
-                        WebSocketRoute(config.path, runtime.serve_transport, SUBPROTOCOLS),
+                        WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
                         WebSocketRoute(ECHO_PATH, serve_echo),
                     ],
                     http_routes=http_routes,

@@ -9,6 +9,7 @@ import inspect
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import trio
 
 from hub.app import Hub, HubRuntime, serve_hub
-from hub.config import HubConfig, load_config
+from hub.config import HubConfig, format_toml, load_config
 from hub.errors import ConfigError
+from hub.gateway import server_ssl_context
 
 DEFAULT_APP = "hub.demo:app"
 
@@ -84,22 +86,36 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run a hub application (the demo when APP is omitted)",
         description="Run a hub application. Settings come from defaults, then --config "
-        "(or TRIOHUB_CONFIG), then TRIOHUB_* variables, then these flags.",
+        "(or TRIOHUB_CONFIG), then TRIOHUB_<SECTION>__<SETTING> variables, then --set, "
+        "then the other flags. docs/configuration.md lists every setting.",
     )
     serve.add_argument("app", nargs="?", default=DEFAULT_APP, help="module:attribute of a hub.Hub")
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks one)")
+    serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    # The flags' values reach the settings as text, as variables' do, so that
+    # every wrong value gets the same message naming its setting.
+    for flag, setting, help_text in _FLAGS:
+        serve.add_argument(
+            flag, dest=setting, metavar=setting.split(".")[1].upper(), help=help_text
+        )
     serve.add_argument(
         "--origin",
         action="append",
-        dest="origins",
+        dest="server.origins",
         metavar="ORIGIN",
-        help="allow WebSocket requests from ORIGIN (repeatable; default: any)",
+        help="allow WebSocket requests from ORIGIN (repeatable; default: any) [server.origins]",
     )
-    serve.add_argument("--certfile", help="PEM certificate: serve https:// and wss://")
-    serve.add_argument("--keyfile", help="PEM private key (if not in --certfile)")
-    serve.add_argument("--config", help="TOML file of settings")
-    serve.add_argument("--log-level", help="debug, info, warning or error")
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="any setting, such as --set topics.empty_grace_seconds=5 (repeatable)",
+    )
+    serve.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the settings in effect, as TOML, and exit",
+    )
     # Listed for `hub --help`; `main` hands everything after `bench` to hub.bench.
     commands.add_parser(
         "bench",
@@ -107,6 +123,59 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+# The settings most deployments set, as flags of their own: (flag, setting, help).
+_FLAGS = (
+    ("--host", "server.host", "address to listen on (default 127.0.0.1) [server.host]"),
+    ("--port", "server.port", "port to listen on (default 8000; 0 picks one) [server.port]"),
+    (
+        "--certfile",
+        "server.certfile",
+        "PEM certificate: serve https:// and wss:// [server.certfile]",
+    ),
+    ("--keyfile", "server.keyfile", "PEM private key (if not in --certfile) [server.keyfile]"),
+    ("--path", "server.path", "the hub protocol's WebSocket path (default /ws) [server.path]"),
+    (
+        "--max-message-size",
+        "websocket.max_message_size",
+        "largest message a client may send, in bytes (default 1048576) "
+        "[websocket.max_message_size]",
+    ),
+    ("--log-level", "logging.level", "debug, info, warning or error [logging.level]"),
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given on the command line: --set first, then the named flags."""
+    overrides: dict[str, object] = {}
+    for item in args.set:
+        setting, equals, value = item.partition("=")
+        if not equals or not setting.strip():
+            raise ConfigError(
+                f"--set takes SETTING=VALUE, such as topics.empty_grace_seconds=5; got {item!r}"
+            )
+        overrides[setting.strip()] = value
+    for _flag, setting, _help in _FLAGS:
+        if getattr(args, setting) is not None:
+            overrides[setting] = getattr(args, setting)
+    if getattr(args, "server.origins") is not None:
+        overrides["server.origins"] = tuple(getattr(args, "server.origins"))
+    return overrides
+
+
+def _check_tls(config: HubConfig) -> None:
+    """Load the certificate now, so that a bad one is a settings error, not a crash later."""
+    server = config.server
+    if server.certfile is None:
+        return
+    try:
+        server_ssl_context(server.certfile, server.keyfile)
+    except (OSError, ssl.SSLError) as error:
+        files = repr(server.certfile) + (f" and {server.keyfile!r}" if server.keyfile else "")
+        raise ConfigError(
+            f"setting server.certfile: cannot load a certificate and key from {files}: {error}"
+        ) from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,25 +188,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(
             file=args.config,
-            overrides={
-                "host": args.host,
-                "port": args.port,
-                "origins": args.origins,
-                "certfile": args.certfile,
-                "keyfile": args.keyfile,
-                "log_level": args.log_level,
-            },
+            overrides=_overrides(args),
+            overrides_source="from the command line",
         )
+        if args.print_config:
+            _say(format_toml(config))
+            return 0
+        _check_tls(config)
         app = load_app(args.app)
     except ConfigError as error:
-        print(f"hub: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"hub: {line}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=config.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         trio.run(run, app, config)
     except OSError as error:
-        print(f"hub: cannot listen on {config.host}:{config.port}: {error}", file=sys.stderr)
+        server = config.server
+        print(f"hub: cannot listen on {server.host}:{server.port}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,148 +1,519 @@
-"""The hub's settings: defaults, then a TOML file, then TRIOHUB_* variables, then flags."""
+"""The hub's settings: one tree, from defaults, a TOML file, TRIOHUB_* variables and flags.
+
+    [server]     where the hub listens, TLS, the protocol's path, shutdown
+    [http]       limits on HTTP requests (every connection starts as one)
+    [websocket]  one client's connection: message size, keepalive, slow consumers
+    [session]    one client's protocol: topics, joins, malformed frames
+    [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
+    [logging]    the log level of `hub serve`
+
+Each source overrides the one before: the defaults here, then a TOML file
+(`[topics] empty_grace_seconds = 5`), then environment variables named
+`TRIOHUB_<SECTION>__<SETTING>` (`TRIOHUB_TOPICS__EMPTY_GRACE_SECONDS=5`), then
+flags. Values are checked once, here, by pydantic; the running hub passes
+plain values down to the gateway, sessions, codecs and topics. A wrong or
+unknown setting is a ConfigError whose message names the setting and where
+its value came from. docs/configuration.md lists every setting.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import attrs
+import pydantic
+from pydantic import BeforeValidator, Field
+from pydantic_core import ErrorDetails
 
+from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
 from hub.errors import ConfigError
+from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
+from hub.protocol import MALFORMED_WINDOW_SECONDS, MAX_MALFORMED, MAX_MESSAGE_BYTES, MAX_TOPICS
+from hub.protocol.machine import JOINS_PER_SECOND
+from hub.topics import (
+    DEFAULT_CALL_TIMEOUT_SECONDS,
+    EMPTY_TOPIC_GRACE_SECONDS,
+    HOOK_TIMEOUT_SECONDS,
+    MAX_CALL_TIMEOUT_SECONDS,
+    MAX_LIVE_TOPICS,
+    TOPIC_CRASH_WINDOW_SECONDS,
+    TOPIC_MAILBOX_CAPACITY,
+    TOPIC_MAX_CRASHES,
+    TOPIC_START_TIMEOUT_SECONDS,
+)
+from hub.transport import DEFAULT_OUTBOX_CAPACITY
+
+__all__ = [
+    "CONFIG_VARIABLE",
+    "ENV_PREFIX",
+    "HttpConfig",
+    "HubConfig",
+    "LoggingConfig",
+    "ServerConfig",
+    "SessionConfig",
+    "TopicsConfig",
+    "WebSocketConfig",
+    "format_toml",
+    "load_config",
+    "setting_names",
+]
 
 ENV_PREFIX: Final = "TRIOHUB_"
+#: Names the TOML file when --config does not.
+CONFIG_VARIABLE: Final = "TRIOHUB_CONFIG"
+# Between the section and the setting in a variable's name (names hold "_").
+_ENV_DELIMITER: Final = "__"
 
 
-def _origins(value: object) -> tuple[str, ...] | None:
-    if value is None:
-        return None
+# --- the kinds of value, and what a message says each must be ---------------------
+
+
+@attrs.frozen
+class _Expect:
+    """What a value of this kind must be, as an error message says it."""
+
+    text: str
+
+
+def _not_bool(value: object) -> object:
+    # pydantic reads True as 1; in a TOML file it is a mistake, not a number.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+def _none_if_empty(value: object) -> object:
+    # TRIOHUB_SERVER__KEYFILE= (empty) leaves the file unset.
+    return None if value == "" else value
+
+
+def _split_commas(value: object) -> object:
+    # From a variable or a flag, a list is one comma-separated string.
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"origins must be a list of strings, got {value!r}")
-    return tuple(value)
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
-@attrs.frozen(kw_only=True)
-class HubConfig:
-    """Everything `hub serve` can be told. See docs/configuration.md."""
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    #: Allowed Origin headers for WebSocket requests; None allows any.
-    origins: tuple[str, ...] | None = attrs.field(default=None, converter=_origins)
-    certfile: str | None = None
-    keyfile: str | None = None
-    #: The hub protocol's WebSocket path.
-    path: str = "/ws"
-    max_message_size: int = 1024 * 1024
-    ping_interval: float = 20.0
-    idle_timeout: float = 60.0
-    #: On shutdown, how long each connection may take to write what is queued
-    #: for it before it is closed with 1001.
-    drain_seconds: float = 5.0
-    #: A client whose socket takes nothing for this long is evicted (1013).
-    write_timeout: float = 10.0
-    #: Messages that may wait for one client beyond what its socket took;
-    #: past that the client is evicted (1013, "slow consumer").
-    outbox_capacity: int = 1024
-    #: How long a WebSocket closing handshake may take.
-    close_timeout: float = 5.0
-    #: Most topics one connection may have joined or be joining at once.
-    max_topics_per_connection: int = 100
-    #: Log level for `hub serve`.
-    log_level: str = "info"
 
-    def __attrs_post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be 0..65535, got {self.port}")
-        if not self.path.startswith("/"):
-            raise ConfigError(f"path must start with '/', got {self.path!r}")
-        if self.keyfile and not self.certfile:
-            raise ConfigError("keyfile given without certfile")
-        for name in ("write_timeout", "close_timeout", "drain_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("outbox_capacity", "max_topics_per_connection", "max_message_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.idle_timeout <= self.ping_interval:
-            raise ConfigError(
-                f"idle_timeout ({self.idle_timeout}) must exceed ping_interval "
-                f"({self.ping_interval})"
-            )
+_NUMBER = BeforeValidator(_not_bool)
+
+Seconds = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False), _Expect("a number > 0")]
+SecondsOrZero = Annotated[
+    float, _NUMBER, Field(ge=0, allow_inf_nan=False), _Expect("a number >= 0")
+]
+Count = Annotated[int, _NUMBER, Field(ge=1), _Expect("an integer >= 1")]
+CountOrZero = Annotated[int, _NUMBER, Field(ge=0), _Expect("an integer >= 0")]
+Rate = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False), _Expect("a number > 0")]
+Port = Annotated[int, _NUMBER, Field(ge=0, le=65535), _Expect("an integer in 0..65535")]
+HeadSize = Annotated[
+    int,
+    _NUMBER,
+    Field(ge=1, le=MAX_HEAD_SIZE_LIMIT),
+    _Expect(f"an integer in 1..{MAX_HEAD_SIZE_LIMIT}"),
+]
+Host = Annotated[str, Field(min_length=1), _Expect("a host name or address")]
+UrlPath = Annotated[str, Field(pattern=r"^/"), _Expect("a path starting with '/'")]
+File = Annotated[str | None, BeforeValidator(_none_if_empty), _Expect("a file name")]
+Origins = Annotated[
+    tuple[str, ...] | None,
+    BeforeValidator(_split_commas),
+    _Expect("a list of origins such as 'https://example.com', or '*'"),
+]
+LogLevel = Annotated[
+    Literal["debug", "info", "warning", "error"],
+    BeforeValidator(_lower),
+    _Expect("one of debug, info, warning, error"),
+]
+
+
+class _Section(pydantic.BaseModel):
+    # Frozen: one config is shared by every part of a running hub. Unknown
+    # names are errors, so that a typo does not pass for a setting.
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+# --- the tree ----------------------------------------------------------------------
+
+
+class ServerConfig(_Section):
+    """Where the hub listens, TLS, the hub protocol's path, and shutdown."""
+
+    #: Address to listen on (`0.0.0.0` or `::` for every interface).
+    host: Host = "127.0.0.1"
+    #: TCP port; 0 picks a free one.
+    port: Port = 8000
+    #: The WebSocket path of the hub protocol.
+    path: UrlPath = "/ws"
+    #: Allowed Origin headers of WebSocket requests (`*` or None: any).
+    origins: Origins = None
+    #: PEM certificate (chain): with it the port speaks only TLS.
+    certfile: File = None
+    #: PEM private key, if not inside `certfile`.
+    keyfile: File = None
+    #: On shutdown, how long each connection may take to write what is queued for it.
+    drain_seconds: Seconds = 5.0
 
     @property
     def tls(self) -> bool:
         return self.certfile is not None
 
 
-_FIELDS: Final = {field.name: field for field in attrs.fields(HubConfig)}
+class HttpConfig(_Section):
+    """Limits on HTTP requests, including the WebSocket upgrade request."""
+
+    #: Time for the TLS handshake and a request head (and body) to arrive; keep-alive idle time.
+    head_timeout: Seconds = 10.0
+    #: Largest request head, in bytes (431 beyond).
+    max_head_size: HeadSize = MAX_HEAD_SIZE_LIMIT
+    #: Largest HTTP request body, in bytes (413 beyond).
+    max_body_size: Count = 1024 * 1024
+    #: Time the application's `authenticate` hook may take (503 beyond).
+    auth_timeout: Seconds = 10.0
 
 
-def _convert(name: str, raw: object) -> object:
-    """Turn a TOML or environment value into the field's type, or say what is wrong."""
-    field = _FIELDS[name]
-    kind = str(field.type)
+class WebSocketConfig(_Section):
+    """One client's WebSocket: message size, keepalive, closing, slow consumers."""
+
+    #: Largest message a client may send, in bytes (UTF-8 for text); larger: close 1009.
+    max_message_size: Count = MAX_MESSAGE_BYTES
+    #: Seconds of silence after which the server pings a client.
+    ping_interval: Seconds = 20.0
+    #: Seconds of silence after which a client is closed (1001); above `ping_interval`.
+    idle_timeout: Seconds = 60.0
+    #: Time for a closing handshake, and for the Close to go out.
+    close_timeout: Seconds = 5.0
+    #: A client whose socket takes nothing for this long is evicted (1013).
+    write_timeout: Seconds = 10.0
+    #: Messages that may wait for one client beyond what its socket took; then 1013.
+    outbox_capacity: Count = DEFAULT_OUTBOX_CAPACITY
+
+
+class SessionConfig(_Section):
+    """One client's use of the protocol."""
+
+    #: Most topics one connection may have joined or be joining at once.
+    max_topics: Count = MAX_TOPICS
+    #: Joins one connection may send per second, and in a burst.
+    joins_per_second: Rate = JOINS_PER_SECOND
+    #: Malformed frames a client may send in a burst before it is closed (1008).
+    max_malformed: Count = MAX_MALFORMED
+    #: The malformed-frame allowance refills fully over this many seconds.
+    malformed_window_seconds: Seconds = MALFORMED_WINDOW_SECONDS
+
+
+class TopicsConfig(_Section):
+    """Topic actors: how many, their mailboxes, lifetimes, hooks, crashes, calls and history."""
+
+    #: Most topics live at once in the hub; a join that would start one more is refused.
+    max_live: Count = MAX_LIVE_TOPICS
+    #: Requests queued for one topic; beyond, a request is answered `overloaded`.
+    mailbox_capacity: Count = TOPIC_MAILBOX_CAPACITY
+    #: How long a topic whose last member left waits for one before it stops.
+    empty_grace_seconds: Seconds = EMPTY_TOPIC_GRACE_SECONDS
+    #: How long a topic's service may take to start before the join fails.
+    start_timeout_seconds: Seconds = TOPIC_START_TIMEOUT_SECONDS
+    #: How long any one service hook may run before its topic is crashed.
+    hook_timeout_seconds: Seconds = HOOK_TIMEOUT_SECONDS
+    #: Crashes within `crash_window_seconds` after which a topic is not served for a while.
+    max_crashes: Count = TOPIC_MAX_CRASHES
+    #: The window over which a topic's crashes are counted.
+    crash_window_seconds: Seconds = TOPIC_CRASH_WINDOW_SECONDS
+    #: How long a Call waits for its service unless the client asks for less.
+    call_timeout_seconds: Seconds = DEFAULT_CALL_TIMEOUT_SECONDS
+    #: The longest a client may ask a Call to wait.
+    max_call_timeout_seconds: Seconds = MAX_CALL_TIMEOUT_SECONDS
+    #: Events kept per topic, for clients that rejoin (0: none).
+    history_size: CountOrZero = DEFAULT_HISTORY_SIZE
+    #: How long a topic's history outlives its actor's idle stop.
+    history_retention_seconds: SecondsOrZero = DEFAULT_RETENTION_SECONDS
+
+
+class LoggingConfig(_Section):
+    """What `hub serve` logs."""
+
+    #: debug, info, warning or error.
+    level: LogLevel = "info"
+
+
+class _Clash(ValueError):
+    """Two settings that are each valid but not together; `setting` is the one to change."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class HubConfig(_Section):
+    """Everything `hub serve` can be told: one frozen tree of sections.
+
+    Build it in code with sections (`HubConfig(server=ServerConfig(port=0))`),
+    from a tree shaped like the TOML file (`HubConfig.from_settings`), or from
+    every source as `hub serve` does (`load_config`). See docs/configuration.md.
+    """
+
+    server: ServerConfig = ServerConfig()
+    http: HttpConfig = HttpConfig()
+    websocket: WebSocketConfig = WebSocketConfig()
+    session: SessionConfig = SessionConfig()
+    topics: TopicsConfig = TopicsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @pydantic.model_validator(mode="after")
+    def _check_together(self) -> HubConfig:
+        websocket, server, topics = self.websocket, self.server, self.topics
+        if websocket.idle_timeout <= websocket.ping_interval:
+            raise _Clash(
+                "websocket.idle_timeout",
+                f"setting websocket.idle_timeout ({websocket.idle_timeout}) must exceed "
+                f"websocket.ping_interval ({websocket.ping_interval})",
+            )
+        if server.keyfile is not None and server.certfile is None:
+            raise _Clash(
+                "server.keyfile", "setting server.keyfile is given without server.certfile"
+            )
+        if topics.call_timeout_seconds > topics.max_call_timeout_seconds:
+            raise _Clash(
+                "topics.call_timeout_seconds",
+                f"setting topics.call_timeout_seconds ({topics.call_timeout_seconds}) must not "
+                f"exceed topics.max_call_timeout_seconds ({topics.max_call_timeout_seconds})",
+            )
+        return self
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> HubConfig:
+        """Check a tree of settings shaped like the TOML file, `{"server": {"port": 0}}`.
+
+        Sections and settings left out keep their defaults. Raises ConfigError
+        naming each wrong or unknown setting.
+        """
+        layers = _Layers()
+        layers.add_tree(settings, "")
+        return layers.build()
+
+
+# --- names -------------------------------------------------------------------------
+
+
+def _sections() -> dict[str, type[_Section]]:
+    sections: dict[str, type[_Section]] = {}
+    for name, field in HubConfig.model_fields.items():
+        assert isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+        sections[name] = field.annotation
+    return sections
+
+
+_SECTIONS: Final = _sections()
+
+
+def setting_names() -> Iterator[str]:
+    """Every setting's dotted name (`server.port`), in the tree's order."""
+    for section, model in _SECTIONS.items():
+        for name in model.model_fields:
+            yield f"{section}.{name}"
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a dotted setting name: `TRIOHUB_SERVER__PORT`."""
+    return ENV_PREFIX + setting.replace(".", _ENV_DELIMITER).upper()
+
+
+# A setting's name alone (`port`), for hints to users of the flat names.
+_BY_NAME: Final = {setting.split(".")[1]: setting for setting in setting_names()}
+
+
+def _suggest(name: str, candidates: Mapping[str, str]) -> str | None:
+    """`did you mean ...?` for a name close to one of `candidates` (name -> as said)."""
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f"did you mean {candidates[close[0]]}?" if close else None
+
+
+def _expected(setting: str) -> str:
+    """What the setting must be, from the `_Expect` in its type."""
+    section, _, name = setting.partition(".")
+    field = _SECTIONS[section].model_fields[name]
+    for item in field.metadata:
+        if isinstance(item, _Expect):
+            return item.text
+    raise AssertionError(f"setting {setting} says nothing of what it must be")
+
+
+# --- the sources, layered ----------------------------------------------------------
+
+
+@attrs.define
+class _Layers:
+    """Settings from every source, later ones winning, and where each came from."""
+
+    tree: dict[str, Any] = attrs.Factory(dict)
+    #: Dotted setting -> where its value came from ("" for code).
+    sources: dict[str, str] = attrs.Factory(dict)
+
+    def add(self, section: str, name: str | None, value: object, source: str) -> None:
+        if name is None:  # a value where a section belongs (TOML `server = 5`)
+            self.tree[section] = value
+            self.sources[section] = source
+            return
+        table = self.tree.get(section)
+        if not isinstance(table, dict):
+            table = self.tree[section] = {}
+        table[name] = value
+        self.sources[f"{section}.{name}"] = source
+
+    def add_tree(self, tree: Mapping[str, Any], source: str) -> None:
+        for section, table in tree.items():
+            if isinstance(table, Mapping):
+                for name, value in table.items():
+                    self.add(section, name, value, source)
+            else:
+                self.add(section, None, table, source)
+
+    def build(self) -> HubConfig:
+        try:
+            return HubConfig.model_validate(self.tree)
+        except pydantic.ValidationError as error:
+            problems = [self._describe(detail) for detail in error.errors()]
+            raise ConfigError("\n".join(dict.fromkeys(problems))) from None
+
+    def _describe(self, detail: ErrorDetails) -> str:
+        """One line for one of pydantic's error details, naming the setting."""
+        location = tuple(str(part) for part in detail["loc"])
+        kind = detail["type"]
+        clash = (detail.get("ctx") or {}).get("error")
+        if isinstance(clash, _Clash):
+            return str(clash) + self._from(clash.setting)
+        if kind == "extra_forbidden":
+            return self._unknown(location)
+        setting = ".".join(location[:2])
+        if len(location) == 1:
+            got = self.tree.get(location[0])
+            return (
+                f"setting {setting} must be a table of settings, got {got!r}{self._from(setting)}"
+            )
+        got = self.tree.get(location[0], {}).get(location[1], detail["input"])
+        return f"setting {setting} must be {_expected(setting)}, got {got!r}{self._from(setting)}"
+
+    def _unknown(self, location: tuple[str, ...]) -> str:
+        """Name an unknown setting, and the known one it is closest to."""
+        if len(location) == 1 and isinstance(self.tree.get(location[0]), dict):
+            (section,) = location
+            hint = _suggest(section, {known: f"[{known}]" for known in _SECTIONS})
+            return f"unknown section [{section}]{self._from(section)}; " + (
+                hint or f"the sections are {', '.join(_SECTIONS)}"
+            )
+        if len(location) == 1:  # a value at the top, where only sections belong
+            (setting,) = location
+            # A flat name from before the sections (`port`) says where it went.
+            hint = (
+                (f"did you mean {_BY_NAME[setting]}?" if setting in _BY_NAME else None)
+                or _suggest(setting, {section: f"[{section}]" for section in _SECTIONS})
+                or _suggest(setting, _BY_NAME)
+                or f"the sections are {', '.join(_SECTIONS)}"
+            )
+        else:
+            section, name = location[:2]
+            setting = f"{section}.{name}"
+            names = _SECTIONS[section].model_fields
+            hint = (
+                _suggest(name, {known: f"{section}.{known}" for known in names})
+                or _suggest(name, _BY_NAME)
+                or f"[{section}] has {', '.join(names)}"
+            )
+        return f"unknown setting {setting}{self._from(setting)}; {hint}"
+
+    def _from(self, setting: str) -> str:
+        """Where `setting` came from, ` (in hub.toml)`; for a section, its first setting's."""
+        source = self.sources.get(setting) or next(
+            (where for name, where in self.sources.items() if name.startswith(f"{setting}.")), ""
+        )
+        return f" ({source})" if source else ""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
     try:
-        if name == "origins":
-            return _origins(raw)
-        if kind == "int":
-            if isinstance(raw, bool):
-                raise ValueError
-            return int(raw)  # type: ignore[call-overload]
-        if kind == "float":
-            return float(raw)  # type: ignore[arg-type]
-        if isinstance(raw, str):
-            return raw
-        raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {name!r} must be of type {kind}, got {raw!r}") from None
+        return tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from error
+
+
+def _add_environment(layers: _Layers, environ: Mapping[str, str]) -> None:
+    problems: list[str] = []
+    for variable, value in sorted(environ.items()):
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() == CONFIG_VARIABLE:
+            continue
+        section, delimiter, name = variable[len(ENV_PREFIX) :].lower().partition(_ENV_DELIMITER)
+        if delimiter and section and name:
+            layers.add(section, name, value, f"from {variable}")
+            continue
+        hint = _BY_NAME.get(section)
+        problems.append(
+            f"unknown variable {variable}; did you mean {env_name(hint)}?"
+            if hint
+            else f"unknown variable {variable}: settings are read from variables named "
+            f"TRIOHUB_<SECTION>__<SETTING>, such as TRIOHUB_SERVER__PORT"
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def load_config(
     *,
     file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, object] | None = None,
+    overrides_source: str = "from overrides",
 ) -> HubConfig:
     """Build the configuration: defaults < TOML `file` < TRIOHUB_* variables < `overrides`.
 
-    The file may be named by TRIOHUB_CONFIG too. Its settings sit at the top
-    level or under a `[hub]` table. Unknown settings are an error (ConfigError),
-    so a typo does not pass unnoticed.
+    The file may be named by TRIOHUB_CONFIG too; its tables are the
+    sections. Variables are `TRIOHUB_<SECTION>__<SETTING>`; their values,
+    strings, are read as the setting's type (a list from a comma-separated
+    string). `overrides` maps dotted names (`"server.port"`) to values; a
+    None value leaves the setting alone (a flag not given). Every wrong or
+    unknown setting is a ConfigError naming it and its source
+    (`overrides_source` for the overrides: `hub serve` says "from the command line").
     """
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
-    file = file or environ.get(f"{ENV_PREFIX}CONFIG")
+    layers = _Layers()
+    file = file or environ.get(CONFIG_VARIABLE)
     if file:
         path = Path(file)
-        try:
-            document = tomllib.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from error
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from error
-        table = document.get("hub", document)
-        if not isinstance(table, dict):
-            raise ConfigError(f"[hub] in {str(path)!r} must be a table")
-        for name, raw in table.items():
-            if name not in _FIELDS:
-                known = ", ".join(sorted(_FIELDS))
-                raise ConfigError(f"unknown setting {name!r} in {str(path)!r}; known: {known}")
-            values[name] = _convert(name, raw)
-    for name in _FIELDS:
-        raw_env = environ.get(f"{ENV_PREFIX}{name.upper()}")
-        if raw_env is not None:
-            values[name] = _convert(name, raw_env)
-    for name, value in (overrides or {}).items():
-        if name not in _FIELDS:
-            raise ConfigError(f"unknown setting {name!r}")
-        if value is not None:
-            values[name] = value
-    try:
-        return HubConfig(**values)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as error:
-        raise ConfigError(str(error)) from error
+        layers.add_tree(_read_file(path), f"in {path}")
+    _add_environment(layers, environ)
+    for setting, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, dot, name = setting.partition(".")
+        layers.add(section, name if dot else None, value, overrides_source)
+    return layers.build()
+
+
+def format_toml(config: HubConfig) -> str:
+    """The settings as a TOML file that `load_config` reads back to the same config."""
+    lines: list[str] = []
+    for section in _SECTIONS:
+        lines.append(f"[{section}]")
+        for name, value in getattr(config, section).model_dump().items():
+            if value is None:
+                lines.append(f"# {name}: not set")
+            else:
+                lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    # JSON's strings, numbers and arrays of strings are TOML too.
+    if isinstance(value, tuple):
+        value = list(value)
+    return json.dumps(value)

@@ -39,6 +39,9 @@ import trio
 import actors
 from hub.errors import ErrorCode, TopicLimitError, TopicUnavailableError
 from hub.protocol import (
+    MALFORMED_WINDOW_SECONDS,
+    MAX_MALFORMED,
+    MAX_MESSAGE_BYTES,
     SLOW_CONSUMER_REASON,
     Call,
     Close,
@@ -57,6 +60,8 @@ from hub.protocol import (
     codec_for,
 )
 from hub.topics import (
+    DEFAULT_CALL_TIMEOUT_SECONDS,
+    MAX_CALL_TIMEOUT_SECONDS,
     CallService,
     JoinAnswered,
     JoinTopic,
@@ -90,6 +95,18 @@ JOIN_ATTEMPTS: Final = 3
 @attrs.frozen
 class SessionSettings:
     """The limits of one session (from the hub's configuration)."""
+
+    #: Largest message the client may send, in bytes: its codec's limit, as
+    #: it is the transport's (`websocket.max_message_size`).
+    max_message_size: int = MAX_MESSAGE_BYTES
+    #: Malformed frames the client may send in a burst before it is closed (1008).
+    max_malformed: int = MAX_MALFORMED
+    #: The malformed-frame allowance refills fully over this many seconds.
+    malformed_window_seconds: float = MALFORMED_WINDOW_SECONDS
+    #: How long a Call waits for its service unless the client asks for less.
+    call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS
+    #: The longest a client may ask a Call to wait.
+    max_call_timeout: float = MAX_CALL_TIMEOUT_SECONDS
 
     #: How long the client's socket may take nothing before it is evicted.
     write_timeout: float = 10.0
@@ -152,10 +169,14 @@ class Session(actors.Actor):
         self.transport = transport
         self.identity = identity
         self._settings = settings or SessionSettings()
-        self.codec: Codec = codec_for(transport.subprotocol or "")
+        self.codec: Codec = codec_for(
+            transport.subprotocol or "", max_message_bytes=self._settings.max_message_size
+        )
         self._machine = ServerMachine(
             self.codec,
             max_topics=self._settings.max_topics,
+            max_malformed=self._settings.max_malformed,
+            malformed_window_seconds=self._settings.malformed_window_seconds,
             joins_per_second=self._settings.joins_per_second,
         )
         self.id = ""
@@ -356,7 +377,12 @@ class Session(actors.Actor):
             case Publish(ref=ref, topic=topic, event=event, payload=payload):
                 self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
             case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
-                deadline = call_deadline(trio.current_time(), timeout)
+                deadline = call_deadline(
+                    trio.current_time(),
+                    timeout,
+                    default=self._settings.call_timeout,
+                    maximum=self._settings.max_call_timeout,
+                )
                 self._to_topic(frame, CallService(self.ref, ref, event, payload, deadline))
 
     def _to_topic(self, frame: Publish | Call, request: PublishEvent | CallService) -> None:

@@ -15,6 +15,7 @@ decodes to a single `DecodeError`. `decode_strict`, for clients, raises instead.
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import math
 import operator
@@ -56,8 +57,9 @@ MAX_PAYLOAD_DEPTH = 32
 """Deepest nesting of arrays and maps inside one payload or params value."""
 
 MAX_MESSAGE_BYTES = 1024 * 1024
-"""Largest message the decoder reads; the gateway should refuse bigger ones
-earlier, with close code 1009, before buffering them."""
+"""Largest message the decoder reads by default (the hub's `max_message_size`
+sets it); the gateway refuses bigger ones earlier, with close code 1009,
+before buffering them."""
 
 Message: TypeAlias = bytes | str
 """One WebSocket message: bytes for binary messages, str for text messages."""
@@ -495,15 +497,25 @@ faster, and carries bytes)."""
 _CODECS: Mapping[str, Codec] = {MSGPACK.subprotocol: MSGPACK, JSON.subprotocol: JSON}
 
 
-def codec_for(subprotocol: str) -> Codec:
-    """Return the shared codec for a WebSocket subprotocol name.
+def codec_for(subprotocol: str, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> Codec:
+    """Return the shared codec for a WebSocket subprotocol name and message size limit.
 
+    The same name and limit always give the same instance, so that a topic
+    encodes a broadcast once per codec in use, whichever connections use it.
     Raises UnknownSubprotocolError for a name not in SUBPROTOCOLS.
     """
-    try:
-        return _CODECS[subprotocol]
-    except KeyError:
+    if subprotocol not in _CODECS:
         raise UnknownSubprotocolError(
             f"unknown subprotocol {brief_repr(subprotocol)}; "
             f"the hub speaks {', '.join(SUBPROTOCOLS)}"
-        ) from None
+        )
+    if max_message_bytes == MAX_MESSAGE_BYTES:
+        return _CODECS[subprotocol]
+    return _codec_with_limit(subprotocol, max_message_bytes)
+
+
+# A hub makes one call per connection with the limit it was configured with:
+# one instance per subprotocol and limit in use, a handful in any process.
+@functools.cache
+def _codec_with_limit(subprotocol: str, max_message_bytes: int) -> Codec:
+    return type(_CODECS[subprotocol])(max_message_bytes=max_message_bytes)

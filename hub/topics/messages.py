@@ -130,11 +130,17 @@ class MembershipEnded:
 ToConnection = JoinAnswered | SendFrame | MembershipEnded
 
 
-def call_deadline(now: float, timeout: float | None) -> float:
-    """When a Call with the client's `timeout` must be answered by."""
+def call_deadline(
+    now: float,
+    timeout: float | None,
+    *,
+    default: float = DEFAULT_CALL_TIMEOUT_SECONDS,
+    maximum: float = MAX_CALL_TIMEOUT_SECONDS,
+) -> float:
+    """When a Call with the client's `timeout` (`default` if None, `maximum` at most) is due."""
     if timeout is None:
-        timeout = DEFAULT_CALL_TIMEOUT_SECONDS
-    return now + min(timeout, MAX_CALL_TIMEOUT_SECONDS)
+        timeout = default
+    return now + min(timeout, maximum)
 
 
 def outbound_for(

@@ -13,7 +13,7 @@ import trio
 import actors
 from hub.backplane import Backplane, LocalBackplane
 from hub.errors import TopicLimitError, TopicUnavailableError
-from hub.topics.actor import TopicActor, TopicSettings, topic_name_key
+from hub.topics.actor import TOPIC_MAILBOX_CAPACITY, TopicActor, TopicSettings, topic_name_key
 from hub.topics.crashes import CrashLedger
 from hub.topics.routes import Route
 
@@ -47,6 +47,8 @@ class Topics:
     #: What services reach of the hub beyond their topic (`topic.hub`).
     hub: HubServices | None = None
     settings: TopicSettings = attrs.Factory(TopicSettings)
+    #: Requests queued for one topic actor (see TOPIC_MAILBOX_CAPACITY).
+    mailbox_capacity: int = TOPIC_MAILBOX_CAPACITY
     start_timeout: float = TOPIC_START_TIMEOUT_SECONDS
     #: Most topics live at once, hub-wide; a join that would start one more
     #: is refused (`topic_limit`).
@@ -123,6 +125,7 @@ class Topics:
                         # a client can crash at will never drains a restart
                         # budget that every topic shares.
                         restart=actors.Restart.TEMPORARY,
+                        mailbox_capacity=self.mailbox_capacity,
                         label=f"topic {name}",
                     )
                 )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-CHROMIUM = os.environ.get("TRIOHUB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("HUB_TEST_CHROMIUM", "/usr/bin/chromium")
 """Debian's Chromium; Playwright's own browser download does not work offline."""
 
 CHROMIUM_ARGS = [

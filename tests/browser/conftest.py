@@ -38,7 +38,7 @@ def browser() -> Iterator[Browser]:
         pytest.fail(
             f"the browser tests need Chromium at {CHROMIUM}: "
             "apt-get update && apt-get install -y chromium (scripts/test does this), "
-            "or point TRIOHUB_CHROMIUM at a Chromium binary",
+            "or point HUB_TEST_CHROMIUM at a Chromium binary",
             pytrace=False,
         )
     expect.set_options(timeout=WAIT_MS)

@@ -8,7 +8,17 @@ import pytest
 import trio
 import trio_websocket
 
-from hub import Hub, HubConfig, Member, Payload, RoomService, Service, client, serve_hub
+from hub import (
+    Hub,
+    HubConfig,
+    Member,
+    Payload,
+    RoomService,
+    ServerConfig,
+    Service,
+    client,
+    serve_hub,
+)
 from hub.app import HubRuntime
 from hub.gateway import AuthenticationError, ConnectRequest
 from hub.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
@@ -52,7 +62,8 @@ async def running(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
     app.route("slow:*", Slow)
     app.route("kick:*", Kicker)
     app.route("whoami", WhoAmI)
-    runtime: HubRuntime = await nursery.start(serve_hub, app, HubConfig(port=0))
+    config = HubConfig(server=ServerConfig(port=0))
+    runtime: HubRuntime = await nursery.start(serve_hub, app, config)
     yield runtime
     runtime.request_shutdown()
 

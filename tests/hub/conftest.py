@@ -5,7 +5,7 @@
             await alice.join_ok("room:lobby", {"user": "alice"})
 
     async def test_other(start_hub):                     # an app and settings of the test's own
-        running = await start_hub(app, max_message_size=1024)
+        running = await start_hub(app, websocket={"max_message_size": 1024})
 
 Every hub runs in the test's nursery; the test ends it, or it is cancelled
 with the nursery when the test returns.
@@ -14,7 +14,7 @@ with the nursery when the test returns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -75,13 +75,18 @@ StartHub = Callable[..., Awaitable[RunningHub]]
 
 @pytest.fixture
 def start_hub(nursery: trio.Nursery) -> StartHub:
-    """Start `serve_hub(app, HubConfig(port=0, **settings))` in the test's nursery."""
+    """Start `serve_hub(app, config)` in the test's nursery, on port 0.
 
-    async def start(app: Hub | None = None, **settings: Any) -> RunningHub:
+    Settings come by section, as in the TOML file:
+    `start_hub(app, websocket={"write_timeout": 0.5}, topics={...})`.
+    """
+
+    async def start(app: Hub | None = None, **sections: Mapping[str, Any]) -> RunningHub:
         returned = trio.Event()
+        server = {"port": 0, **sections.get("server", {})}
+        config = HubConfig.from_settings({**sections, "server": server})
 
         async def run(task_status: trio.TaskStatus[HubRuntime]) -> None:
-            config = HubConfig(port=0, **settings)
             await serve_hub(app or default_app(), config, task_status=task_status)
             returned.set()
 

@@ -292,4 +292,4 @@ def counter_value(counter: Any) -> float:
 # has evicted it for its full outbox; on a loaded machine that could take
 # longer than the write timeout, which would evict it the other way. These
 # settings keep those tests about the outbox alone.
-PATIENT_WRITES: Final = {"write_timeout": 60.0}
+PATIENT_WRITES: Final = {"websocket": {"write_timeout": 60.0}}

@@ -196,7 +196,7 @@ async def test_client_that_reads_nothing_is_evicted_at_the_write_timeout(start_h
     flight is finished first).
     """
     with trio.fail_after(20):
-        hub = await start_hub(feed_app(), write_timeout=0.5, close_timeout=10)
+        hub = await start_hub(feed_app(), websocket={"write_timeout": 0.5, "close_timeout": 10})
         slow = await join_slow_client(hub.port, "feed:x")
         async with hub.client() as publisher:
             await publisher.join_ok("feed:x")
@@ -222,7 +222,7 @@ async def test_client_that_never_reads_again_is_cut_after_the_close_timeout(star
     the end) or the beginning of one more frame: nothing follows a cut.
     """
     with trio.fail_after(20):
-        hub = await start_hub(feed_app(), write_timeout=0.5, close_timeout=0.5)
+        hub = await start_hub(feed_app(), websocket={"write_timeout": 0.5, "close_timeout": 0.5})
         async with writer_stalled_on_a_burst(hub) as (slow, slow_ref, _publisher):
             # An eviction is the client's doing: the actor is ended, not crashed.
             assert await slow_ref.wait_exit() == actors.SHUTDOWN
@@ -253,7 +253,7 @@ async def test_overflow_is_one_eviction_with_its_close(start_hub):
     once, and when it reads again it gets whole items in order, then Close 1013.
     """
     with trio.fail_after(20):
-        hub = await start_hub(feed_app(), write_timeout=2.0, close_timeout=10)
+        hub = await start_hub(feed_app(), websocket={"write_timeout": 2.0, "close_timeout": 10})
         async with writer_stalled_on_a_burst(hub) as (slow, slow_ref, publisher):
             # 300 wait already: 1100 more overflow the outbox (1024).
             assert (await publisher.publish_acked("feed:x", "burst", 1100)).ok

@@ -109,9 +109,9 @@ async def test_serve_with_an_app_that_does_not_exist_exits_2(tmp_path):
 
 async def test_serve_refuses_a_config_file_with_an_unknown_setting(tmp_path):
     config = tmp_path / "hub.toml"
-    config.write_text("[hub]\nport = 0\nmax_mesage_size = 10\n")
+    config.write_text("[server]\nport = 0\n[websocket]\nmax_mesage_size = 10\n")
     result = await _serve_to_the_end(tmp_path, "--config", str(config))
     assert result.returncode == 2
     error = result.stderr.decode()
-    assert "unknown setting 'max_mesage_size'" in error, error
+    assert "unknown setting websocket.max_mesage_size" in error, error
     assert str(config) in error

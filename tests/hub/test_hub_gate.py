@@ -35,7 +35,7 @@ async def _rejected_head(port: int, request: bytes) -> tuple[str, bytes]:
 
 async def test_origin_outside_the_allow_list_gets_403_and_no_upgrade(start_hub):
     with trio.fail_after(10):
-        hub = await start_hub(origins=("http://good.example",))
+        hub = await start_hub(server={"origins": ("http://good.example",)})
 
         with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
             async with hub.client(headers=[("Origin", "http://evil.example")]):
@@ -145,7 +145,7 @@ async def test_good_token_connects_and_the_service_sees_the_identity(start_hub):
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 async def test_oversized_message_gets_close_1009(start_hub, codec):
     with trio.fail_after(10):
-        hub = await start_hub(max_message_size=1024)
+        hub = await start_hub(websocket={"max_message_size": 1024})
         async with hub.client(codec) as client:
             await client.join_ok("echo:x")
             # Just under the limit is fine...

@@ -469,8 +469,7 @@ async def test_a_topic_that_never_gets_ready_fails_its_join_in_bounded_time(star
     app = Hub("hanging start")
     app.route("stuck:*", NeverReady)
     app.route("echo:*", EchoService)
-    running = await start_hub(app)
-    running.runtime.topics.start_timeout = 0.5
+    running = await start_hub(app, topics={"start_timeout_seconds": 0.5})
     with trio.fail_after(10):
         async with running.client() as ann:
             refused = await ann.join("stuck:a")

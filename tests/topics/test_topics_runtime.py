@@ -19,7 +19,7 @@ from memory_support import connect_memory, read_frames
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.backplane import Recovery
-from hub.config import HubConfig
+from hub.config import HubConfig, ServerConfig
 from hub.protocol import JSON, Call, Ended, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, RoomService, Service
 from hub.topics import Member, TopicSettings
@@ -107,7 +107,8 @@ async def runtime(
 ) -> AsyncIterator[HubRuntime]:
     Recorder.recoveries = []
     SlowBackend.outcomes = []
-    running: HubRuntime = await nursery.start(serve_hub, app(), HubConfig(port=0))
+    config = HubConfig(server=ServerConfig(port=0))
+    running: HubRuntime = await nursery.start(serve_hub, app(), config)
     running.topics.settings = TopicSettings(empty_grace=EMPTY_GRACE, hook_timeout=HOOK_TIMEOUT)
     yield running
 

@@ -10,7 +10,7 @@ import trio.testing
 
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
-from hub.config import HubConfig
+from hub.config import HubConfig, ServerConfig
 from hub.gateway import ConnectInfo
 from hub.protocol import JSON, Call, Frame, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, Service
@@ -53,7 +53,8 @@ async def runtime(nursery: trio.Nursery, release: trio.Event) -> AsyncIterator[H
     app.route("echo:*", EchoService)
     app.route("feed:*", FeedService)
     app.route("stuck:*", lambda topic: StuckService(topic, release))
-    running: HubRuntime = await nursery.start(serve_hub, app, HubConfig(port=0))
+    config = HubConfig(server=ServerConfig(port=0))
+    running: HubRuntime = await nursery.start(serve_hub, app, config)
     yield running
 
 
