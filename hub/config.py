@@ -10,10 +10,18 @@
 Each source overrides the one before: the defaults here, then a TOML file
 (`[topics] empty_grace_seconds = 5`), then environment variables named
 `TRIOHUB_<SECTION>__<SETTING>` (`TRIOHUB_TOPICS__EMPTY_GRACE_SECONDS=5`), then
-flags. Values are checked once, here, by pydantic; the running hub passes
-plain values down to the gateway, sessions, codecs and topics. A wrong or
+flags. Values are checked once, here; the running hub passes plain values
+down to the gateway, sessions, codecs and topics (`hub.app`). A wrong or
 unknown setting is a ConfigError whose message names the setting and where
 its value came from. docs/configuration.md lists every setting.
+
+pydantic here, attrs elsewhere: settings arrive as untrusted text and TOML
+values, and pydantic turns them into typed values with each error located,
+which attrs would leave to hand-written conversion. pydantic-settings' own
+sources are not used: they read the process's environment whenever a
+config is built (in code and tests too), skip unknown TRIOHUB_* variables
+silently, and fix the TOML file's name in the class; `load_config` layers
+the sources itself.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ __all__ = [
     "SessionConfig",
     "TopicsConfig",
     "WebSocketConfig",
+    "env_name",
     "format_toml",
     "load_config",
     "setting_names",
