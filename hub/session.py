@@ -246,8 +246,11 @@ class Session(actors.Actor):
         """Apply a topic's answer; what the client is to be told is sent at once."""
         machine = self._machine
         match item:
-            case SendFrame(frame=frame):
-                self._send_frame(frame)
+            case SendFrame(frame=frame, wire=wire):
+                if wire is None:
+                    self._send_frame(frame)
+                else:
+                    self._send(wire)
             case JoinAnswered(topic=topic, topic_ref=topic_ref, ok=ok):
                 if self._topics.get(topic) is not topic_ref or topic not in self._joins:
                     return  # the client left, or this answer is from a stale actor

@@ -26,6 +26,7 @@ from hub.topics.messages import (
 )
 from hub.topics.routes import Route
 from hub.topics.topic import TimerFired, Topic
+from hub.transport import Wire
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
@@ -310,7 +311,7 @@ class TopicActor(actors.Actor):
             return
         try:
             reply = Reply(request.ref, name, True, result)
-            member.connection.codec.encode(reply)
+            wire = Wire(member.connection.codec.encode(reply))
         except (EncodeError, ValueError) as error:
             # Something this client's codec cannot carry (bytes for a JSON
             # client, say): told to the client, not a crash of the topic.
@@ -318,7 +319,7 @@ class TopicActor(actors.Actor):
             message = f"the service's answer cannot be sent over {subprotocol}: {error}"
             _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
             return
-        member.connection.deliver(SendFrame(reply))
+        member.connection.deliver(SendFrame(reply, wire))
 
 
 def _answer_error(member: Member, ref: int, topic: str, code: str, message: str) -> None:

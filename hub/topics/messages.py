@@ -115,9 +115,15 @@ class JoinAnswered:
 
 @attrs.frozen(eq=False)
 class SendFrame:
-    """A frame for one client (a Reply or Error); the connection encodes it."""
+    """A frame for one client (a Reply or Error).
+
+    `wire` is the frame already encoded with the client's codec, when the
+    sender had to encode it anyway (to check it can be sent); else the
+    session encodes it.
+    """
 
     frame: Reply | Error
+    wire: Wire | None = None
 
 
 @attrs.frozen(eq=False)
