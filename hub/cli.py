@@ -93,10 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
     # The flags' values reach the settings as text, as variables' do, so that
     # every wrong value gets the same message naming its setting.
-    for flag, setting, help_text in _FLAGS:
-        serve.add_argument(
-            flag, dest=setting, metavar=setting.split(".")[1].upper(), help=help_text
-        )
+    for flag, setting, metavar, help_text in _FLAGS:
+        serve.add_argument(flag, dest=setting, metavar=metavar, help=help_text)
     serve.add_argument(
         "--origin",
         action="append",
@@ -125,24 +123,41 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The settings most deployments set, as flags of their own: (flag, setting, help).
+# The settings most deployments set, as flags of their own:
+# (flag, setting, metavar, help).
 _FLAGS = (
-    ("--host", "server.host", "address to listen on (default 127.0.0.1) [server.host]"),
-    ("--port", "server.port", "port to listen on (default 8000; 0 picks one) [server.port]"),
+    ("--host", "server.host", "HOST", "address to listen on (default 127.0.0.1) [server.host]"),
+    (
+        "--port",
+        "server.port",
+        "PORT",
+        "port to listen on (default 8000; 0 picks one) [server.port]",
+    ),
     (
         "--certfile",
         "server.certfile",
+        "FILE",
         "PEM certificate: serve https:// and wss:// [server.certfile]",
     ),
-    ("--keyfile", "server.keyfile", "PEM private key (if not in --certfile) [server.keyfile]"),
-    ("--path", "server.path", "the hub protocol's WebSocket path (default /ws) [server.path]"),
+    (
+        "--keyfile",
+        "server.keyfile",
+        "FILE",
+        "PEM private key (if not in --certfile) [server.keyfile]",
+    ),
+    (
+        "--path",
+        "server.path",
+        "PATH",
+        "the hub protocol's WebSocket path (default /ws) [server.path]",
+    ),
     (
         "--max-message-size",
         "websocket.max_message_size",
-        "largest message a client may send, in bytes (default 1048576) "
-        "[websocket.max_message_size]",
+        "BYTES",
+        "largest message a client may send (default 1048576) [websocket.max_message_size]",
     ),
-    ("--log-level", "logging.level", "debug, info, warning or error [logging.level]"),
+    ("--log-level", "logging.level", "LEVEL", "debug, info, warning or error [logging.level]"),
 )
 
 
@@ -156,7 +171,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
                 f"--set takes SETTING=VALUE, such as topics.empty_grace_seconds=5; got {item!r}"
             )
         overrides[setting.strip()] = value
-    for _flag, setting, _help in _FLAGS:
+    for _flag, setting, _metavar, _help in _FLAGS:
         if getattr(args, setting) is not None:
             overrides[setting] = getattr(args, setting)
     if getattr(args, "server.origins") is not None:
