@@ -102,9 +102,7 @@ def app() -> Hub:
 
 
 @pytest.fixture
-async def runtime(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> AsyncIterator[HubRuntime]:
+async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
     Recorder.recoveries = []
     SlowBackend.outcomes = []
     config = HubConfig(server=ServerConfig(port=0))
@@ -113,8 +111,13 @@ async def runtime(
     yield running
 
 
-async def join(client: object, ref: int, topic: str, params: Mapping[str, Payload] | None = None,
-               **fields: object) -> Reply:
+async def join(
+    client: object,
+    ref: int,
+    topic: str,
+    params: Mapping[str, Payload] | None = None,
+    **fields: object,
+) -> Reply:
     client.send(JSON.encode(Join(ref, topic, dict(params or {}), **fields)))  # type: ignore[attr-defined]
     [reply] = await read_frames(client, 1)  # type: ignore[arg-type]
     assert isinstance(reply, Reply), reply
@@ -123,7 +126,11 @@ async def join(client: object, ref: int, topic: str, params: Mapping[str, Payloa
 
 @pytest.mark.parametrize("event", ["exit", "interrupt"])
 async def test_system_exit_or_keyboard_interrupt_from_a_service_crashes_only_its_topic(
-    runtime: HubRuntime, nursery: trio.Nursery, event: str, caplog: pytest.LogCaptureFixture
+    runtime: HubRuntime,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    event: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with trio.fail_after(30):
         client, _done = await connect_memory(runtime, nursery)
@@ -136,6 +143,7 @@ async def test_system_exit_or_keyboard_interrupt_from_a_service_crashes_only_its
         client.send(JSON.encode(Call(3, "echo:y", "ping", "pong")))
         assert await read_frames(client, 1) == [Reply(3, "echo:y", True, "pong")]
         assert (await join(client, 4, "bad:x")).ok  # a fresh actor
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor logs the crash
     assert any(
         record.levelno == logging.ERROR and "bad:x" in record.getMessage()
         for record in caplog.records
@@ -143,7 +151,10 @@ async def test_system_exit_or_keyboard_interrupt_from_a_service_crashes_only_its
 
 
 async def test_a_hook_past_its_deadline_crashes_its_topic_naming_the_hook(
-    runtime: HubRuntime, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    runtime: HubRuntime,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with trio.fail_after(60):
         client, _done = await connect_memory(runtime, nursery)
@@ -157,12 +168,13 @@ async def test_a_hook_past_its_deadline_crashes_its_topic_naming_the_hook(
         [ended] = await read_frames(client, 1)
         assert isinstance(ended, Ended) and ended.code == "topic_crashed"
         assert trio.current_time() - started == pytest.approx(HOOK_TIMEOUT, abs=0.5)
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor logs the crash
     crash_logs = [record for record in caplog.records if record.exc_info]
     assert any("handle_event" in str(record.exc_info[1]) for record in crash_logs)  # type: ignore[index]
 
 
 async def test_history_outlives_the_idle_stop_and_a_stale_epoch_is_told(
-    runtime: HubRuntime, nursery: trio.Nursery
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(RETENTION * 3):
         ann, _done = await connect_memory(runtime, nursery)
@@ -191,11 +203,13 @@ async def test_history_outlives_the_idle_stop_and_a_stale_epoch_is_told(
         await trio.sleep(EMPTY_GRACE + RETENTION + 1)
         late = await join(ann, 8, "room:h", {"user": "ann"}, offset=3, epoch=epoch)
         assert late.payload["epoch"] != epoch and late.payload["offset"] == 0
+        await trio.testing.wait_all_tasks_blocked()  # `joined` runs after the Reply
+        assert len(Recorder.recoveries) == 3
         assert not Recorder.recoveries[-1].recovered
 
 
 async def test_the_server_publishes_to_a_topic_it_is_not_a_member_of(
-    runtime: HubRuntime, nursery: trio.Nursery
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
         ann, _done = await connect_memory(runtime, nursery)
@@ -213,7 +227,7 @@ async def test_the_server_publishes_to_a_topic_it_is_not_a_member_of(
 
 
 async def test_a_backend_call_inherits_what_is_left_of_the_clients_deadline(
-    runtime: HubRuntime, nursery: trio.Nursery
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(60):
         client, _done = await connect_memory(runtime, nursery)
@@ -233,7 +247,7 @@ async def test_a_backend_call_inherits_what_is_left_of_the_clients_deadline(
 
 
 async def test_a_services_timer_ticks_and_ends_with_its_topic(
-    runtime: HubRuntime, nursery: trio.Nursery
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     timers = runtime.system.timers
     with trio.fail_after(120):
@@ -252,7 +266,7 @@ async def test_a_services_timer_ticks_and_ends_with_its_topic(
 
 
 async def test_the_hub_wide_topic_cap_and_the_per_connection_join_rate(
-    runtime: HubRuntime, nursery: trio.Nursery
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     runtime.topics.max_live = 3
     with trio.fail_after(30):
@@ -277,6 +291,3 @@ async def test_the_hub_wide_topic_cap_and_the_per_connection_join_rate(
         # ...and allowed again once the rate allows.
         await trio.sleep(2)
         assert (await join(burst, 99, "echo:99")).ok
-
-
-
