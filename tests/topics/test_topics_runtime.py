@@ -19,10 +19,10 @@ from memory_support import connect_memory, read_frames
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.backplane import Recovery
-from hub.config import HubConfig, ServerConfig
+from hub.config import HubConfig, ServerConfig, TopicsConfig
 from hub.protocol import JSON, Call, Ended, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, RoomService, Service
-from hub.topics import Member, TopicSettings
+from hub.topics import Member
 
 HOOK_TIMEOUT = 5.0
 EMPTY_GRACE = 10.0
@@ -105,9 +105,15 @@ def app() -> Hub:
 async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
     Recorder.recoveries = []
     SlowBackend.outcomes = []
-    config = HubConfig(server=ServerConfig(port=0))
+    config = HubConfig(
+        server=ServerConfig(port=0),
+        topics=TopicsConfig(
+            empty_grace_seconds=EMPTY_GRACE,
+            hook_timeout_seconds=HOOK_TIMEOUT,
+            history_retention_seconds=RETENTION,
+        ),
+    )
     running: HubRuntime = await nursery.start(serve_hub, app(), config)
-    running.topics.settings = TopicSettings(empty_grace=EMPTY_GRACE, hook_timeout=HOOK_TIMEOUT)
     yield running
 
 
