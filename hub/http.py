@@ -404,6 +404,8 @@ async def close_lingering(stream: trio.abc.Stream, *, timeout: float = LINGER_SE
     stream; cancellation skips straight to the close.
     """
     transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(transport, trio.SocketStream) and transport.socket.fileno() == -1:
+        return  # closed already (a WebSocket transport closes its own stream)
     with trio.move_on_after(timeout):
         try:
             if isinstance(transport, trio.abc.HalfCloseableStream):

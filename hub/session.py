@@ -340,8 +340,12 @@ class Session(actors.Actor):
                 code, text = CloseCode.NORMAL, ""
         self.transport.close(code, text)
         # A client that is gone (TransportClosed) has nothing more to be told.
-        with trio.move_on_after(self._settings.close_timeout), contextlib.suppress(TransportClosed):
-            await self.transport.flush()
+        if self.transport.backlog:
+            with (
+                trio.move_on_after(self._settings.close_timeout),
+                contextlib.suppress(TransportClosed),
+            ):
+                await self.transport.flush()
 
     # --- reading: what the client sends -------------------------------------------
 
@@ -525,7 +529,8 @@ async def serve_session(session: Session, ref: actors.ActorRef) -> None:
     except TransportClosed:
         pass
     finally:
-        ref.kill()
-        # Bounded by the session's stop hook, which is bounded itself.
-        with trio.move_on_after(_EXIT_WAIT_SECONDS, shield=True):
-            await ref.wait_exit()
+        if ref.alive:
+            ref.kill()
+            # Bounded by the session's stop hook, which is bounded itself.
+            with trio.move_on_after(_EXIT_WAIT_SECONDS, shield=True):
+                await ref.wait_exit()

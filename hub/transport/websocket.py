@@ -506,6 +506,8 @@ class WebSocketTransport(Transport):
             return
         try:
             self.close(1000, "")
+            if self._done and not self.backlog:
+                return  # the peer has closed, or broke the protocol: nothing to wait for
             with trio.move_on_after(self._settings.close_timeout):
                 try:
                     await self.flush()
@@ -517,5 +519,9 @@ class WebSocketTransport(Transport):
                     pass
         finally:
             self._released = True
-            # Closing the stream also forgets the socket for trio's I/O waits.
-            await close_lingering(self._stream, timeout=self._settings.close_timeout)
+            if self._lost and self._socket is not None:
+                # The peer is gone (EOF or reset): nothing of ours is in
+                # flight that a lingering close would protect.
+                self._socket.close()
+            else:
+                await close_lingering(self._stream, timeout=self._settings.close_timeout)
