@@ -85,6 +85,12 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
+    parser.add_argument(
+        "--topics",
+        type=int,
+        help="idle and echo: connections share this many echo topics, round robin "
+        "(default: a topic each; a hub may limit how many topics it serves)",
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="echo: seconds measured")
     parser.add_argument("--warmup", type=float, default=1.0, help="echo: seconds before that")
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
@@ -147,6 +153,7 @@ def _spec(
         url=url,
         server_pid=pid,
         connections=args.connections or DEFAULT_CONNECTIONS[args.scenario],
+        topics=args.topics,
         concurrency=args.concurrency,
         payload_bytes=args.payload_bytes,
         duration=args.duration,
@@ -240,13 +247,19 @@ def _run_spawned(
     return figures
 
 
+def _topics(spec: LoadSpec) -> str:
+    if spec.topics:
+        return f"sharing {spec.topics:,} echo topics"
+    return "an echo topic each"
+
+
 def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
     match spec.scenario:
         case "idle":
-            what = f"{spec.connections:,} connections held {spec.hold:g} s"
+            what = f"{spec.connections:,} connections held {spec.hold:g} s, {_topics(spec)}"
         case "echo":
             what = (
-                f"{spec.connections:,} connections, one Call in flight each, "
+                f"{spec.connections:,} connections ({_topics(spec)}), one Call in flight each, "
                 f"{spec.payload_bytes}-byte payloads, {spec.duration:g} s after "
                 f"{spec.warmup:g} s warm-up"
             )

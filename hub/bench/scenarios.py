@@ -5,7 +5,8 @@ of numbers (plus a latency histogram or a list per wave where it has one).
 The same code drives the hub (the hub protocol, msgpack) and the baselines
 (plain messages), with the same message sizes and counts:
 
-- idle: a hub client joins `echo:bench-<i>`; a baseline client echoes one
+- idle: a hub client joins `echo:bench-<i>` (with --topics K, `<i mod K>`); a
+  baseline client echoes one
   message the size of that Join. Both then hold, and answer one heartbeat
   (an echo for a baseline) at the end to show they are alive.
 - echo: a hub client Calls its echo topic; a baseline client sends a message
@@ -160,7 +161,7 @@ async def run_idle(spec: LoadSpec, report: Reporter) -> Figures:
     async def open_one(index: int) -> Link:
         if spec.dialect == "hub":
             link = await open_hub_link(spec.url)
-            await link.join(f"echo:bench-{index}", {})
+            await link.join(spec.echo_topic(index), {})
             return link
         plain = await open_plain_link(f"{spec.url}/echo")
         await plain.request(b"j" * join_size)
@@ -234,7 +235,7 @@ async def run_echo(spec: LoadSpec, report: Reporter) -> Figures:
     async def open_one(index: int) -> Link:
         if spec.dialect == "hub":
             link = await open_hub_link(spec.url)
-            await link.join(f"echo:bench-{index}", {})
+            await link.join(spec.echo_topic(index), {})
             return link
         return await open_plain_link(f"{spec.url}/echo")
 
@@ -249,7 +250,7 @@ async def run_echo(spec: LoadSpec, report: Reporter) -> Figures:
     clock = time.monotonic
 
     def start_hub(index: int, link: HubLink) -> None:
-        topic = f"echo:bench-{index}"
+        topic = spec.echo_topic(index)
         sent_at = 0.0
 
         def send() -> None:

@@ -37,6 +37,9 @@ class LoadSpec:
     #: idle: connections held; echo: connections calling; fanout: subscribers;
     #: churn: clients per wave.
     connections: int = attrs.field(validator=_positive)
+    #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
+    #: a topic each. (A hub may limit how many topics it serves.)
+    topics: int | None = attrs.field(default=None, validator=_positive)
     #: Connection setups (connect, handshake, join) under way at once.
     concurrency: int = attrs.field(default=64, validator=_positive)
     #: Payload size in bytes: the echoed string, or a chat message's text.
@@ -59,6 +62,10 @@ class LoadSpec:
     waves: int = attrs.field(default=10, validator=_positive)
     #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+
+    def echo_topic(self, index: int) -> str:
+        """The echo topic connection `index` joins (idle and echo)."""
+        return f"echo:bench-{index % self.topics if self.topics else index}"
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self))

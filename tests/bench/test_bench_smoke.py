@@ -124,6 +124,8 @@ def test_a_running_hub_is_measured_by_url_and_pid(tmp_path):
             str(server.pid),
             "-n",
             "20",
+            "--topics",
+            "3",
             "--hold",
             "0",
             cwd=tmp_path,
@@ -131,6 +133,7 @@ def test_a_running_hub_is_measured_by_url_and_pid(tmp_path):
     run = _figures(document)["hub"]
     assert run["alive"] == 20
     assert run["server_rss_after_mb"] > 0
+    assert "sharing 3 echo topics" in document["settings_line"]
 
 
 def test_compare_refuses_a_url(tmp_path):
