@@ -170,6 +170,9 @@ class ServerConfig(_Section):
     keyfile: File = None
     #: On shutdown, how long each connection may take to write what is queued for it.
     drain_seconds: Seconds = 5.0
+    #: Allocations between two young-generation garbage collections while the
+    #: hub runs (Python's default is 700); 0 leaves the collector as it is.
+    gc_threshold: CountOrZero = 50_000
 
     @property
     def tls(self) -> bool:
