@@ -44,10 +44,11 @@ from .supervisor import (
     Strategy,
     Supervisor,
 )
-from .system import ActorInfo, System, open_system
+from .system import CRASH_REPORTS_KEPT, ActorInfo, CrashReport, System, open_system
 from .timers import Timer, TimerService
 
 __all__ = [
+    "CRASH_REPORTS_KEPT",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_MAILBOX_CAPACITY",
@@ -66,6 +67,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "Context",
+    "CrashReport",
     "Crashed",
     "Down",
     "DuplicateChildError",

@@ -94,6 +94,13 @@ class ActorRef:
         return self._exit_reason is None
 
     @property
+    def state(self) -> str:
+        """`running`; `stopping` once asked to stop or killed; then `crashed` or `exited`."""
+        if self._exit_reason is None:
+            return "stopping" if self._stopping or self._kill_reason is not None else "running"
+        return "crashed" if isinstance(self._exit_reason, Crashed) else "exited"
+
+    @property
     def exit_reason(self) -> ExitReason | None:
         """Why the actor ended, or None while it runs."""
         return self._exit_reason

@@ -173,6 +173,9 @@ class ChildInfo:
     restarts: int
     dynamic: bool
     supervisor: Supervisor | None
+    #: The child's ended actor while its restart is due (a backoff, say);
+    #: None while it runs. `ref` is None then.
+    ended: ActorRef | None = None
 
 
 class Supervisor(Actor):
@@ -272,8 +275,9 @@ class Supervisor(Actor):
             if self._children.get(child_id) is child:
                 del self._children[child_id]
 
-    def which_children(self) -> list[ChildInfo]:
-        """The current children in start order."""
+    def which_children(self, limit: int | None = None) -> list[ChildInfo]:
+        """The current children in start order (the first `limit` of them, if given)."""
+        children = self._children.values()
         return [
             ChildInfo(
                 id=child.id,
@@ -282,8 +286,9 @@ class Supervisor(Actor):
                 restarts=child.restarts,
                 dynamic=child.dynamic,
                 supervisor=self._supervisor_of(child),
+                ended=child.ref if child.ref is not None and not child.ref.alive else None,
             )
-            for child in self._children.values()
+            for child in (children if limit is None else itertools.islice(children, limit))
         ]
 
     def count_children(self) -> int:
@@ -378,7 +383,8 @@ class Supervisor(Actor):
         self.ctx._mailbox.deliver_system(_ChildExited(child, ref, reason))
 
     def _log_crash(self, ref: ActorRef, child: _Child, reason: Crashed) -> None:
-        """Log a child's crash once, with its traceback."""
+        """Log a child's crash once, with its traceback, and keep its report."""
+        self.ctx.system._report_crash(ref, self.ctx.name, child.spec.restart, reason.error)
         logger.error(
             "%s crashed under %s (%s restart)",
             ref.name,

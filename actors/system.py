@@ -6,9 +6,12 @@ import functools
 import itertools
 import signal
 import threading
+import time
+import traceback
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import trio
@@ -27,6 +30,9 @@ from .supervisor import (
 )
 from .timers import TimerService
 
+# Crash reports a system keeps (`System.crash_reports`), the newest last.
+CRASH_REPORTS_KEPT: Final = 20
+
 
 @attrs.frozen
 class ActorInfo:
@@ -43,12 +49,36 @@ class ActorInfo:
     restarts: int
     supervisor: str | None
     children: tuple[ActorInfo, ...] = ()
+    #: `running`, `stopping`, or, for a child whose restart is due, `crashed` or `exited`.
+    state: str = "running"
+    #: Children left out of `children` by the snapshot's `max_children`.
+    more_children: int = 0
 
     def walk(self) -> Iterator[ActorInfo]:
         """This actor and everything under it, depth first in start order."""
         yield self
         for child in self.children:
             yield from child.walk()
+
+
+@attrs.frozen
+class CrashReport:
+    """One crash, as its supervisor saw it: who, under whom, when, and the traceback."""
+
+    #: The actor's name (`flaky#7`).
+    actor: str
+    #: Its supervisor's name.
+    supervisor: str
+    #: The child's restart type (`permanent`, `transient`, `temporary`).
+    restart: str
+    #: When, by trio's clock.
+    time: float
+    #: When, in seconds since the epoch (for people).
+    wall_time: float
+    #: `repr` of the exception.
+    error: str
+    #: The formatted traceback, as the log shows it.
+    traceback: str
 
 
 @attrs.define(eq=False)
@@ -68,9 +98,32 @@ class System:
     _ids: Iterator[int] = attrs.Factory(lambda: itertools.count(1))
     _supervisors: dict[ActorRef, Supervisor] = attrs.Factory(dict)
     _root_ref: ActorRef | None = None
+    _crashes: deque[CrashReport] = attrs.Factory(lambda: deque(maxlen=CRASH_REPORTS_KEPT))
 
     def _next_id(self) -> int:
         return next(self._ids)
+
+    @property
+    def crash_reports(self) -> tuple[CrashReport, ...]:
+        """The last crashes in the tree (at most CRASH_REPORTS_KEPT), oldest first."""
+        return tuple(self._crashes)
+
+    def _report_crash(
+        self, ref: ActorRef, supervisor: str, restart: Restart, error: BaseException
+    ) -> None:
+        # The traceback is formatted now, so that the report holds no frames
+        # (and their locals) alive.
+        self._crashes.append(
+            CrashReport(
+                actor=ref.name,
+                supervisor=supervisor,
+                restart=restart.value,
+                time=trio.current_time(),
+                wall_time=time.time(),
+                error=repr(error),
+                traceback="".join(traceback.format_exception(error)),
+            )
+        )
 
     @property
     def root(self) -> Supervisor:
@@ -123,9 +176,13 @@ class System:
         budget: RestartBudget | None = None,
         restart: Restart = Restart.PERMANENT,
     ) -> Supervisor:
-        """Start a supervisor with `children` under the root and return it once ready."""
+        """Start a supervisor with `children` under the root and return it once ready.
+
+        It is named after its `id` (`workers#2`), or `supervisor` without one.
+        """
         spec = Supervisor.spec(id, children, strategy=strategy, budget=budget, restart=restart)
-        ref = await self.root.start_child(attrs.evolve(spec, label="supervisor"))
+        label = "supervisor" if id is None else str(id)
+        ref = await self.root.start_child(attrs.evolve(spec, label=label))
         return self._supervisors[ref]
 
     def supervisor_of(self, ref: ActorRef) -> Supervisor | None:
@@ -137,21 +194,36 @@ class System:
         if self._root_ref is not None:
             self._root_ref._request_stop()
 
-    def snapshot(self) -> ActorInfo:
-        """A picture of the tree now: each actor, its mailbox, drops and restarts."""
+    def snapshot(self, *, max_children: int | None = None) -> ActorInfo:
+        """A picture of the tree now: each actor, its mailbox, drops, restarts and state.
+
+        A child whose restart is due appears with its ended actor (state
+        `crashed` or `exited`). With `max_children`, each supervisor lists
+        at most that many children, the first started, and counts the rest
+        in `more_children` (a supervisor of 10,000 connections stays cheap
+        to picture).
+        """
         assert self._root_ref is not None, "the system is not running"
-        return self._describe(self._root_ref, self.name, 0, None)
+        return self._describe(self._root_ref, self.name, 0, None, max_children)
 
     def _describe(
-        self, ref: ActorRef, child_id: Hashable, restarts: int, parent: str | None
+        self,
+        ref: ActorRef,
+        child_id: Hashable,
+        restarts: int,
+        parent: str | None,
+        max_children: int | None = None,
     ) -> ActorInfo:
         supervisor = self._supervisors.get(ref)
         children: tuple[ActorInfo, ...] = ()
+        more_children = 0
         if supervisor is not None:
+            listed = supervisor.which_children(max_children)
+            more_children = supervisor.count_children() - len(listed)
             children = tuple(
-                self._describe(info.ref, info.id, info.restarts, ref.name)
-                for info in supervisor.which_children()
-                if info.ref is not None
+                self._describe(child_ref, info.id, info.restarts, ref.name, max_children)
+                for info in listed
+                if (child_ref := info.ref or info.ended) is not None
             )
         return ActorInfo(
             id=ref.id,
@@ -165,6 +237,8 @@ class System:
             restarts=restarts,
             supervisor=parent,
             children=children,
+            state=ref.state,
+            more_children=more_children,
         )
 
 

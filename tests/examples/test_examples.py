@@ -32,6 +32,16 @@ def test_supervised_workers_restarts_the_flaky_one_while_the_others_count_on() -
     # Each crash is logged once by the supervisor, with its traceback: only flaky's.
     crashed = re.findall(r"^(\w+)#\d+ crashed under", errors, re.MULTILINE)
     assert crashed and set(crashed) == {"flaky"}, errors
+    # The tree printed names the supervisor as the example does: workers.
+    tree = re.findall(r"^  (\w+)#\d+ +(supervisor|worker) ", output, re.MULTILINE)
+    assert tree == [
+        ("example", "supervisor"),
+        ("workers", "supervisor"),
+        ("steady", "worker"),
+        ("flaky", "worker"),
+        ("slow", "worker"),
+        ("clock", "worker"),
+    ], output
     restarts = re.search(r"restarts per child: (\{.*\})", output)
     assert restarts is not None, output
     counts = eval(restarts.group(1))  # a dict literal the example printed
