@@ -20,7 +20,7 @@ class ModeratedRoom(RoomService):
     async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
         text = payload.get("text", "") if isinstance(payload, dict) else ""
         if isinstance(text, str) and BANNED & set(text.lower().split()):
-            raise ServiceError("moderated", "that message has a banned word")
+            raise ServiceError("that message has a banned word", code="moderated")
         await super().handle_event(member, event, payload)
 
 

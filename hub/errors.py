@@ -129,25 +129,31 @@ class EncodeError(ProtocolError):
 class ServiceError(HubError):
     """Raised by a service to refuse a request; the client gets an error Reply.
 
-    `code` is machine-readable (an ErrorCode or a service's own), `message`
-    is for people. Any other exception from a service is a bug: its topic
-    actor crashes, its members are told, and their next join starts it afresh.
+    `message` is for people; `code` (keyword-only) is machine-readable: an
+    ErrorCode or a service's own, `service_error` unless given. Any other
+    exception from a service is a bug: its topic actor crashes, its members
+    are told, and their next join starts it afresh.
+
+        raise ServiceError("that message has a banned word", code="moderated")
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, message: str, *, code: str = ErrorCode.SERVICE_ERROR) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+        return f"{type(self).__name__}({self.message!r}, code={self.code!r})"
 
 
 class JoinRefusedError(ServiceError):
-    """Raised by a service's `join` to refuse a member (code `join_refused` by default)."""
+    """Raised by a service's `join` to refuse a member: `JoinRefusedError(message, code=...)`.
 
-    def __init__(self, message: str, code: str = ErrorCode.JOIN_REFUSED) -> None:
-        super().__init__(code, message)
+    The code is `join_refused` unless given.
+    """
+
+    def __init__(self, message: str, *, code: str = ErrorCode.JOIN_REFUSED) -> None:
+        super().__init__(message, code=code)
 
 
 class TopicUnavailableError(HubError):

@@ -15,7 +15,7 @@ class Service:
 
     Subclass it and override what you need. Every hook runs in the topic's
     actor, one at a time. Raise `JoinRefusedError` from `join` to refuse a
-    member, and `ServiceError(code, message)` from `join`, `handle_event` or
+    member, and `ServiceError(message, code=...)` from `join`, `handle_event` or
     `handle_call` to answer the client with an error. Any other exception,
     and a ServiceError from the other hooks, is a bug that crashes the topic
     (it is logged, its members are told, and their next join starts it afresh).
@@ -55,11 +55,15 @@ class Service:
 
     async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
         """A member published `event`. Refuses every event by default."""
-        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"topic {self.topic.name!r} takes no events")
+        raise ServiceError(
+            f"topic {self.topic.name!r} takes no events", code=ErrorCode.UNKNOWN_EVENT
+        )
 
     async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
         """A member called `event`; return the reply's payload. Refuses by default."""
-        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"topic {self.topic.name!r} takes no calls")
+        raise ServiceError(
+            f"topic {self.topic.name!r} takes no calls", code=ErrorCode.UNKNOWN_EVENT
+        )
 
     async def stopped(self) -> None:
         """Tidy up; runs once when the topic's actor ends, whatever the reason."""

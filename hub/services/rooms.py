@@ -79,14 +79,17 @@ class RoomService(Service):
     async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
         if event != "message":
             raise ServiceError(
-                ErrorCode.UNKNOWN_EVENT, f"rooms take 'message' events, not {event!r}"
+                f"rooms take 'message' events, not {event!r}", code=ErrorCode.UNKNOWN_EVENT
             )
         text = payload.get("text") if isinstance(payload, Mapping) else None
         if not isinstance(text, str) or not text.strip():
-            raise ServiceError(ErrorCode.BAD_FIELD, "a message needs a non-empty 'text' string")
+            raise ServiceError(
+                "a message needs a non-empty 'text' string", code=ErrorCode.BAD_FIELD
+            )
         if len(text) > MAX_TEXT:
             raise ServiceError(
-                ErrorCode.BAD_FIELD, f"text is {len(text)} characters, over the limit of {MAX_TEXT}"
+                f"text is {len(text)} characters, over the limit of {MAX_TEXT}",
+                code=ErrorCode.BAD_FIELD,
             )
         message: Payload = {"user": member.params["user"], "text": text, "at": time.time()}
         self.topic.broadcast("message", message, keep=True)
@@ -94,4 +97,6 @@ class RoomService(Service):
     async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
         if event == "members":
             return [other.params["user"] for other in self.topic.members.values()]
-        raise ServiceError(ErrorCode.UNKNOWN_EVENT, f"rooms answer 'members' calls, not {event!r}")
+        raise ServiceError(
+            f"rooms answer 'members' calls, not {event!r}", code=ErrorCode.UNKNOWN_EVENT
+        )

@@ -72,7 +72,7 @@ class CounterService(Service):
     async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
         if event == "count":
             return self.count
-        raise ServiceError("unknown_event", event)
+        raise ServiceError(event, code="unknown_event")
 
 
 def topics_app() -> Hub:
