@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import math
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Final
 
 import attrs
 import trio
@@ -17,6 +22,8 @@ from hub.http import HttpRoute
 from hub.transport import WebSocketSettings
 
 __all__ = ["GatewayHandle", "serve_gateway"]
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
@@ -86,11 +93,11 @@ class GatewayHandle:
 
         try:
             with self._accept_scope:
-                # serve_listeners closes the listeners when it is cancelled,
-                # and rides out EMFILE and friends instead of crashing.
-                await trio.serve_listeners(
-                    serve_counted, listeners, handler_nursery=connection_nursery
-                )
+                async with trio.open_nursery() as nursery:
+                    for listener in listeners:
+                        nursery.start_soon(
+                            _accept_from, listener, serve_counted, connection_nursery
+                        )
         finally:
             self._listeners_closed.set()
             self._check_drained()
@@ -98,6 +105,52 @@ class GatewayHandle:
     def _check_drained(self) -> None:
         if self._listeners_closed.is_set() and self._connections == 0:
             self._drained.set()
+
+
+# accept() errors that mean "out of a resource for now" (the process's or the
+# system's file limit, memory), not "the listener is broken": the loop waits
+# and tries again, and the connections already open carry on.
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+# How long the accept loop waits after running out of a resource, and how
+# often it says so in the log (one line, however many accepts failed).
+ACCEPT_RETRY_SECONDS: Final = 0.1
+ACCEPT_LOG_INTERVAL_SECONDS: Final = 10.0
+
+
+async def _accept_from(
+    listener: trio.SocketListener,
+    serve: Callable[[trio.SocketStream], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> None:
+    """Accept connections from `listener` until cancelled, each served in `nursery`.
+
+    `serve` owns the stream it is given and always closes it. Closes the
+    listener when it returns.
+    """
+    refused = 0
+    logged_at = -math.inf
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                if error.errno not in _RESOURCE_ERRNOS:
+                    raise
+                refused += 1
+                now = trio.current_time()
+                if now - logged_at >= ACCEPT_LOG_INTERVAL_SECONDS:
+                    logger.warning(
+                        "cannot accept connections: %s (%d refused in the last %.0f s); "
+                        "raise the open-file limit (ulimit -n) or serve fewer clients",
+                        os.strerror(error.errno or 0),
+                        refused,
+                        ACCEPT_LOG_INTERVAL_SECONDS,
+                    )
+                    logged_at, refused = now, 0
+                await trio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            nursery.start_soon(serve, stream)
 
 
 async def serve_gateway(
