@@ -193,6 +193,11 @@ class Session(actors.Actor):
         self._running = False
 
     @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics the client has joined or is joining (for the observer)."""
+        return tuple(self._topics)
+
+    @property
     def ended(self) -> bool:
         """Whether the session has stopped taking requests."""
         return not self._running or self._ending is not None or self.transport.closing
@@ -290,7 +295,8 @@ class Session(actors.Actor):
                 break  # asked to stop: write what is queued, then close
             for item in batch:
                 self._handle(item)
-        await self._flush()
+        if self.transport.backlog:
+            await self._flush()
 
     def _handle(self, item: Any) -> None:
         match item:
@@ -515,19 +521,20 @@ class Session(actors.Actor):
         return topic_ref
 
 
-async def serve_session(session: Session, ref: actors.ActorRef) -> None:
+async def serve_session(session: Session, ref: actors.ActorRef) -> TransportClosed:
     """Read the session's transport until it closes, then see the session end.
 
     Runs in the task that accepted the client (the session's reader). When
     the client leaves, the session actor is ended; when the session ends on
-    its own (eviction, shutdown), its Close ends this loop.
+    its own (eviction, shutdown), its Close ends this loop. Returns how the
+    transport closed (its code and reason), for the hub's log.
     """
     transport = session.transport
     try:
         while True:
             session.receive(await transport.receive())
-    except TransportClosed:
-        pass
+    except TransportClosed as closed:
+        return closed
     finally:
         if ref.alive:
             ref.kill()
