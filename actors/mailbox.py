@@ -91,7 +91,10 @@ class Delivery:
         """This delivery has left the queue (read, removed or cleared)."""
 
 
-@attrs.define(eq=False, repr=False)
+# No validation on assignment: the capacity is checked once, at construction,
+# and the hot path (every send and receive sets a few fields) must not pay
+# attrs' per-assignment hook.
+@attrs.define(eq=False, repr=False, on_setattr=attrs.setters.NO_OP)
 class Mailbox:
     """A bounded FIFO of messages for one actor.
 
