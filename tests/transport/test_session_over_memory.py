@@ -7,15 +7,15 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
+from memory_support import connect_memory, read_frames
 
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, ServerConfig
-from hub.gateway import ConnectInfo
-from hub.protocol import JSON, Call, Frame, Join, Leave, Payload, Publish, Push, Reply
+from hub.protocol import JSON, Call, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, Service
 from hub.topics import Member, Topic
-from hub.transport import MemoryClient, TransportClosed, memory_transport_pair
+from hub.transport import TransportClosed
 
 
 class FeedService(Service):
@@ -58,48 +58,15 @@ async def runtime(nursery: trio.Nursery, release: trio.Event) -> AsyncIterator[H
     yield running
 
 
-def info(identity: object = None) -> ConnectInfo:
-    return ConnectInfo(
-        path="/memory",
-        query={},
-        headers={},
-        remote=None,
-        subprotocol="triohub.v1.json",
-        identity=identity,
-    )
-
-
-async def connect(
-    runtime: HubRuntime, nursery: trio.Nursery, *, buffer: int = 64
-) -> tuple[MemoryClient, trio.Event]:
-    """A session over a memory transport; the event is set when its reader returns."""
-    transport, client = memory_transport_pair("triohub.v1.json", buffer=buffer)
-    done = trio.Event()
-
-    async def serve() -> None:
-        await runtime.serve_transport(transport, info())
-        done.set()
-
-    nursery.start_soon(serve)
-    return client, done
-
-
-async def frames(client: MemoryClient, count: int) -> list[Frame]:
-    received: list[Frame] = []
-    while len(received) < count:
-        received.extend(JSON.decode_strict(await client.receive()))
-    return received
-
-
 async def test_a_session_speaks_the_protocol_over_a_memory_transport(
     runtime: HubRuntime, nursery: trio.Nursery
 ) -> None:
     with trio.fail_after(10):
-        client, done = await connect(runtime, nursery)
+        client, done = await connect_memory(runtime, nursery)
         client.send(JSON.encode(Join(1, "echo:x")))
-        assert await frames(client, 1) == [Reply(1, "echo:x", True)]
+        assert await read_frames(client, 1) == [Reply(1, "echo:x", True)]
         client.send(JSON.encode(Call(2, "echo:x", "ping", {"n": 1})))
-        assert await frames(client, 1) == [Reply(2, "echo:x", True, {"n": 1})]
+        assert await read_frames(client, 1) == [Reply(2, "echo:x", True, {"n": 1})]
         assert runtime.connection_count() == 1
         client.close()
         await done.wait()
@@ -112,25 +79,25 @@ async def test_a_leave_reply_follows_every_push_delivered_before_it_and_precedes
     """The reader's replies and the topics' pushes share one ordered path."""
     with trio.fail_after(10):
         # A tiny buffer: most of the burst waits in the outbox when Leave arrives.
-        reader, _done = await connect(runtime, nursery, buffer=2)
-        publisher, _publisher_done = await connect(runtime, nursery)
+        reader, _done = await connect_memory(runtime, nursery, buffer=2)
+        publisher, _publisher_done = await connect_memory(runtime, nursery)
         for client in (reader, publisher):
             client.send(JSON.encode(Join(1, "feed:x")))
-            assert await frames(client, 1) == [Reply(1, "feed:x", True)]
+            assert await read_frames(client, 1) == [Reply(1, "feed:x", True)]
         publisher.send(JSON.encode(Publish(2, "feed:x", "burst", 200)))
-        received = await frames(publisher, 201)
+        received = await read_frames(publisher, 201)
         assert received[-1] == Reply(2, "feed:x", True)
         # Every item was delivered to the reader's session before it reads the Leave.
         reader.send(JSON.encode(Leave(2, "feed:x")))
         await trio.testing.wait_all_tasks_blocked()
         publisher.send(JSON.encode(Publish(3, "feed:x", "post", "after")))
-        assert (await frames(publisher, 2))[-1] == Reply(3, "feed:x", True)
-        got = await frames(reader, 201)
+        assert (await read_frames(publisher, 2))[-1] == Reply(3, "feed:x", True)
+        got = await read_frames(reader, 201)
         assert got[:200] == [Push("feed:x", "item", number) for number in range(200)]
         assert got[200] == Reply(2, "feed:x", True)
         # The post after the Leave never reaches the reader.
         reader.send(JSON.encode(Call(3, "feed:x", "x")))  # not joined: refused at once
-        [refusal] = await frames(reader, 1)
+        [refusal] = await read_frames(reader, 1)
         assert isinstance(refusal, Reply) and not refusal.ok
 
 
@@ -139,10 +106,10 @@ async def test_a_full_topic_answers_overloaded_and_the_session_carries_on(
 ) -> None:
     """The session never waits on a topic's mailbox: a full one is refused at once."""
     with trio.fail_after(20):
-        client, _done = await connect(runtime, nursery, buffer=100_000)
+        client, _done = await connect_memory(runtime, nursery, buffer=100_000)
         client.send(JSON.encode(Join(1, "stuck:x")))
         client.send(JSON.encode(Join(2, "echo:y")))
-        assert sorted(map(repr, await frames(client, 2))) == sorted(
+        assert sorted(map(repr, await read_frames(client, 2))) == sorted(
             map(repr, [Reply(1, "stuck:x", True), Reply(2, "echo:y", True)])
         )
         topic_ref = runtime.topics.whereis("stuck:x")
@@ -154,9 +121,9 @@ async def test_a_full_topic_answers_overloaded_and_the_session_carries_on(
             client.send(JSON.encode(Call(ref, "stuck:x", "wait", None, 60)))
         # The same connection's other topic answers at once.
         client.send(JSON.encode(Call(99_999, "echo:y", "ping", "pong")))
-        answers = await frames(client, 1)
+        answers = await read_frames(client, 1)
         while answers[-1] != Reply(99_999, "echo:y", True, "pong"):
-            answers.extend(await frames(client, 1))
+            answers.extend(await read_frames(client, 1))
         refused = answers[:-1]
         assert refused, "no call was refused"
         for reply in refused:
@@ -168,9 +135,9 @@ async def test_the_client_going_away_ends_the_session_and_its_memberships(
     runtime: HubRuntime, nursery: trio.Nursery
 ) -> None:
     with trio.fail_after(10):
-        client, done = await connect(runtime, nursery)
+        client, done = await connect_memory(runtime, nursery)
         client.send(JSON.encode(Join(1, "feed:gone")))
-        assert await frames(client, 1) == [Reply(1, "feed:gone", True)]
+        assert await read_frames(client, 1) == [Reply(1, "feed:gone", True)]
         topic_ref = runtime.topics.whereis("feed:gone")
         assert topic_ref is not None
         client.close()
