@@ -24,6 +24,7 @@ from hub.topics.actor import (
     ServerPublish,
     ServiceExitError,
     TopicActor,
+    TopicLifecycle,
     TopicSettings,
     topic_name_key,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "ToConnection",
     "Topic",
     "TopicActor",
+    "TopicLifecycle",
     "TopicSettings",
     "Topics",
     "call_deadline",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 import trio
@@ -74,6 +74,14 @@ class TopicSettings:
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
 
 
+class TopicLifecycle(Protocol):
+    """Told when a topic's service has started and when its actor ends (the hub logs both)."""
+
+    def topic_started(self, topic: str, route: str) -> None: ...
+
+    def topic_stopped(self, topic: str, reason: actors.ExitReason, seconds: float) -> None: ...
+
+
 def topic_name_key(name: str) -> Hashable:
     """The registry key of the topic actor for `name`."""
     return ("topic", name)
@@ -115,8 +123,12 @@ class TopicActor(actors.Actor):
         hub: HubServices | None = None,
         crashes: CrashLedger | None = None,
         settings: TopicSettings | None = None,
+        lifecycle: TopicLifecycle | None = None,
     ) -> None:
         self.topic = Topic(name, backplane.publish, metrics, hub=hub)
+        self._lifecycle = lifecycle
+        # When the service had started (None until then: a failed start is no topic).
+        self._started_at: float | None = None
         self._backplane = backplane
         self._crashes = crashes or CrashLedger()
         self._route = route
@@ -140,6 +152,9 @@ class TopicActor(actors.Actor):
         self.service = self._route.factory(self.topic)
         await self._hook("started", self.service.started)
         self._became_empty()
+        self._started_at = trio.current_time()
+        if self._lifecycle is not None:
+            self._lifecycle.topic_started(name, self._route.pattern)
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         if isinstance(reason, actors.Crashed):
@@ -151,6 +166,9 @@ class TopicActor(actors.Actor):
             if self._claimed:
                 # The history outlives this actor for the retention time.
                 self._backplane.release(self.topic.name)
+            if self._lifecycle is not None and self._started_at is not None:
+                seconds = trio.current_time() - self._started_at
+                self._lifecycle.topic_stopped(self.topic.name, reason, seconds)
 
     @trio.lowlevel.enable_ki_protection
     async def _hook(

@@ -13,7 +13,13 @@ import trio
 import actors
 from hub.backplane import Backplane, LocalBackplane
 from hub.errors import TopicLimitError, TopicUnavailableError
-from hub.topics.actor import TOPIC_MAILBOX_CAPACITY, TopicActor, TopicSettings, topic_name_key
+from hub.topics.actor import (
+    TOPIC_MAILBOX_CAPACITY,
+    TopicActor,
+    TopicLifecycle,
+    TopicSettings,
+    topic_name_key,
+)
 from hub.topics.crashes import CrashLedger
 from hub.topics.routes import Route
 
@@ -56,6 +62,8 @@ class Topics:
     crashes: CrashLedger = attrs.Factory(CrashLedger)
     #: Where joins that must first start their topic run (the hub's nursery).
     nursery: trio.Nursery | None = None
+    #: Told of each topic's start and end (the hub's log).
+    lifecycle: TopicLifecycle | None = None
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
 
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
@@ -117,6 +125,7 @@ class Topics:
                             hub=self.hub,
                             crashes=self.crashes,
                             settings=self.settings,
+                            lifecycle=self.lifecycle,
                         ),
                         args=(name, route, self.backplane, self.metrics),
                         # Not restarted by the supervisor: a topic that crashed has
