@@ -16,6 +16,11 @@ The actor tree of a running hub::
         ├── services (one_for_one): the application's backend actors (`Hub.actor`)
         ├── topics (one_for_one): one temporary actor per live topic
         └── sessions (one_for_one): one temporary actor per client
+
+At info level it logs a line per connection opened and closed and per topic
+started and stopped, rate-limited (`hub.logs`). With the observer on
+(`Hub(observer=True)` or the `admin.observer` setting) it serves a live view
+of itself at /observer/ (`hub.observer`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import functools
 import gc
 import importlib.resources
 import json
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
 
 import attrs
 import trio
 
 import actors
+from hub.admin import AdminGuard
 from hub.backplane import Backplane, LocalBackplane
 from hub.config import HubConfig
 from hub.errors import NoSuchActorError, UnknownTopicError
@@ -44,14 +50,24 @@ from hub.gateway import (
     serve_echo,
     serve_gateway,
 )
-from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
+from hub.http import HttpRequest, HttpResponse, HttpRoute, RemoteAddress, static_files
+from hub.logs import HubLog, describe_remote, transport_kind
 from hub.metrics import CONTENT_TYPE, HubMetrics
+from hub.observer import (
+    OBSERVER_TOPIC,
+    OBSERVER_WS_PATH,
+    ObserverIdentity,
+    ObserverService,
+    Snapshotter,
+    observer_authenticate,
+    observer_routes,
+)
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
-from hub.transport import Transport
+from hub.transport import Transport, TransportClosed
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
@@ -72,6 +88,9 @@ class Hub:
     request (path, query, headers, remote address) and returns the client's
     identity, which services see as `member.identity`; raising
     `hub.gateway.AuthenticationError` refuses the connection with 401.
+    `http_routes` are plain HTTP routes of the application's own on the
+    hub's port (`hub.http.HttpRoute`); `observer=True` serves the observer
+    (docs/observer.md) whatever the settings say.
     """
 
     name: str = "triohub"
@@ -81,6 +100,8 @@ class Hub:
     http_routes: list[HttpRoute] = attrs.Factory(list)
     #: Backend actors, started under the hub's `services` supervisor (see `actor`).
     backend_actors: list[actors.ChildSpec] = attrs.Factory(list)
+    #: Serve the observer (/observer/, `$observer`), as the `admin.observer` setting does.
+    observer: bool = False
 
     def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
@@ -118,6 +139,18 @@ class Hub:
         )
 
 
+@attrs.define(eq=False, slots=True)
+class Connected:
+    """A connected client: its session, since when and from where (the log's, the observer's)."""
+
+    session: Session
+    #: When it connected, by trio's clock.
+    since: float
+    remote: RemoteAddress | None
+    #: Connected on the observer's path (the observer's own views).
+    observer: bool
+
+
 @attrs.define(eq=False)
 class HubRuntime:
     """A running hub: its actor system, topics, metrics and gateway."""
@@ -132,14 +165,19 @@ class HubRuntime:
     fanout: Fanout
     topics: Topics = attrs.field(init=False)
     gateway: GatewayHandle | None = None
+    #: The info lines about connections and topics (rate-limited).
+    log: HubLog = attrs.field(init=False)
+    #: When the hub started, by trio's clock.
+    started_at: float = attrs.Factory(trio.current_time)
     _shutdown: trio.Event = attrs.Factory(trio.Event)
     _stopping: bool = False
-    # The sessions whose clients are connected, by actor.
-    _sessions: dict[actors.ActorRef, Session] = attrs.Factory(dict)
+    # The clients connected, by their session's actor.
+    _sessions: dict[actors.ActorRef, Connected] = attrs.Factory(dict)
     _session_settings: SessionSettings = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._session_settings = session_settings(self.config)
+        self.log = HubLog(self.config.logging.lines_per_second)
 
     @property
     def url(self) -> str:
@@ -204,7 +242,12 @@ class HubRuntime:
 
     def session(self, ref: actors.ActorRef) -> Session | None:
         """The session of the actor `ref`, while its client is connected."""
-        return self._sessions.get(ref)
+        connected = self._sessions.get(ref)
+        return None if connected is None else connected.session
+
+    def connections(self) -> Iterable[Connected]:
+        """The clients connected now (a live view: copy it to keep it across a checkpoint)."""
+        return self._sessions.values()
 
     # --- gateway callbacks ------------------------------------------------------
 
@@ -215,6 +258,7 @@ class HubRuntime:
         sessions supervisor. Any transport will do: WebSocket, or in memory.
         """
         session = Session(self, transport, info.identity, self._session_settings)
+        remote, observer = info.remote, isinstance(info.identity, ObserverIdentity)
         del info  # the request's headers and query need not live as long as the client
         spec = actors.ChildSpec(
             id=None,
@@ -232,13 +276,21 @@ class HubRuntime:
             # client should come back shortly, which is no error of ours.
             transport.close(CloseCode.TRY_AGAIN_LATER, "server restarting")
             return
-        self._sessions[ref] = session
+        since = trio.current_time()
+        self._sessions[ref] = Connected(session, since, remote, observer)
         self.metrics.connection_opened()
+        self.log.connection_opened(session.id, transport_kind(transport), describe_remote(remote))
+        closed: TransportClosed | None = None
         try:
-            await serve_session(session, ref)
+            closed = await serve_session(session, ref)
         finally:
             del self._sessions[ref]
             self.metrics.connection_closed()
+            seconds = trio.current_time() - since
+            if closed is None:  # cancelled: the hub is ending at once
+                self.log.connection_closed(session.id, None, "the hub stopped", seconds)
+            else:
+                self.log.connection_closed(session.id, closed.code, closed.reason, seconds)
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
         status = "shutting_down" if self._stopping else "ok"
@@ -252,6 +304,11 @@ class HubRuntime:
             body=json.dumps(body).encode(),
             content_type="application/json",
         )
+
+    @property
+    def observer(self) -> bool:
+        """Whether the observer is served (by the application's choice or the settings)."""
+        return self.app.observer or self.config.admin.observer
 
     async def serve_metrics(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse(body=self.metrics.render(), content_type=CONTENT_TYPE)
@@ -372,8 +429,18 @@ async def serve_hub(
             retention_seconds=config.topics.history_retention_seconds,
         )
         runtime = HubRuntime(app, config, system, metrics, backplane, Fanout(backplane, metrics))
+        admin = config.admin
+        guard = AdminGuard(None if admin.token is None else admin.token.get_secret_value())
+        routes = tuple(app.routes)
+        if runtime.observer:
+            snapshots = Snapshotter(runtime, interval=admin.observer_interval_seconds)
+            # First, so that no route of the application's can take the topic.
+            routes = (
+                Route(OBSERVER_TOPIC, functools.partial(ObserverService, snapshots=snapshots)),
+                *routes,
+            )
         runtime.topics = Topics(
-            routes=tuple(app.routes),
+            routes=routes,
             registry=system.registry,
             supervisor_of=lambda: _child_supervisor(system, "topics"),
             backplane=backplane,
@@ -390,6 +457,7 @@ async def serve_hub(
                 max_crashes=config.topics.max_crashes,
                 window_seconds=config.topics.crash_window_seconds,
             ),
+            lifecycle=runtime.log,
         )
         await system.start_supervisor(
             [
@@ -409,25 +477,35 @@ async def serve_hub(
         static = importlib.resources.files("hub") / "static"
         http_routes = [
             HttpRoute("/healthz", runtime.healthz),
-            HttpRoute("/metrics", runtime.serve_metrics),
+            HttpRoute("/metrics", guard.protect(runtime.serve_metrics)),
+            *(observer_routes(guard) if runtime.observer else ()),
             *app.http_routes,
             static_files(static, prefix="/"),
         ]
+        websocket_routes = [
+            WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
+            WebSocketRoute(ECHO_PATH, serve_echo),
+        ]
+        authenticate = app.authenticate
+        if runtime.observer:
+            websocket_routes.append(
+                WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
+            )
+            authenticate = observer_authenticate(app.authenticate, guard)
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
+            nursery.start_soon(runtime.log.serve_summaries)
             runtime.gateway = await nursery.start(
                 functools.partial(
                     serve_gateway,
                     gateway_config(config),
-                    websocket_routes=[
-                        WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
-                        WebSocketRoute(ECHO_PATH, serve_echo),
-                    ],
+                    websocket_routes=websocket_routes,
                     http_routes=http_routes,
-                    authenticate=app.authenticate,
+                    authenticate=authenticate,
                     observe=metrics.observe_gateway,
                 )
             )
+            runtime.started_at = trio.current_time()
             task_status.started(runtime)
             with _tuned_gc(config.server.gc_threshold):
                 await runtime._shutdown.wait()

@@ -1,50 +1,104 @@
-"""The `hub` command: `hub serve [APP]` runs a hub application; `hub bench` measures one."""
+"""The `hub` command: `hub serve` runs a hub, `hub top` watches one, `hub bench` measures one.
+
+Every error a user can cause, on the command line or in a settings file,
+ends `hub` with one line on stderr that names the cause and what to do,
+and exit status 2 (usage and settings) or 1 (at run time: a port in use, an
+actor of the application's that cannot start). No traceback, unless
+`--log-level debug` asks for it. A second Ctrl+C during a graceful
+shutdown stops at once, with status 130.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import errno
 import importlib
 import inspect
-import logging
+import ipaddress
 import os
+import platform
 import signal
+import socket
 import ssl
 import sys
+import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, NoReturn
 
+import attrs
 import trio
 
+import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, format_toml, load_config
 from hub.errors import ConfigError
 from hub.gateway import server_ssl_context
+from hub.logs import configure_logging
+from hub.version import version
 
-DEFAULT_APP = "hub.demo:app"
+DEFAULT_APP: Final = "hub.demo:app"
+
+#: Exit statuses: a usage or settings error; a failure at run time; a second Ctrl+C.
+EXIT_USAGE: Final = 2
+EXIT_RUNTIME: Final = 1
+EXIT_INTERRUPTED: Final = 130
+
+
+class UsageError(Exception):
+    """The command line is wrong; the message says how, and where help is."""
 
 
 def load_app(spec: str) -> Hub:
     """Import `module:attribute` and return the Hub it names (or a factory's Hub).
 
     The current directory is importable, as with `python -m`, so
-    `examples.chat:app` works from the project's root.
+    `examples.chat:app` works from the project's root. Raises ConfigError,
+    whose message says what to do, for anything that stops it (the
+    application's own error is its `__cause__`).
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise ConfigError(f"APP must look like 'module:attribute', got {spec!r}")
+        raise ConfigError(f"APP must look like 'module:attribute' (chat:app), got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"cannot import {module_name!r} for APP {spec!r}: {error}") from error
+    except ModuleNotFoundError as error:
+        if error.name is not None and (
+            module_name == error.name or module_name.startswith(error.name + ".")
+        ):
+            raise ConfigError(
+                f"cannot import {module_name!r} for APP {spec!r}: no such module in "
+                f"{os.getcwd()} or among the installed packages; run `hub serve` in the "
+                f"directory that holds {module_name.replace('.', '/')}.py, or fix APP"
+            ) from error
+        raise ConfigError(
+            f"cannot import {module_name!r} for APP {spec!r}: {error}, which it imports; "
+            f"install it for {sys.executable}"
+        ) from error
+    except Exception as error:
+        # The application's module failed while loading (a SyntaxError, its
+        # own exception): said in one line, its traceback kept as the cause.
+        raise ConfigError(
+            f"cannot import {module_name!r} for APP {spec!r}: "
+            f"{type(error).__name__}: {error} (--log-level debug shows the traceback)"
+        ) from error
     try:
         app: Any = getattr(module, attribute)
     except AttributeError:
-        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}") from None
+        hubs = [name for name, value in vars(module).items() if isinstance(value, Hub)]
+        hint = f"; its hub.Hub is {module_name}:{hubs[0]}" if len(hubs) == 1 else ""
+        raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}{hint}") from None
     if inspect.isfunction(app):
-        app = app()
+        try:
+            app = app()
+        except Exception as error:
+            raise ConfigError(
+                f"APP {spec!r} is a function, and calling it raised "
+                f"{type(error).__name__}: {error} (--log-level debug shows the traceback)"
+            ) from error
     if not isinstance(app, Hub):
         raise ConfigError(f"{spec!r} is a {type(app).__name__}, not a hub.Hub")
     return app
@@ -56,15 +110,32 @@ def _say(line: str) -> None:
         print(line, flush=True)
 
 
-async def run(app: Hub, config: HubConfig) -> None:
+def _complain(line: str) -> None:
+    """Print one error line on stderr, as `hub: ...`."""
+    with contextlib.suppress(BrokenPipeError):
+        print(f"hub: {line}", file=sys.stderr, flush=True)
+
+
+@attrs.define
+class _Progress:
+    """How far `run` got: an OSError before the hub listens is about its address."""
+
+    listening: bool = False
+
+
+async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) -> None:
     """Serve `app` until SIGINT or SIGTERM, then shut down gracefully."""
+    progress = progress or _Progress()
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             runtime: HubRuntime = await nursery.start(serve_hub, app, config)
+            progress.listening = True
             _say(
                 f"triohub: serving {app.name!r} at {runtime.url} "
                 f"(WebSocket {runtime.websocket_url}); Ctrl+C to stop"
             )
+            if runtime.observer:
+                _say_observer(runtime)
             async for signum in signals:
                 count = runtime.connection_count()
                 plural = "" if count == 1 else "s"
@@ -77,11 +148,47 @@ async def run(app: Hub, config: HubConfig) -> None:
     _say("triohub: stopped")
 
 
+def _say_observer(runtime: HubRuntime) -> None:
+    admin = runtime.config.admin
+    page = runtime.url + "observer/"
+    if admin.token is not None:
+        _say(f"triohub: observer at {page}?token=TOKEN (admin.token); `hub top {runtime.url}`")
+        return
+    _say(f"triohub: observer at {page}; `hub top {runtime.url}`")
+    if not _is_loopback(runtime.config.server.host):
+        _complain(
+            "warning: the observer and /metrics are open to whoever reaches this port: "
+            "set admin.token (TRIOHUB_ADMIN__TOKEN), or listen on 127.0.0.1"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line and a UsageError (not an exit of its own)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hub", description="triohub: an actor-model realtime message hub on trio"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    python = platform.python_version()
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"triohub {version()} (Python {python}, trio {trio.__version__})",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve",
         help="run a hub application (the demo when APP is omitted)",
@@ -103,6 +210,13 @@ def _parser() -> argparse.ArgumentParser:
         help="allow WebSocket requests from ORIGIN (repeatable; default: any) [server.origins]",
     )
     serve.add_argument(
+        "--observer",
+        action="store_const",
+        const="true",
+        dest="admin.observer",
+        help="serve the observer at /observer/ and for `hub top` [admin.observer]",
+    )
+    serve.add_argument(
         "--set",
         action="append",
         default=[],
@@ -113,6 +227,16 @@ def _parser() -> argparse.ArgumentParser:
         "--print-config",
         action="store_true",
         help="print the settings in effect, as TOML, and exit",
+    )
+    from hub.top import add_arguments as add_top_arguments
+
+    add_top_arguments(
+        commands.add_parser(
+            "top",
+            help="watch a running hub in the terminal (it must serve the observer)",
+            description="Watch a running hub's actor tree, topics, connections and crashes, "
+            "live. The hub must serve the observer (hub serve --observer).",
+        )
     )
     # Listed for `hub --help`; `main` hands everything after `bench` to hub.bench.
     commands.add_parser(
@@ -158,6 +282,12 @@ _FLAGS = (
         "largest message a client may send (default 1048576) [websocket.max_message_size]",
     ),
     ("--log-level", "logging.level", "LEVEL", "debug, info, warning or error [logging.level]"),
+    (
+        "--log-format",
+        "logging.format",
+        "FORMAT",
+        "text, or json for log collectors (one object per line) [logging.format]",
+    ),
 )
 
 
@@ -176,6 +306,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
             overrides[setting] = getattr(args, setting)
     if getattr(args, "server.origins") is not None:
         overrides["server.origins"] = tuple(getattr(args, "server.origins"))
+    if getattr(args, "admin.observer") is not None:
+        overrides["admin.observer"] = getattr(args, "admin.observer")
     return overrides
 
 
@@ -194,35 +326,150 @@ def _check_tls(config: HubConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `hub` command with `argv` (the process's arguments by default); return its status."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     if arguments[:1] == ["bench"]:
         from hub.bench.cli import main as bench_main
 
         return bench_main(arguments[1:])
-    args = _parser().parse_args(arguments)
+    if not arguments:
+        _complain("which command? `hub serve` runs a hub (the demo without APP); see `hub --help`")
+        return EXIT_USAGE
+    parser = _parser()
+    try:
+        args, unknown = parser.parse_known_args(arguments)
+        if unknown:
+            raise UsageError(_unrecognized(parser, args.command, unknown))
+    except UsageError as error:
+        _complain(str(error))
+        return EXIT_USAGE
+    if args.command == "top":
+        from hub.top import main as top_main
+
+        return top_main(args)
+    return _serve(args)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> str:
+    """Say which arguments `hub COMMAND` does not take, and the flag meant, if one is close."""
+    options = [
+        option
+        for action in _subparser(parser, command)._actions
+        for option in action.option_strings
+    ]
+    flag = unknown[0].partition("=")[0]
+    close = difflib.get_close_matches(flag, options, n=1) if flag.startswith("-") else []
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unrecognized arguments: {' '.join(unknown)}; {hint}see `hub {command} --help`"
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]  # type: ignore[no-any-return]
+    raise AssertionError("the hub parser has subcommands")
+
+
+def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(
             file=args.config,
             overrides=_overrides(args),
             overrides_source="from the command line",
         )
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            _complain(line)
+        return EXIT_USAGE
+    debug = config.logging.level == "debug"
+    try:
         if args.print_config:
             _say(format_toml(config))
             return 0
         _check_tls(config)
         app = load_app(args.app)
     except ConfigError as error:
+        if debug and error.__cause__ is not None:
+            traceback.print_exception(error.__cause__)
         for line in str(error).splitlines():
-            print(f"hub: {line}", file=sys.stderr)
-        return 2
-    logging.basicConfig(
-        level=config.logging.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+            _complain(line)
+        return EXIT_USAGE
+    configure_logging(config.logging)
+    progress = _Progress()
     try:
-        trio.run(run, app, config)
-    except OSError as error:
-        server = config.server
-        print(f"hub: cannot listen on {server.host}:{server.port}: {error}", file=sys.stderr)
-        return 1
+        trio.run(run, app, config, progress)
+    except BaseException as error:
+        failure = _failure(error, config, progress)
+        if failure is None:
+            raise  # not one a user can cause: a bug, with its traceback
+        if debug:
+            traceback.print_exception(error)
+        status, message = failure
+        _complain(message)
+        return status
     return 0
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or `error` itself."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _failure(
+    error: BaseException, config: HubConfig, progress: _Progress
+) -> tuple[int, str] | None:
+    """The exit status and line for an error that ended the hub, or None for a bug."""
+    leaves = _leaves(error)
+    if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+        return EXIT_INTERRUPTED, "interrupted again: stopped at once, without a graceful shutdown"
+    if len(leaves) != 1:
+        return None
+    (leaf,) = leaves
+    if isinstance(leaf, OSError) and not progress.listening:
+        return _listen_failure(leaf, config)  # None for another OSError: a bug
+    if isinstance(leaf, actors.StartError):
+        path = [str(leaf.child_id)]
+        cause = leaf.cause
+        while isinstance(cause, actors.StartError):
+            path.append(str(cause.child_id))
+            cause = cause.cause
+        if path[:2] == ["hub", "services"] and len(path) == 3:
+            who = f"the application's backend actor {path[2]!r}"
+        else:
+            who = f"actor {'/'.join(path)}"
+        return EXIT_RUNTIME, (
+            f"{who} failed to start: {cause!r}; --log-level debug shows the traceback"
+        )
+    if isinstance(leaf, actors.RestartIntensityError):
+        return EXIT_RUNTIME, f"the hub stopped: {leaf} (the crashes are logged above)"
+    return None
+
+
+def _listen_failure(error: OSError, config: HubConfig) -> tuple[int, str] | None:
+    """The status and line for an error binding the hub's address; None for any other OSError."""
+    host, port = config.server.host, config.server.port
+    where = f"{host}:{port}"
+    if isinstance(error, socket.gaierror):
+        return EXIT_USAGE, (
+            f"cannot listen on {host!r}: not a host name or address this machine knows "
+            f"({error.strerror}); check --host (server.host)"
+        )
+    match error.errno:
+        case errno.EADDRINUSE:
+            return EXIT_RUNTIME, (
+                f"cannot listen on {where}: the port is in use (another hub or program "
+                f"listens there); stop it, or choose another port with --port"
+            )
+        case errno.EACCES:
+            return EXIT_RUNTIME, (
+                f"cannot listen on {where}: permission denied (ports below 1024 need root "
+                f"or CAP_NET_BIND_SERVICE); choose a port from 1024 up with --port"
+            )
+        case errno.EADDRNOTAVAIL:
+            return EXIT_USAGE, (
+                f"cannot listen on {host!r}: not an address of this machine; "
+                f"check --host (server.host)"
+            )
+    return None

@@ -5,7 +5,8 @@
     [websocket]  one client's connection: message size, keepalive, slow consumers
     [session]    one client's protocol: topics, joins, malformed frames
     [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
-    [logging]    the log level of `hub serve`
+    [logging]    what `hub serve` logs, and how
+    [admin]      the operator's views: /metrics, the observer, and their token
 
 Each source overrides the one before: the defaults here, then a TOML file
 (`[topics] empty_grace_seconds = 5`), then environment variables named
@@ -60,6 +61,7 @@ from hub.transport import DEFAULT_OUTBOX_CAPACITY
 __all__ = [
     "CONFIG_VARIABLE",
     "ENV_PREFIX",
+    "AdminConfig",
     "HttpConfig",
     "HubConfig",
     "LoggingConfig",
@@ -141,6 +143,18 @@ LogLevel = Annotated[
     Literal["debug", "info", "warning", "error"],
     BeforeValidator(_lower),
     _Expect("one of debug, info, warning, error"),
+]
+LogFormat = Annotated[
+    Literal["text", "json"], BeforeValidator(_lower), _Expect("one of text, json")
+]
+Switch = Annotated[bool, _Expect("true or false")]
+# A secret: never shown by repr() or --print-config. 16 characters at least,
+# so that a placeholder such as "secret" is refused rather than trusted.
+Token = Annotated[
+    pydantic.SecretStr | None,
+    BeforeValidator(_none_if_empty),
+    Field(min_length=16),
+    _Expect("a secret of at least 16 characters"),
 ]
 
 
@@ -250,10 +264,26 @@ class TopicsConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    """What `hub serve` logs."""
+    """What `hub serve` logs, and how."""
 
     #: debug, info, warning or error.
     level: LogLevel = "info"
+    #: `text` for people, `json` (one object per line) for log collectors.
+    format: LogFormat = "text"
+    #: Connection and topic lines (info) logged per second at most, in a burst
+    #: of as many; the others are counted, and summed up in one line.
+    lines_per_second: Rate = 20.0
+
+
+class AdminConfig(_Section):
+    """The operator's views of a running hub: /metrics, the observer page, `hub top`."""
+
+    #: The secret /metrics and the observer ask for; None: open to whoever reaches the port.
+    token: Token = None
+    #: Serve the observer (/observer, and `hub top`).
+    observer: Switch = False
+    #: How often the observer's views get a new snapshot, in seconds.
+    observer_interval_seconds: Seconds = 1.0
 
 
 class _Clash(ValueError):
@@ -278,6 +308,7 @@ class HubConfig(_Section):
     session: SessionConfig = SessionConfig()
     topics: TopicsConfig = TopicsConfig()
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
 
     @pydantic.model_validator(mode="after")
     def _check_together(self) -> HubConfig:
@@ -337,6 +368,9 @@ def env_name(setting: str) -> str:
     """The environment variable of a dotted setting name: `TRIOHUB_SERVER__PORT`."""
     return ENV_PREFIX + setting.replace(".", _ENV_DELIMITER).upper()
 
+
+# Settings whose values error messages must not show.
+_SECRETS: Final = frozenset({"admin.token"})
 
 # A setting's name alone (`port`), for hints to users of the flat names.
 _BY_NAME: Final = {setting.split(".")[1]: setting for setting in setting_names()}
@@ -411,7 +445,10 @@ class _Layers:
                 f"setting {setting} must be a table of settings, got {got!r}{self._from(setting)}"
             )
         got = self.tree.get(location[0], {}).get(location[1], detail["input"])
-        return f"setting {setting} must be {_expected(setting)}, got {got!r}{self._from(setting)}"
+        # A secret is not repeated into a terminal or a log, only measured.
+        secret = setting in _SECRETS and isinstance(got, str)
+        shown = f"{len(got)} characters" if secret else repr(got)
+        return f"setting {setting} must be {_expected(setting)}, got {shown}{self._from(setting)}"
 
     def _unknown(self, location: tuple[str, ...]) -> str:
         """Name an unknown setting, and the known one it is closest to."""
@@ -518,6 +555,8 @@ def format_toml(config: HubConfig) -> str:
         for name, value in getattr(config, section).model_dump().items():
             if value is None:
                 lines.append(f"# {name}: not set")
+            elif isinstance(value, pydantic.SecretStr):
+                lines.append(f"# {name}: set, not shown")
             else:
                 lines.append(f"{name} = {_toml_value(value)}")
         lines.append("")
@@ -525,7 +564,7 @@ def format_toml(config: HubConfig) -> str:
 
 
 def _toml_value(value: object) -> str:
-    # JSON's strings, numbers and arrays of strings are TOML too.
+    # JSON's strings, numbers, booleans and arrays of strings are TOML too.
     if isinstance(value, tuple):
         value = list(value)
     return json.dumps(value)

@@ -32,6 +32,8 @@ class _LocalTopic:
 
     members: dict[str, Subscriber] = attrs.Factory(dict)
     codecs: dict[Codec, int] = attrs.Factory(dict)
+    #: Records fanned out here since the node subscribed (the observer's rates).
+    records: int = 0
 
 
 @attrs.define(eq=False)
@@ -77,7 +79,13 @@ class Fanout:
         local = self._topics.get(topic)
         return 0 if local is None else len(local.members)
 
+    def records(self, topic: str) -> int:
+        """How many of `topic`'s records this node fanned out since it subscribed."""
+        local = self._topics.get(topic)
+        return 0 if local is None else local.records
+
     def _deliver(self, local: _LocalTopic, record: Record) -> None:
+        local.records += 1
         outbound = outbound_for(record, local.codecs, self.metrics)
         excluded = record.exclude
         # Delivering never removes a member synchronously (an evicted

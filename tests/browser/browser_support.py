@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,9 +42,17 @@ class HubProcess:
     and quoted when the hub misbehaves.
     """
 
-    def __init__(self, app: str | None = None) -> None:
+    def __init__(
+        self,
+        app: str | None = None,
+        arguments: Sequence[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         #: `module:attribute` of the application, or None for the built-in demo.
         self.app = app
+        #: More arguments of `hub serve`, and variables for its environment.
+        self.arguments = tuple(arguments)
+        self.environ = dict(environ or {})
         self.process: subprocess.Popen[str] | None = None
         self.port: int | None = None
         self.output: list[str] = []
@@ -73,6 +81,7 @@ class HubProcess:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *self.arguments,
             ],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
@@ -81,7 +90,7 @@ class HubProcess:
             text=True,
             encoding="utf-8",
             errors="replace",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.environ},
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         for stream, is_stdout in ((self.process.stdout, True), (self.process.stderr, False)):
@@ -159,9 +168,14 @@ class HubProcess:
 
 
 @contextmanager
-def running_hub(port: int = 0, app: str | None = None) -> Iterator[HubProcess]:
+def running_hub(
+    port: int = 0,
+    app: str | None = None,
+    arguments: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[HubProcess]:
     """A hub for the duration of the block, which must exit with status 0 on SIGTERM."""
-    hub = HubProcess(app).start(port)
+    hub = HubProcess(app, arguments, environ).start(port)
     try:
         yield hub
     except BaseException:

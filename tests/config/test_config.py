@@ -354,7 +354,8 @@ def test_docs_list_every_setting_with_its_default_and_variable() -> None:
         assert variable == "TRIOHUB_" + setting.replace(".", "__").upper()
         section, name = setting.split(".")
         value = getattr(getattr(defaults, section), name)
-        assert default == ("none" if value is None else f"`{value}`") or (
+        shown = str(value).lower() if isinstance(value, bool) else value  # as TOML writes it
+        assert default == ("none" if value is None else f"`{shown}`") or (
             setting == "server.origins" and default == "any"
         ), (setting, default, value)
     assert set(rows) == set(setting_names())
