@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 
+import pytest
 import trio
 import trio.testing
 from hub_support import JSON, RawWebSocket, wait_until
 
-from hub.protocol import Join, Publish, Reply
+from hub.protocol import Join, Publish, Push, Reply
 
 ABRUPT_CLIENTS = 300
 
@@ -82,3 +84,37 @@ async def test_a_reconnect_storm_during_writes_crashes_no_session(hub):
         await wait_until(lambda: hub.runtime.connection_count() == 0)
         async with hub.client() as late:
             await late.join_ok("room:storm", {"user": "late"})
+
+
+async def test_a_broadcast_is_framed_once_per_codec_however_many_receive_it(
+    hub, monkeypatch: pytest.MonkeyPatch
+):
+    """Eight members in two codecs: one room message, two frames built, eight written."""
+    import hub.transport.websocket as websocket_module
+
+    built: list[object] = []
+    original = websocket_module.build_frame
+
+    def counting_build_frame(message: str | bytes) -> bytes:
+        built.append(message)
+        return original(message)
+
+    with trio.fail_after(20):
+        async with contextlib.AsyncExitStack() as stack:
+            members = []
+            for index in range(8):
+                client = await stack.enter_async_context(
+                    hub.client("json" if index % 2 else "msgpack")
+                )
+                await client.join_ok("room:framed", {"user": f"u{index}"})
+                members.append(client)
+            monkeypatch.setattr(websocket_module, "build_frame", counting_build_frame)
+            await members[0].send(Publish(0, "room:framed", "message", {"text": "once"}))
+            for client in members:
+                # (The test hub's rooms announce nothing: this is the only Push.)
+                push = await client.wait_for(
+                    lambda frame: isinstance(frame, Push) and frame.event == "message"
+                )
+                assert push.payload["text"] == "once"
+            assert len(built) == 2
+            assert {type(message) for message in built} == {str, bytes}
