@@ -15,8 +15,9 @@ const RETRY_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
 
-// Supervisors the viewer folded, by path, kept across redraws.
+// Supervisors the viewer folded, by path, and crashes it opened, kept across redraws.
 const folded = new Set();
+const openCrashes = new Set();
 let lastSnapshotAt = 0;
 let interval = 1;
 
@@ -195,7 +196,13 @@ function drawConnections(connections, more) {
 function drawCrashes(crashes) {
   const items = crashes.map((crash) => {
     const item = element("li", { data: { actor: crash.actor } });
+    const key = `${crash.actor}@${crash.at}`;
     const details = element("details");
+    details.open = openCrashes.has(key);
+    details.addEventListener("toggle", () => {
+      if (details.open) openCrashes.add(key);
+      else openCrashes.delete(key);
+    });
     const summary = element("summary");
     const at = new Date(crash.at * 1000).toLocaleTimeString();
     summary.append(
