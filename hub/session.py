@@ -529,10 +529,8 @@ async def serve_session(session: Session, ref: actors.ActorRef) -> TransportClos
     its own (eviction, shutdown), its Close ends this loop. Returns how the
     transport closed (its code and reason), for the hub's log.
     """
-    transport = session.transport
     try:
-        while True:
-            session.receive(await transport.receive())
+        await session.transport.serve(session.receive)
     except TransportClosed as closed:
         return closed
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Final
+from typing import Final, NoReturn
 
 import attrs
 
@@ -163,6 +163,16 @@ class Transport(abc.ABC):
         Raises TransportClosed once the transport is closed, by either side,
         with the code and reason of the close.
         """
+
+    async def serve(self, on_message: Callable[[Message], None]) -> NoReturn:
+        """Hand every message the client sends to `on_message`, in order, until it closes.
+
+        Raises TransportClosed, as `receive` does, when the transport is
+        closed. `on_message` must not wait. A transport may do this more
+        cheaply than a loop over `receive` (the WebSocket one does).
+        """
+        while True:
+            on_message(await self.receive())
 
     @abc.abstractmethod
     def send(self, wire: Wire, key: Hashable | None = None) -> bool:

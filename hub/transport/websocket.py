@@ -34,8 +34,8 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import Hashable
-from typing import Final, Protocol
+from collections.abc import Callable, Hashable
+from typing import Final, NoReturn, Protocol
 
 import attrs
 import trio
@@ -427,22 +427,49 @@ class WebSocketTransport(Transport):
         self._done = True  # nothing more is parsed
         raise TransportClosed(code, reason)
 
+    async def serve(self, on_message: Callable[[Message], None]) -> NoReturn:
+        # One cancel scope serves every read until the next ping or idle
+        # check is due: a busy connection's reads cost no scope each. Its
+        # deadline is not moved as data arrives; when it passes, `_on_timer`
+        # looks at when the peer was last heard from and re-arms.
+        while True:
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self._receive_scope = scope
+                try:
+                    while True:
+                        if self._done:
+                            raise TransportClosed(self._close_code, self._close_reason)
+                        message = self._next_message()
+                        if message is not None:
+                            on_message(message)
+                        else:
+                            self._received(await self._recv())
+                finally:
+                    self._receive_scope = None
+            self._on_timer()
+
     async def _read(self) -> None:
         with trio.CancelScope(deadline=self._deadline()) as scope:
             self._receive_scope = scope
-            data: bytes | bytearray
             try:
-                if self._socket is not None:
-                    data = await self._socket.recv(RECEIVE_SIZE)
-                else:
-                    data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""  # reset by the peer, or closed under us: the end either way
+                data = await self._recv()
             finally:
                 self._receive_scope = None
         if scope.cancelled_caught:
             self._on_timer()
             return
+        self._received(data)
+
+    async def _recv(self) -> bytes | bytearray:
+        """The next bytes from the peer; empty when it has closed or reset."""
+        try:
+            if self._socket is not None:
+                return await self._socket.recv(RECEIVE_SIZE)
+            return await self._stream.receive_some(RECEIVE_SIZE)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""  # reset by the peer, or closed under us: the end either way
+
+    def _received(self, data: bytes | bytearray) -> None:
         if not data:
             self._done = self._lost = True
             self._partial = None

@@ -191,3 +191,52 @@ async def test_close_wakes_a_receive_in_progress_within_the_close_timeout(
         assert opcode == OPCODE_CLOSE and payload == (1013).to_bytes(2, "big") + b"slow consumer"
     client.close()
     await stream.aclose()
+
+
+async def test_serve_pings_a_quiet_peer_closes_a_silent_one_and_spares_a_busy_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """`serve` checks liveness lazily (one scope per check, not per read), at the same times."""
+    settings = WebSocketSettings(ping_interval=10, idle_timeout=30, close_timeout=2)
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream, settings)
+    received: list[object] = []
+    with trio.fail_after(200):
+        async with trio.open_nursery() as nursery:
+            closed: list[TransportClosed] = []
+
+            async def serve() -> None:
+                try:
+                    await transport.serve(received.append)
+                except TransportClosed as error:
+                    closed.append(error)
+
+            nursery.start_soon(serve)
+            # Busy for a minute: a message every 5 s, never pinged, never closed.
+            for number in range(12):
+                await client.send(client_frame(OPCODE_TEXT, f"m{number}".encode()))
+                await trio.sleep(5)
+            assert received == [f"m{number}" for number in range(12)]
+            assert not closed
+            # Then silent: a ping 10 s after the last message, Close 1001 at 30 s.
+            silent_from = trio.current_time() - 5
+            data = b""
+            while len(frames_in_partial(data)) < 2:
+                data += await client.recv(1024)
+            ping, close = frames_in_partial(data)[:2]
+            assert ping[0] == 0x9 and close[0] == OPCODE_CLOSE
+            assert close[1][:2] == (1001).to_bytes(2, "big")
+        assert closed and closed[0].code == 1001
+        assert trio.current_time() - silent_from == pytest.approx(30 + 2, abs=0.5)
+    client.close()
+    await stream.aclose()
+
+
+def frames_in_partial(data: bytes) -> list[tuple[int, bytes]]:
+    frames = []
+    while True:
+        frame, used = parse_frame(data)
+        if frame is None:
+            return frames
+        frames.append((frame.opcode, frame.payload))
+        data = data[used:]
