@@ -40,6 +40,9 @@ TOKEN_VARIABLE: Final = "TRIOHUB_ADMIN__TOKEN"
 
 DEFAULT_URL: Final = "http://127.0.0.1:8000/"
 
+#: The exit status after Ctrl+C before the view was up.
+EXIT_INTERRUPTED: Final = 130
+
 #: How long `hub top` waits for the hub to answer, connecting and joining.
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
 
@@ -101,7 +104,18 @@ def main(args: argparse.Namespace) -> int:
     except TopError as error:
         print(f"hub top: {error}", file=sys.stderr)
         return error.status
+    except BaseException as error:
+        # Ctrl+C while connecting (watching, it just stops the view): quietly.
+        if _interrupted(error):
+            return EXIT_INTERRUPTED
+        raise
     return 0
+
+
+def _interrupted(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return any(_interrupted(inner) for inner in error.exceptions)
+    return isinstance(error, KeyboardInterrupt)
 
 
 async def watch(url: str, token: str | None, console: Console, once: bool = False) -> None:

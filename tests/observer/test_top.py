@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -245,3 +247,33 @@ def test_hub_top_says_in_one_line_when_no_hub_answers() -> None:
     assert line.startswith("hub top: cannot reach the hub at ws://127.0.0.1:9/observer/ws")
     assert "hub serve --observer" in line
     assert result.stdout == ""
+
+
+def test_ctrl_c_while_connecting_ends_hub_top_quietly() -> None:
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIOHUB_")}
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hub", "top", f"http://127.0.0.1:{port}/"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
+        try:
+            # Connected, and waiting for an answer to its WebSocket request:
+            # this listener never gives one.
+            connection, _address = listener.accept()
+            with connection:
+                assert connection.recv(4096).startswith(b"GET /observer/ws HTTP/1.1")
+                process.send_signal(signal.SIGINT)
+                output, errors = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 130
+    assert (output, errors) == ("", "")
