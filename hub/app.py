@@ -51,7 +51,7 @@ from hub.gateway import (
     serve_gateway,
 )
 from hub.http import HttpRequest, HttpResponse, HttpRoute, RemoteAddress, static_files
-from hub.logs import HubLog, describe_remote, transport_kind
+from hub.logs import HubLog
 from hub.metrics import CONTENT_TYPE, HubMetrics
 from hub.observer import (
     OBSERVER_TOPIC,
@@ -279,7 +279,7 @@ class HubRuntime:
         since = trio.current_time()
         self._sessions[ref] = Connected(session, since, remote, observer)
         self.metrics.connection_opened()
-        self.log.connection_opened(session.id, transport_kind(transport), describe_remote(remote))
+        self.log.connection_opened(session.id, transport, remote)
         closed: TransportClosed | None = None
         try:
             closed = await serve_session(session, ref)

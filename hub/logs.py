@@ -71,6 +71,11 @@ _CLOSE_CODES: Final = {
     1013: "try again later",
 }
 
+def _fields(**fields: object) -> dict[str, object]:
+    """`extra=` of a log call: the event's fields, for the JSON lines."""
+    return {"fields": fields}
+
+
 # Keys of a JSON line that an event's fields may not take over.
 _BASE_KEYS: Final = frozenset({"time", "level", "logger", "message", "traceback"})
 
@@ -178,50 +183,62 @@ class HubLog:
 
     # --- connections -----------------------------------------------------------
 
-    def connection_opened(self, connection: str, transport: str, remote: str | None) -> None:
-        where = f" from {remote}" if remote else ""
-        self._line(
-            CONNECTIONS_LOGGER,
-            "connections opened",
-            f"connection {connection} opened: {transport}{where}",
-            event="connection_opened",
-            connection=connection,
-            transport=transport,
-            remote=remote,
+    def connection_opened(
+        self, connection: str, transport: Transport, remote: tuple[str, int] | None
+    ) -> None:
+        logger = self._admit(CONNECTIONS_LOGGER, "connections opened")
+        if logger is None:
+            return
+        kind, where = transport_kind(transport), describe_remote(remote)
+        logger.info(
+            "connection %s opened: %s%s",
+            connection,
+            kind,
+            f" from {where}" if where else "",
+            extra=_fields(
+                event="connection_opened", connection=connection, transport=kind, remote=where
+            ),
         )
 
     def connection_closed(
         self, connection: str, code: int | None, reason: str, seconds: float
     ) -> None:
         """`code` None: the session ended without its transport closing (the hub was cancelled)."""
-        if code is None:
-            why = reason or "ended"
-        else:
-            why = f"{code} {reason or _CLOSE_CODES.get(code, 'closed')}"
-        self._line(
-            CONNECTIONS_LOGGER,
-            "connections closed",
-            f"connection {connection} closed after {describe_duration(seconds)}: {why}",
-            event="connection_closed",
-            connection=connection,
-            code=code,
-            reason=reason or _CLOSE_CODES.get(code or 0, ""),
-            seconds=round(seconds, 3),
+        logger = self._admit(CONNECTIONS_LOGGER, "connections closed")
+        if logger is None:
+            return
+        reason = reason or (_CLOSE_CODES.get(code, "closed") if code is not None else "ended")
+        logger.info(
+            "connection %s closed after %s: %s",
+            connection,
+            describe_duration(seconds),
+            reason if code is None else f"{code} {reason}",
+            extra=_fields(
+                event="connection_closed",
+                connection=connection,
+                code=code,
+                reason=reason,
+                seconds=round(seconds, 3),
+            ),
         )
 
     # --- topics (the topic actors' TopicLifecycle) ----------------------------------
 
     def topic_started(self, topic: str, route: str) -> None:
-        self._line(
-            TOPICS_LOGGER,
-            "topics started",
-            f"topic {topic} started (route {route})",
-            event="topic_started",
-            topic=topic,
-            route=route,
+        logger = self._admit(TOPICS_LOGGER, "topics started")
+        if logger is None:
+            return
+        logger.info(
+            "topic %s started (route %s)",
+            topic,
+            route,
+            extra=_fields(event="topic_started", topic=topic, route=route),
         )
 
     def topic_stopped(self, topic: str, reason: actors.ExitReason, seconds: float) -> None:
+        logger = self._admit(TOPICS_LOGGER, "topics stopped")
+        if logger is None:
+            return
         match reason:
             case actors.Normal():
                 why = "empty"
@@ -229,30 +246,34 @@ class HubLog:
                 why = "shut down"
             case actors.Crashed(error=error):
                 why = f"crashed: {error!r}"
-        self._line(
-            TOPICS_LOGGER,
-            "topics stopped",
-            f"topic {topic} stopped after {describe_duration(seconds)}: {why}",
-            event="topic_stopped",
-            topic=topic,
-            reason=why,
-            seconds=round(seconds, 3),
+        logger.info(
+            "topic %s stopped after %s: %s",
+            topic,
+            describe_duration(seconds),
+            why,
+            extra=_fields(
+                event="topic_stopped", topic=topic, reason=why, seconds=round(seconds, 3)
+            ),
         )
 
     # --- the limit, and the summaries -----------------------------------------------
 
-    def _line(self, kind: str, counted_as: str, message: str, **fields: object) -> None:
+    def _admit(self, kind: str, counted_as: str) -> logging.Logger | None:
+        """The logger to log one line of `kind` with, or None: not logged, or held back.
+
+        Nothing is formatted for a line that will not be logged.
+        """
         limit = self._limits[kind]
         if not limit.logger.isEnabledFor(logging.INFO):
-            return
+            return None
         now = trio.current_time()
         if limit.take(now):
-            limit.logger.info(message, extra={"fields": fields})
-            return
+            return limit.logger
         if not limit.held:
             limit.held_since = now
         limit.held[counted_as] = limit.held.get(counted_as, 0) + 1
         self._held.set()
+        return None
 
     def summarize(self) -> None:
         """Log one line per kind for what was held back, and start counting afresh."""
