@@ -40,8 +40,6 @@ TOKEN_VARIABLE: Final = "TRIOHUB_ADMIN__TOKEN"
 
 DEFAULT_URL: Final = "http://127.0.0.1:8000/"
 
-#: The exit status after Ctrl+C before the view was up.
-EXIT_INTERRUPTED: Final = 130
 
 #: How long `hub top` waits for the hub to answer, connecting and joining.
 CONNECT_TIMEOUT_SECONDS: Final = 10.0
@@ -100,26 +98,42 @@ def main(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     try:
         url = observer_url(args.url)
-        trio.run(watch, url, token, console, args.once)
+        trio.run(_watch_until_interrupted, url, token, console, args.once)
     except TopError as error:
         print(f"hub top: {error}", file=sys.stderr)
         return error.status
-    except BaseException as error:
-        # Ctrl+C while connecting (watching, it just stops the view): quietly.
-        if _interrupted(error):
-            return EXIT_INTERRUPTED
-        raise
     return 0
 
 
-def _interrupted(error: BaseException) -> bool:
-    if isinstance(error, BaseExceptionGroup):
-        return any(_interrupted(inner) for inner in error.exceptions)
-    return isinstance(error, KeyboardInterrupt)
+async def _watch_until_interrupted(
+    url: str, token: str | None, console: Console, once: bool
+) -> None:
+    """`watch`, which Ctrl+C ends quietly, however far it got (connecting, or drawing).
+
+    SIGINT comes through a signal receiver, not as KeyboardInterrupt, so that
+    it ends the watch by cancelling it, wherever it is waiting.
+    """
+    failure: TopError | None = None
+    with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_interrupt() -> None:
+                async for _ in interrupts:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_interrupt)
+            try:
+                await watch(url, token, console, once)
+            except TopError as error:
+                failure = error  # raised below as itself, not in the nursery's group
+            nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 async def watch(url: str, token: str | None, console: Console, once: bool = False) -> None:
-    """Draw the hub's snapshots on `console` until Ctrl+C (or after the first, with `once`).
+    """Draw the hub's snapshots on `console` until cancelled (or the first only, with `once`).
 
     Raises TopError when the hub cannot be reached or watched, or ends the connection.
     """
@@ -138,7 +152,7 @@ async def watch(url: str, token: str | None, console: Console, once: bool = Fals
                     console.print(render(_mapping(push.payload), width=console.width))
                     return
             else:
-                await _draw_until_interrupted(channel, console)
+                await _draw(channel, console)
             raise TopError(_ended(channel))
     except* trio_websocket.HandshakeError as group:
         raise _unreachable(url, group.exceptions[0]) from None
@@ -150,23 +164,11 @@ async def watch(url: str, token: str | None, console: Console, once: bool = Fals
         raise TopError(f"the hub at {url} stopped answering") from None
 
 
-async def _draw_until_interrupted(channel: client.Channel, console: Console) -> None:
-    with (
-        trio.open_signal_receiver(signal.SIGINT) as interrupts,
-        Live(console=console, screen=console.is_terminal, auto_refresh=False) as live,
-    ):
-        async with trio.open_nursery() as nursery:
-
-            async def stop_on_interrupt() -> None:
-                async for _ in interrupts:
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(stop_on_interrupt)
-            async for push in channel:
-                live.update(render(_mapping(push.payload), height=console.height), refresh=True)
-            nursery.cancel_scope.cancel()
-            return
-    # Cancelled by Ctrl+C: leave quietly.
+async def _draw(channel: client.Channel, console: Console) -> None:
+    """Redraw each snapshot until the membership ends (or this is cancelled)."""
+    with Live(console=console, screen=console.is_terminal, auto_refresh=False) as live:
+        async for push in channel:
+            live.update(render(_mapping(push.payload), height=console.height), refresh=True)
 
 
 def _ended(channel: client.Channel) -> str:

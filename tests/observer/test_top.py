@@ -249,7 +249,8 @@ def test_hub_top_says_in_one_line_when_no_hub_answers() -> None:
     assert result.stdout == ""
 
 
-def test_ctrl_c_while_connecting_ends_hub_top_quietly() -> None:
+@pytest.mark.parametrize("attempt", range(5))  # once, SIGINT slipped past a KeyboardInterrupt
+def test_ctrl_c_while_connecting_ends_hub_top_quietly(attempt: int) -> None:
     environ = {key: value for key, value in os.environ.items() if not key.startswith("TRIOHUB_")}
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -275,5 +276,5 @@ def test_ctrl_c_while_connecting_ends_hub_top_quietly() -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    assert process.returncode == 130
+    assert process.returncode == 0  # quitting is what Ctrl+C is for in `hub top`
     assert (output, errors) == ("", "")
