@@ -197,6 +197,11 @@ class HubRuntime:
         """Start a graceful shutdown: stop accepting, drain and close clients, return."""
         self._shutdown.set()
 
+    @property
+    def shutdown_requested(self) -> bool:
+        """Whether `request_shutdown` was called."""
+        return self._shutdown.is_set()
+
     # --- what services and applications reach (`HubServices`) ---------------
 
     async def publish(

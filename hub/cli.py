@@ -118,17 +118,26 @@ def _complain(line: str) -> None:
 
 @attrs.define
 class _Progress:
-    """How far `run` got: an OSError before the hub listens is about its address."""
+    """How far `run` got, and how it ended."""
 
+    #: An OSError before the hub listens is about its address.
     listening: bool = False
+    #: A second signal during the graceful shutdown stopped everything at once.
+    stopped_at_once: bool = False
 
 
 async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) -> None:
-    """Serve `app` until SIGINT or SIGTERM, then shut down gracefully."""
+    """Serve `app` until SIGINT or SIGTERM, then shut down gracefully; a second one: at once.
+
+    The signals come through a receiver (not as KeyboardInterrupt), open from
+    before the hub starts until it has stopped, so that none goes missing.
+    """
     progress = progress or _Progress()
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            runtime: HubRuntime = await nursery.start(serve_hub, app, config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            runtime: HubRuntime = await nursery.start(
+                _serve_then_cancel, app, config, nursery.cancel_scope
+            )
             progress.listening = True
             _say(
                 f"triohub: serving {app.name!r} at {runtime.url} "
@@ -136,7 +145,12 @@ async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) ->
             )
             if runtime.observer:
                 _say_observer(runtime)
+            # Ends when the hub has stopped (its task cancels this scope).
             async for signum in signals:
+                if runtime.shutdown_requested:
+                    progress.stopped_at_once = True
+                    nursery.cancel_scope.cancel()
+                    return
                 count = runtime.connection_count()
                 plural = "" if count == 1 else "s"
                 _say(
@@ -144,8 +158,19 @@ async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) ->
                     f"({count} connection{plural} to close)"
                 )
                 runtime.request_shutdown()
-                break
     _say("triohub: stopped")
+
+
+async def _serve_then_cancel(
+    app: Hub,
+    config: HubConfig,
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[HubRuntime] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app`; once it has shut down, cancel `scope` (the wait for signals)."""
+    await serve_hub(app, config, task_status=task_status)
+    scope.cancel()
 
 
 def _say_observer(runtime: HubRuntime) -> None:
@@ -398,6 +423,9 @@ def _serve(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         trio.run(run, app, config, progress)
+        if progress.stopped_at_once:
+            _complain("interrupted again: stopped at once, without a graceful shutdown")
+            return EXIT_INTERRUPTED
     except BaseException as error:
         failure = _failure(error, config, progress)
         if failure is None:
