@@ -1,6 +1,6 @@
 """The chat demo as an application, with a service of its own.
 
-    hub serve examples.chat:app        # then open http://127.0.0.1:8000/
+    .venv/bin/hub serve examples.chat:app   # then open http://127.0.0.1:8000/
 
 Rooms (`room:*`) keep 100 messages of history; `help:*` topics are a
 moderated room that refuses messages with banned words, written in a few

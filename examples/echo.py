@@ -1,7 +1,7 @@
 """An echo service in a few lines, and a Python client talking to it.
 
-    python examples/echo.py            # runs a hub and a client, prints, exits
-    hub serve examples.echo:app        # or serve it for other clients
+    .venv/bin/python examples/echo.py       # runs a hub and a client, prints, exits
+    .venv/bin/hub serve examples.echo:app   # or serve it for other clients
 
 Calls on `echo:*` answer with their payload; a published event comes back
 to its sender only. The hub also has a plain WebSocket echo at /echo (no hub
@@ -10,9 +10,15 @@ protocol), for testing WebSocket clients.
 
 from __future__ import annotations
 
-import trio
+try:
+    import trio
 
-from hub import Hub, HubConfig, Member, Payload, ServerConfig, Service, client, serve_hub
+    from hub import Hub, HubConfig, Member, Payload, ServerConfig, Service, client, serve_hub
+except ModuleNotFoundError as missing:  # a Python without triohub, such as the system's
+    raise SystemExit(
+        f"{missing}: run this with .venv/bin/python (./scripts/demo creates .venv), "
+        "or activate .venv first"
+    ) from None
 
 
 class Echo(Service):

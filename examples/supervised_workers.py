@@ -1,6 +1,6 @@
 """A supervised tree in which one worker crashes and is restarted while the others keep going.
 
-    python examples/supervised_workers.py
+    .venv/bin/python examples/supervised_workers.py
 
 Three workers count ticks under a one_for_one supervisor. The "flaky" worker
 crashes on every third tick; the supervisor restarts it (within a budget of
@@ -11,9 +11,15 @@ on stderr. After a few seconds the system shuts down in reverse start order.
 
 from __future__ import annotations
 
-import trio
+try:
+    import trio
 
-import actors
+    import actors
+except ModuleNotFoundError as missing:  # a Python without triohub, such as the system's
+    raise SystemExit(
+        f"{missing}: run this with .venv/bin/python (./scripts/demo creates .venv), "
+        "or activate .venv first"
+    ) from None
 
 RUN_SECONDS = 3.5
 TICK_SECONDS = 0.25

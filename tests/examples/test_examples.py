@@ -70,3 +70,23 @@ def test_chat_example_is_an_app_hub_serve_can_load() -> None:
 
     app = load_app("examples.chat:app")
     assert [route.pattern for route in app.routes] == ["room:*", "help:*"]
+
+
+@pytest.mark.parametrize("script", ["echo.py", "supervised_workers.py"])
+def test_run_with_a_python_without_triohub_an_example_says_which_to_use(script: str) -> None:
+    # The interpreter the virtualenv was made from, without its site-packages
+    # (-S): as `python3 examples/echo.py` is on a machine that never installed triohub.
+    completed = subprocess.run(
+        [sys._base_executable, "-S", str(ROOT / "examples" / script)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert completed.returncode == 1
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith("No module named ")
+    hint = ": run this with .venv/bin/python (./scripts/demo creates .venv), or activate .venv "
+    hint += "first"
+    assert line.endswith(hint), line
