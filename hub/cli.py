@@ -24,7 +24,7 @@ import socket
 import ssl
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 import attrs
@@ -203,7 +203,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}; see `{self.prog} --help`")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentParser]]:
+    """The `hub` parser, and its commands' own parsers by name."""
     parser = _Parser(
         prog="hub", description="triohub: an actor-model realtime message hub on trio"
     )
@@ -269,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
         help="benchmark a hub over real WebSockets (`hub bench --help`)",
         add_help=False,
     )
-    return parser
+    return parser, commands.choices
 
 
 # The settings most deployments set, as flags of their own:
@@ -360,11 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not arguments:
         _complain("which command? `hub serve` runs a hub (the demo without APP); see `hub --help`")
         return EXIT_USAGE
-    parser = _parser()
+    parser, commands = _parser()
     try:
         args, unknown = parser.parse_known_args(arguments)
         if unknown:
-            raise UsageError(_unrecognized(parser, args.command, unknown))
+            raise UsageError(_unrecognized(commands[args.command], args.command, unknown))
     except UsageError as error:
         _complain(str(error))
         return EXIT_USAGE
@@ -376,23 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> str:
-    """Say which arguments `hub COMMAND` does not take, and the flag meant, if one is close."""
-    options = [
-        option
-        for action in _subparser(parser, command)._actions
-        for option in action.option_strings
-    ]
+    """Say which arguments `hub COMMAND` (its `parser`) does not take, and the flag meant."""
+    # argparse lists a parser's options only in `_actions`, which it documents nowhere.
+    options = [option for action in parser._actions for option in action.option_strings]
     flag = unknown[0].partition("=")[0]
     close = difflib.get_close_matches(flag, options, n=1) if flag.startswith("-") else []
     hint = f"did you mean {close[0]}? " if close else ""
     return f"unrecognized arguments: {' '.join(unknown)}; {hint}see `hub {command} --help`"
-
-
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[command]  # type: ignore[no-any-return]
-    raise AssertionError("the hub parser has subcommands")
 
 
 def _serve(args: argparse.Namespace) -> int:
