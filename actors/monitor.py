@@ -10,13 +10,20 @@ from .ref import ActorRef, Crashed, ExitReason, Normal
 
 @attrs.define(eq=False, repr=False)
 class Monitor:
-    """One watcher's watch on one target; the handle `demonitor` takes."""
+    """One watcher's watch on one target; the handle `demonitor` takes.
+
+    It is also what the target calls when it ends (no closure per watch:
+    a hub keeps two monitors per client and topic).
+    """
 
     watcher: ActorRef
     target: ActorRef
 
     def __repr__(self) -> str:
         return f"<Monitor {self.watcher.name} -> {self.target.name}>"
+
+    def __call__(self, ref: ActorRef, reason: ExitReason) -> None:
+        self.watcher._mailbox.deliver_system(Down(ref, reason, self))
 
 
 @attrs.frozen
@@ -44,11 +51,7 @@ def monitor(watcher: ActorRef, target: ActorRef) -> Monitor:
     never dropped by an overflow policy. Watching twice gives two Downs.
     """
     handle = Monitor(watcher, target)
-
-    def deliver(ref: ActorRef, reason: ExitReason) -> None:
-        watcher._mailbox.deliver_system(Down(ref, reason, handle))
-
-    target._watch(handle, deliver)
+    target._watch(handle, handle)
     return handle
 
 
