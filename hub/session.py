@@ -151,7 +151,6 @@ class Session(actors.Actor):
         "_runtime",
         "_settings",
         "_topics",
-        "_watching",
         "codec",
         "id",
         "identity",
@@ -180,10 +179,9 @@ class Session(actors.Actor):
             joins_per_second=self._settings.joins_per_second,
         )
         self.id = ""
-        # Topic -> its actor, for topics joined or joining.
-        self._topics: dict[str, actors.ActorRef] = {}
-        # Topic actor -> (topic, monitor): a topic actor's Down ends the membership.
-        self._watching: dict[actors.ActorRef, tuple[str, actors.Monitor]] = {}
+        # Topic -> (its actor, our monitor on it), for topics joined or
+        # joining: the actor's Down ends the membership.
+        self._topics: dict[str, tuple[actors.ActorRef, actors.Monitor]] = {}
         # Joins sent and not yet answered, to send again if their actor ends first.
         self._joins: dict[str, Join] = {}
         # Why the session is ending, when it chose to (eviction, policy close).
@@ -257,9 +255,11 @@ class Session(actors.Actor):
                 else:
                     self._send(wire)
             case JoinAnswered(topic=topic, topic_ref=topic_ref, ok=ok):
-                if self._topics.get(topic) is not topic_ref or topic not in self._joins:
+                if self._topic_ref(topic) is not topic_ref or topic not in self._joins:
                     return  # the client left, or this answer is from a stale actor
                 del self._joins[topic]
+                if not self._joins:
+                    self._joins = {}  # an emptied dict keeps its table; an idle client needs none
                 if ok:
                     self._runtime.metrics.joins.inc()
                     # From now on the topic's broadcasts reach this client,
@@ -328,11 +328,9 @@ class Session(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         # This session's watches on its topics end with it: a long-lived topic
         # must not keep a reference to every client that ever left it.
-        for _topic, monitor in self._watching.values():
-            actors.demonitor(monitor)
-        self._watching.clear()
         fanout = self._runtime.fanout
-        for topic in self._topics:
+        for topic, (_topic_ref, monitor) in self._topics.items():
+            actors.demonitor(monitor)
             fanout.remove(topic, self.id)
         self._running = False
         match reason:
@@ -399,7 +397,7 @@ class Session(actors.Actor):
                 self._to_topic(frame, CallService(self.ref, ref, event, payload, deadline))
 
     def _to_topic(self, frame: Publish | Call, request: PublishEvent | CallService) -> None:
-        topic_ref = self._topics.get(frame.topic)
+        topic_ref = self._topic_ref(frame.topic)
         if topic_ref is None:
             return  # the machine only dispatches joined topics; ended meanwhile
         try:
@@ -482,13 +480,12 @@ class Session(actors.Actor):
             self._send_actions(self._machine.join_failed(topic, code=code, message=message))
 
     def _topic_ended(self, topic_ref: actors.ActorRef, reason: actors.ExitReason) -> None:
-        watched = self._watching.pop(topic_ref, None)
-        if watched is None:
+        # A Down for a watch already dropped (the client left) finds nothing.
+        topic = next((name for name, (ref, _) in self._topics.items() if ref is topic_ref), None)
+        if topic is None:
             return
-        topic = watched[0]
-        if self._topics.get(topic) is topic_ref:
-            del self._topics[topic]
-            self._runtime.fanout.remove(topic, self.id)
+        del self._topics[topic]
+        self._runtime.fanout.remove(topic, self.id)
         join = self._joins.get(topic)
         if join is not None and isinstance(reason, actors.Normal):
             # The actor stopped (it had been empty a while) before it saw our
@@ -503,22 +500,28 @@ class Session(actors.Actor):
             code, text = EndCode.TOPIC_CRASHED, "the topic ended unexpectedly; join again"
         self._send_actions(self._machine.ended(topic, code=code, reason=text))
 
+    def _topic_ref(self, topic: str) -> actors.ActorRef | None:
+        entry = self._topics.get(topic)
+        return None if entry is None else entry[0]
+
     def _watch(self, topic: str, topic_ref: actors.ActorRef) -> None:
-        self._topics[topic] = topic_ref
-        if topic_ref not in self._watching:
-            self._watching[topic_ref] = (topic, actors.monitor(self.ref, topic_ref))
+        entry = self._topics.get(topic)
+        if entry is not None:
+            if entry[0] is topic_ref:
+                return
+            actors.demonitor(entry[1])
+        self._topics[topic] = (topic_ref, actors.monitor(self.ref, topic_ref))
 
     def _forget(self, topic: str) -> actors.ActorRef | None:
-        topic_ref = self._topics.pop(topic, None)
+        entry = self._topics.pop(topic, None)
         self._joins.pop(topic, None)
         self._runtime.fanout.remove(topic, self.id)
-        if topic_ref is not None:
-            watched = self._watching.pop(topic_ref, None)
-            if watched is not None:
-                # No flush: a queued Down finds nothing in `_watching` and is
-                # ignored; flushing would rebuild the mailbox on every leave.
-                actors.demonitor(watched[1])
-        return topic_ref
+        if entry is None:
+            return None
+        # No flush: a queued Down finds no topic of its actor and is ignored;
+        # flushing would rebuild the mailbox on every leave.
+        actors.demonitor(entry[1])
+        return entry[0]
 
 
 async def serve_session(session: Session, ref: actors.ActorRef) -> TransportClosed:
