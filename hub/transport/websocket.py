@@ -359,6 +359,16 @@ class WebSocketTransport(Transport):
                 return message
             await self._read()
 
+    def _unparsed(self) -> bool:
+        """Whether bytes wait in wsproto's buffer (a message usually comes whole, in one read).
+
+        Read off its frame decoder's buffer, which wsproto 1.2 and 1.3 keep
+        at `_frame_decoder.buffer`; without it, assume there are (and parse).
+        """
+        decoder = getattr(self._frames, "_frame_decoder", None)
+        buffer = getattr(decoder, "buffer", None)
+        return buffer is None or len(buffer) > 0
+
     def _next_message(self) -> Message | None:
         """Parse frames until a whole message is in; None if more data is needed."""
         try:
@@ -439,7 +449,7 @@ class WebSocketTransport(Transport):
                     while True:
                         if self._done:
                             raise TransportClosed(self._close_code, self._close_reason)
-                        message = self._next_message()
+                        message = self._next_message() if self._unparsed() else None
                         if message is not None:
                             on_message(message)
                         else:
