@@ -125,6 +125,10 @@ class ChildSpec:
     conflate_key: Callable[[Any], Hashable] | None = None
     #: A name for logs and errors; defaults to the id.
     label: str | None = None
+    #: Register each incarnation under this name in the system's registry, from
+    #: before it starts until it ends (Erlang's registered child): whoever
+    #: looks it up by name finds the running one, restarts included.
+    register: Hashable | None = None
 
 
 @attrs.define(eq=False)
@@ -359,6 +363,8 @@ class Supervisor(Actor):
         )
         ref = ActorRef(actor_id, label, mailbox)
         ref._on_exit = functools.partial(self._on_child_exit, child)
+        if spec.register is not None:
+            system.registry.register(spec.register, ref)
         child.ref = ref
         child.stopping = False
         child.restart_due = None

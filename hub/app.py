@@ -128,13 +128,21 @@ class Hub:
         order before the hub accepts clients, under a one_for_one supervisor
         with the runtime's default restart budget; services reach them by
         name with `self.topic.hub.actor(name)`, and so does application code
-        with `HubRuntime.actor(name)` (a restarted actor is found anew).
+        with `HubRuntime.actor(name)`, and other actors with
+        `ctx.system.registry.whereis(name)`: each is registered under its
+        name while it runs (a restarted one is found anew).
         """
         if any(spec.id == name for spec in self.backend_actors):
             raise ValueError(f"two backend actors named {name!r}")
         self.backend_actors.append(
             actors.ChildSpec(
-                id=name, start=start, args=args, restart=restart, shutdown=shutdown, label=name
+                id=name,
+                start=start,
+                args=args,
+                restart=restart,
+                shutdown=shutdown,
+                label=name,
+                register=name,
             )
         )
 
@@ -231,11 +239,10 @@ class HubRuntime:
 
     def actor(self, name: str) -> actors.ActorRef:
         """The running backend actor declared as `name` with `Hub.actor`."""
-        services = _child_supervisor(self.system, "services")
-        for info in services.which_children():
-            if info.id == name and info.ref is not None:
-                return info.ref
-        raise NoSuchActorError(f"no backend actor named {name!r} is running")
+        ref = self.system.registry.whereis(name)
+        if ref is None or not any(spec.id == name for spec in self.app.backend_actors):
+            raise NoSuchActorError(f"no backend actor named {name!r} is running")
+        return ref
 
     def sessions(self) -> actors.Supervisor:
         """The supervisor of the client sessions (a new one if it was restarted)."""

@@ -771,3 +771,18 @@ async def test_a_crash_in_a_nested_supervisor_stays_inside_it(system: actors.Sys
     assert starts(log) == ["x", "y"]
     assert child_info(outer, "inner").supervisor is inner
     assert child_info(outer, "a").supervisor is None
+
+
+async def test_a_registered_child_is_found_by_name_across_its_restarts() -> None:
+    with trio.fail_after(10):
+        async with actors.open_system("registered", handle_signals=False) as system:
+            supervisor = await system.start_supervisor(
+                [actors.ChildSpec(id="worker", start=crash_on_message, register="worker")]
+            )
+            first = system.registry.whereis("worker")
+            assert first is not None and first is child_refs(supervisor)["worker"]
+            await first.send("boom")  # crashes; the supervisor restarts it
+            await first.wait_exit()
+            while (second := system.registry.whereis("worker")) in (None, first):
+                await trio.testing.wait_all_tasks_blocked()
+            assert second is child_refs(supervisor)["worker"] and second.alive

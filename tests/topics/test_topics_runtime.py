@@ -235,6 +235,8 @@ async def test_the_server_publishes_to_a_topic_it_is_not_a_member_of(
 async def test_a_backend_call_inherits_what_is_left_of_the_clients_deadline(
     runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # Backend actors are registered by name: services and other actors find them.
+    assert runtime.system.registry.whereis("slow") is runtime.actor("slow")
     with trio.fail_after(60):
         client, _done = await connect_memory(runtime, nursery)
         assert (await join(client, 1, "asks:x")).ok
