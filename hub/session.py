@@ -332,6 +332,7 @@ class Session(actors.Actor):
         for topic, (_topic_ref, monitor) in self._topics.items():
             actors.demonitor(monitor)
             fanout.remove(topic, self.id)
+        self._topics.clear()
         self._running = False
         match reason:
             case _ if self._ending is not None:
@@ -350,6 +351,8 @@ class Session(actors.Actor):
                 contextlib.suppress(TransportClosed),
             ):
                 await self.transport.flush()
+        # The transport no longer calls back: no cycle through it to this session.
+        self.transport.on_backlog = None
 
     # --- reading: what the client sends -------------------------------------------
 
@@ -535,7 +538,10 @@ async def serve_session(session: Session, ref: actors.ActorRef) -> TransportClos
     try:
         await session.transport.serve(session.receive)
     except TransportClosed as closed:
-        return closed
+        # Without its traceback: that would hold this frame (and the session,
+        # its transport and socket) in a reference cycle until the garbage
+        # collector finds it, for every client that ever disconnected.
+        return closed.with_traceback(None)
     finally:
         if ref.alive:
             ref.kill()
