@@ -148,9 +148,16 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         self._backplane.claim(name)
         self._claimed = True
-        self.topic.position = await self._backplane.position(name)
-        self.service = self._route.factory(self.topic)
-        await self._hook("started", self.service.started)
+        try:
+            self.topic.position = await self._backplane.position(name)
+            self.service = self._route.factory(self.topic)
+            await self._hook("started", self.service.started)
+        except BaseException:
+            # A start that fails never reaches `stopped`: give the history
+            # back here, or it would be held as owned for ever.
+            self._claimed = False
+            self._backplane.release(name)
+            raise
         self._became_empty()
         self._started_at = trio.current_time()
         if self._lifecycle is not None:

@@ -299,3 +299,27 @@ async def test_the_hub_wide_topic_cap_and_the_per_connection_join_rate(
         # ...and allowed again once the rate allows.
         await trio.sleep(2)
         assert (await join(burst, 99, "echo:99")).ok
+
+
+async def test_a_topic_that_fails_to_start_gives_its_history_back(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A failed start never runs `stopped`: the history must not stay owned for ever."""
+
+    class Broken(Service):
+        async def started(self) -> None:
+            raise RuntimeError("no database")
+
+    hub = Hub("broken")
+    hub.route("broken:*", Broken)
+    config = HubConfig(
+        server=ServerConfig(port=0), topics=TopicsConfig(history_retention_seconds=RETENTION)
+    )
+    running: HubRuntime = await nursery.start(serve_hub, hub, config)
+    with trio.fail_after(RETENTION * 3):
+        client, _done = await connect_memory(running, nursery)
+        refused = await join(client, 1, "broken:x")
+        assert refused.error_code == "service_error"
+        assert running.backplane.topics_kept == 1  # kept for the retention time...
+        await trio.sleep(RETENTION + 1)
+        assert running.backplane.topics_kept == 0  # ...then dropped
