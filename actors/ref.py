@@ -136,6 +136,18 @@ class ActorRef:
         """
         return self._mailbox.send_nowait(message)
 
+    def notify(self, message: Any) -> bool:
+        """Deliver `message` past the mailbox's capacity, never dropped or refused.
+
+        For the few messages an actor must see whatever its load, as it sees
+        a `Down` (a client leaving a topic, say): use it sparingly, since it
+        is not bounded. Returns False if the actor has ended or is stopping.
+        """
+        if self._exit_reason is not None or self._mailbox.closed:
+            return False
+        self._mailbox.deliver_system(message)
+        return True
+
     def cast(self, message: Any) -> bool:
         """Deliver `message` if it can be done now; never wait, never raise.
 

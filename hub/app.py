@@ -295,6 +295,9 @@ class HubRuntime:
         closed: TransportClosed | None = None
         try:
             closed = await serve_session(session, ref)
+            # The session closed its transport: finish (bounded; a no-op for
+            # one its gateway finishes too). A memory client learns the code.
+            await transport.aclose()
         finally:
             del self._sessions[ref]
             self.metrics.connection_closed()

@@ -123,12 +123,6 @@ class _Flush:
     """The transport has a backlog: wait for the socket and write it."""
 
 
-@attrs.frozen
-class _JoinAgain:
-    join: Join
-    attempt: int
-
-
 _FLUSH: Final = _Flush()
 
 # How long a reader waits for its session to end once the client is gone.
@@ -182,8 +176,9 @@ class Session(actors.Actor):
         # Topic -> (its actor, our monitor on it), for topics joined or
         # joining: the actor's Down ends the membership.
         self._topics: dict[str, tuple[actors.ActorRef, actors.Monitor]] = {}
-        # Joins sent and not yet answered, to send again if their actor ends first.
-        self._joins: dict[str, Join] = {}
+        # Joins sent and not yet answered, with their attempt, to send again
+        # (a bounded number of times) if their actor ends first.
+        self._joins: dict[str, tuple[Join, int]] = {}
         # Why the session is ending, when it chose to (eviction, policy close).
         self._ending: tuple[int, str] | None = None
         self._flush_requested = False
@@ -256,7 +251,11 @@ class Session(actors.Actor):
                     self._send(wire)
             case JoinAnswered(topic=topic, topic_ref=topic_ref, ok=ok):
                 if self._topic_ref(topic) is not topic_ref or topic not in self._joins:
-                    return  # the client left, or this answer is from a stale actor
+                    # The client left, or this answer is from a stale actor:
+                    # a membership the client does not know of must not stay.
+                    if ok:
+                        topic_ref.notify(LeaveTopic(self.ref))
+                    return
                 del self._joins[topic]
                 if not self._joins:
                     self._joins = {}  # an emptied dict keeps its table; an idle client needs none
@@ -272,6 +271,10 @@ class Session(actors.Actor):
                         machine.join_failed(topic, code=item.code, message=item.message)
                     )
             case MembershipEnded(topic=topic, code=code, reason=reason):
+                if topic in self._joins:
+                    # Sent for a membership the client has left since (its
+                    # new join is not answered yet): it ends nothing now.
+                    return
                 self._forget(topic)
                 self._send_actions(machine.ended(topic, code=code, reason=reason))
             case _:
@@ -304,9 +307,6 @@ class Session(actors.Actor):
                 pass  # the loop flushes before it waits again
             case actors.Down(ref=topic_ref, reason=reason):
                 self._topic_ended(topic_ref, reason)
-            case _JoinAgain(join=join, attempt=attempt):
-                if join.topic in self._joins:
-                    self._join(join, attempt=attempt)
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, item)
 
@@ -387,7 +387,7 @@ class Session(actors.Actor):
                     # Past capacity if need be: a Leave must not be lost, or
                     # the topic would push to this client for nothing. A
                     # topic that ended first has nothing left to leave.
-                    topic_ref.cast(LeaveTopic(self.ref))
+                    topic_ref.notify(LeaveTopic(self.ref))
             case Publish(ref=ref, topic=topic, event=event, payload=payload):
                 self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
             case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
@@ -429,7 +429,7 @@ class Session(actors.Actor):
                 topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} keeps stopping; try again"
             )
             return
-        self._joins[topic] = join
+        self._joins[topic] = (join, attempt)
         topic_ref = topics.whereis(topic)
         if topic_ref is not None:
             self._send_join(join, topic_ref)
@@ -460,7 +460,8 @@ class Session(actors.Actor):
             logger.warning("topic %r failed to start: %r", topic, error.cause)
             self._join_failed(topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} failed to start")
             return
-        if self._running and self._joins.get(topic) is join:
+        pending = self._joins.get(topic)
+        if self._running and pending is not None and pending[0] is join:
             self._send_join(join, topic_ref)
 
     def _send_join(self, join: Join, topic_ref: actors.ActorRef) -> None:
@@ -489,11 +490,12 @@ class Session(actors.Actor):
             return
         del self._topics[topic]
         self._runtime.fanout.remove(topic, self.id)
-        join = self._joins.get(topic)
-        if join is not None and isinstance(reason, actors.Normal):
+        pending = self._joins.get(topic)
+        if pending is not None and isinstance(reason, actors.Normal):
             # The actor stopped (it had been empty a while) before it saw our
-            # join: join again, to a fresh one.
-            self._join(join, attempt=2)
+            # join: join again, to a fresh one, a bounded number of times.
+            join, attempt = pending
+            self._join(join, attempt=attempt + 1)
             return
         self._joins.pop(topic, None)
         if isinstance(reason, actors.Normal):
@@ -519,6 +521,11 @@ class Session(actors.Actor):
         entry = self._topics.pop(topic, None)
         self._joins.pop(topic, None)
         self._runtime.fanout.remove(topic, self.id)
+        if self.transport.backlog:
+            # A latest-value push of this membership that waits must not be
+            # replaced by one of a later membership (it would overtake the
+            # Leave's and the new Join's Replies).
+            self.transport.release_keys(lambda key: type(key) is tuple and key[0] == topic)
         if entry is None:
             return None
         # No flush: a queued Down finds no topic of its actor and is ignored;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping
 
@@ -19,7 +20,13 @@ from hub.gateway.events import (
 )
 from hub.gateway.websocket import ConnectInfo, WebSocketRoute
 from hub.http import HttpConnection, HttpError, HttpRequest, RemoteAddress
-from hub.transport import WebSocketSettings, WebSocketTransport, accept_headers, valid_key
+from hub.transport import (
+    TransportClosed,
+    WebSocketSettings,
+    WebSocketTransport,
+    accept_headers,
+    valid_key,
+)
 
 __all__ = [
     "Authenticate",
@@ -149,7 +156,15 @@ class Upgrader:
         # unless the socket is full (or TLS), and then flushed here.
         transport.send_raw(response)
         if transport.backlog:
-            await transport.flush()
+            # Bounded: a client that never reads would hold this task for ever.
+            with (
+                trio.move_on_after(self.settings.close_timeout) as waited,
+                contextlib.suppress(TransportClosed),
+            ):
+                await transport.flush()
+            if waited.cancelled_caught or transport.backlog:
+                await transport.aclose()
+                return None
         self.observe(WebSocketAccepted(route.path, subprotocol))
         info = ConnectInfo(
             path=request.path,

@@ -116,9 +116,28 @@ class Outbox:
             self._entries.append(slot)
         return False
 
-    def push_control(self, wire: Wire) -> None:
-        """Append past the capacity: a control message (pong, Close) is never refused."""
+    def push_control(self, wire: Wire, key: Hashable | None = None) -> None:
+        """Append past the capacity: a control message (pong, Close) is never refused.
+
+        With `key`, a queued one of the same key is replaced instead (only the
+        newest pong need be sent, RFC 6455 §5.5.3): a peer that pings and
+        never reads cannot grow the outbox past one of each.
+        """
+        if key is not None:
+            slot = self._slots.get(key)
+            if slot is not None:
+                slot.wire = wire
+                return
+            slot = self._slots[key] = _Slot(key, wire)
+            self._entries.append(slot)
+            return
         self._entries.append(wire)
+
+    def release_keys(self, match: Callable[[Hashable], bool]) -> None:
+        """Queued latest-value entries whose key matches keep their place, but are no
+        longer replaced (their membership ended: a newer one must not overtake it)."""
+        for key in [key for key in self._slots if match(key)]:
+            del self._slots[key]
 
     def take(self, limit: int) -> list[Wire]:
         """Remove and return up to `limit` entries, oldest first."""
@@ -127,7 +146,8 @@ class Outbox:
         while entries and len(taken) < limit:
             entry = entries.popleft()
             if type(entry) is _Slot:
-                del self._slots[entry.key]
+                if self._slots.get(entry.key) is entry:
+                    del self._slots[entry.key]
                 taken.append(entry.wire)
             else:
                 taken.append(entry)  # type: ignore[arg-type]
@@ -192,6 +212,10 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def backlog(self) -> bool:
         """Whether something waits in the outbox to be written."""
+
+    @abc.abstractmethod
+    def release_keys(self, match: Callable[[Hashable], bool]) -> None:
+        """Stop replacing queued latest-value messages whose key matches (see `Outbox`)."""
 
     @property
     @abc.abstractmethod

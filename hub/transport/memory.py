@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import trio
 
@@ -31,6 +31,7 @@ class MemoryTransport(Transport):
 
     __slots__ = (
         "_close",
+        "_flushing",
         "_from_client",
         "_notified",
         "_outbox",
@@ -54,6 +55,7 @@ class MemoryTransport(Transport):
         self._to_client = to_client
         self._outbox = Outbox(outbox_capacity)
         self._notified = False
+        self._flushing = False
         self._close: TransportClosed | None = None
         #: Messages handed to the client so far.
         self.written = 0
@@ -61,6 +63,10 @@ class MemoryTransport(Transport):
     @property
     def backlog(self) -> bool:
         return bool(self._outbox)
+
+    def release_keys(self, match: Callable[[Hashable], bool]) -> None:
+        if self._outbox:
+            self._outbox.release_keys(match)
 
     @property
     def queued(self) -> int:
@@ -83,7 +89,7 @@ class MemoryTransport(Transport):
     def send(self, wire: Wire, key: Hashable | None = None) -> bool:
         if self._close is not None:
             return False
-        if not self._outbox:
+        if not self._outbox and not self._flushing:
             try:
                 self._to_client.send_nowait(wire.message)
                 self.written += 1
@@ -100,14 +106,19 @@ class MemoryTransport(Transport):
         return replaced
 
     async def flush(self) -> None:
-        while self._outbox:
-            for wire in self._outbox.take(64):
-                try:
-                    await self._to_client.send(wire.message)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._outbox.clear()
-                    raise TransportClosed(1006, "client went away") from None
-                self.written += 1
+        # While taken messages are on their way, a send must queue behind them.
+        self._flushing = True
+        try:
+            while self._outbox:
+                for wire in self._outbox.take(64):
+                    try:
+                        await self._to_client.send(wire.message)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        self._outbox.clear()
+                        raise TransportClosed(1006, "client went away") from None
+                    self.written += 1
+        finally:
+            self._flushing = False
         self._notified = False
 
     def close(self, code: int, reason: str = "", *, discard: bool = False) -> None:

@@ -73,6 +73,9 @@ _SENDABLE_RANGES: Final = ((1000, 1003), (1007, 1014), (3000, 4999))
 
 _ping_payloads = itertools.count()
 
+# The outbox key of the pong waiting to go out, when one waits.
+_PONG: Final = ("", "pong")
+
 
 def valid_key(key: str | None) -> bool:
     """Whether `key` is a Sec-WebSocket-Key: base64 of 16 bytes (RFC 6455 §4.1)."""
@@ -239,6 +242,10 @@ class WebSocketTransport(Transport):
     def backlog(self) -> bool:
         return self._partial is not None or bool(self._outbox)
 
+    def release_keys(self, match: Callable[[Hashable], bool]) -> None:
+        if self._outbox:
+            self._outbox.release_keys(match)
+
     @property
     def queued(self) -> int:
         return (len(self._outbox) if self._outbox else 0) + (self._partial is not None)
@@ -261,12 +268,15 @@ class WebSocketTransport(Transport):
         """Send bytes that are not a message (the handshake's 101 response), in order."""
         self._send_control(data)
 
-    def _send_control(self, frame: bytes) -> None:
-        """Send a control frame (pong, Close): past the outbox's capacity, never refused."""
+    def _send_control(self, frame: bytes, key: Hashable | None = None) -> None:
+        """Send a control frame (pong, Close): past the outbox's capacity, never refused.
+
+        A `key` keeps at most one of its kind waiting (the newest pong).
+        """
         if self._lost:
             return
         if self._fd is None or self._partial is not None or self._outbox:
-            self._the_outbox().push_control(Wire(b"", framed=frame))
+            self._the_outbox().push_control(Wire(b"", framed=frame), key)
             self._note_backlog()
             return
         self._write_now(frame)
@@ -378,7 +388,8 @@ class WebSocketTransport(Transport):
                 if opcode is Opcode.PING:
                     if not self._closing:
                         assert isinstance(payload, (bytes, bytearray))
-                        self._send_control(bytes(self._frames.pong(bytes(payload))))
+                        pong = bytes(self._frames.pong(bytes(payload)))
+                        self._send_control(pong, key=_PONG)
                 elif opcode is Opcode.PONG:
                     pass  # any byte from the peer counts as life, pongs included
                 elif opcode is Opcode.CLOSE:

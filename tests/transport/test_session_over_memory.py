@@ -12,7 +12,7 @@ from memory_support import connect_memory, read_frames
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, ServerConfig
-from hub.protocol import JSON, Call, Join, Leave, Payload, Publish, Push, Reply
+from hub.protocol import JSON, Call, Ended, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, Service
 from hub.topics import Member, Topic
 from hub.transport import TransportClosed
@@ -40,6 +40,17 @@ class StuckService(Service):
     async def handle_call(self, member: Member, event: str, payload: Payload) -> Payload:
         await self.release.wait()
         return "done"
+
+    async def leave(self, member: Member) -> None:
+        LEFT.append(member.id)
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        if event == "kick-me":
+            self.topic.kick(member, "asked for it")
+
+
+# Who left a StuckService topic, by session id.
+LEFT: list[str] = []
 
 
 @pytest.fixture
@@ -144,3 +155,63 @@ async def test_the_client_going_away_ends_the_session_and_its_memberships(
         await done.wait()
         with pytest.raises(TransportClosed):
             client.send(JSON.encode(Join(2, "feed:other")))
+
+
+async def test_a_leave_reaches_a_topic_whose_mailbox_is_full(
+    runtime: HubRuntime, nursery: trio.Nursery, release: trio.Event
+) -> None:
+    """A Leave goes past the topic's capacity: the member is removed once it gets there."""
+    LEFT.clear()
+    with trio.fail_after(20):
+        client, _done = await connect_memory(runtime, nursery, buffer=100_000)
+        client.send(JSON.encode(Join(1, "stuck:leave")))
+        assert await read_frames(client, 1) == [Reply(1, "stuck:leave", True)]
+        topic_ref = runtime.topics.whereis("stuck:leave")
+        assert topic_ref is not None
+        calls = topic_ref.mailbox_capacity + actors.DEFAULT_BATCH_SIZE + 1
+        for ref in range(10, 10 + calls):
+            client.send(JSON.encode(Call(ref, "stuck:leave", "wait", None, 60)))
+        client.send(JSON.encode(Leave(2, "stuck:leave")))
+        answers = await read_frames(client, 1)
+        while Reply(2, "stuck:leave", True) not in answers:
+            answers.extend(await read_frames(client, 1))
+        release.set()
+        while not LEFT:
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(LEFT) == 1
+
+
+async def test_a_kick_for_a_membership_already_left_ends_nothing_of_the_next(
+    runtime: HubRuntime, nursery: trio.Nursery
+) -> None:
+    """Kick, Leave and Join again in one burst: the client ends up joined, once."""
+    with trio.fail_after(10):
+        client, _done = await connect_memory(runtime, nursery)
+        client.send(JSON.encode(Join(1, "stuck:kick")))
+        assert await read_frames(client, 1) == [Reply(1, "stuck:kick", True)]
+        client.send(JSON.encode(Publish(0, "stuck:kick", "kick-me")))
+        client.send(JSON.encode(Leave(2, "stuck:kick")))
+        client.send(JSON.encode(Join(3, "stuck:kick")))
+        frames = await read_frames(client, 2)
+        while Reply(3, "stuck:kick", True) not in frames:
+            frames.extend(await read_frames(client, 1))
+        assert Reply(2, "stuck:kick", True) in frames
+        assert not any(isinstance(frame, Ended) for frame in frames), frames
+        # Joined, and the topic knows it: a call is answered (not "not_joined").
+        client.send(JSON.encode(Call(4, "stuck:kick", "x", None, 0.5)))
+        [answer] = await read_frames(client, 1)
+        assert isinstance(answer, Reply) and answer.error_code == "call_timeout"
+
+
+async def test_a_session_that_closes_tells_its_memory_client_the_code(
+    runtime: HubRuntime, nursery: trio.Nursery
+) -> None:
+    with trio.fail_after(10):
+        client, done = await connect_memory(runtime, nursery)
+        for _ in range(50):
+            client.send("not a frame")
+        with pytest.raises(TransportClosed) as closed:
+            while True:
+                await client.receive()
+        assert closed.value.code == 1008
+        await done.wait()

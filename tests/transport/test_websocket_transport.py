@@ -11,6 +11,7 @@ from wire_support import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_TEXT, client_frame,
 
 import hub.transport.websocket as websocket_module
 from hub.transport import (
+    Outbox,
     OutboxFullError,
     TransportClosed,
     WebSocketSettings,
@@ -240,3 +241,33 @@ def frames_in_partial(data: bytes) -> list[tuple[int, bytes]]:
             return frames
         frames.append((frame.opcode, frame.payload))
         data = data[used:]
+
+
+async def test_a_peer_that_pings_and_never_reads_gets_one_pong_waiting_not_a_pile() -> None:
+    stream, client = await socket_pair(send_buffer=4096, receive_buffer=4096)
+    transport = WebSocketTransport(stream)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.serve, lambda message: None)
+            ping = client_frame(0x9, b"p" * 125)
+            for _ in range(4000):  # ~0.5 MB of pings; their pongs fill the socket at once
+                await client.send(ping)
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.backlog
+            assert transport.queued <= 2  # the partly written write, and the newest pong
+            nursery.cancel_scope.cancel()
+    client.close()
+    await stream.aclose()
+
+
+def test_a_released_key_keeps_its_place_and_is_no_longer_replaced() -> None:
+    outbox = Outbox(10)
+    outbox.push(Wire(b"old state"), key=("room:a", "state"))
+    outbox.release_keys(lambda key: key[0] == "room:a")
+    outbox.push(Wire(b"leave reply"))
+    outbox.push(Wire(b"new state"), key=("room:a", "state"))
+    assert [wire.message for wire in outbox.take(10)] == [
+        b"old state",
+        b"leave reply",
+        b"new state",
+    ]
