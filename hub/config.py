@@ -217,7 +217,7 @@ class WebSocketConfig(_Section):
     idle_timeout: Seconds = 60.0
     #: Time for a closing handshake, and for the Close to go out.
     close_timeout: Seconds = 5.0
-    #: A client whose socket takes nothing for this long is evicted (1013).
+    #: A client whose backlog its socket does not drain in this long is evicted (1013).
     write_timeout: Seconds = 10.0
     #: Messages that may wait for one client beyond what its socket took; then 1013.
     outbox_capacity: Count = DEFAULT_OUTBOX_CAPACITY

@@ -19,8 +19,8 @@ transport, which writes at once when the socket can take it. So a Leave's
 Reply can neither overtake the pushes delivered before it nor follow one
 delivered after it, and there is no second writer and no lock.
 
-A client whose outbox overflows, or whose socket takes nothing for
-`write_timeout`, is evicted (Close 1013 "slow consumer", its backlog
+A client whose outbox overflows, or whose backlog its socket does not
+drain within `write_timeout`, is evicted (Close 1013 "slow consumer", its backlog
 dropped), so it cannot slow anyone else. When the session ends, for any
 reason, its topics learn it through their monitors on it, and its own
 monitors on them are dropped.
@@ -108,7 +108,7 @@ class SessionSettings:
     #: The longest a client may ask a Call to wait.
     max_call_timeout: float = MAX_CALL_TIMEOUT_SECONDS
 
-    #: How long the client's socket may take nothing before it is evicted.
+    #: How long a client's backlog may take to drain before it is evicted.
     write_timeout: float = 10.0
     #: How long the Close (and what is queued before it) may take to go out.
     close_timeout: float = 3.0
