@@ -65,6 +65,8 @@ class HttpRequest:
     headers: Mapping[str, str] = attrs.field(factory=lambda: MappingProxyType({}))
     body: bytes = b""
     remote: RemoteAddress | None = None
+    #: "1.1" or "1.0".
+    http_version: str = "1.1"
 
 
 @attrs.frozen
@@ -135,6 +137,7 @@ class HttpConnection:
 
     def __init__(self, stream: trio.abc.Stream, *, max_head_size: int) -> None:
         self.stream = stream
+        self._max_head_size = max_head_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
 
     async def next_request(self, *, timeout: float) -> h11.Request | None:
@@ -152,6 +155,7 @@ class HttpConnection:
             while True:
                 event = self._next_event()
                 if isinstance(event, h11.Request):
+                    _check_request(event, self._max_head_size)
                     return event
                 if isinstance(event, h11.ConnectionClosed):
                     return None
@@ -259,6 +263,35 @@ class HttpConnection:
         await self.stream.send_all(self._h11.send(event) or b"")
 
 
+def _check_request(request: h11.Request, max_head_size: int) -> None:
+    """Refuse what h11 lets through but a careful server must not serve.
+
+    A head larger than `max_head_size` that arrived complete in pieces (h11
+    checks its limit only while a head is incomplete: 431); HTTP versions
+    other than 1.0 and 1.1 (505); a request with both Content-Length and
+    Transfer-Encoding (400, and the connection closes: RFC 9112 §6.1, the
+    shape of request smuggling).
+    """
+    size = len(request.method) + len(request.target) + 12
+    size += sum(len(name) + len(value) + 4 for name, value in request.headers)
+    if size > max_head_size:
+        raise HttpError(
+            http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            f"request head larger than {max_head_size} bytes",
+        )
+    if request.http_version not in (b"1.0", b"1.1"):
+        raise HttpError(
+            http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+            f"HTTP/{request.http_version.decode('ascii', 'replace')} is not supported; "
+            "use HTTP/1.1",
+        )
+    names = {name for name, _value in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise HttpError(
+            http.HTTPStatus.BAD_REQUEST, "Content-Length and Transfer-Encoding together"
+        )
+
+
 def parse_request(request: h11.Request, *, remote: RemoteAddress | None) -> HttpRequest:
     """Turn an h11 request head into an `HttpRequest` without a body."""
     target = urllib.parse.urlsplit(request.target.decode("ascii", errors="replace"))
@@ -275,6 +308,7 @@ def parse_request(request: h11.Request, *, remote: RemoteAddress | None) -> Http
         query=MappingProxyType(query),
         headers=MappingProxyType(headers),
         remote=remote,
+        http_version=request.http_version.decode("ascii"),
     )
 
 
@@ -378,7 +412,11 @@ def _resolve(
         if not segment or segment.startswith(".") or "\\" in segment or "\0" in segment:
             return None
         resource = resource / segment
-    return resource if resource.is_file() else None
+    try:
+        return resource if resource.is_file() else None
+    except OSError:
+        # A segment the file system refuses (ENAMETOOLONG, say) names nothing.
+        return None
 
 
 def _etags(header: str) -> set[str]:

@@ -217,6 +217,8 @@ def _handshake_problem(
     headers = request.headers
     if request.method != "GET":
         return 400, "a WebSocket handshake must be a GET request", ()
+    if request.http_version != "1.1":
+        return 400, "a WebSocket handshake needs HTTP/1.1", ()
     if "upgrade" not in (token.lower() for token in _tokens(headers.get("connection"))):
         return 400, "missing 'Connection: Upgrade'", ()
     if headers.get("upgrade", "").lower() != "websocket":
