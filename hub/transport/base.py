@@ -93,8 +93,6 @@ class Outbox:
     capacity: int = DEFAULT_OUTBOX_CAPACITY
     _entries: deque[Wire | _Slot] = attrs.Factory(deque)
     _slots: dict[Hashable, _Slot] = attrs.Factory(dict)
-    #: Entries replaced by a newer one of the same key before being written.
-    conflated: int = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -105,7 +103,6 @@ class Outbox:
             slot = self._slots.get(key)
             if slot is not None:
                 slot.wire = wire
-                self.conflated += 1
                 return True
         if len(self._entries) >= self.capacity:
             raise OutboxFullError(f"more than {self.capacity} messages waiting")

@@ -48,7 +48,6 @@ from hub.transport.base import DEFAULT_OUTBOX_CAPACITY, Outbox, Transport, Trans
 
 __all__ = [
     "RECEIVE_SIZE",
-    "VIOLATION_CLOSE_CODES",
     "WebSocketObserver",
     "WebSocketSettings",
     "WebSocketTransport",
@@ -65,8 +64,6 @@ RECEIVE_SIZE: Final = 64 * 1024
 # How much of the backlog one flush joins into a single write.
 _FLUSH_BYTES: Final = 256 * 1024
 
-# Close codes that mean "the peer broke the rules" (RFC 6455 §7.4.1).
-VIOLATION_CLOSE_CODES: Final = frozenset({1002, 1003, 1007, 1008, 1009})
 
 # RFC 6455 §7.4.2: codes a Close frame may carry on the wire.
 _SENDABLE_RANGES: Final = ((1000, 1003), (1007, 1014), (3000, 4999))
@@ -543,11 +540,6 @@ class WebSocketTransport(Transport):
         scope = self._receive_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, self._close_deadline)
-
-    @property
-    def close_code(self) -> int | None:
-        """The code the connection closed or is closing with; None while open."""
-        return self._close_code if self._closing else None
 
     async def aclose(self) -> None:
         if self._released:

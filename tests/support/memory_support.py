@@ -43,6 +43,14 @@ async def connect_memory(
     return client, done
 
 
+async def read_until(client: MemoryClient, wanted: Frame) -> list[Frame]:
+    """Read frames until `wanted` arrives; return every frame read, `wanted` last."""
+    received: list[Frame] = []
+    while wanted not in received:
+        received.extend(await read_frames(client, 1))
+    return received
+
+
 async def read_frames(client: MemoryClient, count: int) -> list[Frame]:
     """Read at least `count` frames (batches taken apart)."""
     received: list[Frame] = []

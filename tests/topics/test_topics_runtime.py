@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 import trio
 import trio.testing
-from memory_support import connect_memory, read_frames
+from memory_support import connect_memory, read_frames, read_until
 
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
@@ -266,8 +266,7 @@ async def test_a_services_timer_ticks_and_ends_with_its_topic(
         assert [push.event for push in ticks] == ["tick"] * 3
         assert trio.current_time() - started == pytest.approx(3.0, abs=0.1)
         client.send(JSON.encode(Leave(2, "tick:x")))
-        while not any(frame == Reply(2, "tick:x", True) for frame in await read_frames(client, 1)):
-            pass
+        await read_until(client, Reply(2, "tick:x", True))
         await trio.sleep(EMPTY_GRACE + 1)
         assert runtime.topics.whereis("tick:x") is None
         assert len(timers) == 0

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
-from memory_support import connect_memory, read_frames
+from memory_support import connect_memory, read_frames, read_until
 
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
@@ -132,9 +132,7 @@ async def test_a_full_topic_answers_overloaded_and_the_session_carries_on(
             client.send(JSON.encode(Call(ref, "stuck:x", "wait", None, 60)))
         # The same connection's other topic answers at once.
         client.send(JSON.encode(Call(99_999, "echo:y", "ping", "pong")))
-        answers = await read_frames(client, 1)
-        while answers[-1] != Reply(99_999, "echo:y", True, "pong"):
-            answers.extend(await read_frames(client, 1))
+        answers = await read_until(client, Reply(99_999, "echo:y", True, "pong"))
         refused = answers[:-1]
         assert refused, "no call was refused"
         for reply in refused:
@@ -172,9 +170,7 @@ async def test_a_leave_reaches_a_topic_whose_mailbox_is_full(
         for ref in range(10, 10 + calls):
             client.send(JSON.encode(Call(ref, "stuck:leave", "wait", None, 60)))
         client.send(JSON.encode(Leave(2, "stuck:leave")))
-        answers = await read_frames(client, 1)
-        while Reply(2, "stuck:leave", True) not in answers:
-            answers.extend(await read_frames(client, 1))
+        await read_until(client, Reply(2, "stuck:leave", True))
         release.set()
         while not LEFT:
             await trio.testing.wait_all_tasks_blocked()
@@ -192,9 +188,7 @@ async def test_a_kick_for_a_membership_already_left_ends_nothing_of_the_next(
         client.send(JSON.encode(Publish(0, "stuck:kick", "kick-me")))
         client.send(JSON.encode(Leave(2, "stuck:kick")))
         client.send(JSON.encode(Join(3, "stuck:kick")))
-        frames = await read_frames(client, 2)
-        while Reply(3, "stuck:kick", True) not in frames:
-            frames.extend(await read_frames(client, 1))
+        frames = await read_until(client, Reply(3, "stuck:kick", True))
         assert Reply(2, "stuck:kick", True) in frames
         assert not any(isinstance(frame, Ended) for frame in frames), frames
         # Joined, and the topic knows it: a call is answered (not "not_joined").
