@@ -10,6 +10,7 @@ import attrs
 import actors
 from hub.backplane import Record
 from hub.errors import EncodeError
+from hub.identity import user_of
 from hub.protocol import Codec, Error, Payload, Push, Reply
 from hub.transport import Wire
 
@@ -48,6 +49,11 @@ class Member:
     identity: object
     params: Mapping[str, Payload]
     connection: Subscriber = attrs.field(repr=False)
+
+    @property
+    def user(self) -> str | None:
+        """The user this member speaks for (`hub.identity.user_of`), None if anonymous."""
+        return user_of(self.identity)
 
 
 # --- what connections send to topic actors -------------------------------------
