@@ -359,6 +359,8 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        max_fragments=websocket.max_fragments,
+        message_timeout=websocket.message_timeout,
     )
 
 
@@ -376,6 +378,9 @@ def session_settings(config: HubConfig) -> SessionSettings:
         close_timeout=websocket.close_timeout,
         max_topics=session.max_topics,
         joins_per_second=session.joins_per_second,
+        messages_per_second=session.messages_per_second,
+        bytes_per_second=session.bytes_per_second,
+        max_calls_in_flight=session.max_calls_in_flight,
     )
 
 

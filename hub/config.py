@@ -43,8 +43,15 @@ from pydantic_core import ErrorDetails
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
 from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
-from hub.protocol import MALFORMED_WINDOW_SECONDS, MAX_MALFORMED, MAX_MESSAGE_BYTES, MAX_TOPICS
-from hub.protocol.machine import JOINS_PER_SECOND
+from hub.protocol import (
+    BYTES_PER_SECOND,
+    JOINS_PER_SECOND,
+    MALFORMED_WINDOW_SECONDS,
+    MAX_MALFORMED,
+    MAX_MESSAGE_BYTES,
+    MAX_TOPICS,
+    MESSAGES_PER_SECOND,
+)
 from hub.topics import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
     EMPTY_TOPIC_GRACE_SECONDS,
@@ -221,6 +228,10 @@ class WebSocketConfig(_Section):
     write_timeout: Seconds = 10.0
     #: Messages that may wait for one client beyond what its socket took; then 1013.
     outbox_capacity: Count = DEFAULT_OUTBOX_CAPACITY
+    #: Most frames one message may come in; more: close 1008.
+    max_fragments: Count = 128
+    #: Seconds from a message's first byte to its last; longer: close 1008.
+    message_timeout: Seconds = 30.0
 
 
 class SessionConfig(_Section):
@@ -230,6 +241,13 @@ class SessionConfig(_Section):
     max_topics: Count = MAX_TOPICS
     #: Joins one connection may send per second, and in a burst.
     joins_per_second: Rate = JOINS_PER_SECOND
+    #: Messages (heartbeats included) one connection may send per second, and in a burst;
+    #: beyond, `rate_limited`, then 1008.
+    messages_per_second: Rate = MESSAGES_PER_SECOND
+    #: Message bytes one connection may send per second, and in a burst; beyond, as above.
+    bytes_per_second: Rate = BYTES_PER_SECOND
+    #: Calls one connection may have waiting for their replies; one more is `rate_limited`.
+    max_calls_in_flight: Count = 32
     #: Malformed frames a client may send in a burst before it is closed (1008).
     max_malformed: Count = MAX_MALFORMED
     #: The malformed-frame allowance refills fully over this many seconds.

@@ -12,6 +12,7 @@ import actors
 from hub.gateway import (
     GatewayEvent,
     IdleClosed,
+    LimitHit,
     ProtocolViolationClosed,
     RequestRejected,
     WebSocketAccepted,
@@ -71,11 +72,13 @@ class _CountsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         counts = self._counts
         yield CounterMetricFamily(
-            "triohub_messages_in", "WebSocket messages received from clients",
+            "triohub_messages_in",
+            "WebSocket messages received from clients",
             value=counts.messages_in,
         )
         yield CounterMetricFamily(
-            "triohub_messages_out", "WebSocket messages sent to clients",
+            "triohub_messages_out",
+            "WebSocket messages sent to clients",
             value=counts.messages_out,
         )
         yield CounterMetricFamily(
@@ -137,6 +140,16 @@ class HubMetrics:
         self.idle_closes = Counter(
             "triohub_idle_closes", "WebSockets closed for silence past the idle timeout", registry=r
         )
+        self.limit_hits = Counter(
+            "triohub_limit_hits",
+            "Times a client ran into a limit (docs/security.md), by limit",
+            ["limit"],
+            registry=r,
+        )
+
+    def limit_hit(self, limit: str) -> None:
+        """Count one client running into `limit` ("messages", "handshakes_per_address"...)."""
+        self.limit_hits.labels(limit=limit).inc()
 
     def connection_opened(self) -> None:
         self.connections.inc()
@@ -158,6 +171,8 @@ class HubMetrics:
                 self.protocol_closes.labels(code=str(code)).inc()
             case IdleClosed():
                 self.idle_closes.inc()
+            case LimitHit(limit=limit):
+                self.limit_hit(limit)
             case WebSocketAccepted():
                 pass  # counted by the connection actor as it starts
 

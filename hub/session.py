@@ -39,10 +39,13 @@ import trio
 import actors
 from hub.errors import ErrorCode, TopicLimitError, TopicUnavailableError
 from hub.protocol import (
+    BYTES_PER_SECOND,
     MALFORMED_WINDOW_SECONDS,
     MAX_MALFORMED,
     MAX_MESSAGE_BYTES,
+    MESSAGES_PER_SECOND,
     SLOW_CONSUMER_REASON,
+    Action,
     Call,
     Close,
     CloseCode,
@@ -87,6 +90,9 @@ logger = logging.getLogger(__name__)
 # never dropped), joins to retry and flush requests (one at a time).
 SESSION_MAILBOX_CAPACITY: Final = 64
 
+#: Calls one client may have waiting for their replies at once.
+MAX_CALLS_IN_FLIGHT: Final = 32
+
 # A join that races a topic actor stopping (its last member just left) is
 # sent again to a fresh actor at most this many times.
 JOIN_ATTEMPTS: Final = 3
@@ -116,6 +122,12 @@ class SessionSettings:
     max_topics: int = 100
     #: Joins one connection may send per second (a burst of as many at once).
     joins_per_second: float = 20.0
+    #: Messages (heartbeats included) one connection may send per second, and in a burst.
+    messages_per_second: float = MESSAGES_PER_SECOND
+    #: Message bytes one connection may send per second, and in a burst.
+    bytes_per_second: float = BYTES_PER_SECOND
+    #: Calls one connection may have waiting for their replies at once.
+    max_calls_in_flight: int = MAX_CALLS_IN_FLIGHT
 
 
 @attrs.frozen
@@ -137,6 +149,7 @@ class Session(actors.Actor):
 
     # One per client: slots, not an instance dict.
     __slots__ = (
+        "_calls",
         "_ending",
         "_flush_requested",
         "_joins",
@@ -171,8 +184,12 @@ class Session(actors.Actor):
             max_malformed=self._settings.max_malformed,
             malformed_window_seconds=self._settings.malformed_window_seconds,
             joins_per_second=self._settings.joins_per_second,
+            messages_per_second=self._settings.messages_per_second,
+            bytes_per_second=self._settings.bytes_per_second,
         )
         self.id = ""
+        # Calls sent to topics and not yet answered: their ref -> their topic.
+        self._calls: dict[int, str] = {}
         # Topic -> (its actor, our monitor on it), for topics joined or
         # joining: the actor's Down ends the membership.
         self._topics: dict[str, tuple[actors.ActorRef, actors.Monitor]] = {}
@@ -245,6 +262,10 @@ class Session(actors.Actor):
         machine = self._machine
         match item:
             case SendFrame(frame=frame, wire=wire):
+                if self._calls and frame.ref is not None:
+                    self._calls.pop(frame.ref, None)
+                    if not self._calls:
+                        self._calls = {}  # an emptied dict keeps its table
                 if wire is None:
                     self._send_frame(frame)
                 else:
@@ -285,6 +306,7 @@ class Session(actors.Actor):
     async def run(self) -> None:
         self.id = f"c{self.ref.id}"
         self.transport.on_backlog = self._request_flush
+        self.transport.on_frame = self._frame
         ctx = self.ctx
         self._running = True
         ctx.ready()
@@ -353,6 +375,7 @@ class Session(actors.Actor):
                 await self.transport.flush()
         # The transport no longer calls back: no cycle through it to this session.
         self.transport.on_backlog = None
+        self.transport.on_frame = None
 
     # --- reading: what the client sends -------------------------------------------
 
@@ -361,7 +384,17 @@ class Session(actors.Actor):
         if self.ended:
             return
         self._runtime.metrics.counts.messages_in += 1
-        for action in self._machine.receive(data, trio.current_time()):
+        self._apply(self._machine.receive(data, trio.current_time()))
+
+    def _frame(self) -> None:
+        """Charge a frame that is no message of its own (a ping, a fragment) to the rate."""
+        if not self.ended:
+            self._apply(self._machine.frame(trio.current_time()))
+
+    def _apply(self, actions: list[Action]) -> None:
+        if self._machine.rate_limited is not None:
+            self._runtime.metrics.limit_hit(self._machine.rate_limited)
+        for action in actions:
             match action:
                 case Send(frame=frame):
                     self._send_frame(frame)
@@ -391,6 +424,13 @@ class Session(actors.Actor):
             case Publish(ref=ref, topic=topic, event=event, payload=payload):
                 self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
             case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
+                calls = self._calls
+                if len(calls) >= self._settings.max_calls_in_flight and ref not in calls:
+                    self._runtime.metrics.limit_hit("calls_in_flight")
+                    limit = self._settings.max_calls_in_flight
+                    message = f"at most {limit} calls wait for replies at once; await one first"
+                    self._refuse(frame, ErrorCode.RATE_LIMITED, message)
+                    return
                 deadline = call_deadline(
                     trio.current_time(),
                     timeout,
@@ -405,6 +445,8 @@ class Session(actors.Actor):
             return  # the machine only dispatches joined topics; ended meanwhile
         try:
             topic_ref.send_nowait(request)
+            if type(frame) is Call:
+                self._calls[frame.ref] = frame.topic
         except actors.MailboxFullError:
             message = f"topic {frame.topic!r} is overloaded; try again"
             self._refuse(frame, ErrorCode.OVERLOADED, message)
@@ -490,6 +532,7 @@ class Session(actors.Actor):
             return
         del self._topics[topic]
         self._runtime.fanout.remove(topic, self.id)
+        self._drop_calls(topic)
         pending = self._joins.get(topic)
         if pending is not None and isinstance(reason, actors.Normal):
             # The actor stopped (it had been empty a while) before it saw our
@@ -504,6 +547,14 @@ class Session(actors.Actor):
             # Crashed, or stopped by the hub: its state is gone, a join starts it afresh.
             code, text = EndCode.TOPIC_CRASHED, "the topic ended unexpectedly; join again"
         self._send_actions(self._machine.ended(topic, code=code, reason=text))
+
+    def _drop_calls(self, topic: str) -> None:
+        """Forget the calls to `topic`: it ended, or the client left it, so no reply comes."""
+        if self._calls:
+            for ref in [ref for ref, to in self._calls.items() if to == topic]:
+                del self._calls[ref]
+            if not self._calls:
+                self._calls = {}  # an emptied dict keeps its table
 
     def _topic_ref(self, topic: str) -> actors.ActorRef | None:
         entry = self._topics.get(topic)
@@ -520,6 +571,7 @@ class Session(actors.Actor):
     def _forget(self, topic: str) -> actors.ActorRef | None:
         entry = self._topics.pop(topic, None)
         self._joins.pop(topic, None)
+        self._drop_calls(topic)
         self._runtime.fanout.remove(topic, self.id)
         if self.transport.backlog:
             # A latest-value push of this membership that waits must not be

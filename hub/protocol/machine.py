@@ -49,6 +49,15 @@ MAX_TOPICS = 100
 JOINS_PER_SECOND = 20.0
 """Joins one connection may send per second, on average (a burst of as many is allowed)."""
 
+MESSAGES_PER_SECOND = 100.0
+"""Messages (heartbeats included) one connection may send per second, and in a burst."""
+
+BYTES_PER_SECOND = 1024 * 1024
+"""Message bytes one connection may send per second, and in a burst."""
+
+RATE_LIMITED_REASON = "rate limit exceeded"
+"""The close reason sent with POLICY_VIOLATION to a client that keeps sending past its rate."""
+
 # RFC 6455 5.5: a control frame carries at most 125 bytes, 2 of them the code.
 _MAX_CLOSE_REASON_BYTES = 123
 
@@ -111,6 +120,59 @@ class Close:
 Action: TypeAlias = Dispatch | Send | Close
 
 
+class Verdict(enum.Enum):
+    """What a `RateLimit` says of one message."""
+
+    PASS = "pass"
+    """Within the rate: handle it."""
+    FIRST_EXCESS = "first_excess"
+    """The first message of a run past the rate: drop it, and tell the client once."""
+    EXCESS = "excess"
+    """Past the rate again: drop it silently."""
+    SUSTAINED = "sustained"
+    """Past the rate by more than a whole burst: close the connection."""
+
+
+@attrs.define
+class RateLimit:
+    """A token bucket that a client may overdraw by one burst, then no more.
+
+    `rate` tokens a second refill it up to `burst`. A message passes while
+    any token is left and costs `cost` tokens (its count, or its bytes). Once
+    the bucket is empty, each message is dropped, still costs its tokens (the
+    flood is counted, not forgotten), and the first of such a run is
+    reported; a client whose debt passes a whole burst is still sending at
+    well over its rate, and is to be closed.
+    """
+
+    rate: float
+    burst: float
+    tokens: float = attrs.field(init=False)
+    updated_at: float | None = attrs.field(default=None, init=False)
+    # Whether the current run of excess has been reported.
+    _reported: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = self.burst
+
+    def take(self, cost: float, now: float) -> Verdict:
+        """Charge one message of `cost` tokens at `now`; say what to do with it."""
+        if self.updated_at is not None and now > self.updated_at:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated_at) * self.rate)
+        self.updated_at = now
+        if self.tokens > 0.0:
+            self.tokens -= cost
+            self._reported = False
+            return Verdict.PASS
+        self.tokens -= cost
+        if self.tokens < -self.burst:
+            return Verdict.SUSTAINED
+        if self._reported:
+            return Verdict.EXCESS
+        self._reported = True
+        return Verdict.FIRST_EXCESS
+
+
 @attrs.define
 class _MalformedBudget:
     """A token bucket: `capacity` tokens (malformed frames, joins), refilled over `window` s."""
@@ -145,6 +207,15 @@ class ServerMachine:
     Every malformed frame gets an Error frame and the connection goes on, but
     more than `max_malformed` of them in a burst (the allowance refills over
     `malformed_window_seconds`) ends it with a Close(1008).
+
+    Every message, heartbeats included, is charged to two rate limits
+    (`messages_per_second`, `bytes_per_second`, each with a burst of one
+    second's worth) before it is even decoded. A message past either is
+    dropped: the first of a run gets an Error frame `rate_limited`, the rest
+    nothing; a client that keeps on until its debt passes a whole burst is
+    closed with 1008 "rate limit exceeded". `rate_limited` (the limit hit:
+    "messages", "bytes" or "joins", or None) is set by each `receive` for the
+    shell's metrics.
     """
 
     def __init__(
@@ -155,8 +226,14 @@ class ServerMachine:
         malformed_window_seconds: float = MALFORMED_WINDOW_SECONDS,
         max_topics: int = MAX_TOPICS,
         joins_per_second: float = JOINS_PER_SECOND,
+        messages_per_second: float = MESSAGES_PER_SECOND,
+        bytes_per_second: float = BYTES_PER_SECOND,
     ) -> None:
         self.codec = codec
+        self._messages = RateLimit(messages_per_second, max(1.0, messages_per_second))
+        self._bytes = RateLimit(bytes_per_second, max(1.0, bytes_per_second))
+        #: The limit the last `receive` found exceeded ("messages", "bytes", "joins"), or None.
+        self.rate_limited: str | None = None
         self.max_topics = max_topics
         self._budget = _MalformedBudget(max_malformed, malformed_window_seconds)
         # Joins start topics and run services' checks: a client that joins
@@ -191,8 +268,14 @@ class ServerMachine:
         `now` is any monotonic clock reading in seconds. After a Close, the
         machine ignores further input and returns no actions.
         """
+        self.rate_limited = None
         if self._closed:
             return []
+        size = len(data) if type(data) is not str or data.isascii() else len(data.encode())
+        messages = self._messages.take(1.0, now)
+        verdict = self._bytes.take(size, now) if messages is Verdict.PASS else messages
+        if verdict is not Verdict.PASS:
+            return self._over_rate(verdict, "bytes" if messages is Verdict.PASS else "messages")
         actions: list[Action] = []
         for item in self.codec.decode(data):
             if isinstance(item, DecodeError):
@@ -202,6 +285,33 @@ class ServerMachine:
             if actions and isinstance(actions[-1], Close):
                 break
         return actions
+
+    def frame(self, now: float) -> list[Action]:
+        """Charge one frame that is not a message of its own (a ping, a fragment) to the rate.
+
+        Returns what `receive` would for a message past the rate, or nothing.
+        """
+        self.rate_limited = None
+        if self._closed:
+            return []
+        verdict = self._messages.take(1.0, now)
+        if verdict is Verdict.PASS:
+            return []
+        return self._over_rate(verdict, "messages")
+
+    def _over_rate(self, verdict: Verdict, limit: str) -> list[Action]:
+        self.rate_limited = limit
+        if verdict is Verdict.SUSTAINED:
+            self._closed = True
+            return [Close(CloseCode.POLICY_VIOLATION, RATE_LIMITED_REASON)]
+        if verdict is Verdict.EXCESS:
+            return []
+        if limit == "messages":
+            rate = f"{_number(self._messages.rate)} messages"
+        else:
+            rate = f"{_number(self._bytes.rate)} bytes"
+        message = f"more than {rate} a second; messages are dropped until you slow down"
+        return [Send(Error(None, ErrorCode.RATE_LIMITED, message))]
 
     def join_succeeded(self, topic: str, payload: Payload = None) -> list[Action]:
         """Record that the service accepted the pending join of `topic`.
@@ -253,6 +363,7 @@ class ServerMachine:
                         )
                     )
                 elif not self._joins.spend(now):
+                    self.rate_limited = "joins"
                     actions.append(
                         _refuse(
                             frame,
@@ -302,6 +413,11 @@ class ServerMachine:
             return self._pending_joins.pop(topic)
         except KeyError:
             raise NoPendingJoinError(f"no join of topic {topic!r} is pending") from None
+
+
+def _number(value: float) -> str:
+    """`value` as people write it: 1048576, 2.5."""
+    return str(int(value)) if value == int(value) else f"{value:g}"
 
 
 def _refuse(frame: Join | Leave | Publish | Call, code: ErrorCode, message: str) -> Send:

@@ -19,6 +19,7 @@ from hub.topics import Member, Topic
 
 # Big pushes fill the kernel's socket buffers quickly.
 PAD = "x" * 16_000
+UNLIMITED_PUBLISHER = {"bytes_per_second": 1e9, "messages_per_second": 1e6}
 
 # How far a fast member may fall behind the publisher: well below the hub's
 # per-connection outbox, so only the client that stopped reading overflows it.
@@ -95,7 +96,8 @@ async def join_slow_client(port: int, topic: str) -> RawWebSocket:
 
 async def test_slow_consumer_is_evicted_with_1013_while_others_get_everything(start_hub):
     with trio.fail_after(40):
-        hub = await start_hub(feed_app(), **PATIENT_WRITES)
+        # The publisher sends as fast as the readers take (MiBs a second), on purpose.
+        hub = await start_hub(feed_app(), **PATIENT_WRITES, session=UNLIMITED_PUBLISHER)
         slow = await join_slow_client(hub.port, "feed:x")
         async with (
             hub.client("json") as publisher,
@@ -141,7 +143,8 @@ async def test_slow_consumer_is_evicted_with_1013_while_others_get_everything(st
 async def test_slow_member_of_a_latest_only_topic_stays_and_gets_the_newest(start_hub):
     count = 3000  # far more than a connection's outbox holds
     with trio.fail_after(40):
-        hub = await start_hub(feed_app(), **PATIENT_WRITES)
+        # The publisher sends as fast as the readers take (MiBs a second), on purpose.
+        hub = await start_hub(feed_app(), **PATIENT_WRITES, session=UNLIMITED_PUBLISHER)
         slow = await join_slow_client(hub.port, "state:x")
         async with hub.client("msgpack") as publisher, trio.open_nursery() as nursery:
             progress = Progress()

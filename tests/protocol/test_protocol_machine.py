@@ -337,3 +337,80 @@ def test_close_reasons_fit_a_control_frame() -> None:
     with pytest.raises(ValueError, match="123 UTF-8 bytes"):
         Close(CloseCode.POLICY_VIOLATION, "x" * 124)
     assert Close(CloseCode.TRY_AGAIN_LATER, "slow consumer").code == 1013
+
+
+# -- rate limits (issue: hostile input) ---------------------------------------
+
+
+def test_a_heartbeat_flood_is_rate_limited_once_then_closed_with_1008(wire: Wire) -> None:
+    wire.server = ServerMachine(wire.server.codec, messages_per_second=10)
+    beat = wire.server.codec.encode(Heartbeat(0))
+    for _ in range(10):
+        assert wire.to_server(beat) == []
+        assert wire.server.rate_limited is None
+    # The first message past the rate: dropped, and the client is told once.
+    [send] = wire.to_server(beat)
+    assert send == Send(
+        Error(
+            None,
+            ErrorCode.RATE_LIMITED,
+            "more than 10 messages a second; messages are dropped until you slow down",
+        )
+    )
+    assert wire.server.rate_limited == "messages"
+    # The rest of the run is dropped silently, heartbeats with a ref too...
+    _ref, data = wire.client.heartbeat()
+    for _ in range(9):
+        assert wire.to_server(data) == []
+    assert not wire.server.closed
+    # ... until the client is a whole burst over: closed.
+    [close] = wire.to_server(beat)
+    assert close == Close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+    assert wire.server.closed
+
+
+def test_a_client_that_slows_down_is_served_again(wire: Wire) -> None:
+    wire.server = ServerMachine(wire.server.codec, messages_per_second=10)
+    for _ in range(15):
+        wire.to_server(wire.client.heartbeat())
+    wire.now += 1.0  # ten tokens back: the debt of five is paid, five left
+    ref, data = wire.client.heartbeat()
+    assert wire.to_server(data) == [Send(Reply(ref, None, True))]
+    # A new run past the rate is reported again.
+    for _ in range(4):
+        wire.to_server(wire.client.heartbeat())
+    [send] = wire.to_server(wire.client.heartbeat())
+    assert isinstance(send, Send) and isinstance(send.frame, Error)
+    assert send.frame.code == ErrorCode.RATE_LIMITED
+
+
+def test_a_steady_client_at_its_rate_is_never_limited(wire: Wire) -> None:
+    wire.server = ServerMachine(wire.server.codec, messages_per_second=10)
+    for _ in range(1000):
+        wire.now += 0.1
+        ref, data = wire.client.heartbeat()
+        assert wire.to_server(data) == [Send(Reply(ref, None, True))]
+
+
+def test_bytes_per_second_limits_big_messages(wire: Wire) -> None:
+    wire.server = ServerMachine(wire.server.codec, bytes_per_second=1000)
+    wire.join("room:1")
+    big = "x" * 600
+    assert wire.to_server(wire.client.publish("room:1", "say", big)) == [
+        Dispatch(Publish(0, "room:1", "say", big))
+    ]
+    # 600 of 1000 spent, and a few more tokens are left: this one passes, in debt.
+    assert len(wire.to_server(wire.client.publish("room:1", "say", big))) == 1
+    [send] = wire.to_server(wire.client.publish("room:1", "say", big))
+    assert isinstance(send, Send) and isinstance(send.frame, Error)
+    assert send.frame.code == ErrorCode.RATE_LIMITED
+    assert "more than 1000 bytes a second" in send.frame.message
+    assert wire.server.rate_limited == "bytes"
+
+
+def test_a_rate_limited_join_is_reported_as_joins(wire: Wire) -> None:
+    server = ServerMachine(wire.server.codec, joins_per_second=1)
+    server.receive(wire.server.codec.encode(Join(1, "a")), 0.0)
+    [send] = server.receive(wire.server.codec.encode(Join(2, "b")), 0.0)
+    assert isinstance(send, Send) and send.frame.error_code == ErrorCode.RATE_LIMITED  # type: ignore[union-attr]
+    assert server.rate_limited == "joins"

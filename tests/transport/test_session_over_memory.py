@@ -11,7 +11,7 @@ from memory_support import connect_memory, read_frames, read_until
 
 import actors
 from hub.app import Hub, HubRuntime, serve_hub
-from hub.config import HubConfig, ServerConfig
+from hub.config import HubConfig, ServerConfig, SessionConfig
 from hub.protocol import JSON, Call, Ended, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, Service
 from hub.topics import Member, Topic
@@ -64,7 +64,11 @@ async def runtime(nursery: trio.Nursery, release: trio.Event) -> AsyncIterator[H
     app.route("echo:*", EchoService)
     app.route("feed:*", FeedService)
     app.route("stuck:*", lambda topic: StuckService(topic, release))
-    config = HubConfig(server=ServerConfig(port=0))
+    # Floods of calls on purpose (to fill a topic's mailbox): no rate limit in the way.
+    config = HubConfig(
+        server=ServerConfig(port=0),
+        session=SessionConfig(messages_per_second=1e6, max_calls_in_flight=100_000),
+    )
     running: HubRuntime = await nursery.start(serve_hub, app, config)
     yield running
 
