@@ -33,6 +33,7 @@ from hub.gateway.config import GatewayConfig, server_ssl_context
 from hub.gateway.events import (
     GatewayEvent,
     IdleClosed,
+    LimitHit,
     ProtocolViolationClosed,
     RejectReason,
     RequestRejected,
@@ -52,6 +53,7 @@ __all__ = [
     "GatewayEvent",
     "GatewayHandle",
     "IdleClosed",
+    "LimitHit",
     "ProtocolViolationClosed",
     "RejectReason",
     "RequestRejected",

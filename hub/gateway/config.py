@@ -58,6 +58,9 @@ class GatewayConfig:
       lingering while a connection closes.
     - `outbox_capacity`: messages that may wait for one WebSocket client
       beyond what its socket took (see `hub.transport`).
+    - `max_fragments`: most frames one WebSocket message may come in (1008 beyond).
+    - `message_timeout`: time from a WebSocket message's first byte to its
+      last (1008 beyond).
     """
 
     host: str | None = "127.0.0.1"
@@ -74,6 +77,8 @@ class GatewayConfig:
     auth_timeout: float = attrs.field(default=10.0, validator=_positive)
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     outbox_capacity: int = attrs.field(default=DEFAULT_OUTBOX_CAPACITY, validator=_positive)
+    max_fragments: int = attrs.field(default=128, validator=_positive)
+    message_timeout: float = attrs.field(default=30.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:

@@ -13,6 +13,7 @@ from hub.http import HttpConnection
 __all__ = [
     "GatewayEvent",
     "IdleClosed",
+    "LimitHit",
     "ProtocolViolationClosed",
     "RejectReason",
     "RequestRejected",
@@ -64,7 +65,14 @@ class IdleClosed:
     path: str
 
 
-GatewayEvent = WebSocketAccepted | RequestRejected | ProtocolViolationClosed | IdleClosed
+@attrs.frozen
+class LimitHit:
+    """A client ran into one of the gateway's limits (docs/security.md); `limit` names it."""
+
+    limit: str
+
+
+GatewayEvent = WebSocketAccepted | RequestRejected | ProtocolViolationClosed | IdleClosed | LimitHit
 
 
 @attrs.frozen
@@ -79,6 +87,9 @@ class RouteObserver:
 
     def idle(self) -> None:
         self.observe(IdleClosed(self.path))
+
+    def limit(self, name: str) -> None:
+        self.observe(LimitHit(name))
 
 
 def reason_for_status(status: int) -> RejectReason:

@@ -187,6 +187,8 @@ async def serve_gateway(
             idle_timeout=config.idle_timeout,
             close_timeout=config.close_timeout,
             outbox_capacity=config.outbox_capacity,
+            max_fragments=config.max_fragments,
+            message_timeout=config.message_timeout,
         ),
         observe=observe,
         observers={path: RouteObserver(path, observe) for path in routes},

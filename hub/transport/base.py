@@ -172,6 +172,10 @@ class Transport(abc.ABC):
     subprotocol: str | None
     #: Called when something starts waiting in the outbox (see the class docstring).
     on_backlog: Callable[[], None] | None
+    #: Called, if set, for each frame from the client that is not a whole message
+    #: by itself (a ping, a pong, a fragment after a message's first), so that the
+    #: owner's rate limits count those frames too. Transports without frames never call it.
+    on_frame: Callable[[], None] | None = None
 
     @abc.abstractmethod
     async def receive(self) -> Message:

@@ -22,8 +22,11 @@ hub spends its time:
 
 Liveness lives here too, in the receiving task: a peer silent for
 `ping_interval` is pinged, one silent for `idle_timeout` is closed with 1001.
-Every protocol violation is answered with a Close frame carrying its code
-(1002, 1007, 1009) before the TCP stream ends (RFC 6455 §7.1.7).
+Only whole frames count as life, never bytes: a peer that dribbles a byte a
+minute is silent. A message must arrive whole within `message_timeout` of
+its first byte, in at most `max_fragments` frames; else Close 1008. Every
+protocol violation is answered with a Close frame carrying its code (1002,
+1007, 1009) before the TCP stream ends (RFC 6455 §7.1.7).
 """
 
 from __future__ import annotations
@@ -139,6 +142,10 @@ class WebSocketSettings:
     close_timeout: float = 5.0
     #: Messages that may wait beyond what the socket took (see `Outbox`).
     outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY
+    #: Most frames one message may come in; more: Close 1008.
+    max_fragments: int = 128
+    #: Time from a message's first byte to its last; longer: Close 1008.
+    message_timeout: float = 30.0
 
 
 _DEFAULT_SETTINGS: Final = WebSocketSettings()
@@ -152,6 +159,9 @@ class WebSocketObserver(Protocol):
 
     def idle(self) -> None:
         """The peer was silent past the idle timeout and was closed with 1001."""
+
+    def limit(self, name: str) -> None:
+        """The peer ran into the limit `name` ("fragments", "message_timeout") and was closed."""
 
 
 class WebSocketTransport(Transport):
@@ -169,9 +179,11 @@ class WebSocketTransport(Transport):
         "_closing",
         "_done",
         "_fd",
+        "_fragments",
         "_frames",
         "_last_received",
         "_lost",
+        "_message_started",
         "_notified",
         "_observer",
         "_outbox",
@@ -180,11 +192,13 @@ class WebSocketTransport(Transport):
         "_parts_size",
         "_pinged",
         "_receive_scope",
+        "_received_at",
         "_released",
         "_settings",
         "_socket",
         "_stream",
         "on_backlog",
+        "on_frame",
         "subprotocol",
     )
 
@@ -199,6 +213,7 @@ class WebSocketTransport(Transport):
     ) -> None:
         self.subprotocol = subprotocol
         self.on_backlog = None
+        self.on_frame: Callable[[], None] | None = None
         self._stream = stream
         # A plain TCP socket is read and written directly; TLS goes through its stream.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
@@ -214,12 +229,16 @@ class WebSocketTransport(Transport):
         self._partial: memoryview | None = None
         self._notified = False
         self._lost = False
-        self._last_received = trio.current_time()
+        # When the peer last completed a frame (its life), and when bytes last came.
+        self._last_received = self._received_at = trio.current_time()
+        # When the first byte of the message being received came; None between messages.
+        self._message_started: float | None = None
         self._pinged = False
         self._receive_scope: trio.CancelScope | None = None
-        # Fragments of the message being received, and their size in bytes.
+        # Fragments of the message being received, their size in bytes and number.
         self._parts: list[str | bytes] = []
         self._parts_size = 0
+        self._fragments = 0
         self._closing = False
         self._close_code = 1000
         self._close_reason = ""
@@ -364,6 +383,8 @@ class WebSocketTransport(Transport):
             message = self._next_message()
             if message is not None:
                 return message
+            if not self._parts and not self._unparsed():
+                self._message_started = None  # between messages
             await self._read()
 
     def _unparsed(self) -> bool:
@@ -380,6 +401,8 @@ class WebSocketTransport(Transport):
         """Parse frames until a whole message is in; None if more data is needed."""
         try:
             for frame in self._frames.received_frames():
+                # A whole frame is life; bytes alone are not (they may dribble).
+                self._last_received = self._received_at
                 opcode = frame.opcode
                 payload = frame.payload
                 if opcode is Opcode.PING:
@@ -387,14 +410,19 @@ class WebSocketTransport(Transport):
                         assert isinstance(payload, (bytes, bytearray))
                         pong = bytes(self._frames.pong(bytes(payload)))
                         self._send_control(pong, key=_PONG)
+                        if self.on_frame is not None:
+                            self.on_frame()
                 elif opcode is Opcode.PONG:
-                    pass  # any byte from the peer counts as life, pongs included
+                    if self.on_frame is not None and not self._closing:
+                        self.on_frame()
                 elif opcode is Opcode.CLOSE:
                     assert isinstance(payload, tuple)
                     self._peer_closed(int(payload[0]), payload[1])
                 elif not self._closing:  # after our Close, data is dropped (§5.5.1)
                     message = self._take_fragment(frame)
                     if message is not None:
+                        # What is left in the buffer came with the last read at the earliest.
+                        self._message_started = self._received_at
                         return message
         except ParseFailed as failure:
             self._violation(failure.code, str(failure))
@@ -415,10 +443,20 @@ class WebSocketTransport(Transport):
         limit = self._settings.max_message_size
         if self._parts_size > limit:
             self._violation(1009, f"message larger than {limit} bytes")
+        if self._parts:
+            # A fragment after the first: one more frame for the rate limits.
+            self._fragments += 1
+            if self._fragments > self._settings.max_fragments:
+                most = self._settings.max_fragments
+                self._over_limit("fragments", f"message in more than {most} frames")
+            if self.on_frame is not None:
+                self.on_frame()
         if not frame.message_finished:
+            if not self._parts:
+                self._fragments = 1
             self._parts.append(data)
             return None
-        parts, self._parts, self._parts_size = self._parts, [], 0
+        parts, self._parts, self._parts_size, self._fragments = self._parts, [], 0, 0
         if not parts:
             return data
         parts.append(data)
@@ -436,6 +474,14 @@ class WebSocketTransport(Transport):
             reply = code if _sendable(code) else 1000
             self._send_control(bytes(self._frames.close(reply)))
         raise TransportClosed(self._close_code, self._close_reason)
+
+    def _over_limit(self, limit: str, reason: str) -> NoReturn:
+        """The peer ran into one of the hub's limits: Close 1008 now, read nothing more."""
+        if self._observer is not None and not self._closing:
+            self._observer.limit(limit)
+        self.close(1008, reason)
+        self._done = True
+        raise TransportClosed(1008, reason)
 
     def _violation(self, code: int, reason: str) -> None:
         """The peer broke the protocol: Close with `code` now, read nothing more."""
@@ -461,6 +507,8 @@ class WebSocketTransport(Transport):
                         if message is not None:
                             on_message(message)
                         else:
+                            if not self._parts and not self._unparsed():
+                                self._message_started = None  # between messages
                             self._received(await self._recv())
                 finally:
                     self._receive_scope = None
@@ -496,7 +544,14 @@ class WebSocketTransport(Transport):
                 self._closing = True
                 self._close_code, self._close_reason = 1006, "connection lost"
             raise TransportClosed(self._close_code, self._close_reason)
-        self._last_received = trio.current_time()
+        now = self._received_at = trio.current_time()
+        if self._message_started is None:
+            self._message_started = now
+            # The read's scope ends when the message must be complete, if sooner.
+            scope = self._receive_scope
+            limit = now + self._settings.message_timeout
+            if scope is not None and limit < scope.deadline:
+                scope.deadline = limit
         self._pinged = False
         self._frames.receive_bytes(data if type(data) is bytes else bytes(data))
 
@@ -504,8 +559,12 @@ class WebSocketTransport(Transport):
         if self._close_deadline is not None:
             return self._close_deadline
         if self._pinged:
-            return self._last_received + self._settings.idle_timeout
-        return self._last_received + self._settings.ping_interval
+            deadline = self._last_received + self._settings.idle_timeout
+        else:
+            deadline = self._last_received + self._settings.ping_interval
+        if self._message_started is not None:
+            deadline = min(deadline, self._message_started + self._settings.message_timeout)
+        return deadline
 
     def _on_timer(self) -> None:
         now = trio.current_time()
@@ -516,7 +575,12 @@ class WebSocketTransport(Transport):
                 raise TransportClosed(self._close_code, self._close_reason)
             return
         settings = self._settings
-        if now >= self._last_received + settings.idle_timeout:
+        started = self._message_started
+        if started is not None and now >= started + settings.message_timeout:
+            if self._observer is not None:
+                self._observer.limit("message_timeout")
+            self.close(1008, f"message not complete within {settings.message_timeout:g} s")
+        elif now >= self._last_received + settings.idle_timeout:
             if self._observer is not None:
                 self._observer.idle()
             self.close(1001, "idle timeout")
