@@ -308,14 +308,18 @@ class HubRuntime:
                 self.log.connection_closed(session.id, closed.code, closed.reason, seconds)
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
-        status = "shutting_down" if self._stopping else "ok"
-        body = {
+        """200 `ok`; 503 `shutting_down`, or `full` with the reason while no client can connect."""
+        full = None if self.gateway is None else self.gateway.full
+        status = "shutting_down" if self._stopping else "full" if full else "ok"
+        body: dict[str, object] = {
             "status": status,
             "connections": self.connection_count(),
             "topics": self.topics.count(),
         }
+        if full and not self._stopping:
+            body["reason"] = full
         return HttpResponse(
-            status=503 if self._stopping else 200,
+            status=200 if status == "ok" else 503,
             body=json.dumps(body).encode(),
             content_type="application/json",
         )
@@ -343,7 +347,7 @@ class HubRuntime:
 
 def gateway_config(config: HubConfig) -> GatewayConfig:
     """The gateway's part of the hub's settings."""
-    server, http, websocket = config.server, config.http, config.websocket
+    server, http, websocket, limits = config.server, config.http, config.websocket, config.limits
     return GatewayConfig(
         host=server.host,
         port=server.port,
@@ -361,6 +365,13 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         outbox_capacity=websocket.outbox_capacity,
         max_fragments=websocket.max_fragments,
         message_timeout=websocket.message_timeout,
+        # 0 is "no limit" in the settings, None in the gateway.
+        max_connections=limits.max_connections or None,
+        max_connections_per_address=limits.max_connections_per_address or None,
+        handshakes_per_second=limits.handshakes_per_second or None,
+        unlimited_addresses=limits.unlimited_addresses,
+        trusted_proxies=server.trusted_proxies,
+        client_address_header=server.client_address_header,
     )
 
 

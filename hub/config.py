@@ -3,7 +3,8 @@
     [server]     where the hub listens, TLS, the protocol's path, shutdown
     [http]       limits on HTTP requests (every connection starts as one)
     [websocket]  one client's connection: message size, keepalive, slow consumers
-    [session]    one client's protocol: topics, joins, malformed frames
+    [session]    one client's protocol: rates, topics, joins, calls, malformed frames
+    [limits]     connections per client address and in all, handshakes per second
     [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
     [logging]    what `hub serve` logs, and how
     [admin]      the operator's views: /metrics, the observer, and their token
@@ -28,6 +29,7 @@ the sources itself.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import tomllib
@@ -37,7 +39,7 @@ from typing import Annotated, Any, Final, Literal
 
 import attrs
 import pydantic
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import ErrorDetails
 
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
@@ -71,6 +73,7 @@ __all__ = [
     "AdminConfig",
     "HttpConfig",
     "HubConfig",
+    "LimitsConfig",
     "LoggingConfig",
     "ServerConfig",
     "SessionConfig",
@@ -122,6 +125,12 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+def _check_proxies(value: tuple[str, ...]) -> tuple[str, ...]:
+    for proxy in value:
+        ipaddress.ip_network(proxy, strict=False)  # its ValueError names the setting
+    return value
+
+
 _NUMBER = BeforeValidator(_not_bool)
 
 Seconds = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False), _Expect("a number > 0")]
@@ -131,6 +140,9 @@ SecondsOrZero = Annotated[
 Count = Annotated[int, _NUMBER, Field(ge=1), _Expect("an integer >= 1")]
 CountOrZero = Annotated[int, _NUMBER, Field(ge=0), _Expect("an integer >= 0")]
 Rate = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False), _Expect("a number > 0")]
+RateOrZero = Annotated[
+    float, _NUMBER, Field(ge=0, allow_inf_nan=False), _Expect("a number >= 0")
+]
 Port = Annotated[int, _NUMBER, Field(ge=0, le=65535), _Expect("an integer in 0..65535")]
 HeadSize = Annotated[
     int,
@@ -145,6 +157,18 @@ Origins = Annotated[
     tuple[str, ...] | None,
     BeforeValidator(_split_commas),
     _Expect("a list of origins such as 'https://example.com', or '*'"),
+]
+Proxies = Annotated[
+    tuple[str, ...],
+    BeforeValidator(_split_commas),
+    AfterValidator(_check_proxies),
+    _Expect("a list of IP addresses or networks, such as '10.0.0.0/8'"),
+]
+HeaderName = Annotated[
+    str,
+    BeforeValidator(_lower),
+    Field(pattern=r"^[a-z0-9-]+$"),
+    _Expect("a header name such as 'x-forwarded-for'"),
 ]
 LogLevel = Annotated[
     Literal["debug", "info", "warning", "error"],
@@ -194,6 +218,10 @@ class ServerConfig(_Section):
     #: Allocations between two young-generation garbage collections while the
     #: hub runs (Python's default is 700); 0 leaves the collector as it is.
     gc_threshold: CountOrZero = 50_000
+    #: Addresses or networks of reverse proxies whose `client_address_header` names the client.
+    trusted_proxies: Proxies = ()
+    #: The header a trusted proxy names the client's address in.
+    client_address_header: HeaderName = "x-forwarded-for"
 
     @property
     def tls(self) -> bool:
@@ -252,6 +280,20 @@ class SessionConfig(_Section):
     max_malformed: Count = MAX_MALFORMED
     #: The malformed-frame allowance refills fully over this many seconds.
     malformed_window_seconds: Seconds = MALFORMED_WINDOW_SECONDS
+
+
+class LimitsConfig(_Section):
+    """Connections per client address and in all, and WebSocket handshakes per second."""
+
+    #: Connections open at once in all; one more is answered 503 (0: no limit).
+    max_connections: CountOrZero = 100_000
+    #: Connections open at once from one client address; one more is answered 429 (0: no limit).
+    max_connections_per_address: CountOrZero = 1_000
+    #: WebSocket handshakes per second from one client address, and in a burst;
+    #: one more is answered 429 with Retry-After (0: no limit).
+    handshakes_per_second: RateOrZero = 50.0
+    #: Addresses or networks the per-address limits leave alone.
+    unlimited_addresses: Proxies = ("127.0.0.0/8", "::1")
 
 
 class TopicsConfig(_Section):
@@ -324,6 +366,7 @@ class HubConfig(_Section):
     http: HttpConfig = HttpConfig()
     websocket: WebSocketConfig = WebSocketConfig()
     session: SessionConfig = SessionConfig()
+    limits: LimitsConfig = LimitsConfig()
     topics: TopicsConfig = TopicsConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()

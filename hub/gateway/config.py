@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from typing import Any, Final
 
 import attrs
 
+from hub.gateway.limits import DEFAULT_CLIENT_ADDRESS_HEADER, LOOPBACK, ClientAddresses, networks
 from hub.transport import DEFAULT_OUTBOX_CAPACITY
 
 __all__ = ["MAX_HEAD_SIZE_LIMIT", "GatewayConfig", "server_ssl_context"]
@@ -18,6 +20,17 @@ MAX_HEAD_SIZE_LIMIT: Final = 16 * 1024
 def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+def _positive_or_none(_instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive or None (no limit), got {value!r}")
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError(f"trusted_proxies must be a collection of addresses, not {value!r}")
+    return tuple(value)
 
 
 def _optional_frozenset(value: object) -> frozenset[str] | None:
@@ -61,6 +74,18 @@ class GatewayConfig:
     - `max_fragments`: most frames one WebSocket message may come in (1008 beyond).
     - `message_timeout`: time from a WebSocket message's first byte to its
       last (1008 beyond).
+    - `max_connections`: open connections in all; one more is answered 503
+      with Retry-After and closed, before its request is read. None: no limit.
+    - `max_connections_per_address`: open connections from one client
+      address; one more is answered 429. None: no limit.
+    - `handshakes_per_second`: WebSocket handshakes from one client address
+      per second, in a burst of as many; one more is answered 429 with
+      Retry-After. None: no limit.
+    - `unlimited_addresses`: addresses or networks the per-address limits
+      leave alone (loopback by default).
+    - `trusted_proxies`: addresses or networks of reverse proxies whose
+      `client_address_header` (X-Forwarded-For by default) names the client;
+      the header of any other peer is ignored.
     """
 
     host: str | None = "127.0.0.1"
@@ -79,6 +104,14 @@ class GatewayConfig:
     outbox_capacity: int = attrs.field(default=DEFAULT_OUTBOX_CAPACITY, validator=_positive)
     max_fragments: int = attrs.field(default=128, validator=_positive)
     message_timeout: float = attrs.field(default=30.0, validator=_positive)
+    max_connections: int | None = attrs.field(default=100_000, validator=_positive_or_none)
+    max_connections_per_address: int | None = attrs.field(
+        default=1_000, validator=_positive_or_none
+    )
+    handshakes_per_second: float | None = attrs.field(default=50.0, validator=_positive_or_none)
+    unlimited_addresses: tuple[str, ...] = attrs.field(default=LOOPBACK, converter=_strings)
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    client_address_header: str = DEFAULT_CLIENT_ADDRESS_HEADER
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:
@@ -90,6 +123,13 @@ class GatewayConfig:
             raise ValueError(f"max_head_size is at most {MAX_HEAD_SIZE_LIMIT}")
         if self.keyfile is not None and self.certfile is None:
             raise ValueError("keyfile given without certfile")
+        ClientAddresses.of(self.trusted_proxies)  # raises for one that is no address
+        networks(self.unlimited_addresses, "unlimited address")
+
+    @property
+    def client_addresses(self) -> ClientAddresses:
+        """How the gateway finds a client's address (see `hub.gateway.limits`)."""
+        return ClientAddresses.of(self.trusted_proxies, self.client_address_header)
 
 
 def server_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:

@@ -1,20 +1,30 @@
-"""What the gateway tells its observer (for metrics), and the one way it refuses a request."""
+"""What the gateway tells its observer (for metrics), and the one way it refuses a request.
+
+Every refusal is logged at info level, one line that names the client's
+address, the status and why in a word (`bad_request`, `limit`...), never
+the bytes the client sent; and no more than `RefusalLog.lines` lines per
+`RefusalLog.interval` seconds: the rest are counted, and the next line says
+how many were not logged.
+"""
 
 from __future__ import annotations
 
 import enum
 import http
+import logging
 from collections.abc import Callable
 
 import attrs
+import trio
 
-from hub.http import HttpConnection
+from hub.http import HttpConnection, RemoteAddress
 
 __all__ = [
     "GatewayEvent",
     "IdleClosed",
     "LimitHit",
     "ProtocolViolationClosed",
+    "RefusalLog",
     "RejectReason",
     "RequestRejected",
     "RouteObserver",
@@ -33,6 +43,8 @@ class RejectReason(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     TIMEOUT = "timeout"
     TOO_LARGE = "too_large"
+    LIMIT = "limit"
+    """A connection or handshake limit (429, or 503 when the hub is full)."""
 
 
 @attrs.frozen
@@ -104,6 +116,36 @@ def reason_for_status(status: int) -> RejectReason:
     return RejectReason.BAD_REQUEST
 
 
+logger = logging.getLogger("hub.gateway")
+
+
+@attrs.define
+class RefusalLog:
+    """Logs refusals, at most `lines` per `interval` seconds (see the module docstring)."""
+
+    lines: int = 10
+    interval: float = 10.0
+    _window_start: float = attrs.field(init=False, default=-1e18)
+    _logged: int = attrs.field(init=False, default=0)
+    _held_back: int = attrs.field(init=False, default=0)
+
+    def refused(self, remote: RemoteAddress | None, status: int, reason: RejectReason) -> None:
+        now = trio.current_time()
+        if now - self._window_start >= self.interval:
+            if self._held_back:
+                logger.info(
+                    "%d more requests refused in %g s, not logged", self._held_back, self.interval
+                )
+            self._window_start, self._logged, self._held_back = now, 0, 0
+        if self._logged >= self.lines:
+            self._held_back += 1
+            return
+        self._logged += 1
+        # Nothing the client sent (its path, its headers) is repeated here.
+        address = remote[0] if remote is not None else "an unknown address"
+        logger.info("refused a request from %s: %d (%s)", address, status, reason)
+
+
 async def reject(
     connection: HttpConnection,
     observe: Callable[[GatewayEvent], None],
@@ -112,7 +154,12 @@ async def reject(
     status: int,
     message: str,
     headers: tuple[tuple[str, str], ...] = (),
+    *,
+    log: RefusalLog | None = None,
+    remote: RemoteAddress | None = None,
 ) -> None:
-    """Refuse a request: tell the observer, and answer `status` with `message`."""
+    """Refuse a request: tell the observer and the log, and answer `status` with `message`."""
     observe(RequestRejected(reason, status, path))
+    if log is not None:
+        log.refused(remote, status, reason)
     await connection.send_error(status, message, headers=headers)

@@ -14,7 +14,8 @@ import attrs
 import trio
 
 from hub.gateway.config import GatewayConfig, server_ssl_context
-from hub.gateway.events import GatewayEvent, RouteObserver
+from hub.gateway.events import GatewayEvent, RefusalLog, RouteObserver
+from hub.gateway.limits import AddressLimits, networks
 from hub.gateway.server import ConnectionServer
 from hub.gateway.upgrade import Authenticate, Upgrader
 from hub.gateway.websocket import WebSocketRoute
@@ -43,6 +44,10 @@ class GatewayHandle:
     tls: bool
     # Told when accepting stops, so idle keep-alive connections close.
     _on_stop: Callable[[], None]
+    # Why the server takes no connection now (max_connections), or None.
+    _capacity: Callable[[], str | None] = attrs.field(default=lambda: None)
+    # Why accepting fails now (out of files, say), or None once it works again.
+    _accept_error: str | None = attrs.field(init=False, default=None)
     _accept_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _listeners_closed: trio.Event = attrs.field(init=False, factory=trio.Event)
     _drained: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -56,6 +61,15 @@ class GatewayHandle:
     @property
     def accepting(self) -> bool:
         return not self._listeners_closed.is_set()
+
+    @property
+    def full(self) -> str | None:
+        """Why no new connection can be taken now (for /healthz), or None.
+
+        Out of a resource at accept (the open-file limit, say) until an
+        accept works again, or `max_connections` open.
+        """
+        return self._accept_error or self._capacity()
 
     @property
     def connection_count(self) -> int:
@@ -96,7 +110,7 @@ class GatewayHandle:
                 async with trio.open_nursery() as nursery:
                     for listener in listeners:
                         nursery.start_soon(
-                            _accept_from, listener, serve_counted, connection_nursery
+                            _accept_from, listener, serve_counted, connection_nursery, self
                         )
         finally:
             self._listeners_closed.set()
@@ -122,6 +136,7 @@ async def _accept_from(
     listener: trio.SocketListener,
     serve: Callable[[trio.SocketStream], Awaitable[None]],
     nursery: trio.Nursery,
+    handle: GatewayHandle,
 ) -> None:
     """Accept connections from `listener` until cancelled, each served in `nursery`.
 
@@ -138,6 +153,7 @@ async def _accept_from(
                 if error.errno not in _RESOURCE_ERRNOS:
                     raise
                 refused += 1
+                handle._accept_error = f"cannot accept connections: {os.strerror(error.errno or 0)}"
                 now = trio.current_time()
                 if now - logged_at >= ACCEPT_LOG_INTERVAL_SECONDS:
                     logger.warning(
@@ -150,6 +166,7 @@ async def _accept_from(
                     logged_at, refused = now, 0
                 await trio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
+            handle._accept_error = None
             nursery.start_soon(serve, stream)
 
 
@@ -176,6 +193,7 @@ async def serve_gateway(
     """
     observe = observe or _ignore_event
     routes = _index_routes(websocket_routes)
+    log = RefusalLog()
     upgrader = Upgrader(
         origins=config.origins,
         authenticate=authenticate,
@@ -192,6 +210,7 @@ async def serve_gateway(
         ),
         observe=observe,
         observers={path: RouteObserver(path, observe) for path in routes},
+        log=log,
     )
     server = ConnectionServer(
         config=config,
@@ -202,6 +221,13 @@ async def serve_gateway(
         ssl_context=(
             server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
         ),
+        log=log,
+        addresses=config.client_addresses,
+        limits=AddressLimits(
+            config.max_connections_per_address,
+            config.handshakes_per_second,
+            networks(config.unlimited_addresses, "unlimited address"),
+        ),
     )
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     addresses = tuple(
@@ -209,7 +235,10 @@ async def serve_gateway(
         for address in (listener.socket.getsockname() for listener in listeners)
     )
     handle = GatewayHandle(
-        addresses=addresses, tls=server.ssl_context is not None, on_stop=server.drain
+        addresses=addresses,
+        tls=server.ssl_context is not None,
+        on_stop=server.drain,
+        capacity=lambda: server.full,
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)

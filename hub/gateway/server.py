@@ -4,12 +4,20 @@ Every request head is read with h11 (bounded in size and time). A WebSocket
 upgrade for a path in the gateway's WebSocket routes goes to the `Upgrader`
 and, accepted, its handler runs once the HTTP state is let go; any other
 request is answered by the HTTP routes (see `hub.http`).
+
+Limits come first (see `hub.gateway.limits`): past `max_connections`, or
+past `max_connections_per_address` from a peer that is no trusted proxy, a
+connection is answered 503 or 429 before anything of it is read; behind a
+trusted proxy the client's address is known from its first request head,
+and counted from then on. Each WebSocket handshake spends one of its
+address's `handshakes_per_second`.
 """
 
 from __future__ import annotations
 
 import http
 import logging
+import math
 import ssl
 from collections.abc import Callable, Mapping
 
@@ -18,7 +26,16 @@ import h11
 import trio
 
 from hub.gateway.config import GatewayConfig
-from hub.gateway.events import GatewayEvent, reason_for_status, reject
+from hub.gateway.events import (
+    GatewayEvent,
+    LimitHit,
+    RefusalLog,
+    RejectReason,
+    RequestRejected,
+    reason_for_status,
+    reject,
+)
+from hub.gateway.limits import AddressLimits, BadForwardedHeaderError, ClientAddresses
 from hub.gateway.upgrade import Upgrader, asks_for_websocket
 from hub.gateway.websocket import ConnectInfo, WebSocketRoute, run_handler
 from hub.http import (
@@ -50,6 +67,11 @@ class ConnectionServer:
     upgrader: Upgrader
     observe: Callable[[GatewayEvent], None]
     ssl_context: ssl.SSLContext | None
+    log: RefusalLog = attrs.field(factory=RefusalLog)
+    addresses: ClientAddresses = attrs.field(factory=ClientAddresses)
+    limits: AddressLimits = attrs.field(factory=lambda: AddressLimits(None, None))
+    # Connections open now (HTTP and WebSocket alike).
+    _open: int = attrs.field(init=False, default=0)
     # Set by drain(): accepting has stopped, keep-alive connections wind down.
     _draining: bool = attrs.field(init=False, default=False)
     # Connections waiting for a further request on a kept-alive connection.
@@ -61,8 +83,17 @@ class ConnectionServer:
         for scope in self._idle_scopes:
             scope.cancel()
 
+    @property
+    def full(self) -> str | None:
+        """Why no connection is taken now (`max_connections` open), or None."""
+        most = self.config.max_connections
+        if most is not None and self._open >= most:
+            return f"{most} connections open (max_connections)"
+        return None
+
     async def serve_connection(self, tcp_stream: trio.SocketStream) -> None:
         """Serve one accepted TCP connection until it closes; always closes it."""
+        self._open += 1
         remote = _remote_address(tcp_stream)
         stream: trio.abc.Stream = tcp_stream
         if self.ssl_context is not None:
@@ -71,9 +102,14 @@ class ConnectionServer:
             stream = trio.SSLStream(
                 tcp_stream, self.ssl_context, server_side=True, https_compatible=True
             )
+        counted = _Counted()
         try:
+            refusal = self._over_limit(remote, counted)
+            if refusal is not None:
+                await self._refuse_early(stream, remote, *refusal)
+                return
             upgraded = await self._serve_requests(
-                HttpConnection(stream, max_head_size=self.config.max_head_size), remote
+                HttpConnection(stream, max_head_size=self.config.max_head_size), remote, counted
             )
             if upgraded is not None:
                 # Run outside the request loop, so that its HTTP state is
@@ -90,12 +126,66 @@ class ConnectionServer:
             # here is logged with its traceback, and the gateway serves on.
             logger.exception("error serving connection from %s", remote)
         finally:
+            self._open -= 1
+            if counted.address is not None:
+                self.limits.release(counted.address)
             # Not shielded: at shutdown there is no point lingering, and a
             # cancelled close_lingering closes at once.
             await close_lingering(stream, timeout=self.config.close_timeout)
 
+    def _over_limit(
+        self, remote: RemoteAddress | None, counted: _Counted
+    ) -> tuple[int, str, str] | None:
+        """Count a new connection; (status, limit, message) if it is one too many."""
+        most = self.config.max_connections
+        if most is not None and self._open > most:
+            return 503, "connections", "the server is full; try again later"
+        if (
+            remote is not None
+            and not self.addresses.is_trusted(remote[0])
+            and not self.limits.is_exempt(remote[0])
+        ):
+            if not self.limits.acquire(remote[0], trio.current_time()):
+                return 429, "connections_per_address", self._too_many_message(remote[0])
+            counted.address = remote[0]
+        return None
+
+    def _too_many_message(self, address: str) -> str:
+        return (
+            f"too many connections from {address} "
+            f"(at most {self.config.max_connections_per_address}); close one first"
+        )
+
+    async def _refuse_early(
+        self,
+        stream: trio.abc.Stream,
+        remote: RemoteAddress | None,
+        status: int,
+        limit: str,
+        message: str,
+    ) -> None:
+        """Answer a connection past a limit without reading its request, then close it.
+
+        A server may answer before the request is read (RFC 9112 §9.6); the
+        lingering close then keeps the answer from being lost to a reset.
+        """
+        self.observe(LimitHit(limit))
+        self.observe_refusal(remote, status)
+        body = (message + "\n").encode()
+        phrase = http.HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+        )
+        with trio.move_on_after(self.config.head_timeout):
+            await stream.send_all(head.encode("ascii") + body)
+
+    def observe_refusal(self, remote: RemoteAddress | None, status: int) -> None:
+        self.observe(RequestRejected(RejectReason.LIMIT, status, None))
+        self.log.refused(remote, status, RejectReason.LIMIT)
+
     async def _serve_requests(
-        self, connection: HttpConnection, remote: RemoteAddress | None
+        self, connection: HttpConnection, remote: RemoteAddress | None, counted: _Counted
     ) -> tuple[WebSocketTransport, ConnectInfo, WebSocketRoute] | None:
         """Serve HTTP requests until the connection ends or upgrades (returned, accepted)."""
         reused = False
@@ -110,13 +200,22 @@ class ConnectionServer:
                     reason_for_status(err.status),
                     err.status,
                     err.message,
+                    log=self.log,
+                    remote=remote,
                 )
                 return None
             if head is None:
                 return None
             request = parse_request(head, remote=remote)
+            if remote is not None and self.addresses.is_trusted(remote[0]):
+                forwarded = await self._behind_proxy(connection, request, remote, counted)
+                if forwarded is None:
+                    return None
+                request = forwarded
             route = self.websocket_routes.get(request.path)
             if route is not None and asks_for_websocket(request):
+                if not await self._handshake_allowed(connection, request, route):
+                    return None
                 accepted = await self.upgrader.upgrade(connection, request, route)
                 if accepted is None:
                     return None
@@ -124,6 +223,80 @@ class ConnectionServer:
             if not await self._serve_http(connection, request):
                 return None
             reused = True
+
+    async def _behind_proxy(
+        self,
+        connection: HttpConnection,
+        request: HttpRequest,
+        proxy: RemoteAddress,
+        counted: _Counted,
+    ) -> HttpRequest | None:
+        """The request with the client's address its trusted proxy names; None if refused."""
+        try:
+            client = self.addresses.client(proxy[0], request.headers)
+        except BadForwardedHeaderError as err:
+            await self._refuse(connection, request, 400, RejectReason.BAD_REQUEST, str(err))
+            return None
+        remote = proxy if client is None else (client, 0)
+        request = attrs.evolve(request, remote=remote)
+        if counted.address is None and not self.limits.is_exempt(remote[0]):
+            if not self.limits.acquire(remote[0], trio.current_time()):
+                self.observe(LimitHit("connections_per_address"))
+                message = self._too_many_message(remote[0])
+                await self._refuse(connection, request, 429, RejectReason.LIMIT, message)
+                return None
+            counted.address = remote[0]
+        return request
+
+    async def _handshake_allowed(
+        self, connection: HttpConnection, request: HttpRequest, route: WebSocketRoute
+    ) -> bool:
+        """Spend a handshake of the client's address; answer 429 if it has none left."""
+        if request.remote is None or self.limits.is_exempt(request.remote[0]):
+            return True
+        address = request.remote[0]
+        wait = self.limits.handshake(address, trio.current_time())
+        if not wait:
+            return True
+        self.observe(LimitHit("handshakes_per_address"))
+        seconds = max(1, math.ceil(wait))
+        message = (
+            f"too many WebSocket handshakes from {address} "
+            f"(at most {self.config.handshakes_per_second:g} a second); retry in {seconds} s"
+        )
+        await self._refuse(
+            connection,
+            request,
+            429,
+            RejectReason.LIMIT,
+            message,
+            (("retry-after", str(seconds)),),
+            path=route.path,
+        )
+        return False
+
+    async def _refuse(
+        self,
+        connection: HttpConnection,
+        request: HttpRequest,
+        status: int,
+        reason: RejectReason,
+        message: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        *,
+        path: str | None = None,
+    ) -> None:
+        await reject(
+            connection,
+            self.observe,
+            path,
+            reason,
+            status,
+            message,
+            headers,
+            log=self.log,
+            remote=request.remote,
+        )
 
     async def _next_request(
         self, connection: HttpConnection, *, reused: bool
@@ -161,6 +334,8 @@ class ConnectionServer:
                 reason_for_status(err.status),
                 err.status,
                 err.message,
+                log=self.log,
+                remote=request.remote,
             )
             return False
         request = attrs.evolve(request, body=body)
@@ -188,6 +363,13 @@ class ConnectionServer:
             response = attrs.evolve(response, headers=(*response.headers, ("connection", "close")))
         await connection.send_response(response, head_only=request.method == "HEAD")
         return connection.keep_alive
+
+
+@attrs.define
+class _Counted:
+    """The address one connection is counted under (`AddressLimits`), once it is."""
+
+    address: str | None = None
 
 
 def _remote_address(stream: trio.SocketStream) -> RemoteAddress | None:

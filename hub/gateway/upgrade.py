@@ -12,6 +12,7 @@ import trio
 from hub.errors import HubError
 from hub.gateway.events import (
     GatewayEvent,
+    RefusalLog,
     RejectReason,
     RouteObserver,
     WebSocketAccepted,
@@ -89,22 +90,24 @@ class Upgrader:
     settings: WebSocketSettings
     observe: Callable[[GatewayEvent], None]
     observers: Mapping[str, RouteObserver]
+    log: RefusalLog | None = None
 
     async def upgrade(
         self, connection: HttpConnection, request: HttpRequest, route: WebSocketRoute
     ) -> tuple[WebSocketTransport, ConnectInfo] | None:
         """Check and answer an upgrade request; return the open transport, or None if refused."""
+        remote = request.remote
         origin = request.headers.get("origin")
         if not self._origin_allowed(origin):
             await self._reject(
-                connection, route, RejectReason.ORIGIN, 403, f"origin not allowed: {origin}"
+                connection, route, remote, RejectReason.ORIGIN, 403, f"origin not allowed: {origin}"
             )
             return None
         problem = _handshake_problem(request)
         if problem is not None:
             status, message, headers = problem
             await self._reject(
-                connection, route, RejectReason.BAD_REQUEST, status, message, headers
+                connection, route, remote, RejectReason.BAD_REQUEST, status, message, headers
             )
             return None
         subprotocol = _choose_subprotocol(route.subprotocols, request.headers)
@@ -112,6 +115,7 @@ class Upgrader:
             await self._reject(
                 connection,
                 route,
+                remote,
                 RejectReason.SUBPROTOCOL,
                 400,
                 "unsupported subprotocol; supported: " + ", ".join(route.subprotocols),
@@ -126,6 +130,7 @@ class Upgrader:
             await self._reject(
                 connection,
                 route,
+                remote,
                 RejectReason.AUTH,
                 401,
                 err.reason,
@@ -134,7 +139,7 @@ class Upgrader:
             return None
         except trio.TooSlowError:
             await self._reject(
-                connection, route, RejectReason.AUTH, 503, "authentication timed out"
+                connection, route, remote, RejectReason.AUTH, 503, "authentication timed out"
             )
             return None
         key = request.headers["sec-websocket-key"]
@@ -142,7 +147,7 @@ class Upgrader:
             response, trailing = connection.accept_upgrade(accept_headers(key, subprotocol))
         except HttpError as err:
             await self._reject(
-                connection, route, reason_for_status(err.status), err.status, err.message
+                connection, route, remote, reason_for_status(err.status), err.status, err.message
             )
             return None
         transport = WebSocketTransport(
@@ -193,12 +198,23 @@ class Upgrader:
         self,
         connection: HttpConnection,
         route: WebSocketRoute,
+        remote: RemoteAddress | None,
         reason: RejectReason,
         status: int,
         message: str,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        await reject(connection, self.observe, route.path, reason, status, message, headers)
+        await reject(
+            connection,
+            self.observe,
+            route.path,
+            reason,
+            status,
+            message,
+            headers,
+            log=self.log,
+            remote=remote,
+        )
 
 
 def asks_for_websocket(request: HttpRequest) -> bool:

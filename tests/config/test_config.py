@@ -292,6 +292,14 @@ def test_the_gateway_gets_its_part_of_the_settings() -> None:
                 "idle_timeout": 15,
                 "close_timeout": 1,
                 "outbox_capacity": 8,
+                "max_fragments": 4,
+                "message_timeout": 7,
+            },
+            "limits": {
+                "max_connections": 0,
+                "max_connections_per_address": 3,
+                "handshakes_per_second": 2,
+                "unlimited_addresses": [],
             },
         }
     )
@@ -308,6 +316,12 @@ def test_the_gateway_gets_its_part_of_the_settings() -> None:
         auth_timeout=2,
         close_timeout=1,
         outbox_capacity=8,
+        max_fragments=4,
+        message_timeout=7,
+        max_connections=None,  # 0 in the settings: no limit
+        max_connections_per_address=3,
+        handshakes_per_second=2,
+        unlimited_addresses=(),
     )
     # The two sets of defaults are the same defaults.
     assert gateway_config(HubConfig()) == GatewayConfig()

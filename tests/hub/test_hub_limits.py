@@ -8,9 +8,11 @@ timeout counts whole frames, not bytes; calls in flight are bounded.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import trio
 import trio.testing
-from conftest import StartHub
 from hub_support import HubClient, RawWebSocket, wait_until
 from wire_support import (
     OPCODE_BINARY,
@@ -27,6 +29,8 @@ from hub.errors import ErrorCode
 from hub.protocol import JSON, Call, Error, Frame, Heartbeat, Join, Publish, Reply
 from hub.services import EchoService, Service
 from hub.topics import Member
+
+StartHub = Callable[..., Awaitable[Any]]
 
 RATE_LIMITED = "more than 100 messages a second; messages are dropped until you slow down"
 
