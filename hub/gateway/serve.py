@@ -46,8 +46,9 @@ class GatewayHandle:
     _on_stop: Callable[[], None]
     # Why the server takes no connection now (max_connections), or None.
     _capacity: Callable[[], str | None] = attrs.field(default=lambda: None)
-    # Why accepting fails now (out of files, say), or None once it works again.
+    # Why accepting failed last (out of files, say), and when; None once it works again.
     _accept_error: str | None = attrs.field(init=False, default=None)
+    _accept_failed_at: float = attrs.field(init=False, default=-math.inf)
     _accept_scope: trio.CancelScope = attrs.field(init=False, factory=trio.CancelScope)
     _listeners_closed: trio.Event = attrs.field(init=False, factory=trio.Event)
     _drained: trio.Event = attrs.field(init=False, factory=trio.Event)
@@ -66,10 +67,13 @@ class GatewayHandle:
     def full(self) -> str | None:
         """Why no new connection can be taken now (for /healthz), or None.
 
-        Out of a resource at accept (the open-file limit, say) until an
-        accept works again, or `max_connections` open.
+        Out of a resource at accept (the open-file limit, say): until an
+        accept works, or for ACCEPT_FULL_SECONDS after the last failure (the
+        loop tries again every ACCEPT_RETRY_SECONDS while connections wait).
+        Or `max_connections` open.
         """
-        return self._accept_error or self._capacity()
+        failing = trio.current_time() - self._accept_failed_at < ACCEPT_FULL_SECONDS
+        return (self._accept_error if failing else None) or self._capacity()
 
     @property
     def connection_count(self) -> int:
@@ -130,6 +134,8 @@ _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, e
 # often it says so in the log (one line, however many accepts failed).
 ACCEPT_RETRY_SECONDS: Final = 0.1
 ACCEPT_LOG_INTERVAL_SECONDS: Final = 10.0
+# How long after a failed accept the gateway still says it is full.
+ACCEPT_FULL_SECONDS: Final = 1.0
 
 
 async def _accept_from(
@@ -153,8 +159,9 @@ async def _accept_from(
                 if error.errno not in _RESOURCE_ERRNOS:
                     raise
                 refused += 1
-                handle._accept_error = f"cannot accept connections: {os.strerror(error.errno or 0)}"
                 now = trio.current_time()
+                handle._accept_error = f"cannot accept connections: {os.strerror(error.errno or 0)}"
+                handle._accept_failed_at = now
                 if now - logged_at >= ACCEPT_LOG_INTERVAL_SECONDS:
                     logger.warning(
                         "cannot accept connections: %s (%d refused in the last %.0f s); "

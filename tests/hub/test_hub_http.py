@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 
 import trio
 import trio_websocket
-from wire_support import http_get
+from hub_support import wait_until
+from wire_support import RawConnection, http_get
 
 
 async def test_healthz_reports_status_and_counts(hub):
@@ -86,3 +89,56 @@ async def test_plain_get_on_the_websocket_path_is_426_not_a_static_404(hub):
         response = await http_get(hub.port, "/ws")
         assert response.status == 426
         assert response.headers["upgrade"] == "websocket"
+
+
+async def _healthz_on(connection: RawConnection) -> tuple[int, dict[str, object]]:
+    await connection.send_bytes(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    response = await connection.read_response()
+    return response.status, json.loads(response.body)
+
+
+async def test_healthz_says_full_while_the_hub_is_out_of_files(hub):
+    """The accept loop at the file limit: a load balancer's kept-alive check learns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with trio.fail_after(30):
+        checker = await RawConnection.open(hub.port)
+        assert (await _healthz_on(checker))[0] == 200
+        clients = []
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+            try:
+                for _ in range(4):
+                    clients.append(await trio.open_tcp_stream("127.0.0.1", hub.port))
+            except OSError:
+                pass  # this process ran out first: the hub's accepts fail all the same
+            await wait_until(lambda: hub.runtime.gateway.full is not None)
+            status, body = await _healthz_on(checker)
+            assert status == 503
+            assert body["status"] == "full"
+            assert body["reason"] == "cannot accept connections: Too many open files"
+        finally:
+            for client in clients:
+                await client.aclose()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        # Accepting works again (the connections that waited are taken): ok.
+        await wait_until(lambda: hub.runtime.gateway.full is None)
+        assert await _healthz_on(checker) == (
+            200,
+            {"status": "ok", "connections": 0, "topics": 0},
+        )
+        await checker.aclose()
+
+
+async def test_healthz_says_full_at_max_connections(start_hub):
+    with trio.fail_after(10):
+        hub = await start_hub(limits={"max_connections": 2})
+        checker = await RawConnection.open(hub.port)
+        other = await RawConnection.open(hub.port)
+        await wait_until(lambda: hub.runtime.gateway.connection_count == 2)
+        status, body = await _healthz_on(checker)
+        assert (status, body["status"]) == (503, "full")
+        assert body["reason"] == "2 connections open (max_connections)"
+        await other.aclose()
+        await wait_until(lambda: hub.runtime.gateway.full is None)
+        assert (await _healthz_on(checker))[0] == 200
+        await checker.aclose()
