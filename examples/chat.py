@@ -24,6 +24,6 @@ class ModeratedRoom(RoomService):
         await super().handle_event(member, event, payload)
 
 
-app = Hub("chat example")
+app = Hub("chat example", demo_page=True)  # the chat page at /
 app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
 app.route("help:*", ModeratedRoom)

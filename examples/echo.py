@@ -4,8 +4,8 @@
     .venv/bin/hub serve examples.echo:app   # or serve it for other clients
 
 Calls on `echo:*` answer with their payload; a published event comes back
-to its sender only. The hub also has a plain WebSocket echo at /echo (no hub
-protocol), for testing WebSocket clients.
+to its sender only. It asks the hub for the plain WebSocket echo at /echo
+too (no hub protocol), for testing WebSocket clients.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Echo(Service):
         self.topic.push(member, event, payload)
 
 
-app = Hub("echo example")
+app = Hub("echo example", echo=True)
 app.route("echo:*", Echo)
 
 

@@ -90,7 +90,11 @@ class Hub:
     `hub.gateway.AuthenticationError` refuses the connection with 401.
     `http_routes` are plain HTTP routes of the application's own on the
     hub's port (`hub.http.HttpRoute`); `observer=True` serves the observer
-    (docs/observer.md) whatever the settings say.
+    (docs/observer.md) whatever the settings say. The hub serves /healthz,
+    the JS client at /triohub.js and /metrics (see the `admin` settings);
+    the demo chat page at / only with `demo_page=True`, and the plain
+    WebSocket echo at /echo only with `echo=True`: nothing an application
+    did not ask for is on its port.
     """
 
     name: str = "triohub"
@@ -102,6 +106,10 @@ class Hub:
     backend_actors: list[actors.ChildSpec] = attrs.Factory(list)
     #: Serve the observer (/observer/, `$observer`), as the `admin.observer` setting does.
     observer: bool = False
+    #: Serve the demo chat page (hub/static) at /.
+    demo_page: bool = False
+    #: Serve the plain WebSocket echo (no hub protocol) at /echo, for testing clients.
+    echo: bool = False
 
     def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
@@ -173,6 +181,8 @@ class HubRuntime:
     fanout: Fanout
     topics: Topics = attrs.field(init=False)
     gateway: GatewayHandle | None = None
+    #: The listener of /metrics alone, with `admin.metrics_address`.
+    metrics_gateway: GatewayHandle | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -337,6 +347,8 @@ class HubRuntime:
         assert self.gateway is not None
         self._stopping = True
         await self.gateway.stop_accepting()
+        if self.metrics_gateway is not None:
+            await self.metrics_gateway.stop_accepting()
         hub_supervisor = _child_supervisor(self.system, "hub", under_root=True)
         # Stopping the sessions supervisor stops its sessions concurrently,
         # in batches; each writes what is queued, then closes 1001.
@@ -505,17 +517,20 @@ async def serve_hub(
             strategy=actors.Strategy.REST_FOR_ONE,
         )
         metrics.watch_actors(system.snapshot)
-        static = importlib.resources.files("hub") / "static"
+        static = static_files(importlib.resources.files("hub") / "static", prefix="/")
+        metrics_route = HttpRoute("/metrics", guard.protect(runtime.serve_metrics))
+        on_port = admin.metrics and admin.metrics_address is None
         http_routes = [
             HttpRoute("/healthz", runtime.healthz),
-            HttpRoute("/metrics", guard.protect(runtime.serve_metrics)),
+            *((metrics_route,) if on_port else ()),
             *(observer_routes(guard) if runtime.observer else ()),
             *app.http_routes,
-            static_files(static, prefix="/"),
+            # The demo page, or the JS client alone (applications load it).
+            static if app.demo_page else HttpRoute("/triohub.js", static.handler),
         ]
         websocket_routes = [
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
-            WebSocketRoute(ECHO_PATH, serve_echo),
+            *((WebSocketRoute(ECHO_PATH, serve_echo),) if app.echo else ()),
         ]
         authenticate = app.authenticate
         if runtime.observer:
@@ -536,6 +551,16 @@ async def serve_hub(
                     observe=metrics.observe_gateway,
                 )
             )
+            if admin.metrics and admin.metrics_address is not None:
+                host, port = admin.metrics_address
+                runtime.metrics_gateway = await nursery.start(
+                    functools.partial(
+                        serve_gateway,
+                        attrs.evolve(gateway_config(config), host=host, port=port),
+                        http_routes=[metrics_route],
+                        observe=metrics.observe_gateway,
+                    )
+                )
             runtime.started_at = trio.current_time()
             task_status.started(runtime)
             with _tuned_gc(config.server.gc_threshold):

@@ -125,6 +125,19 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+def _host_port(value: object) -> object:
+    """`"127.0.0.1:9100"` -> ("127.0.0.1", 9100); `[::1]:9100` too; "" -> None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        return value  # a (host, port) pair from code; pydantic checks it
+    host, colon, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("not a host:port")
+    return host, int(port)
+
+
 def _check_proxies(value: tuple[str, ...]) -> tuple[str, ...]:
     for proxy in value:
         ipaddress.ip_network(proxy, strict=False)  # its ValueError names the setting
@@ -169,6 +182,11 @@ HeaderName = Annotated[
     BeforeValidator(_lower),
     Field(pattern=r"^[a-z0-9-]+$"),
     _Expect("a header name such as 'x-forwarded-for'"),
+]
+ListenAddress = Annotated[
+    tuple[str, int] | None,
+    BeforeValidator(_host_port),
+    _Expect("a host:port such as '127.0.0.1:9100' or '[::1]:9100'"),
 ]
 LogLevel = Annotated[
     Literal["debug", "info", "warning", "error"],
@@ -344,6 +362,10 @@ class AdminConfig(_Section):
     observer: Switch = False
     #: How often the observer's views get a new snapshot, in seconds.
     observer_interval_seconds: Seconds = 1.0
+    #: Serve Prometheus metrics at /metrics.
+    metrics: Switch = True
+    #: Serve /metrics at this `host:port` alone, not on the hub's port (None: the hub's port).
+    metrics_address: ListenAddress = None
 
 
 class _Clash(ValueError):

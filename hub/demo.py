@@ -7,6 +7,7 @@ two browser tabs and chat.
 from hub.app import Hub
 from hub.services import EchoService, RoomService
 
-app = Hub("triohub demo")
+# The demo asks for its page (at /) and the plain WebSocket echo (at /echo).
+app = Hub("triohub demo", demo_page=True, echo=True)
 app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
 app.route("echo:*", EchoService)

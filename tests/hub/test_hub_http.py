@@ -10,7 +10,9 @@ import resource
 import trio
 import trio_websocket
 from hub_support import wait_until
-from wire_support import RawConnection, http_get
+from wire_support import RawConnection, RawResponse, http_get, upgrade_request
+
+from hub.app import Hub
 
 
 async def test_healthz_reports_status_and_counts(hub):
@@ -57,12 +59,51 @@ async def test_metrics_are_prometheus_text_with_the_hubs_counters(hub):
         assert "# TYPE triohub_joins_total counter" in text
 
 
-async def test_root_serves_the_demo_page(hub):
+async def test_root_serves_the_demo_page_where_the_app_asks_for_it(start_hub):
     with trio.fail_after(10):
+        hub = await start_hub(Hub("demo", demo_page=True))
         response = await http_get(hub.port, "/")
         assert response.status == 200
         assert response.headers["content-type"] == "text/html; charset=utf-8"
         assert response.body
+
+
+async def test_an_app_that_asks_for_nothing_has_no_page_no_echo_and_the_js_client(hub):
+    with trio.fail_after(10):
+        for path in ("/", "/index.html", "/chat.js"):
+            assert (await http_get(hub.port, path)).status == 404, path
+        script = await http_get(hub.port, "/triohub.js")
+        assert script.status == 200
+        assert b"export class TrioHub" in script.body
+        assert (await _response(hub.port, upgrade_request("/echo"))).status == 404
+
+
+async def _response(port: int, request: bytes) -> RawResponse:
+    connection = await RawConnection.open(port)
+    await connection.send_bytes(request)
+    response = await connection.read_response()
+    await connection.aclose()
+    return response
+
+
+async def test_metrics_can_be_turned_off(start_hub):
+    with trio.fail_after(10):
+        hub = await start_hub(admin={"metrics": False})
+        assert (await http_get(hub.port, "/metrics")).status == 404
+
+
+async def test_metrics_on_an_address_of_their_own_and_not_on_the_hubs_port(start_hub):
+    with trio.fail_after(10):
+        hub = await start_hub(admin={"metrics_address": "127.0.0.1:0"})
+        assert (await http_get(hub.port, "/metrics")).status == 404
+        metrics_port = hub.runtime.metrics_gateway.port
+        assert metrics_port != hub.port
+        response = await http_get(metrics_port, "/metrics")
+        assert response.status == 200
+        assert b"triohub_connections " in response.body
+        # Nothing else is on that listener.
+        assert (await http_get(metrics_port, "/healthz")).status == 404
+        assert (await _response(metrics_port, upgrade_request("/ws"))).status == 404
 
 
 async def test_unknown_path_is_404(hub):
@@ -71,9 +112,10 @@ async def test_unknown_path_is_404(hub):
         assert response.status == 404
 
 
-async def test_echo_endpoint_echoes_text_as_text_and_binary_as_binary(hub):
-    url = f"ws://127.0.0.1:{hub.port}/echo"
+async def test_echo_endpoint_echoes_text_as_text_and_binary_as_binary(start_hub):
     with trio.fail_after(10):
+        hub = await start_hub(Hub("echo", echo=True))
+        url = f"ws://127.0.0.1:{hub.port}/echo"
         async with trio_websocket.open_websocket_url(url) as websocket:
             assert websocket.subprotocol is None
             await websocket.send_message("héllo")
