@@ -142,6 +142,8 @@ async def main() -> None:
     raise_file_limit()
     port = free_port()
     command = [sys.executable, "-m", "hub", "serve", args.app, "--port", str(port)]
+    # The storm itself is measured: no handshake rate in the way (docs/security.md).
+    command += ["--set", "limits.max_handshakes_per_second=0"]
     hub = subprocess.Popen([*command, "--log-level", "warning"])  # noqa: ASYNC220
     try:
         for _ in range(100):

@@ -381,6 +381,7 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         max_connections=limits.max_connections or None,
         max_connections_per_address=limits.max_connections_per_address or None,
         handshakes_per_second=limits.handshakes_per_second or None,
+        max_handshakes_per_second=limits.max_handshakes_per_second or None,
         unlimited_addresses=limits.unlimited_addresses,
         trusted_proxies=server.trusted_proxies,
         client_address_header=server.client_address_header,

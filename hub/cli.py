@@ -145,6 +145,7 @@ async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) ->
             )
             if runtime.observer:
                 _say_observer(runtime)
+            _say_metrics(runtime)
             # Ends when the hub has stopped (its task cancels this scope).
             async for signum in signals:
                 if runtime.shutdown_requested:
@@ -184,6 +185,23 @@ def _say_observer(runtime: HubRuntime) -> None:
         _complain(
             "warning: the observer and /metrics are open to whoever reaches this port: "
             "set admin.token (TRIOHUB_ADMIN__TOKEN), or listen on 127.0.0.1"
+        )
+
+
+def _say_metrics(runtime: HubRuntime) -> None:
+    admin = runtime.config.admin
+    if runtime.metrics_gateway is not None:
+        host, port = runtime.metrics_gateway.addresses[0]
+        _say(f"triohub: metrics at http://{host}:{port}/metrics")
+    elif (
+        admin.metrics
+        and admin.token is None
+        and not runtime.observer  # its warning names /metrics too
+        and not _is_loopback(runtime.config.server.host)
+    ):
+        _complain(
+            "warning: /metrics is open to whoever reaches this port: set admin.token, "
+            "or serve it elsewhere with admin.metrics_address (docs/security.md)"
         )
 
 

@@ -310,6 +310,9 @@ class LimitsConfig(_Section):
     #: WebSocket handshakes per second from one client address, and in a burst;
     #: one more is answered 429 with Retry-After (0: no limit).
     handshakes_per_second: RateOrZero = 50.0
+    #: WebSocket handshakes per second in all, and in a burst; one more is answered 503
+    #: with Retry-After (0: no limit).
+    max_handshakes_per_second: RateOrZero = 1_000.0
     #: Addresses or networks the per-address limits leave alone.
     unlimited_addresses: Proxies = ("127.0.0.0/8", "::1")
 

@@ -81,6 +81,9 @@ class GatewayConfig:
     - `handshakes_per_second`: WebSocket handshakes from one client address
       per second, in a burst of as many; one more is answered 429 with
       Retry-After. None: no limit.
+    - `max_handshakes_per_second`: WebSocket handshakes per second in all,
+      in a burst of as many; one more is answered 503 with Retry-After.
+      None: no limit.
     - `unlimited_addresses`: addresses or networks the per-address limits
       leave alone (loopback by default).
     - `trusted_proxies`: addresses or networks of reverse proxies whose
@@ -109,6 +112,9 @@ class GatewayConfig:
         default=1_000, validator=_positive_or_none
     )
     handshakes_per_second: float | None = attrs.field(default=50.0, validator=_positive_or_none)
+    max_handshakes_per_second: float | None = attrs.field(
+        default=1_000.0, validator=_positive_or_none
+    )
     unlimited_addresses: tuple[str, ...] = attrs.field(default=LOOPBACK, converter=_strings)
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     client_address_header: str = DEFAULT_CLIENT_ADDRESS_HEADER

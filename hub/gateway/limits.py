@@ -28,6 +28,7 @@ __all__ = [
     "AddressLimits",
     "BadForwardedHeaderError",
     "ClientAddresses",
+    "TokenBucket",
     "networks",
 ]
 
@@ -98,6 +99,29 @@ def _strip_port(entry: str) -> str:
     if entry.count(":") == 1:
         return entry.partition(":")[0]
     return entry
+
+
+@attrs.define
+class TokenBucket:
+    """`rate` tokens a second, up to a burst of as many (at least one)."""
+
+    rate: float
+    tokens: float = attrs.field(init=False)
+    updated_at: float = attrs.field(init=False, default=-math.inf)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = max(1.0, self.rate)
+
+    def spend(self, now: float) -> float:
+        """Take a token at `now`: 0.0 if there was one, else the seconds until there is."""
+        if now > self.updated_at:
+            refill = (now - self.updated_at) * self.rate
+            self.tokens = min(max(1.0, self.rate), self.tokens + refill)
+            self.updated_at = now
+        if self.tokens < 1.0:
+            return (1.0 - self.tokens) / self.rate
+        self.tokens -= 1.0
+        return 0.0
 
 
 @attrs.define

@@ -35,7 +35,12 @@ from hub.gateway.events import (
     reason_for_status,
     reject,
 )
-from hub.gateway.limits import AddressLimits, BadForwardedHeaderError, ClientAddresses
+from hub.gateway.limits import (
+    AddressLimits,
+    BadForwardedHeaderError,
+    ClientAddresses,
+    TokenBucket,
+)
 from hub.gateway.upgrade import Upgrader, asks_for_websocket
 from hub.gateway.websocket import ConnectInfo, WebSocketRoute, run_handler
 from hub.http import (
@@ -72,6 +77,13 @@ class ConnectionServer:
     limits: AddressLimits = attrs.field(factory=lambda: AddressLimits(None, None))
     # Connections open now (HTTP and WebSocket alike).
     _open: int = attrs.field(init=False, default=0)
+    # WebSocket handshakes in all (`max_handshakes_per_second`), None: no limit.
+    _handshakes: TokenBucket | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        rate = self.config.max_handshakes_per_second
+        self._handshakes = None if rate is None else TokenBucket(rate)
+
     # Set by drain(): accepting has stopped, keep-alive connections wind down.
     _draining: bool = attrs.field(init=False, default=False)
     # Connections waiting for a further request on a kept-alive connection.
@@ -251,11 +263,25 @@ class ConnectionServer:
     async def _handshake_allowed(
         self, connection: HttpConnection, request: HttpRequest, route: WebSocketRoute
     ) -> bool:
-        """Spend a handshake of the client's address; answer 429 if it has none left."""
+        """Spend a handshake in all and of the client's address; 503 or 429 if none is left."""
+        now = trio.current_time()
+        if self._handshakes is not None and (wait := self._handshakes.spend(now)):
+            self.observe(LimitHit("handshakes"))
+            seconds = max(1, math.ceil(wait))
+            await self._refuse(
+                connection,
+                request,
+                503,
+                RejectReason.LIMIT,
+                f"the server takes no more WebSocket handshakes now; retry in {seconds} s",
+                (("retry-after", str(seconds)),),
+                path=route.path,
+            )
+            return False
         if request.remote is None or self.limits.is_exempt(request.remote[0]):
             return True
         address = request.remote[0]
-        wait = self.limits.handshake(address, trio.current_time())
+        wait = self.limits.handshake(address, now)
         if not wait:
             return True
         self.observe(LimitHit("handshakes_per_address"))

@@ -197,3 +197,22 @@ async def test_refusals_are_logged_without_the_clients_bytes_and_rate_limited(
             "refused a request from 127.0.0.1: 400 (bad_request)",
         ]
         assert not any(b"EVIL" in line.encode() for line in lines)
+
+
+async def test_handshakes_past_the_rate_in_all_are_503_from_any_address(
+    start_gateway: StartGateway,
+) -> None:
+    with trio.fail_after(10):
+        # Loopback is left alone by the per-address limits (the default), not by this one.
+        gateway = await start_gateway(GatewayConfig(port=0, max_handshakes_per_second=0.01))
+        first = await RawConnection.open_websocket(gateway.port, "/echo")
+        response = await response_to(
+            await RawConnection.open(gateway.port), upgrade_request("/echo")
+        )
+        assert response.status == 503
+        assert 90 <= int(response.headers["retry-after"]) <= 100
+        assert response.body.startswith(
+            b"the server takes no more WebSocket handshakes now; retry in "
+        )
+        assert LimitHit("handshakes") in gateway.events
+        await first.aclose()
