@@ -205,9 +205,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentParser]]:
     """The `hub` parser, and its commands' own parsers by name."""
-    parser = _Parser(
-        prog="hub", description="triohub: an actor-model realtime message hub on trio"
-    )
+    parser = _Parser(prog="hub", description="triohub: an actor-model realtime message hub on trio")
     python = platform.python_version()
     parser.add_argument(
         "--version",
