@@ -21,6 +21,7 @@ never the token itself.
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -113,8 +114,8 @@ class TokenVerifier:
         """
         if not user:
             raise ValueError("a token needs a user id")
-        if not ttl > 0:
-            raise ValueError(f"a token's ttl must be above 0 seconds, got {ttl!r}")
+        if not 0 < ttl < math.inf:
+            raise ValueError(f"a token's ttl must be a number of seconds above 0, got {ttl!r}")
         now = self.clock()
         payload: dict[str, Any] = {**(claims or {}), "sub": user, "iat": int(now)}
         payload["exp"] = int(now + ttl)
