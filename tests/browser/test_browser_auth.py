@@ -49,11 +49,18 @@ def test_a_token_function_connects_and_refreshes_when_told(
         """
         const tokens = arg.tokens.slice();
         let asked = 0;
-        const hub = new TrioHub(arg.url, { token: async () => { asked += 1; return tokens.shift(); } });
+        const token = async () => {
+          asked += 1;
+          return tokens.shift();
+        };
+        const hub = new TrioHub(arg.url, { token });
         const events = [];
         const refreshed = new Promise((resolve) => {
           hub.on("expiring", ({ expiresInMs }) => events.push(["expiring", expiresInMs <= 2000]));
-          hub.on("refreshed", (info) => { events.push(["refreshed", info.expiresInMs > 590000]); resolve(); });
+          hub.on("refreshed", (info) => {
+            events.push(["refreshed", info.expiresInMs > 590000]);
+            resolve();
+          });
           hub.on("error", (err) => { events.push(["error", err.code]); resolve(); });
         });
         await hub.open();
