@@ -86,9 +86,10 @@ ECHO_PATH: Final = "/echo"
 class Hub:
     """An application: which service serves which topics, and who may connect.
 
-    `authenticate(request)` (sync or async) sees each WebSocket connect
-    request (path, query, headers, remote address) and returns the client's
-    identity, which services see as `member.identity`; raising
+    `authenticate(request)` (sync or async) sees each connect request
+    (path, query, headers, remote address) that carries no signed token
+    (docs/auth.md: a hub with `auth.secret` checks those itself) and returns
+    the client's identity, which services see as `member.identity`; raising
     `hub.gateway.AuthenticationError` refuses the connection with 401.
     `http_routes` are plain HTTP routes of the application's own on the
     hub's port (`hub.http.HttpRoute`); `observer=True` serves the observer

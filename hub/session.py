@@ -76,6 +76,7 @@ from hub.topics import (
     MembershipEnded,
     Outbound,
     PublishEvent,
+    Route,
     SendFrame,
     ToConnection,
     call_deadline,
@@ -488,9 +489,11 @@ class Session(actors.Actor):
         left = identity.expires_at + self._settings.token_leeway - time.time()
         return Reply(ref, None, True, {"expires_in": max(left, 0.0)})
 
-    def _permitted(self, frame: Join | Publish | Call, action: Action) -> bool:
+    def _permitted(
+        self, frame: Join | Publish | Call, action: Action, route: Route | None = None
+    ) -> bool:
         """Check the route's permission of `action`; refuse the request (`forbidden`) if not."""
-        route = self._runtime.topics.route_for(frame.topic)
+        route = route or self._runtime.topics.route_for(frame.topic)
         if route is None:
             return True  # a joined topic has a route; for a Join, `_join` says none serves it
         refusal = route.permissions.refusal(action, self.identity, frame.topic, route.pattern)
@@ -527,7 +530,7 @@ class Session(actors.Actor):
         if route is None:
             self._join_failed(topic, ErrorCode.UNKNOWN_TOPIC, f"no service serves topic {topic!r}")
             return
-        if attempt == 1 and not self._permitted(join, Action.JOIN):
+        if attempt == 1 and not self._permitted(join, Action.JOIN, route):
             return
         if attempt > JOIN_ATTEMPTS:
             self._join_failed(
@@ -544,7 +547,7 @@ class Session(actors.Actor):
             # writer waits on a topic, and an idle session needs no nursery.
             topics.start_soon(self._start_and_join, join, route)
 
-    async def _start_and_join(self, join: Join, route: Any) -> None:
+    async def _start_and_join(self, join: Join, route: Route) -> None:
         topic = join.topic
         topics = self._runtime.topics
         try:
