@@ -1,18 +1,20 @@
-"""What one hostile client costs a hub: server CPU under a heartbeat or a 16-byte-fragment flood.
+"""What one hostile client costs a hub: server CPU for a heartbeat or a 16-byte-fragment flood.
 
-    .venv/bin/python benchmarks/flood.py                 # both floods, 5 s each
-    .venv/bin/python benchmarks/flood.py --seconds 10 --kind fragments
+    .venv/bin/python benchmarks/flood.py                 # both floods, 200,000 messages each
+    .venv/bin/python benchmarks/flood.py --messages 50000 --kind fragments
     PYTHONPATH=/path/to/old/checkout .venv/bin/python benchmarks/flood.py   # another version
 
 Starts `hub serve` (the demo app) on a free port of 127.0.0.1 with every
 per-address limit in force (`limits.unlimited_addresses` empty), then floods
-it from one client for `--seconds`: hub-protocol heartbeats, or small
-Publishes cut into 16-byte fragments, written as fast as the socket takes
-them. When the hub closes the flooder, it connects again and goes on, as an
-attacker would (from a process of its own). Meanwhile a well-behaved client
-makes 50 heartbeat round trips a second. Prints the hub's CPU seconds per second of flood (from
-/proc), how often the flooder was closed and with what, and the
-well-behaved client's round trips and their median.
+it from one client (a process of its own) with `--messages` messages:
+hub-protocol heartbeats, or small Publishes cut into 16-byte fragments,
+written as fast as the socket takes them. When the hub closes the flooder,
+it connects again and goes on with the rest, as an attacker would.
+Meanwhile a well-behaved client makes 50 heartbeat round trips a second.
+Prints the hub's CPU seconds spent on the whole flood (from /proc: a total,
+so it means the same on a loaded machine, where the wall time does not),
+how often the flooder was closed and with what, and the well-behaved
+client's round trips.
 """
 
 from __future__ import annotations
@@ -48,18 +50,20 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return head + b"\0\0\0\0" + payload
 
 
-def heartbeats() -> bytes:
-    return frame(0x1, json.dumps([5, 0]).encode()) * 256
+def heartbeats() -> tuple[bytes, int]:
+    """A write of 256 heartbeats (no reply asked), and how many messages it holds."""
+    return frame(0x1, json.dumps([5, 0]).encode()) * 256, 256
 
 
-def fragments() -> bytes:
+def fragments() -> tuple[bytes, int]:
+    """A write of 32 small Publishes, each in 16-byte fragments."""
     message = json.dumps([3, 0, "echo:flood", "say", "x" * 80]).encode()
     pieces = [message[start : start + 16] for start in range(0, len(message), 16)]
     one = b"".join(
         frame(0x1 if index == 0 else 0x0, piece, fin=index == len(pieces) - 1)
         for index, piece in enumerate(pieces)
     )
-    return one * 32
+    return one * 32, 32
 
 
 async def open_websocket(port: int) -> trio.SocketStream:
@@ -81,8 +85,12 @@ async def open_websocket(port: int) -> trio.SocketStream:
     return stream
 
 
-async def flooder(port: int, data: bytes, join: bytes | None, stats: dict[str, int]) -> None:
-    while True:
+async def flooder(
+    port: int, data: bytes, per_chunk: int, join: bytes | None, total: int, stats: dict[str, int]
+) -> None:
+    """Send `total` messages, `per_chunk` in each write of `data`, reconnecting when closed."""
+    stats["sent"] = 0
+    while stats["sent"] < total:
         try:
             stream = await open_websocket(port)
         except (OSError, ConnectionError):
@@ -95,8 +103,10 @@ async def flooder(port: int, data: bytes, join: bytes | None, stats: dict[str, i
                 nursery.start_soon(_drain, stream, stats, nursery.cancel_scope)
                 if join is not None:
                     await stream.send_all(join)
-                while True:
+                while stats["sent"] < total:
                     await stream.send_all(data)
+                    stats["sent"] += per_chunk
+                nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -130,30 +140,39 @@ async def well_behaved(port: int, latencies: list[float]) -> None:
             await trio.sleep(0.02)  # 50 a second: well within the hub's rate limits
 
 
-async def flood_for(port: int, kind: str, seconds: float) -> dict[str, int]:
-    data = heartbeats() if kind == "heartbeats" else fragments()
+async def flood_for(port: int, kind: str, total: int) -> dict[str, int]:
+    data, per_chunk = heartbeats() if kind == "heartbeats" else fragments()
     join = frame(0x1, json.dumps([1, 1, "echo:flood"]).encode()) if kind == "fragments" else None
     stats: dict[str, int] = {}
-    with trio.move_on_after(seconds):
-        await flooder(port, data, join, stats)
+    await flooder(port, data, per_chunk, join, total, stats)
     return stats
 
 
-async def measure(port: int, pid: int, kind: str, seconds: float) -> dict[str, object]:
+async def measure(port: int, pid: int, kind: str, total: int) -> dict[str, object]:
     """Flood from another process; make round trips and read the hub's CPU time from this one."""
     latencies: list[float] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(well_behaved, port, latencies)
+        await trio.sleep(0.5)
         before = cpu_seconds(pid)
+        started = time.monotonic()
         command = [sys.executable, __file__, "--flood", kind, "--port", str(port)]
-        result = await trio.run_process(
-            [*command, "--seconds", str(seconds)], capture_stdout=True
-        )
+        result = await trio.run_process([*command, "--messages", str(total)], capture_stdout=True)
+        seconds = time.monotonic() - started
+        # What the hub had still to read: wait until its CPU time stops growing.
         used = cpu_seconds(pid) - before
+        while True:
+            await trio.sleep(0.5)
+            now_used = cpu_seconds(pid) - before
+            if now_used - used < 0.02:
+                break
+            used = now_used
         nursery.cancel_scope.cancel()
     return {
         "kind": kind,
-        "server_cpu_per_second": round(used / seconds, 3),
+        "messages": total,
+        "server_cpu_seconds": round(used, 2),
+        "flood_wall_seconds": round(seconds, 1),
         "flooder": json.loads(result.stdout),
         "round_trips": len(latencies),
         "round_trip_median_ms": round(statistics.median(latencies) * 1000, 3)
@@ -189,20 +208,20 @@ def _lines(process: subprocess.Popen[str]) -> Iterator[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--messages", type=int, default=200_000, help="flood size")
     parser.add_argument("--kind", choices=["heartbeats", "fragments", "both"], default="both")
     # The flooder's own process (so that it does not slow the well-behaved client down).
     parser.add_argument("--flood", choices=["heartbeats", "fragments"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
-        print(json.dumps(trio.run(flood_for, args.port, args.flood, args.seconds)))
+        print(json.dumps(trio.run(flood_for, args.port, args.flood, args.messages)))
         return
     kinds = ["heartbeats", "fragments"] if args.kind == "both" else [args.kind]
     for kind in kinds:
         process, port = start_hub()
         try:
-            result = trio.run(measure, port, process.pid, kind, args.seconds)
+            result = trio.run(measure, port, process.pid, kind, args.messages)
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -73,6 +73,9 @@ _SENDABLE_RANGES: Final = ((1000, 1003), (1007, 1014), (3000, 4999))
 
 _ping_payloads = itertools.count()
 
+# RFC 6455 §7.4.1: the close code of a peer closed for what it sent (a flood, a limit).
+_POLICY_VIOLATION: Final = 1008
+
 # The outbox key of the pong waiting to go out, when one waits.
 _PONG: Final = ("", "pong")
 
@@ -601,6 +604,10 @@ class WebSocketTransport(Transport):
         if not self._lost and not self._close_received:
             self._send_control(bytes(self._frames.close(code, reason or None)))
         self._close_deadline = trio.current_time() + self._settings.close_timeout
+        if code == _POLICY_VIOLATION:
+            # A peer closed for abuse (a flood, a limit) is not read any more:
+            # waiting for its Close would mean parsing its flood meanwhile.
+            self._done = True
         scope = self._receive_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, self._close_deadline)
