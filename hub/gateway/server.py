@@ -80,14 +80,14 @@ class ConnectionServer:
     # WebSocket handshakes in all (`max_handshakes_per_second`), None: no limit.
     _handshakes: TokenBucket | None = attrs.field(init=False, default=None)
 
-    def __attrs_post_init__(self) -> None:
-        rate = self.config.max_handshakes_per_second
-        self._handshakes = None if rate is None else TokenBucket(rate)
-
     # Set by drain(): accepting has stopped, keep-alive connections wind down.
     _draining: bool = attrs.field(init=False, default=False)
     # Connections waiting for a further request on a kept-alive connection.
     _idle_scopes: set[trio.CancelScope] = attrs.field(init=False, factory=set)
+
+    def __attrs_post_init__(self) -> None:
+        rate = self.config.max_handshakes_per_second
+        self._handshakes = None if rate is None else TokenBucket(rate)
 
     def drain(self) -> None:
         """Close idle keep-alive connections now, and busy ones after their response."""
@@ -182,7 +182,7 @@ class ConnectionServer:
         lingering close then keeps the answer from being lost to a reset.
         """
         self.observe(LimitHit(limit))
-        self.observe_refusal(remote, status)
+        self._observe_refusal(remote, status)
         body = (message + "\n").encode()
         phrase = http.HTTPStatus(status).phrase
         head = (
@@ -192,7 +192,7 @@ class ConnectionServer:
         with trio.move_on_after(self.config.head_timeout):
             await stream.send_all(head.encode("ascii") + body)
 
-    def observe_refusal(self, remote: RemoteAddress | None, status: int) -> None:
+    def _observe_refusal(self, remote: RemoteAddress | None, status: int) -> None:
         self.observe(RequestRejected(RejectReason.LIMIT, status, None))
         self.log.refused(remote, status, RejectReason.LIMIT)
 
