@@ -452,8 +452,8 @@ class Session(actors.Actor):
             self._apply(self._machine.frame(trio.current_time()))
 
     def _apply(self, actions: list[ProtocolAction]) -> None:
-        if self._machine.rate_limited is not None:
-            self._runtime.metrics.limit_hit(self._machine.rate_limited)
+        if self._machine.limit_hit is not None:
+            self._runtime.metrics.limit_hit(self._machine.limit_hit)
         for action in actions:
             match action:
                 case Send(frame=frame):

@@ -216,9 +216,9 @@ class ServerMachine:
     second's worth) before it is even decoded. A message past either is
     dropped: the first of a run gets an Error frame `rate_limited`, the rest
     nothing; a client that keeps on until its debt passes a whole burst is
-    closed with 1008 "rate limit exceeded". `rate_limited` (the limit hit:
-    "messages", "bytes" or "joins", or None) is set by each `receive` for the
-    shell's metrics.
+    closed with 1008 "rate limit exceeded". `limit_hit` (the limit a client
+    ran into: "messages", "bytes", "joins", "topics", or None) is set by each
+    `receive` for the shell's metrics.
     """
 
     def __init__(
@@ -235,8 +235,8 @@ class ServerMachine:
         self.codec = codec
         self._messages = RateLimit(messages_per_second, max(1.0, messages_per_second))
         self._bytes = RateLimit(bytes_per_second, max(1.0, bytes_per_second))
-        #: The limit the last `receive` found exceeded ("messages", "bytes", "joins"), or None.
-        self.rate_limited: str | None = None
+        #: The limit the last `receive` ran into (see the class docstring), or None.
+        self.limit_hit: str | None = None
         self.max_topics = max_topics
         self._budget = _MalformedBudget(max_malformed, malformed_window_seconds)
         # Joins start topics and run services' checks: a client that joins
@@ -271,7 +271,7 @@ class ServerMachine:
         `now` is any monotonic clock reading in seconds. After a Close, the
         machine ignores further input and returns no actions.
         """
-        self.rate_limited = None
+        self.limit_hit = None
         if self._closed:
             return []
         size = len(data) if type(data) is not str or data.isascii() else len(data.encode())
@@ -294,7 +294,7 @@ class ServerMachine:
 
         Returns what `receive` would for a message past the rate, or nothing.
         """
-        self.rate_limited = None
+        self.limit_hit = None
         if self._closed:
             return []
         verdict = self._messages.take(1.0, now)
@@ -303,7 +303,7 @@ class ServerMachine:
         return self._over_rate(verdict, "messages")
 
     def _over_rate(self, verdict: Verdict, limit: str) -> list[Action]:
-        self.rate_limited = limit
+        self.limit_hit = limit
         if verdict is Verdict.SUSTAINED:
             self._closed = True
             return [Close(CloseCode.POLICY_VIOLATION, RATE_LIMITED_REASON)]
@@ -360,13 +360,14 @@ class ServerMachine:
                         _refuse(frame, ErrorCode.ALREADY_JOINED, f"topic {topic!r} already joined")
                     )
                 elif len(self._joined) + len(self._pending_joins) >= self.max_topics:
+                    self.limit_hit = "topics"
                     actions.append(
                         _refuse(
                             frame, ErrorCode.TOO_LARGE, f"at most {self.max_topics} topics at once"
                         )
                     )
                 elif not self._joins.spend(now):
-                    self.rate_limited = "joins"
+                    self.limit_hit = "joins"
                     actions.append(
                         _refuse(
                             frame,

@@ -230,6 +230,7 @@ def test_topic_count_is_limited() -> None:
     server.receive(JSON.encode(Join(2, "b")), 0.0)  # pending counts too
     [send] = server.receive(JSON.encode(Join(3, "c")), 0.0)
     assert send == Send(Reply.error(3, "c", ErrorCode.TOO_LARGE, "at most 2 topics at once"))
+    assert server.limit_hit == "topics"
 
 
 # -- malformed input ----------------------------------------------------------
@@ -347,7 +348,7 @@ def test_a_heartbeat_flood_is_rate_limited_once_then_closed_with_1008(wire: Wire
     beat = wire.server.codec.encode(Heartbeat(0))
     for _ in range(10):
         assert wire.to_server(beat) == []
-        assert wire.server.rate_limited is None
+        assert wire.server.limit_hit is None
     # The first message past the rate: dropped, and the client is told once.
     [send] = wire.to_server(beat)
     assert send == Send(
@@ -357,7 +358,7 @@ def test_a_heartbeat_flood_is_rate_limited_once_then_closed_with_1008(wire: Wire
             "more than 10 messages a second; messages are dropped until you slow down",
         )
     )
-    assert wire.server.rate_limited == "messages"
+    assert wire.server.limit_hit == "messages"
     # The rest of the run is dropped silently, heartbeats with a ref too...
     _ref, data = wire.client.heartbeat()
     for _ in range(9):
@@ -405,7 +406,7 @@ def test_bytes_per_second_limits_big_messages(wire: Wire) -> None:
     assert isinstance(send, Send) and isinstance(send.frame, Error)
     assert send.frame.code == ErrorCode.RATE_LIMITED
     assert "more than 1000 bytes a second" in send.frame.message
-    assert wire.server.rate_limited == "bytes"
+    assert wire.server.limit_hit == "bytes"
 
 
 def test_a_rate_limited_join_is_reported_as_joins(wire: Wire) -> None:
@@ -413,4 +414,4 @@ def test_a_rate_limited_join_is_reported_as_joins(wire: Wire) -> None:
     server.receive(wire.server.codec.encode(Join(1, "a")), 0.0)
     [send] = server.receive(wire.server.codec.encode(Join(2, "b")), 0.0)
     assert isinstance(send, Send) and send.frame.error_code == ErrorCode.RATE_LIMITED  # type: ignore[union-attr]
-    assert server.rate_limited == "joins"
+    assert server.limit_hit == "joins"
