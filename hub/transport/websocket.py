@@ -404,6 +404,8 @@ class WebSocketTransport(Transport):
         """Parse frames until a whole message is in; None if more data is needed."""
         try:
             for frame in self._frames.received_frames():
+                if self._done:
+                    return None  # closed for abuse while parsing: the rest is not read
                 # A whole frame is life; bytes alone are not (they may dribble).
                 self._last_received = self._received_at
                 opcode = frame.opcode
