@@ -29,10 +29,14 @@ def make_app(
     grace: float = 10.0,
     ready_timeout: float = 15.0,
     match_interval: float = 0.5,
+    target: int = 10,
     name: str = "lobby example",
 ) -> Hub:
-    """The application, with its timings as parameters (tests and the bench pick their own)."""
-    match_init: dict[str, Any] = {"tick_hz": tick_hz, "grace": grace}
+    """The application, with its timings as parameters (tests and the bench pick their own).
+
+    `target` is how many coins win a queued match (a lobby's host chooses its own).
+    """
+    match_init: dict[str, Any] = {"tick_hz": tick_hz, "grace": grace, "target": target}
     app = Hub(
         name, authenticate=name_from_query, http_routes=[static_files(STATIC, prefix="/lobby/")]
     )
@@ -49,3 +53,7 @@ def make_app(
 
 
 app = make_app()
+#: Short matches (3 coins win), for trying the bots out and for tests.
+quick = make_app(target=3, name="lobby example (quick matches)")
+#: Matches nobody wins (they run their five minutes), for `hub bench lobby`.
+bench = make_app(target=1_000_000_000, name="lobby example (bench)")
