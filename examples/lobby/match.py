@@ -41,7 +41,8 @@ DEFAULT_TICK_HZ: Final = 20.0
 # How long a disconnected player's slot is held (and how long the players
 # a match was made for have to arrive).
 DEFAULT_GRACE_SECONDS: Final = 10.0
-# Inputs one player may send per tick; past that, an error reply.
+# Inputs of one player kept for the next tick; past that its oldest is
+# dropped (a client sending faster than the match ticks, or a match behind).
 MAX_INPUTS_PER_TICK: Final = 8
 # The longest a match runs.
 DEFAULT_MAX_SECONDS: Final = 300.0
@@ -86,6 +87,8 @@ class MatchService(Service):
         # Inputs received since the last tick, in arrival order.
         self.inputs: list[tuple[str, float, float, int]] = []
         self.input_counts: dict[str, int] = {}
+        #: Inputs dropped, over the budget of a tick.
+        self.inputs_dropped = 0
         self.ticker: actors.Timer | None = None
         self._last_scores: dict[str, int] = {}
 
@@ -166,16 +169,22 @@ class MatchService(Service):
         if not isinstance(payload, dict):
             raise ServiceError("an input is {dx, dy, seq}", code="bad_input")
         name = player_of(member)
+        seq = payload.get("seq", 0)
+        command = (
+            name,
+            _number(payload, "dx"),
+            _number(payload, "dy"),
+            seq if type(seq) is int else 0,
+        )
         count = self.input_counts.get(name, 0)
         if count >= MAX_INPUTS_PER_TICK:
-            raise ServiceError(
-                f"at most {MAX_INPUTS_PER_TICK} inputs per tick", code="too_many_inputs"
-            )
-        self.input_counts[name] = count + 1
-        seq = payload.get("seq", 0)
-        self.inputs.append(
-            (name, _number(payload, "dx"), _number(payload, "dy"), seq if type(seq) is int else 0)
-        )
+            # Over the budget: the newest input wins, the player's oldest goes.
+            oldest = next(i for i, pending in enumerate(self.inputs) if pending[0] == name)
+            del self.inputs[oldest]
+            self.inputs_dropped += 1
+        else:
+            self.input_counts[name] = count + 1
+        self.inputs.append(command)
 
     async def handle_timer(self, event: str, payload: Payload) -> None:
         match event:

@@ -196,3 +196,23 @@ async def test_a_match_nobody_made_refuses_joins(
         ada = await Player.connect(runtime, nursery, "ada")
         refused = await ada.join("match:made-up")
         assert not refused.ok and refused.error_code == "no_such_match"
+
+
+async def test_the_inputs_since_the_last_tick_are_applied_in_order_within_a_budget(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(10):
+        await match(runtime, "match:in", ["ada"])
+        ada = await Player.connect(runtime, nursery, "ada")
+        assert (await ada.join("match:in")).ok
+        await trio.sleep(0.5)
+        [before] = (await ada.latest("match:in"))["players"]
+        # Twelve inputs before the next tick (more than the budget of 8):
+        # left, left, ..., then right last. The last one received wins.
+        for seq in range(1, 13):
+            ada.publish_nowait("match:in", "input", {"dx": 1 if seq == 12 else -1, "seq": seq})
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.05)
+        [after] = (await ada.latest("match:in"))["players"]
+    assert after["seq"] == 12
+    assert after["x"] > before["x"], "the inputs were applied in the order they came"
