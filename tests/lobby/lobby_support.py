@@ -67,10 +67,26 @@ class Player:
         assert isinstance(frame, Reply)
         return frame
 
-    async def join(self, topic: str, params: Mapping[str, Payload] | None = None) -> Reply:
+    async def join(
+        self,
+        topic: str,
+        params: Mapping[str, Payload] | None = None,
+        *,
+        offset: int | None = None,
+        epoch: str | None = None,
+    ) -> Reply:
         ref = next(self._refs)
-        self.send(Join(ref, topic, dict(params or {})))
+        self.send(Join(ref, topic, dict(params or {}), offset, epoch))
         return await self.reply(ref)
+
+    def last_offset(self, topic: str) -> int | None:
+        """The highest offset of the Pushes on `topic` read so far."""
+        offsets = [
+            frame.offset
+            for frame in self.unread
+            if isinstance(frame, Push) and frame.topic == topic and frame.offset is not None
+        ]
+        return max(offsets, default=None)
 
     async def leave(self, topic: str) -> Reply:
         ref = next(self._refs)

@@ -14,6 +14,7 @@ from examples.lobby.app import make_app
 from examples.lobby.match import MatchService
 from hub import Member, Payload
 from hub.app import HubRuntime, serve_hub
+from hub.protocol import Push
 
 GRACE = 10.0
 WRITE_TIMEOUT = 1.0
@@ -134,6 +135,9 @@ async def test_a_player_back_within_the_grace_takes_its_slot_and_after_it_may_no
         for seq in range(10):
             bob.publish_nowait("match:back", "input", {"dx": 1, "dy": 1, "seq": seq})
             await trio.sleep(0.05)
+        bob.drain_nowait()
+        seen = bob.last_offset("match:back")
+        assert seen is not None  # the arrivals, kept
         bob.client.close()
         away = await ada.next_push("match:back", "player_away")
         assert away == {"name": "bob", "grace": GRACE}
@@ -144,8 +148,13 @@ async def test_a_player_back_within_the_grace_takes_its_slot_and_after_it_may_no
         await ada.wait(GRACE - 1)
         # Back in time, from a new connection: the same slot, where it was.
         bob = await Player.connect(runtime, nursery, "bob")
-        again = await bob.join("match:back")
+        position = await runtime.backplane.position("match:back")
+        again = await bob.join("match:back", offset=seen, epoch=position.epoch)
         assert again.ok and again.payload["slot"] == slot
+        # What bob missed that was kept comes first: its own going away.
+        missed = await bob.next(lambda frame: isinstance(frame, Push) and frame.offset is not None)
+        assert isinstance(missed, Push) and missed.offset == seen + 1
+        assert (missed.event, missed.payload["name"]) == ("player_away", "bob")
         [mine] = [p for p in again.payload["state"]["players"] if p["name"] == "bob"]
         assert (mine["x"], mine["y"], mine["seq"]) == (before["x"], before["y"], 9)
         assert await ada.next_push("match:back", "player_back") == {"name": "bob"}
