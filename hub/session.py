@@ -174,7 +174,7 @@ class Session(actors.Actor):
         "_running",
         "_runtime",
         "_settings",
-        "_token_timers",
+        "_token_timer",
         "_topics",
         "codec",
         "id",
@@ -215,8 +215,8 @@ class Session(actors.Actor):
         self._flush_requested = False
         # True from the actor's start until its stop hook.
         self._running = False
-        # The Expiring and expiry timers of the connection's token, if it has one.
-        self._token_timers: tuple[actors.Timer, ...] = ()
+        # The next timer of the connection's token (Expiring, then the close), if any.
+        self._token_timer: actors.Timer | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -352,8 +352,13 @@ class Session(actors.Actor):
                 self._topic_ended(topic_ref, reason)
             case _TokenDue(identity=identity) if identity is not self.identity:
                 pass  # a timer of the token the client has refreshed since
-            case _TokenDue(deadline=deadline, expired=False):
-                self._send_frame(Expiring(max(deadline - trio.current_time(), 0.0)))
+            case _TokenDue(identity=identity, deadline=deadline, expired=False):
+                left = max(deadline - trio.current_time(), 0.0)
+                self._send_frame(Expiring(left))
+                # One timer at a time: a connection holds no more for its token.
+                self._token_timer = self.ctx.send_after(
+                    left, _TokenDue(identity, deadline, expired=True)
+                )
             case _TokenDue():
                 self._runtime.metrics.policy_closes.inc()
                 self._end(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
@@ -365,21 +370,20 @@ class Session(actors.Actor):
 
         A token's times are on the wall clock; its timers run on trio's,
         from how much of it is left now (plus the leeway the token was
-        checked with). Earlier timers, of a token refreshed since, are
-        cancelled (one already queued is ignored: `_handle`).
+        checked with). The timer of a token refreshed since is cancelled
+        (one already queued is ignored: `_handle`).
         """
-        for timer in self._token_timers:
-            timer.cancel()
-        self._token_timers = ()
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
         identity = self.identity
         if not isinstance(identity, Identity) or identity.expires_at is None:
             return
         left = max(identity.expires_at + self._settings.token_leeway - time.time(), 0.0)
         deadline = trio.current_time() + left
         warn_in = max(left - self._settings.refresh_lead, 0.0)
-        self._token_timers = (
-            self.ctx.send_after(warn_in, _TokenDue(identity, deadline, expired=False)),
-            self.ctx.send_after(left, _TokenDue(identity, deadline, expired=True)),
+        self._token_timer = self.ctx.send_after(
+            warn_in, _TokenDue(identity, deadline, expired=False)
         )
 
     def _request_flush(self) -> None:
