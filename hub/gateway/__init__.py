@@ -19,6 +19,7 @@ socket when the handler returns.
     upgrade.py    upgrade checks (origin, handshake, subprotocol) and authenticate
     websocket.py  WebSocket routes and the run of their handlers; serve_echo
     events.py     what the observer hears (for metrics), and refusing a request
+    limits.py     connections per client address, handshakes per second, trusted proxies
 
 Lifecycle::
 
