@@ -152,6 +152,9 @@ class _Flush:
 
 _FLUSH: Final = _Flush()
 
+# The outbox key of a volatile push the socket could not take at once.
+_VOLATILE: Final = "$volatile"
+
 # How long a reader waits for its session to end once the client is gone.
 _EXIT_WAIT_SECONDS: Final = 30.0
 
@@ -233,7 +236,16 @@ class Session(actors.Actor):
             if self._machine.is_joined(item.topic):
                 wire = item.messages.get(self.codec)
                 if wire is not None:
-                    key = (item.topic, item.event) if item.latest_only else None
+                    if item.volatile:
+                        if self.transport.backlog:
+                            # Volatile: never queued behind what the client has not read.
+                            self._runtime.metrics.volatile_dropped.inc()
+                            return
+                        # One the socket cannot take at once waits as latest-value
+                        # state does: it does not make the client "behind".
+                        key: Hashable | None = (item.topic, item.event, _VOLATILE)
+                    else:
+                        key = None if item.key is None else (item.topic, item.key)
                     self._send(wire, key)
             return
         self._take(item)  # type: ignore[arg-type]
@@ -380,14 +392,23 @@ class Session(actors.Actor):
             self.ref.cast(_FLUSH)
 
     async def _flush(self) -> None:
-        """Write the backlog as the socket takes it; evict a client that takes nothing."""
-        with trio.move_on_after(self._settings.write_timeout) as waited:
-            try:
-                await self.transport.flush()
-            except TransportClosed:
-                return  # the client is gone; its reader ends the session
-        if waited.cancelled_caught:
-            self._evict()
+        """Write the backlog as the socket takes it; evict a client that takes nothing.
+
+        A client with only latest-value messages waiting (game state) is
+        slow, not behind: its backlog cannot grow, so it is waited for
+        (its liveness is the idle timeout's business), not evicted.
+        """
+        while True:
+            with trio.move_on_after(self._settings.write_timeout) as waited:
+                try:
+                    await self.transport.flush()
+                except TransportClosed:
+                    return  # the client is gone; its reader ends the session
+            if not waited.cancelled_caught:
+                return
+            if self.transport.behind:
+                self._evict()
+                return
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         # This session's watches on its topics end with it: a long-lived topic
