@@ -55,6 +55,8 @@ class ErrorCode(enum.StrEnum):
     """The topic has more requests queued than it takes; try again shortly."""
     TOPIC_LIMIT = "topic_limit"
     """The hub serves as many topics as it is allowed to; a new one cannot start now."""
+    FORBIDDEN = "forbidden"
+    """The client may not do this (read this topic's history, say)."""
 
 
 def brief_repr(value: object) -> str:
