@@ -5,6 +5,9 @@
     [reply] = await read_frames(client, 1)
 
 With no socket I/O at all, these tests can run on trio's autojump clock.
+Tests of services use `hub.testing` instead (a hub without sockets, raw
+clients with `TestHub.open_raw`, and `hub.client` clients); these helpers
+serve the tests of sessions and transports, next to a hub that listens.
 """
 
 from __future__ import annotations

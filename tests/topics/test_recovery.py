@@ -1,4 +1,4 @@
-"""Recovery over memory transports: the join Reply's `recovered`, the hub's replay, `$history`.
+"""Recovery through `hub.testing`: the join Reply's `recovered`, the hub's replay, `$history`.
 
 docs/protocol.md ("Recovery") is the contract these check: a Join naming
 the epoch and offset a client last saw is answered `recovered: true` and
@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 import trio
 import trio.testing
-from memory_support import connect_memory, read_frames, read_until
+from memory_support import read_frames, read_until
 
-from hub.app import Hub, HubRuntime, serve_hub
-from hub.config import HubConfig, ServerConfig, TopicsConfig
+from hub.app import Hub, HubRuntime
+from hub.config import HubConfig, TopicsConfig
 from hub.protocol import JSON, Call, Frame, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import RoomService, Service
+from hub.testing import TestHub, open_test_hub
 from hub.topics import Member
 from hub.transport import MemoryClient, TransportClosed
 
@@ -52,14 +53,13 @@ class Listed(Feed):
 
 
 @pytest.fixture
-async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
+async def hub() -> AsyncIterator[TestHub]:
     app = Hub("recovery")
     app.route("feed:*", Feed)
     app.route("private:*", Private)
     app.route("listed:*", Listed)
     app.route("room:*", RoomService)
     config = HubConfig(
-        server=ServerConfig(port=0),
         topics=TopicsConfig(
             empty_grace_seconds=EMPTY_GRACE,
             history_retention_seconds=RETENTION,
@@ -67,8 +67,8 @@ async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
             history_max_read=MAX_READ,
         ),
     )
-    running: HubRuntime = await nursery.start(serve_hub, app, config)
-    yield running
+    async with open_test_hub(app, config) as test_hub:
+        yield test_hub
 
 
 def send(client: MemoryClient, frame: Frame) -> None:
@@ -99,11 +99,11 @@ def numbers(frames: list[Frame]) -> list[tuple[int | None, Payload]]:
 
 
 async def test_a_rejoin_gets_exactly_the_pushes_it_missed_before_any_new_one(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
-        bob, _ = await connect_memory(runtime, nursery, buffer=1000)
+        ann = hub.open_raw()
+        bob = hub.open_raw(buffer=1000)
         first = await answer(ann, Join(1, "feed:a"))
         # A first join names no offset: told where the history stands, not `recovered`.
         assert first.payload == {"epoch": first.payload["epoch"], "offset": 0}
@@ -132,12 +132,12 @@ async def test_a_rejoin_gets_exactly_the_pushes_it_missed_before_any_new_one(
 
 
 async def test_a_recovered_room_member_gets_each_missed_message_once(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Rooms replay the recent history to a new member, and leave a recovered one to the hub."""
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
-        bob, _ = await connect_memory(runtime, nursery, buffer=1000)
+        ann = hub.open_raw()
+        bob = hub.open_raw(buffer=1000)
         epoch = (await answer(ann, Join(1, "room:r", {"user": "ann"}))).payload["epoch"]
         assert (await answer(bob, Join(1, "room:r", {"user": "bob"}))).ok
         assert (await answer(ann, Leave(2, "room:r"))).ok
@@ -152,17 +152,17 @@ async def test_a_recovered_room_member_gets_each_missed_message_once(
             4, "room:r", True, ["bob", "ann"]
         )
         # A newcomer is not recovering: rooms give it the recent history themselves.
-        carl, _ = await connect_memory(runtime, nursery)
+        carl = hub.open_raw()
         joined = await answer(carl, Join(1, "room:r", {"user": "carl"}))
         assert "recovered" not in joined.payload
         assert len(await read_frames(carl, 2)) == 2
 
 
 async def test_a_restarted_topic_answers_an_old_epoch_recovered_false(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(EMPTY_GRACE + RETENTION + 60):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         epoch = (await answer(ann, Join(1, "feed:old"))).payload["epoch"]
         send(ann, Publish(0, "feed:old", "n", {"n": 1}))
         send(ann, Publish(0, "feed:old", "n", {"n": 2}))
@@ -170,7 +170,7 @@ async def test_a_restarted_topic_answers_an_old_epoch_recovered_false(
         assert (await answer(ann, Leave(2, "feed:old"))).ok
         # The topic stops, and its history is dropped past the retention.
         await trio.sleep(EMPTY_GRACE + RETENTION + 1)
-        assert runtime.backplane.topics_kept == 0
+        assert hub.runtime.backplane.topics_kept == 0
         late = await answer(ann, Join(3, "feed:old", {}, 2, epoch))
         assert late.payload["recovered"] is False
         assert late.payload["epoch"] != epoch and late.payload["offset"] == 0
@@ -182,17 +182,16 @@ async def test_a_restarted_topic_answers_an_old_epoch_recovered_false(
     [(2, "older than what is kept"), (HISTORY_SIZE + 20, "past the last offset")],
 )
 async def test_a_rejoin_from_an_offset_it_cannot_recover_is_told_so(
-    runtime: HubRuntime,
-    nursery: trio.Nursery,
+    hub: TestHub,
     autojump_clock: trio.testing.MockClock,
     offset: int,
     why: str,
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         epoch = (await answer(ann, Join(1, "feed:gap"))).payload["epoch"]
         assert (await answer(ann, Leave(2, "feed:gap"))).ok
-        await publish_all(runtime, "feed:gap", HISTORY_SIZE + 5)  # 1..5 are no longer kept
+        await publish_all(hub.runtime, "feed:gap", HISTORY_SIZE + 5)  # 1..5 are no longer kept
         again = await answer(ann, Join(3, "feed:gap", {}, offset, epoch))
         assert again.payload == {"epoch": epoch, "offset": HISTORY_SIZE + 5, "recovered": False}, (
             why
@@ -201,20 +200,20 @@ async def test_a_rejoin_from_an_offset_it_cannot_recover_is_told_so(
 
 
 async def test_a_service_payload_that_is_no_map_is_left_alone(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await answer(ann, Join(1, "listed:x"))).payload == ["welcome"]
 
 
 async def test_history_reads_are_bounded_and_say_whether_anything_is_lost(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery, buffer=1000)
+        ann = hub.open_raw(buffer=1000)
         epoch = (await answer(ann, Join(1, "feed:h"))).payload["epoch"]
-        await publish_all(runtime, "feed:h", 10)
+        await publish_all(hub.runtime, "feed:h", 10)
         await read_frames(ann, 10)
 
         async def history(ref: int, payload: Payload) -> Payload:
@@ -241,13 +240,13 @@ async def test_history_reads_are_bounded_and_say_whether_anything_is_lost(
 
 
 async def test_history_read_past_what_is_kept_is_not_recovered(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await answer(ann, Join(1, "feed:k"))).ok
         assert (await answer(ann, Leave(2, "feed:k"))).ok
-        await publish_all(runtime, "feed:k", HISTORY_SIZE + 2)
+        await publish_all(hub.runtime, "feed:k", HISTORY_SIZE + 2)
         assert (await answer(ann, Join(3, "feed:k"))).ok
         reply = await answer(ann, Call(4, "feed:k", "$history", {"after": 0}))
         assert reply.payload["recovered"] is False
@@ -268,55 +267,54 @@ async def test_history_read_past_what_is_kept_is_not_recovered(
     ],
 )
 async def test_a_bad_history_request_is_a_bad_field_error(
-    runtime: HubRuntime,
-    nursery: trio.Nursery,
+    hub: TestHub,
     autojump_clock: trio.testing.MockClock,
     payload: Payload,
     quoted: str,
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await answer(ann, Join(1, "feed:bad"))).ok
         reply = await answer(ann, Call(2, "feed:bad", "$history", payload))
         assert reply.error_code == "bad_field" and quoted in (reply.error_message or "")
 
 
 async def test_dollar_events_are_the_hubs(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await answer(ann, Join(1, "feed:d"))).ok
         published = await answer(ann, Publish(2, "feed:d", "$history", {}))
         assert published.error_code == "unknown_event"
         unknown = await answer(ann, Call(3, "feed:d", "$secret"))
         assert unknown.error_code == "unknown_event" and "$history" in (unknown.error_message or "")
         # The service saw neither: nothing was kept or broadcast.
-        assert runtime.topics.whereis("feed:d") is not None
+        assert hub.runtime.topics.whereis("feed:d") is not None
         history = await answer(ann, Call(4, "feed:d", "$history"))
         assert history.payload["offset"] == 0 and history.payload["events"] == []
 
 
 async def test_a_service_may_close_its_history(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await answer(ann, Join(1, "private:p"))).ok
         reply = await answer(ann, Call(2, "private:p", "$history"))
         assert reply.error_code == "forbidden"
 
 
 async def test_a_slow_consumer_cut_with_1013_recovers_everything_on_reconnect(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Evicted, then rejoined with its last position: no event lost within the history."""
     total = 40
     with trio.fail_after(30):
-        ann, _ = await connect_memory(runtime, nursery, buffer=4, outbox_capacity=8)
+        ann = hub.open_raw(buffer=4, outbox_capacity=8)
         epoch = (await answer(ann, Join(1, "feed:slow"))).payload["epoch"]
         # Ann reads nothing while 40 events go out: her outbox overflows.
-        await publish_all(runtime, "feed:slow", total)
+        await publish_all(hub.runtime, "feed:slow", total)
         seen: list[tuple[int | None, Payload]] = []
         with pytest.raises(TransportClosed) as closed:
             while True:
@@ -325,7 +323,7 @@ async def test_a_slow_consumer_cut_with_1013_recovers_everything_on_reconnect(
         assert 0 < len(seen) < total
         last_offset = seen[-1][0]
 
-        again, _ = await connect_memory(runtime, nursery, buffer=1000)
+        again = hub.open_raw(buffer=1000)
         rejoined = await answer(again, Join(1, "feed:slow", {}, last_offset, epoch))
         assert rejoined.payload["recovered"] is True
         rest = await read_until(again, Push("feed:slow", "n", {"n": total}, total))
@@ -334,11 +332,11 @@ async def test_a_slow_consumer_cut_with_1013_recovers_everything_on_reconnect(
 
 
 async def test_a_room_rejoined_from_an_old_epoch_sends_its_whole_recent_history(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Offsets of the old epoch mean nothing in the new one: none of the new events is skipped."""
     with trio.fail_after(EMPTY_GRACE + RETENTION + 60):
-        ann, _ = await connect_memory(runtime, nursery, buffer=1000)
+        ann = hub.open_raw(buffer=1000)
         epoch = (await answer(ann, Join(1, "room:new", {"user": "ann"}))).payload["epoch"]
         for text in ("a", "b", "c"):
             send(ann, Publish(0, "room:new", "message", {"text": text}))
@@ -346,7 +344,7 @@ async def test_a_room_rejoined_from_an_old_epoch_sends_its_whole_recent_history(
         assert (await answer(ann, Leave(2, "room:new"))).ok
         await trio.sleep(EMPTY_GRACE + RETENTION + 1)
         for text in ("x", "y", "z"):
-            await runtime.publish("room:new", "message", {"text": text})
+            await hub.runtime.publish("room:new", "message", {"text": text})
         again = await answer(ann, Join(3, "room:new", {"user": "ann"}, 2, epoch))
         assert again.payload["recovered"] is False and again.payload["offset"] == 3
         frames = await read_frames(ann, 3)
