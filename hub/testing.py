@@ -164,6 +164,8 @@ class TestHub:
         connections.attempts.append(trio.current_time())
         if self._offline:
             raise ConnectError("the hub cannot be reached (TestHub.offline)")
+        if self.runtime.shutdown_requested:
+            raise ConnectError("the test hub is shutting down", status=503)
         transport, client = self.open_raw_pair(subprotocol=subprotocol, identity=identity)
         connections.transport = transport
         try:

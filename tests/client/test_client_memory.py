@@ -18,7 +18,7 @@ import trio.testing
 
 from hub import Hub, JoinRefusedError, Member, Payload, RoomService, Service, Topic, client
 from hub.backplane import Recovery
-from hub.config import HubConfig, TopicsConfig
+from hub.config import HubConfig, TopicsConfig, WebSocketConfig
 from hub.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 from hub.testing import open_test_hub
 
@@ -366,3 +366,33 @@ async def test_a_rejoin_the_service_refuses_ends_the_channel_with_its_error(
             assert door.state == client.ChannelState.ENDED
             assert door.error is not None and door.error.code == "no_return"
             assert "bouncer:1" not in ann.channels
+
+
+async def test_a_slow_consumer_evicted_with_1013_ends_up_with_every_event_once_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler too slow for the feed: evicted, reconnected, recovered, as often as it takes."""
+    total = 600
+    settings = HubConfig(
+        websocket=WebSocketConfig(outbox_capacity=32),
+        topics=TopicsConfig(history_size=1000),
+    )
+    with trio.fail_after(600):
+        async with open_test_hub(app(), settings) as hub, hub.connect(backoff_cap=1.0) as ann:
+            feed = await ann.join("feed:fast")
+            seen: list[Payload] = []
+            done = trio.Event()
+
+            async def slowly(payload: Payload) -> None:
+                await trio.sleep(0.01)
+                seen.append(payload)
+                if len(seen) == total:
+                    done.set()
+
+            feed.on("n", slowly)
+            for number in range(1, total + 1):
+                await hub.runtime.publish("feed:fast", "n", number)
+            await done.wait()
+            assert seen == list(range(1, total + 1))
+            assert hub.runtime.metrics.slow_consumers._value.get() >= 1
+            assert ann.connections >= 2 and feed.recovered is True
