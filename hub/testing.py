@@ -158,7 +158,7 @@ class TestHub:
 
     @contextlib.asynccontextmanager
     async def _dial(
-        self, connections: _Connections, identity: object, subprotocol: str
+        self, connections: _Connections, identity: object, subprotocol: str, token: str | None
     ) -> AsyncIterator[Link]:
         await trio.lowlevel.checkpoint()
         connections.attempts.append(trio.current_time())

@@ -37,6 +37,7 @@ from hub.client.connection import (
     DEFAULT_TIMEOUT,
     Client,
     ClientOptions,
+    TokenSource,
     open_client,
 )
 from hub.client.errors import (
@@ -74,6 +75,7 @@ __all__ = [
     "LinkClosed",
     "ReplyError",
     "RequestTimeoutError",
+    "TokenSource",
     "connect",
     "dial_websocket",
     "open_client",
@@ -87,6 +89,8 @@ async def connect(
     subprotocol: str = SUBPROTOCOL_MSGPACK,
     query: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    token: str | None = None,
+    refresh: TokenSource | None = None,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = DEFAULT_TIMEOUT,
     max_message_size: int = MAX_MESSAGE_BYTES,
@@ -102,8 +106,12 @@ async def connect(
 ) -> AsyncIterator[Client]:
     """Connect to the hub at `url` (`ws://host:port/ws`) for the body of the block.
 
-    `query` is added to the URL (say a token), `headers` to the request;
-    `subprotocol` picks the codec (`triohub.v1.msgpack` or `triohub.v1.json`).
+    `token` (a signed token, docs/auth.md) is sent as `Authorization:
+    Bearer`; when the hub says it expires, `refresh()` (sync or async) is
+    asked for a new one, which is handed over in-band (`Client.refresh`)
+    and sent by later reconnections. `query` is added to the URL, `headers`
+    to the request; `subprotocol` picks the codec (`triohub.v1.msgpack` or
+    `triohub.v1.json`).
     The first connection is made before the body runs: if the hub cannot be
     reached or refuses (wrong origin, bad token: `status`), ConnectError.
     The other keywords are `ClientOptions` (docs/client-python.md).
@@ -129,6 +137,7 @@ async def connect(
         max_attempts=max_attempts,
         max_buffered=max_buffered,
         random=random,
+        refresh=refresh,
     )
-    async with open_client(dial, options) as client:
+    async with open_client(dial, options, token=token) as client:
         yield client

@@ -131,9 +131,11 @@ class Channel:
         """Call `handler(reply_payload)` after each automatic rejoin, in order with the pushes.
 
         `reply_payload["recovered"]` is False when what was missed could not
-        all be replayed: refetch the state you keep from this topic.
+        all be replayed: refetch the state you keep from this topic. Like
+        `on`, it takes the channel: held pushes go to the handlers then.
         """
         self._rejoin_handlers.append(handler)
+        self._taken.set()
         return self
 
     def __aiter__(self) -> AsyncIterator[Push]:

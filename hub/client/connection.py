@@ -24,8 +24,10 @@ ConnectionLostError: the client cannot know whether the server acted on it.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final
 
 import attrs
@@ -49,6 +51,7 @@ from hub.protocol import (
     Ended,
     Error,
     ErrorReceived,
+    Expiring,
     Join,
     Message,
     Payload,
@@ -58,7 +61,9 @@ from hub.protocol import (
     codec_for,
 )
 
-__all__ = ["DEFAULT_TIMEOUT", "Client", "ClientOptions", "open_client"]
+__all__ = ["DEFAULT_TIMEOUT", "Client", "ClientOptions", "TokenSource", "open_client"]
+
+logger = logging.getLogger(__name__)
 
 # How long a request waits for its answer unless told otherwise, in seconds
 # (the time it waits in the buffer for a connection included).
@@ -83,6 +88,10 @@ DEFAULT_STABLE_SECONDS: Final = 5.0
 # Close codes after which reconnecting unchanged would not help (RFC 6455
 # 1008 policy violation: authorization revoked, a flood of malformed frames).
 _FINAL_CLOSE_CODES: Final = frozenset({1008})
+
+# The reason of the 1008 close of a connection whose token ran out (hub.session):
+# with a `refresh` source, a new token is fetched and the client reconnects.
+_TOKEN_EXPIRED: Final = "token expired"
 
 # The code this client closes a link with when the server stopped answering.
 _CLOSE_NO_HEARTBEAT: Final = 4000
@@ -112,6 +121,9 @@ class ClientOptions:
     max_buffered: int = DEFAULT_MAX_BUFFERED
     #: The randomness of the backoff's jitter (numbers in [0, 1)); tests pass their own.
     random: Callable[[], float] | None = None
+    #: Gets a new token (sync or async) when the hub says the current one expires
+    #: (it is then handed over in-band), or closed the connection for it (1008).
+    refresh: TokenSource | None = None
 
 
 @attrs.define(eq=False)
@@ -137,6 +149,9 @@ class _Link:
     close: LinkClosed | None = None
 
 
+# Gets a new token for the connection's user (`ClientOptions.refresh`).
+TokenSource = Callable[[], Awaitable[str] | str]
+
 # Builds a request with the link's machine: (ref, message); ref 0 asks for no answer.
 _Build = Callable[[ClientMachine], tuple[int, Message]]
 
@@ -159,6 +174,8 @@ class Client:
 
     _dial: Dial
     options: ClientOptions = ClientOptions()
+    #: The token each (re)connection sends (docs/auth.md); `refresh` replaces it.
+    token: str | None = None
     _nursery: trio.Nursery | None = None
     _link: _Link | None = None
     _channels: dict[str, Channel] = attrs.Factory(dict)
@@ -285,6 +302,25 @@ class Client:
     async def heartbeat(self, *, timeout: float | None = None) -> None:
         """Send a Heartbeat and wait for its answer."""
         await self._request(lambda machine: machine.heartbeat(), timeout=self._timeout(timeout))
+
+    async def refresh(self, token: str, *, timeout: float | None = None) -> float:
+        """Hand the hub a new token for this connection's user; return its seconds left.
+
+        The token is also the one later reconnections send. Raises ReplyError
+        `invalid_token` (expired, forged) or `forbidden` (another user's
+        token: that takes a new connection). With a `refresh` source the
+        client does this by itself when the hub says the token expires.
+        """
+        reply = await self._request(
+            lambda machine: machine.refresh(token), timeout=self._timeout(timeout)
+        )
+        assert reply is not None
+        self.token = token
+        payload = reply.payload
+        expires_in = payload.get("expires_in") if isinstance(payload, Mapping) else None
+        if not isinstance(expires_in, float | int):
+            raise ReplyError("bad_field", f"a refresh answered {payload!r}, not its expires_in")
+        return float(expires_in)
 
     async def aclose(self) -> None:
         """Close the client: the link (1000), the channels, and every waiting request."""
@@ -472,7 +508,7 @@ class Client:
         try:
             while not self._is_closed():
                 try:
-                    async with self._dial() as raw:
+                    async with self._dial(self.token) as raw:
                         self.failed_attempts = 0
                         opened_at = trio.current_time()
                         close = await self._serve_link(raw, task_status if first else None)
@@ -492,7 +528,8 @@ class Client:
                     close = None
                 if self._is_closed():
                     return
-                if close is not None and close.code in _FINAL_CLOSE_CODES:
+                final = close is not None and close.code in _FINAL_CLOSE_CODES
+                if final and not await self._renewable(close):
                     self._finish(
                         ClientClosedError(f"the hub closed the connection for good: {close}")
                     )
@@ -642,6 +679,10 @@ class Client:
                     channel.state = ChannelState.ENDED
                     channel.ended = event
                     channel._close()
+            case Expiring():
+                # In a task of its own: this reader must go on, to read the answer.
+                if self.options.refresh is not None and self._nursery is not None:
+                    self._nursery.start_soon(self._refresh_from_source)
 
     async def _serve_heartbeats(self, link: _Link, interval: float) -> None:
         while True:
@@ -659,6 +700,38 @@ class Client:
                 return
             if waiter.lost is not None:
                 return
+
+    async def _renewable(self, close: LinkClosed | None) -> bool:
+        """Whether a 1008 close was for an expired token, and a new token is at hand."""
+        return (
+            close is not None and close.reason == _TOKEN_EXPIRED and bool(await self._fresh_token())
+        )
+
+    async def _fresh_token(self) -> str | None:
+        """A new token from the `refresh` source (None without one, or if it fails)."""
+        source = self.options.refresh
+        if source is None:
+            return None
+        try:
+            token = source()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception:
+            logger.warning("the client's token source failed", exc_info=True)
+            return None
+        self.token = token
+        return token
+
+    async def _refresh_from_source(self) -> None:
+        token = await self._fresh_token()
+        if token is None:
+            return
+        try:
+            await self.refresh(token)
+        except ClientError as error:
+            # The hub closes the connection (1008) when the old token runs
+            # out; the client then reconnects with the new one.
+            logger.warning("refreshing the connection's token failed: %s", error)
 
     def _finish(self, closed: ClientClosedError) -> None:
         """Close the client for good: fail what waits, end the channels."""
@@ -704,13 +777,15 @@ def _outcome(waiter: _Waiter) -> Reply:
 
 
 @contextlib.asynccontextmanager
-async def open_client(dial: Dial, options: ClientOptions | None = None) -> AsyncIterator[Client]:
+async def open_client(
+    dial: Dial, options: ClientOptions | None = None, *, token: str | None = None
+) -> AsyncIterator[Client]:
     """A client over links from `dial`, for the body of the block (see `hub.client.connect`).
 
     The first dial happens before the body starts: its failure raises
     ConnectError. Leaving the block closes the client.
     """
-    client = Client(dial, options or ClientOptions())
+    client = Client(dial, options or ClientOptions(), token)
     started = False
     try:
         async with trio.open_nursery() as nursery:

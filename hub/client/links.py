@@ -48,8 +48,9 @@ class Link(Protocol):
         """Close the link (bounded in time); closing a closed link does nothing."""
 
 
-#: Opens a link for the body of an `async with`; raises ConnectError if it cannot.
-Dial = Callable[[], AbstractAsyncContextManager[Link]]
+#: Opens a link for the body of an `async with`, with the client's current
+#: token (None without one); raises ConnectError if it cannot.
+Dial = Callable[[str | None], AbstractAsyncContextManager[Link]]
 
 
 class _WebSocketLink:
@@ -92,15 +93,23 @@ def dial_websocket(
     close_timeout: float,
     max_message_size: int,
 ) -> Dial:
-    """A Dial that opens a WebSocket to `url` offering `subprotocol`."""
+    """A Dial that opens a WebSocket to `url` offering `subprotocol`.
+
+    The client's token, when it has one, goes as `Authorization: Bearer`
+    (docs/auth.md): each dial sends the token current then.
+    """
     if query:
         parts = urlsplit(url)
         extra = urlencode(dict(query))
         url = urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
-    extra_headers = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    base_headers = dict(headers or {})
 
     @asynccontextmanager
-    async def dial() -> AsyncIterator[Link]:
+    async def dial(token: str | None) -> AsyncIterator[Link]:
+        sent = dict(base_headers)
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        extra_headers = [(name.encode(), value.encode()) for name, value in sent.items()]
         opened = False
         try:
             async with trio_websocket.open_websocket_url(

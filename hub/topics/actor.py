@@ -13,6 +13,7 @@ import trio
 import actors
 from hub.backplane import Backplane, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.permissions import Action, Allow, action_of_call
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.history import (
@@ -255,6 +256,8 @@ class TopicActor(actors.Actor):
                     message = f"event {event!r} is the hub's: clients cannot publish '$' events"
                     _answer_error(member, ref, topic.name, ErrorCode.UNKNOWN_EVENT, message)
                     return
+                if not await self._authorized(member, Action.PUBLISH, ref):
+                    return
                 try:
                     await self._hook(
                         "handle_event", self.service.handle_event, member, event, payload
@@ -299,6 +302,13 @@ class TopicActor(actors.Actor):
         connection = member.connection
         name = self.topic.name
         try:
+            if self._route.permissions.join is Allow.SERVICE and not await self._hook(
+                "authorize", self.service.authorize, member, Action.JOIN
+            ):
+                raise JoinRefusedError(
+                    f"the service of topic {name!r} does not allow this connection to join",
+                    code=ErrorCode.FORBIDDEN,
+                )
             payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
@@ -316,6 +326,22 @@ class TopicActor(actors.Actor):
         for record in replayed(recovery, member.id):
             self.topic.push(member, record.event, record.payload, offset=record.offset)
         await self._hook("joined", self.service.joined, member, recovery)
+
+    async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
+        """Ask the service about `action` if the route leaves it to the service; answer a no."""
+        assert self.service is not None
+        if self._route.permissions.rule(action) is not Allow.SERVICE:
+            return True  # the session checked the route's rule already
+        name = self.topic.name
+        try:
+            if await self._hook("authorize", self.service.authorize, member, action):
+                return True
+        except ServiceError as error:
+            _answer_error(member, ref, name, error.code, error.message)
+            return False
+        message = f"the service of topic {name!r} does not allow {action.value!r} here"
+        _answer_error(member, ref, name, ErrorCode.FORBIDDEN, message)
+        return False
 
     async def _remove(
         self, connection: actors.ActorRef, *, already_removed: Member | None = None
@@ -340,6 +366,8 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         if request.deadline <= trio.current_time():
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, "call timed out")
+            return
+        if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
         if is_reserved(request.event):
             await self._hub_call(member, request)
@@ -381,12 +409,8 @@ class TopicActor(actors.Actor):
         except ServiceError as error:
             _answer_error(member, request.ref, name, error.code, error.message)
             return
-        # Who may read a topic's history is the service's say. (Permissions
-        # carried by a client's token, once the hub has them, go here too.)
-        if not await self._hook("may_read_history", self.service.may_read_history, member):
-            message = f"the history of {name!r} is not open to this member"
-            _answer_error(member, request.ref, name, ErrorCode.FORBIDDEN, message)
-            return
+        # Who may read it was decided before: the route's `history`
+        # permission (`hub.permissions`), by the session or `authorize`.
         start = read.start(self.topic.position)
         history = await self._backplane.history(name, after=start, limit=read.limit)
         self._answer(member, request.ref, history_answer(read, history))

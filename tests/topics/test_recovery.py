@@ -18,6 +18,7 @@ from memory_support import read_frames, read_until
 
 from hub.app import Hub, HubRuntime
 from hub.config import HubConfig, TopicsConfig
+from hub.permissions import Action, Allow, Permissions
 from hub.protocol import JSON, Call, Frame, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import RoomService, Service
 from hub.testing import TestHub, open_test_hub
@@ -41,8 +42,10 @@ class Feed(Service):
 
 
 class Private(Feed):
-    async def may_read_history(self, member: Member) -> bool:
-        return False
+    """Leaves its history permission to itself, and keeps its history to itself."""
+
+    async def authorize(self, member: Member, action: Action) -> bool:
+        return action is not Action.HISTORY
 
 
 class Listed(Feed):
@@ -56,7 +59,7 @@ class Listed(Feed):
 async def hub() -> AsyncIterator[TestHub]:
     app = Hub("recovery")
     app.route("feed:*", Feed)
-    app.route("private:*", Private)
+    app.route("private:*", Private, permissions=Permissions(history=Allow.SERVICE))
     app.route("listed:*", Listed)
     app.route("room:*", RoomService)
     config = HubConfig(
@@ -295,7 +298,7 @@ async def test_dollar_events_are_the_hubs(
         assert history.payload["offset"] == 0 and history.payload["events"] == []
 
 
-async def test_a_service_may_close_its_history(
+async def test_the_history_permission_is_checked_for_history_reads(
     hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
