@@ -187,6 +187,9 @@ class HubRuntime:
     #: Checks signed connection tokens (None without `auth.secret`): at
     #: connect, and when a session's client refreshes its token.
     tokens: TokenVerifier | None = None
+    #: Who connects: the one function every transport's connect request goes
+    #: through (a token, else the application's hook; docs/auth.md).
+    authenticate: Authenticate | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -533,6 +536,7 @@ async def serve_hub(
                 WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
             )
             authenticate = observer_authenticate(authenticate, guard)
+        runtime.authenticate = authenticate
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)

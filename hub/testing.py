@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Final
 
 import attrs
@@ -46,10 +47,11 @@ from hub.client import (
     ConnectError,
     Link,
     LinkClosed,
+    TokenSource,
     open_client,
 )
 from hub.config import HubConfig
-from hub.gateway import ConnectInfo
+from hub.gateway import AuthenticationError, ConnectInfo, ConnectRequest
 from hub.protocol import SUBPROTOCOL_MSGPACK, Message, codec_for
 from hub.transport import MemoryClient, MemoryTransport, TransportClosed, memory_transport_pair
 
@@ -91,6 +93,15 @@ class _MemoryLink:
         self._client.close()
 
 
+@attrs.frozen
+class _Request:
+    """What a test client's connections present: an identity, or what to authenticate."""
+
+    identity: object
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+
+
 @attrs.define(eq=False)
 class _Connections:
     """One test client's dial: the server's end of its current connection, for `drop`."""
@@ -117,6 +128,10 @@ class TestHub:
         self,
         *,
         identity: object = None,
+        token: str | None = None,
+        refresh: TokenSource | None = None,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         subprotocol: str = SUBPROTOCOL_MSGPACK,
         request_timeout: float = DEFAULT_TIMEOUT,
         heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
@@ -130,14 +145,17 @@ class TestHub:
     ) -> AsyncIterator[Client]:
         """A `hub.client.Client` connected in memory, for the body of the block.
 
-        `identity` is what the application's authenticate hook would have
-        returned for the connection (services see it as `member.identity`);
-        the hook itself is not run. The other keywords are those of
-        `hub.client.connect` (docs/client-python.md).
+        Each connection is authenticated as a WebSocket's would be (a
+        `token`, else the application's authenticate hook, with `query` and
+        `headers`; docs/auth.md), and refused with ConnectError (401) as it
+        would be; or, given an `identity`, the connection has that identity
+        (services see it as `member.identity`) and nothing is checked. The
+        other keywords are those of `hub.client.connect` (docs/client-python.md).
         """
         codec_for(subprotocol)
         connections = _Connections()
-        dial = functools.partial(self._dial, connections, identity, subprotocol)
+        request = _Request(identity, dict(query or {}), dict(headers or {}))
+        dial = functools.partial(self._dial, connections, request, subprotocol)
         options = ClientOptions(
             request_timeout=request_timeout,
             heartbeat_seconds=heartbeat_seconds,
@@ -148,8 +166,9 @@ class TestHub:
             max_attempts=max_attempts,
             max_buffered=max_buffered,
             random=random,
+            refresh=refresh,
         )
-        async with open_client(dial, options) as client:
+        async with open_client(dial, options, token=token) as client:
             self._dials[client] = connections
             try:
                 yield client
@@ -158,7 +177,7 @@ class TestHub:
 
     @contextlib.asynccontextmanager
     async def _dial(
-        self, connections: _Connections, identity: object, subprotocol: str, token: str | None
+        self, connections: _Connections, request: _Request, subprotocol: str, token: str | None
     ) -> AsyncIterator[Link]:
         await trio.lowlevel.checkpoint()
         connections.attempts.append(trio.current_time())
@@ -166,6 +185,7 @@ class TestHub:
             raise ConnectError("the hub cannot be reached (TestHub.offline)")
         if self.runtime.shutdown_requested:
             raise ConnectError("the test hub is shutting down", status=503)
+        identity = await self._identity(request, token)
         transport, client = self.open_raw_pair(subprotocol=subprotocol, identity=identity)
         connections.transport = transport
         try:
@@ -174,6 +194,25 @@ class TestHub:
             client.close()
             if connections.transport is transport:
                 connections.transport = None
+
+    async def _identity(self, request: _Request, token: str | None) -> object:
+        """Who connects: the given identity, or what the hub's authentication says."""
+        if request.identity is not None:
+            return request.identity
+        authenticate = self.runtime.authenticate
+        if authenticate is None:
+            return None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        path = self.runtime.config.server.path
+        try:
+            identity = authenticate(ConnectRequest(path, request.query, headers, None))
+            if inspect.isawaitable(identity):
+                identity = await identity
+        except AuthenticationError as refused:
+            raise ConnectError(f"the hub refused the connection: {refused.reason}", 401) from None
+        return identity
 
     def open_raw(
         self,
