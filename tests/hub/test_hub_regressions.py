@@ -49,7 +49,7 @@ async def test_clients_that_vanish_leave_no_watch_behind_on_a_long_lived_topic(h
             assert (await keeper.call("room:long", "members")).payload == ["keeper"]
 
 
-async def test_a_reconnect_storm_during_writes_crashes_no_session(hub):
+async def test_a_reconnect_storm_during_writes_crashes_no_session(start_hub):
     """Bug: closing a socket while a write was in flight crashed its connection actor.
 
     (`trio.BusyResourceError` from a second writer on the same stream.) Here
@@ -57,6 +57,9 @@ async def test_a_reconnect_storm_during_writes_crashes_no_session(hub):
     as an error (the suite fails any test that logs one), and the hub serves on.
     """
     with trio.fail_after(60):
+        # The publisher floods on purpose: past the message rate, its heartbeat
+        # would be dropped (docs/security.md) and the flood would wait for ever.
+        hub = await start_hub(session={"messages_per_second": 1e6, "bytes_per_second": 1e9})
         async with hub.client() as publisher, trio.open_nursery() as nursery:
             await publisher.join_ok("room:storm", {"user": "publisher"})
             stop = trio.Event()
