@@ -284,6 +284,13 @@ _FLAGS = (
         "port to listen on (default 8000; 0 picks one) [server.port]",
     ),
     (
+        "--redis",
+        "backplane.redis_url",
+        "URL",
+        "share topics with every hub on this Redis/Valkey (default: this process alone) "
+        "[backplane.redis_url]",
+    ),
+    (
         "--certfile",
         "server.certfile",
         "FILE",

@@ -37,7 +37,7 @@ from typing import Annotated, Any, Final, Literal
 
 import attrs
 import pydantic
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import ErrorDetails
 
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
@@ -148,6 +148,25 @@ LogFormat = Annotated[
     Literal["text", "json"], BeforeValidator(_lower), _Expect("one of text, json")
 ]
 Switch = Annotated[bool, _Expect("true or false")]
+# A Redis URL may hold a password: kept secret like a token.
+def _check_redis_url(value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
+    if value is not None and not value.get_secret_value().startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("not a redis://, rediss:// or unix:// URL")
+    return value
+
+
+RedisUrl = Annotated[
+    pydantic.SecretStr | None,
+    BeforeValidator(_none_if_empty),
+    AfterValidator(_check_redis_url),
+    _Expect("a redis://, rediss:// or unix:// URL"),
+]
+Prefix = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"), _Expect("1 to 64 letters, digits, '_', '.', '-'")
+]
+
 # A secret: never shown by repr() or --print-config. 16 characters at least,
 # so that a placeholder such as "secret" is refused rather than trusted.
 Token = Annotated[
@@ -286,6 +305,15 @@ class AdminConfig(_Section):
     observer_interval_seconds: Seconds = 1.0
 
 
+class BackplaneConfig(_Section):
+    """How topics' events and history reach the other nodes: in process, or through Redis."""
+
+    #: The Redis or Valkey server every node shares; None: this process alone (the default).
+    redis_url: RedisUrl = None
+    #: What every key and channel of this hub starts with in Redis (hubs sharing one Redis differ).
+    prefix: Prefix = "triohub"
+
+
 class _Clash(ValueError):
     """Two settings that are each valid but not together; `setting` is the one to change."""
 
@@ -309,6 +337,7 @@ class HubConfig(_Section):
     topics: TopicsConfig = TopicsConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    backplane: BackplaneConfig = BackplaneConfig()
 
     @pydantic.model_validator(mode="after")
     def _check_together(self) -> HubConfig:

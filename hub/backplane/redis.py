@@ -64,6 +64,9 @@ MAX_BATCH: Final = 1_000
 # How long to wait between attempts to reach Redis, at most.
 MAX_RECONNECT_DELAY: Final = 5.0
 
+# How often an idle node checks that Redis still answers, in seconds.
+PING_INTERVAL: Final = 1.0
+
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
 
@@ -156,6 +159,12 @@ class _Command:
     error: BaseException | None = None
 
 
+def _brief(error: BaseException) -> str:
+    """An error in one line: coredis's messages can carry whole exception groups."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def _encode_record(record: Record) -> bytes:
     data: bytes = msgpack.packb(
         [
@@ -211,7 +220,10 @@ class RedisBackplane(Backplane):
     #: Whether Redis answered the last round trip.
     connected: bool = attrs.field(default=False, init=False)
     _channel_prefix: bytes = attrs.field(default=b"", init=False)
-    _loops: trio.CancelScope = attrs.field(factory=trio.CancelScope, init=False)
+    _health_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _stopping: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
+    _listening: bool = attrs.field(default=False, init=False)
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -220,6 +232,29 @@ class RedisBackplane(Backplane):
         if self.retention_seconds < 0:
             raise ValueError(f"retention_seconds must be >= 0, got {self.retention_seconds}")
         self._channel_prefix = f"{self.prefix}:topic:".encode()
+
+    @property
+    def kind(self) -> str:
+        return "redis"
+
+    @property
+    def healthy(self) -> bool:
+        """Whether both connections (commands, and subscriptions) are up."""
+        return self.connected and self._listening
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self._health_changed_now()
+
+    def _health_changed_now(self) -> None:
+        self._health_changed.set()
+        self._health_changed = trio.Event()
+
+    async def wait_healthy(self, healthy: bool = True) -> None:
+        """Return once Redis answers both connections (with False: once it does not)."""
+        while self.healthy != healthy:
+            await self._health_changed.wait()
 
     # --- keys ------------------------------------------------------------------------
 
@@ -316,7 +351,7 @@ class RedisBackplane(Backplane):
         self._subscribers.clear()
         if self._client is None:
             return
-        self._loops.cancel()
+        self._stopping.set()
         await self._stopped.wait()
 
     # --- the tasks ------------------------------------------------------------------------
@@ -332,14 +367,50 @@ class RedisBackplane(Backplane):
         self._client = coredis.Redis.from_url(self.url, decode_responses=False)
         async with self._client:
             await self._wait_for_redis()
-            async with self._client.pubsub() as pubsub:
-                with self._loops:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._apply_subscriptions, pubsub)
-                        nursery.start_soon(self._write)
-                        nursery.start_soon(self._read, pubsub)
-                        task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._write_until_stopped)
+                await nursery.start(self._listen)
+                task_status.started()
         self._stopped.set()
+
+    async def _write_until_stopped(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            await self._write()
+
+    async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
+        await self._stopping.wait()
+        scope.cancel()
+
+    async def _listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold the pub/sub connection; after an outage, open it again and resubscribe."""
+        started = False
+        while not self._stopping.is_set():
+            try:
+                async with self._client.pubsub() as pubsub:
+                    # What this node wants now, whatever changed while it was away.
+                    self._subscriptions.clear()
+                    channels = [self._channel(topic) for topic in self._subscribers]
+                    if channels:
+                        await pubsub.subscribe(*channels)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    # Cancelled on `aclose` inside the pub/sub block, so that
+                    # coredis closes it in order (it fails if cancelled itself).
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+                        nursery.start_soon(self._apply_subscriptions, pubsub)
+                        self._listening = True
+                        self._health_changed_now()
+                        await self._read(pubsub)
+            except Exception as error:  # the connection to Redis was lost
+                self._listening = False
+                self._health_changed_now()
+                logger.warning("Redis at %s: subscriptions lost (%s)", self.url, _brief(error))
+                await self._wait_for_redis()
 
     async def _wait_for_redis(self) -> None:
         delay = 0.05
@@ -347,11 +418,13 @@ class RedisBackplane(Backplane):
             try:
                 await self._client.ping()
             except Exception as error:  # any failure to connect: try again
-                logger.warning("Redis at %s is not answering (%s); retrying", self.url, error)
+                logger.warning(
+                    "Redis at %s is not answering (%s); retrying", self.url, _brief(error)
+                )
                 await trio.sleep(delay)
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
                 continue
-            self.connected = True
+            self._set_connected(True)
             return
 
     def _queue_command(self, command: _Command) -> None:
@@ -380,9 +453,24 @@ class RedisBackplane(Backplane):
         while True:
             if not queue:
                 self._wakeup = trio.Event()
-                await self._wakeup.wait()
+                with trio.move_on_after(PING_INTERVAL):
+                    await self._wakeup.wait()
+                if not queue:
+                    await self._ping()  # idle: notice an outage before a client does
+                    continue
             batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
             await self._send(batch)
+
+    async def _ping(self) -> None:
+        try:
+            await self._client.ping()
+        except Exception as error:
+            if self.connected:
+                logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
+            self._set_connected(False)
+            await self._wait_for_redis()
+        else:
+            self._set_connected(True)
 
     async def _send(self, batch: list[_Command]) -> None:
         results: list[Any] = []
@@ -394,13 +482,14 @@ class RedisBackplane(Backplane):
                     else:
                         results.append(pipe.eval(command.script, command.keys, command.args))
         except Exception as error:  # Redis went away mid-batch
-            self.connected = False
-            logger.warning("Redis round trip failed: %s", error)
+            self._set_connected(False)
+            logger.warning("Redis at %s: a round trip failed (%s)", self.url, _brief(error))
+            lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
             for command in batch:
-                self._finish(command, None, RedisUnavailableError(str(error)))
+                self._finish(command, None, lost)
             await self._wait_for_redis()
             return
-        self.connected = True
+        self._set_connected(True)
         for command, pending in zip(batch, results, strict=True):
             try:
                 value = await pending

@@ -11,7 +11,7 @@ import attrs
 import trio
 
 import actors
-from hub.backplane import Backplane, recovery_for
+from hub.backplane import Backplane, History, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
@@ -286,7 +286,13 @@ class TopicActor(actors.Actor):
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
-        history = await self._backplane.history(name, after=request.offset or 0)
+        try:
+            history = await self._backplane.history(name, after=request.offset or 0)
+        except ConnectionError as error:
+            # The backplane is away (Redis down): the member is in, but what
+            # it missed cannot be read now; it is told it did not recover.
+            logger.warning("topic %r: history unavailable for a join: %s", name, error)
+            history = History(self.topic.position, (), complete=False)
         recovery = recovery_for(history, request.epoch, request.offset)
         await self._hook("joined", self.service.joined, member, recovery)
 

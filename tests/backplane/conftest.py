@@ -7,11 +7,11 @@ loopback) when it exists.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from valkey_support import ValkeyServer, running_valkey
+from valkey_support import ValkeyServer
 
 from hub.backplane import Backplane, LocalBackplane
 from hub.backplane.redis import RedisBackplane
@@ -20,13 +20,6 @@ from hub.backplane.redis import RedisBackplane
 HISTORY_SIZE = 100
 SMALL_HISTORY_SIZE = 5
 RETENTION_SECONDS = 60.0
-
-
-@pytest.fixture(scope="session")
-def valkey_server() -> Iterator[ValkeyServer]:
-    """One real Valkey server for the session's Redis backplanes."""
-    with running_valkey() as server:
-        yield server
 
 
 async def _open(

@@ -8,6 +8,7 @@ disk, and is stopped (and its process reaped) when the test session ends.
 
 from __future__ import annotations
 
+import os
 import selectors
 import shutil
 import socket
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+import pytest
 
 
 def server_binary() -> str:
@@ -81,21 +83,22 @@ class ValkeyServer:
             stderr=subprocess.STDOUT,
         )
         assert self.process.stdout is not None
-        seen: list[bytes] = []
+        fd = self.process.stdout.fileno()
+        seen = b""
         with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            deadline = time.monotonic() + 15
-            while b"Ready to accept connections" not in b"".join(seen[-2:]):
+            selector.register(fd, selectors.EVENT_READ)
+            deadline = time.monotonic() + 30
+            while b"Ready to accept connections" not in seen:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(left):
                     self.stop()
                     raise RuntimeError(f"valkey-server did not start on port {self.port}")
-                line = self.process.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     raise RuntimeError(
-                        f"valkey-server exited at start: {b''.join(seen).decode(errors='replace')}"
+                        f"valkey-server exited at start: {seen.decode(errors='replace')}"
                     )
-                seen.append(line)
+                seen += chunk
         # The rest of its log is not read: send it nowhere, so it cannot fill the pipe.
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -125,3 +128,10 @@ def running_valkey() -> Iterator[ValkeyServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[ValkeyServer]:
+    """One real Valkey server for the test session (tests flush it, or use their own prefix)."""
+    with running_valkey() as server:
+        yield server
