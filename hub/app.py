@@ -70,6 +70,7 @@ from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serv
 from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
+from hub.workers import worker_index
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
@@ -340,6 +341,9 @@ class HubRuntime:
             "topics": self.topics.count(),
             "backplane": {"kind": backplane.kind, "connected": backplane.healthy},
         }
+        worker = worker_index()
+        if worker is not None:
+            body["worker"] = worker  # which of `hub serve --workers N` answered
         return HttpResponse(
             status=503 if self._stopping else 200,
             body=json.dumps(body).encode(),
@@ -385,6 +389,7 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        reuse_port=server.workers > 1,
     )
 
 

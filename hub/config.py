@@ -86,6 +86,8 @@ __all__ = [
 ENV_PREFIX: Final = "TRIOHUB_"
 #: Names the TOML file when --config does not.
 CONFIG_VARIABLE: Final = "TRIOHUB_CONFIG"
+#: Set by `hub serve --workers N` in each worker (its index): not a setting.
+WORKER_VARIABLE: Final = "TRIOHUB_WORKER"
 # Between the section and the setting in a variable's name (names hold "_").
 _ENV_DELIMITER: Final = "__"
 
@@ -222,6 +224,9 @@ class ServerConfig(_Section):
     #: Allocations between two young-generation garbage collections while the
     #: hub runs (Python's default is 700); 0 leaves the collector as it is.
     gc_threshold: CountOrZero = 50_000
+    #: Worker processes sharing the port (SO_REUSEPORT), each with its own
+    #: event loop; above 1 they need `backplane.redis_url` and a fixed port.
+    workers: Count = 1
 
     @property
     def tls(self) -> bool:
@@ -408,6 +413,19 @@ class HubConfig(_Section):
                 "setting auth.required is true but tokens have no secret to be checked with: "
                 "set auth.secret (TRIOHUB_AUTH__SECRET) or auth.secret_file",
             )
+        if server.workers > 1 and self.backplane.redis_url is None:
+            raise _Clash(
+                "server.workers",
+                f"setting server.workers is {server.workers} but the workers would not see "
+                "each other's clients: each is a process of its own, and they share topics "
+                "only through Redis; set backplane.redis_url (--redis redis://host:6379/0)",
+            )
+        if server.workers > 1 and server.port == 0:
+            raise _Clash(
+                "server.port",
+                "setting server.port is 0 (any free port) but server.workers is "
+                f"{server.workers}: the workers share one port, so name it (--port 8000)",
+            )
         if websocket.idle_timeout <= websocket.ping_interval:
             raise _Clash(
                 "websocket.idle_timeout",
@@ -593,7 +611,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _add_environment(layers: _Layers, environ: Mapping[str, str]) -> None:
     problems: list[str] = []
     for variable, value in sorted(environ.items()):
-        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() == CONFIG_VARIABLE:
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() in (
+            CONFIG_VARIABLE,
+            WORKER_VARIABLE,
+        ):
             continue
         section, delimiter, name = variable[len(ENV_PREFIX) :].lower().partition(_ENV_DELIMITER)
         if delimiter and section and name:
