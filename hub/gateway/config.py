@@ -118,6 +118,9 @@ class GatewayConfig:
     unlimited_addresses: tuple[str, ...] = attrs.field(default=LOOPBACK, converter=_strings)
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     client_address_header: str = DEFAULT_CLIENT_ADDRESS_HEADER
+    #: Share the port with other processes (SO_REUSEPORT): the kernel spreads
+    #: new connections over every process listening on it (`hub serve --workers`).
+    reuse_port: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:
