@@ -322,6 +322,10 @@ class RedisBackplane(Backplane):
             self._subscriptions_changed.set()
 
     async def history(self, topic: str, *, after: int, limit: int = MAX_HISTORY_READ) -> History:
+        if not self.connected:
+            # Not queued until Redis is back: the topic actor reading it
+            # answers its client (not recovered, or an error) at once.
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
         epoch, offset, first_kept, entries = await self._call(
             _HISTORY,
             self._keys(topic),
@@ -476,6 +480,7 @@ class RedisBackplane(Backplane):
             if self.connected:
                 logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
             self._set_connected(False)
+            self._fail_calls()
             await self._wait_for_redis()
         else:
             self._set_connected(True)
@@ -495,6 +500,7 @@ class RedisBackplane(Backplane):
             lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
             for command in batch:
                 self._finish(command, None, lost)
+            self._fail_calls()
             await self._wait_for_redis()
             return
         self._set_connected(True)
@@ -505,6 +511,24 @@ class RedisBackplane(Backplane):
                 self._finish(command, None, error)
             else:
                 self._finish(command, value, None)
+
+    def _fail_calls(self) -> None:
+        """Answer the reads waiting in the queue with RedisUnavailableError (Redis went away).
+
+        Their callers (a topic reading a joiner's history, a `$history`
+        call) answer their clients now rather than wait for Redis to come
+        back; the writes stay queued, to be sent when it does.
+        """
+        if not any(command.done is not None for command in self._queue):
+            return
+        lost = RedisUnavailableError(f"Redis at {self.url} is not answering")
+        queue = self._queue
+        calls = [command for command in queue if command.done is not None]
+        writes = [command for command in queue if command.done is None]
+        queue.clear()  # in place: the writer holds this deque
+        queue.extend(writes)
+        for command in calls:
+            self._finish(command, None, lost)
 
     def _finish(self, command: _Command, value: Any, error: BaseException | None) -> None:
         if command.done is None:

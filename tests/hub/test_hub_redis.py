@@ -113,3 +113,33 @@ async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
                 await wait_for_nodes(plane, "shout:y", 2)
                 await ann.publish("shout:y", "back", 2)
                 assert (await bob.next_push("shout:y")).payload == 2
+
+
+async def test_a_history_read_while_redis_is_away_is_answered_and_the_topic_goes_on(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    valkey_server.flush()
+    running = await start_hub(shout_app(), backplane={"redis_url": valkey_server.url})
+    plane = running.runtime.backplane
+    assert isinstance(plane, RedisBackplane)
+    with trio.fail_after(30):
+        async with running.client() as ann:
+            await ann.join_ok("shout:h")
+            valkey_server.stop()
+            try:
+                await plane.wait_healthy(False)
+                # The topic must neither wait for Redis (its members would
+                # hear nothing meanwhile) nor crash: the reader is told.
+                reply = await ann.call("shout:h", "$history", {}, timeout=20)
+                assert not reply.ok
+                assert reply.error_code == "overloaded"
+                assert "history" in (reply.error_message or "")
+                await ann.publish("shout:h", "still", 1)
+                assert (await ann.next_push("shout:h")).payload == 1
+                assert running.runtime.topics.count() == 1
+            finally:
+                valkey_server.start()
+            await plane.wait_healthy(True)
+            # Back: the topic reads its history again.
+            reply = await ann.call("shout:h", "$history", {})
+            assert reply.ok, reply
