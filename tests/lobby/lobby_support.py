@@ -17,14 +17,16 @@ import trio.testing
 from memory_support import connect_memory
 
 from hub.app import HubRuntime
-from hub.config import HubConfig, ServerConfig, WebSocketConfig
+from hub.config import HubConfig, ServerConfig, TopicsConfig, WebSocketConfig
 from hub.protocol import JSON, Ended, Frame, Join, Leave, Payload, Publish, Push, Reply
 from hub.transport import MemoryClient
 
 
-def config(*, write_timeout: float = 10.0) -> HubConfig:
+def config(*, write_timeout: float = 10.0, **topics: Any) -> HubConfig:
     return HubConfig(
-        server=ServerConfig(port=0), websocket=WebSocketConfig(write_timeout=write_timeout)
+        server=ServerConfig(port=0),
+        websocket=WebSocketConfig(write_timeout=write_timeout),
+        topics=TopicsConfig(**topics),
     )
 
 
