@@ -76,8 +76,10 @@ def test_two_players_in_a_lobby_ready_up_and_play_their_match(
     topic = ada.locator("#match-panel").get_attribute("data-match")
     assert topic is not None
     for page in (ada, bob):
-        page.locator("#autopilot").check()
         expect_ticking(page, topic)
+    # Then both steer for the coin (not before: the match could be over by then).
+    for page in (ada, bob):
+        page.locator("#autopilot").check()
     # Someone takes the two coins the host asked for: the match is over on both pages.
     for page in (ada, bob):
         expect(page.locator("#result")).to_have_text(re.compile(r"^Match over: \w+ won"))
