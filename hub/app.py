@@ -46,6 +46,7 @@ from hub.gateway import (
     ConnectInfo,
     GatewayConfig,
     GatewayHandle,
+    LongPollRoute,
     WebSocketRoute,
     serve_echo,
     serve_gateway,
@@ -359,6 +360,9 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        poll_timeout=config.longpoll.poll_timeout,
+        reap_timeout=config.longpoll.reap_timeout,
+        max_longpoll_sessions=config.longpoll.max_sessions,
     )
 
 
@@ -501,6 +505,12 @@ async def serve_hub(
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
             WebSocketRoute(ECHO_PATH, serve_echo),
         ]
+        longpoll_routes = []
+        if config.longpoll.enabled:
+            # The same sessions over HTTP, for clients that cannot open a WebSocket.
+            longpoll_routes.append(
+                LongPollRoute(config.longpoll.path, runtime.serve_transport, SUBPROTOCOLS)
+            )
         authenticate = app.authenticate
         if runtime.observer:
             websocket_routes.append(
@@ -516,6 +526,7 @@ async def serve_hub(
                     gateway_config(config),
                     websocket_routes=websocket_routes,
                     http_routes=http_routes,
+                    longpoll_routes=longpoll_routes,
                     authenticate=authenticate,
                     observe=metrics.observe_gateway,
                 )

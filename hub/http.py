@@ -96,13 +96,15 @@ class HttpRoute:
     With `prefix=True`, `path` must end in "/" and the route serves every
     path below it; the longest matching prefix wins, an exact route beats any
     prefix. A route that allows GET also answers HEAD: the handler sees the
-    HEAD request and the gateway drops the body it returns.
+    HEAD request and the gateway drops the body it returns. `max_body_size`,
+    if set, replaces the gateway's limit on request bodies for this route.
     """
 
     path: str = attrs.field()
     handler: HttpHandler
     methods: frozenset[str] = frozenset({"GET"})
     prefix: bool = False
+    max_body_size: int | None = None
 
     @path.validator
     def _check_path(self, _attribute: attrs.Attribute[str], path: str) -> None:
