@@ -70,7 +70,9 @@ def test_a_dropped_connection_rejoins_from_the_last_offset(
     run(
         page,
         """
-        // A backoff of at least 1 s leaves time to publish while alice is away.
+        // A backoff of 2 s (full jitter drawn at its top) leaves time to
+        // publish while alice is away.
+        Math.random = () => 1;
         const slow = { reconnectMinMs: 2000, reconnectMaxMs: 4000 };
         const alice = await TrioHub.connect(arg.url, slow);
         const bob = await TrioHub.connect(arg.url);
@@ -107,7 +109,7 @@ def test_a_dropped_connection_rejoins_from_the_last_offset(
 
     dropped = closes(page)[0]
     assert dropped["code"] == 1009, dropped
-    assert dropped["reconnectInMs"] >= 1000
+    assert dropped["reconnectInMs"] == 2000
     got = page.evaluate("window.got")
     # Rejoining with the offset of "seen" brings what was missed, and only that.
     assert [text for _offset, text in got] == ["seen", "missed 1", "missed 2"]
@@ -250,7 +252,7 @@ def test_a_crashed_topic_is_joined_again_from_its_offset(page: Page) -> None:
         page,
         FAKE_SOCKET
         + """
-        const options = { WebSocket: FakeSocket, rejoinDelayMs: 50 };
+        const options = { WebSocket: FakeSocket, transports: ["websocket"], rejoinDelayMs: 50 };
         const hub = await TrioHub.connect("ws://fake/ws", options);
         const ws = latest();
         const events = [];
@@ -301,8 +303,12 @@ def test_reconnect_delays_back_off_with_jitter_and_stop_at_1008(page: Page) -> N
         page,
         FAKE_SOCKET
         + """
+        // Full jitter: each delay is the ceiling times Math.random(), here a known sequence.
+        const draws = [0.25, 0.5, 1, 0, 0.75];
+        const random = Math.random;
+        Math.random = () => (draws.length ? draws.shift() : random());
         const hub = await TrioHub.connect("ws://fake/ws", {
-          WebSocket: FakeSocket, reconnectMinMs: 40, reconnectMaxMs: 200,
+          WebSocket: FakeSocket, transports: ["websocket"], reconnectMinMs: 40, reconnectMaxMs: 200,
         });
         const delays = [];
         const next = () => once(hub, "close");
@@ -325,10 +331,8 @@ def test_reconnect_delays_back_off_with_jitter_and_stop_at_1008(page: Page) -> N
         return { delays, afterOpen, policy, state: hub.state };
         """,
     )
-    # min * 2^attempt, at most max, then 50-100% of that.
-    ceilings = [40, 80, 160, 200, 200]
-    for delay, ceiling in zip(result["delays"], ceilings, strict=True):
-        assert ceiling / 2 <= delay <= ceiling, (result["delays"], ceilings)
+    # min * 2^attempt, at most max, times a random draw (full jitter).
+    assert result["delays"] == [10, 40, 160, 0, 150]
     assert result["afterOpen"] == "open"
     assert result["policy"]["reconnectInMs"] is None
     assert result["state"] == "closed"
