@@ -97,7 +97,8 @@ def test_the_client_falls_back_when_the_websocket_does_not_open_in_time(
         // Dropped by the hub (a message over its size limit: 1009): the
         // reconnect goes straight to long-polling, since the WebSocket
         // failed where long-polling worked.
-        const reopened = new Promise((resolve) => hub.on("joined", (e) => e.rejoined && resolve(e)));
+        const reopened = new Promise((resolve) =>
+          hub.on("joined", (e) => e.rejoined && resolve(e)));
         topic.publish("big", "x".repeat(1100000));
         await reopened;
         hub.close();

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from browser_pages import client_page, open_chat, run, send, unique_room, ws_url
+from browser_pages import FAKE_SOCKET, client_page, open_chat, run, send, unique_room, ws_url
 from browser_support import HubProcess, running_hub
 from playwright.sync_api import Page, expect
 
@@ -193,58 +193,6 @@ def page(hub_server: HubProcess, new_page: Callable[[], Page]) -> Page:
     return client_page(hub_server, new_page)
 
 
-FAKE_SOCKET = """
-class FakeSocket {
-  static instances = [];
-  static refuse = false;  // new sockets fail to open (close 1006)
-  constructor(url, protocols) {
-    this.url = url;
-    this.protocol = "";
-    this.sent = [];
-    this.taken = 0;
-    this.waiters = [];
-    FakeSocket.instances.push(this);
-    setTimeout(() => {
-      if (FakeSocket.refuse) {
-        this.onclose?.({ code: 1006, reason: "", wasClean: false });
-      } else {
-        this.protocol = protocols[0];
-        this.onopen?.({});
-      }
-    }, 0);
-  }
-  send(text) {
-    this.sent.push(JSON.parse(text));
-    for (const waiter of this.waiters.splice(0)) waiter();
-  }
-  close(code, reason) { this.closedWith = { code, reason }; }
-  // Resolve with the next frame sent with kind `tag` that no call took yet.
-  nextSent(tag) {
-    return new Promise((resolve) => {
-      const check = () => {
-        while (this.taken < this.sent.length) {
-          const frame = this.sent[this.taken++];
-          if (frame[0] === tag) { resolve(frame); return; }
-        }
-        this.waiters.push(check);
-      };
-      check();
-    });
-  }
-  receive(message) { this.onmessage?.({ data: JSON.stringify(message) }); }
-  serverClose(code, reason = "") { this.onclose?.({ code, reason, wasClean: true }); }
-}
-const latest = () => FakeSocket.instances[FakeSocket.instances.length - 1];
-// The next `event` of `emitter`, as a promise.
-const once = (emitter, event) =>
-  new Promise((resolve) => {
-    const off = emitter.on(event, (value) => {
-      off();
-      resolve(value);
-    });
-  });
-const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
-"""
 
 
 def test_a_crashed_topic_is_joined_again_from_its_offset(page: Page) -> None:
