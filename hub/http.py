@@ -227,12 +227,14 @@ class HttpConnection:
             phrase = http.HTTPStatus(response.status).phrase
         except ValueError:
             phrase = ""
-        await self._send(
+        # One write for the whole response: a long-polling client waits on it.
+        data = self._h11.send(
             h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
-        )
+        ) or b""
         if response.body and not head_only:
-            await self._send(h11.Data(data=response.body))
-        await self._send(h11.EndOfMessage())
+            data += self._h11.send(h11.Data(data=response.body)) or b""
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        await self.stream.send_all(data)
 
     async def send_error(
         self, status: int, message: str, *, headers: tuple[tuple[str, str], ...] = ()

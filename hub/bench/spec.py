@@ -13,6 +13,9 @@ SCENARIOS: Final = ("idle", "echo", "fanout", "churn")
 #: baselines' plain messages (paths /echo, /fanout and /stats).
 Dialect = Literal["hub", "plain"]
 
+#: How the hub's clients (fanout: its subscribers) reach it.
+Transport = Literal["websocket", "longpoll"]
+
 
 def _scenario(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in SCENARIOS:
@@ -62,6 +65,8 @@ class LoadSpec:
     waves: int = attrs.field(default=10, validator=_positive)
     #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+    #: fanout: the hub's subscribers over WebSockets, or long-polling (at /poll).
+    transport: Transport = "websocket"
 
     def echo_topic(self, index: int) -> str:
         """The echo topic connection `index` joins (idle and echo)."""
