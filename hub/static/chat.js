@@ -202,6 +202,10 @@ function connectHub() {
     }
     showStatus();
   });
+  hub.on("unrecovered", ({ topic }) => {
+    // The hub could not replay all that was said while we were away.
+    if (room && topic === room.name) addNotice("Some messages were missed while offline.");
+  });
   hub.on("ended", ({ topic, code, reason, rejoinInMs }) => {
     if (!room || topic !== room.name) return;
     if (rejoinInMs != null) addNotice(`The room restarted (${code}); joining again…`);

@@ -180,6 +180,10 @@ export class LongPollSocket {
     this._maxBytes = 1024 * 1024;
     this._closed = false;
     this._abort = new AbortController();
+    // A page going away ends its session at once (a WebSocket's socket
+    // would close), rather than leaving it to be reaped.
+    this._onPageHide = () => this.close(1001, "page hidden");
+    globalThis.addEventListener?.("pagehide", this._onPageHide);
     this._open(protocols);
   }
 
@@ -294,6 +298,7 @@ export class LongPollSocket {
     if (this._closed) return;
     this._closed = true;
     this._abort.abort();
+    globalThis.removeEventListener?.("pagehide", this._onPageHide);
     if (this._session !== null && !wasClean) {
       // keepalive: the DELETE goes out even if the page is being unloaded.
       this._fetch(this._session, { method: "DELETE", keepalive: true, cache: "no-store" }).catch(() => {});
