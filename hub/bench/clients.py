@@ -243,6 +243,8 @@ class LongPollLink(HubLink):
         self._polls: _HttpConnection | None = None
         self._posts: _HttpConnection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Why the session ended, once it has.
+        self.lost_reason = ""
 
     async def open(self) -> None:
         opener = await _HttpConnection.open(self._host, self._port)
@@ -259,7 +261,6 @@ class LongPollLink(HubLink):
             raise RefusedError(f"the hub chose subprotocol {opened['subprotocol']!r}")
         self._session = f"{self._path}/{opened['session']}"
         self._polls = await _HttpConnection.open(self._host, self._port)
-        self._posts = await _HttpConnection.open(self._host, self._port)
         self._open = True
         self._start(self._poll())
 
@@ -271,6 +272,12 @@ class LongPollLink(HubLink):
     def is_open(self) -> bool:
         return self._open
 
+    def on_closed(self) -> None:
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(LinkClosedError(self.lost_reason))
+        self._waiting.clear()
+
     async def _poll(self) -> None:
         assert self._polls is not None
         try:
@@ -279,7 +286,8 @@ class LongPollLink(HubLink):
                     "GET", f"{self._session}?ack={self._seq}", self._authority
                 )
                 if status != 200:
-                    break
+                    self._lost(f"a poll answered {status}: {body[:200]!r}")
+                    return
                 self._seq = int(headers["triohub-seq"])
                 at = 0
                 while at < len(body):
@@ -288,10 +296,10 @@ class LongPollLink(HubLink):
                     at += 4 + length
                 if "triohub-close-code" in headers:
                     self.close_code = int(headers["triohub-close-code"])
-                    break
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        self._lost()
+                    self._lost(f"closed by the hub: {headers.get('triohub-close-reason')}")
+                    return
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._lost(f"polling failed: {error!r}")
 
     def send(self, message: bytes) -> None:
         self._outgoing.append(message)
@@ -300,24 +308,31 @@ class LongPollLink(HubLink):
             self._start(self._post())
 
     async def _post(self) -> None:
-        assert self._posts is not None
         try:
             while self._outgoing and self._open:
                 batch, self._outgoing = self._outgoing, []
                 body = b"".join(len(message).to_bytes(4, "big") + message for message in batch)
-                status, _, _ = await self._posts.request(
-                    "POST", self._session, self._authority, body
-                )
+                status = await self._post_body(body)
                 if status != 200:
-                    self._lost()
-        except OSError:
-            self._lost()
+                    self._lost(f"a POST answered {status}")
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._lost(f"sending failed: {error!r}")
         finally:
             self._posting = False
 
-    def _lost(self) -> None:
+    async def _post_body(self, body: bytes) -> int:
+        """POST on the kept-alive connection, opening a new one if the hub closed it idle."""
+        if self._posts is None or self._posts.reader.at_eof():
+            if self._posts is not None:
+                self._posts.close()
+            self._posts = await _HttpConnection.open(self._host, self._port)
+        status, _, _ = await self._posts.request("POST", self._session, self._authority, body)
+        return status
+
+    def _lost(self, reason: str) -> None:
         if not self._open and self.disconnected.done():
             return
+        self.lost_reason = reason
         self._open = False
         for connection in (self._polls, self._posts):
             if connection is not None:
@@ -330,7 +345,7 @@ class LongPollLink(HubLink):
         """Stop polling and close both connections (the hub reaps the session)."""
         for task in list(self._tasks):
             task.cancel()
-        self._lost()
+        self._lost("closed by the load generator")
 
     def close(self) -> None:
         self.close_abruptly()
