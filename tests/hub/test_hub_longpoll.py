@@ -20,6 +20,7 @@ from hub.gateway import AuthenticationError, ConnectRequest
 from hub.identity import Identity
 from hub.protocol import JSON, MSGPACK, Call, Heartbeat, Join, Payload, Publish, Push, Reply
 from hub.services import Service
+from hub.tokens import TokenVerifier
 from hub.topics import Member
 
 
@@ -32,6 +33,13 @@ def _push_text(codec, message):
         isinstance(frame, Push) and frame.event == "message"
         for frame in codec.decode_strict(message)
     )
+
+
+class WhoAmI(Service):
+    """Answers a join with the member's user: what authentication made of the client."""
+
+    async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
+        return {"user": member.user}
 
 
 @pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
@@ -191,10 +199,6 @@ async def test_opening_is_checked_as_a_websocket_upgrade_is(start_hub):
             raise AuthenticationError("a good token is needed")
         return Identity("ann")
 
-    class WhoAmI(Service):
-        async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
-            return {"user": member.user}
-
     app = Hub("auth", authenticate=authenticate)
     app.route("who:*", WhoAmI)
     hub = await start_hub(app, server={"origins": ["https://good.example"]})
@@ -298,3 +302,23 @@ async def test_long_polling_can_be_turned_off(start_hub):
     with trio.fail_after(10):
         assert (await open_session(hub.port)).status in (404, 405)
 
+
+
+async def test_a_signed_token_opens_a_session_as_over_a_websocket(start_hub):
+    # The same authenticate path as the upgrade: signed tokens too (docs/auth.md).
+    secret = "a-test-secret-that-is-long-enough-0123456789"
+    app = Hub("tokens")
+    app.route("who:*", WhoAmI)
+    hub = await start_hub(app, auth={"secret": secret, "required": True})
+    with trio.fail_after(10):
+        anonymous = await open_session(hub.port)
+        assert anonymous.status == 401
+        forged = await open_session(hub.port, query={"token": "not.a.token"})
+        assert forged.status == 401
+        token = TokenVerifier(secret).mint("zoe", ttl=60)
+        poller = await LongPollClient.open(hub.port, query={"token": token})
+        await poller.post(JSON.encode(Join(1, "who:t", {})))
+        reply = _frames(JSON, await poller.poll())[0]
+        assert reply.ok and reply.payload["user"] == "zoe"
+        await poller.delete()
+        await poller.aclose()
