@@ -42,7 +42,7 @@ const DEFAULTS = {
   joinTimeoutMs: 10000, // a connected Join left unanswered this long fails
   reconnect: true, // reconnect after the connection is lost (never after 1008)
   reconnectMinMs: 500, // first reconnect ceiling; it doubles per failed attempt...
-  reconnectMaxMs: 30000, // ...up to this; each delay is random below it (full jitter)
+  reconnectMaxMs: 10000, // ...up to this; each delay is random below it (full jitter)
   stableAfterMs: 5000, // a connection open this long resets the backoff
   rejoinDelayMs: 1000, // wait (plus jitter) before re-joining a crashed topic
   transports: ["websocket", "longpoll"], // tried in this order on each attempt
