@@ -82,6 +82,9 @@ class GatewayConfig:
     poll_timeout: float = attrs.field(default=25.0, validator=_positive)
     reap_timeout: float = attrs.field(default=30.0, validator=_positive)
     max_longpoll_sessions: int = attrs.field(default=10_000, validator=_positive)
+    #: Share the port with other processes (SO_REUSEPORT): the kernel spreads
+    #: new connections over every process listening on it (`hub serve --workers`).
+    reuse_port: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:
