@@ -162,6 +162,7 @@ def test_a_long_polling_client_reconnects_and_rejoins_from_its_offset_when_dropp
     dropped = page.evaluate("window.closes")[0]
     assert dropped["code"] == 1009, dropped
     assert dropped["reconnectInMs"] == 2000
+    assert page.evaluate("window.rejoins[0].recovered") is True
     got = page.evaluate("window.got")
     assert [text for _offset, text in got] == ["seen", "missed 1", "missed 2"]
     assert page.evaluate("window.alice.transport") == "longpoll"
