@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         HttpConfig,
         HubConfig,
         LoggingConfig,
+        PresenceConfig,
         ServerConfig,
         SessionConfig,
         TopicsConfig,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     )
     from hub.errors import HubError, JoinRefusedError, ServiceError
     from hub.gateway import AuthenticationError, ConnectRequest
+    from hub.presence import Presence
     from hub.protocol import Payload
     from hub.services import EchoService, RoomService, Service
     from hub.topics import Member, Topic
@@ -51,6 +53,8 @@ _EXPORTS = {
     "JoinRefusedError": "hub.errors",
     "Member": "hub.topics",
     "Payload": "hub.protocol",
+    "Presence": "hub.presence",
+    "PresenceConfig": "hub.config",
     "RoomService": "hub.services",
     "Service": "hub.services",
     "ServiceError": "hub.errors",
@@ -72,6 +76,8 @@ __all__ = [
     "LoggingConfig",
     "Member",
     "Payload",
+    "Presence",
+    "PresenceConfig",
     "RoomService",
     "ServerConfig",
     "Service",

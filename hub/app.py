@@ -31,7 +31,7 @@ import gc
 import importlib.resources
 import json
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -61,6 +61,14 @@ from hub.observer import (
     Snapshotter,
     observer_authenticate,
     observer_routes,
+)
+from hub.presence import (
+    ListPresence,
+    Presence,
+    PresenceSettings,
+    PresenceSnapshot,
+    SubscribePresence,
+    UnsubscribePresence,
 )
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
@@ -103,15 +111,26 @@ class Hub:
     #: Serve the observer (/observer/, `$observer`), as the `admin.observer` setting does.
     observer: bool = False
 
-    def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
+    def route(
+        self,
+        pattern: str,
+        factory: Callable[[Topic], Service],
+        *,
+        presence: Presence | Literal[False] | None = None,
+    ) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
 
         `factory(topic)` builds the service of one topic, typically a Service
         subclass; the first matching route, in declaration order, wins.
+        `presence` is how its topics keep presence (`hub.presence.Presence`,
+        docs/presence.md): None takes the service's own choice (its
+        `presence` class attribute), False keeps none.
         """
         if not pattern or pattern == "*":
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
-        self.routes.append(Route(pattern, factory))
+        if presence is not None and presence is not False and not isinstance(presence, Presence):
+            raise TypeError(f"presence= takes a hub.presence.Presence or False, got {presence!r}")
+        self.routes.append(Route(pattern, factory, presence))
 
     def actor(
         self,
@@ -236,6 +255,55 @@ class HubRuntime:
         ref = await self.topics.actor_for(topic, route)
         offset: int | None = await ref.call(ServerPublish(event, payload, keep), timeout=timeout)
         return offset
+
+    async def presence(
+        self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Who is present in `topic` now (nobody if the topic is not live; it is not started).
+
+        Raises UnknownTopicError if no route serves `topic`, and
+        TopicWithoutPresenceError if its route keeps no presence.
+        """
+        ref = self._live_topic(topic)
+        if ref is None:
+            return PresenceSnapshot(topic, {})
+        try:
+            snapshot: PresenceSnapshot = await ref.call(ListPresence(), timeout=timeout)
+        except actors.ActorExitedError:
+            return PresenceSnapshot(topic, {})  # it stopped meanwhile: nobody is there
+        return snapshot
+
+    async def subscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Send `subscriber` (a backend actor) `topic`'s presence changes; return who is here.
+
+        Starts the topic if it is not live, and keeps it live while
+        subscribed. The subscriber then receives `hub.presence.PresenceChanged`
+        messages (a `PresenceSnapshot` in place of changes it missed, and an
+        empty one when the topic ends). Raises as `publish` does, and
+        PresenceLimitError past `presence.max_subscribers` per topic.
+        """
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        ref = await self.topics.actor_for(topic, route)
+        snapshot: PresenceSnapshot = await ref.call(SubscribePresence(subscriber), timeout=timeout)
+        return snapshot
+
+    async def unsubscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> None:
+        """Stop sending `subscriber` the presence changes of `topic` (nothing if it is not live)."""
+        ref = self._live_topic(topic)
+        if ref is not None:
+            with contextlib.suppress(actors.ActorExitedError):
+                await ref.call(UnsubscribePresence(subscriber), timeout=timeout)
+
+    def _live_topic(self, topic: str) -> actors.ActorRef | None:
+        if self.topics.route_for(topic) is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        return self.topics.whereis(topic)
 
     def actor(self, name: str) -> actors.ActorRef:
         """The running backend actor declared as `name` with `Hub.actor`."""
@@ -362,6 +430,17 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
     )
 
 
+def presence_settings(config: HubConfig) -> PresenceSettings:
+    """The hub's presence defaults, under what each route declares."""
+    presence = config.presence
+    return PresenceSettings(
+        interval=presence.interval_seconds,
+        grace=presence.grace_seconds,
+        max_meta_bytes=presence.max_meta_bytes,
+        max_subscribers=presence.max_subscribers,
+    )
+
+
 def session_settings(config: HubConfig) -> SessionSettings:
     """Every session's part of the hub's settings (one object, shared)."""
     websocket, session, topics = config.websocket, config.session, config.topics
@@ -464,6 +543,7 @@ async def serve_hub(
             settings=TopicSettings(
                 empty_grace=config.topics.empty_grace_seconds,
                 hook_timeout=config.topics.hook_timeout_seconds,
+                presence=presence_settings(config),
             ),
             mailbox_capacity=config.topics.mailbox_capacity,
             start_timeout=config.topics.start_timeout_seconds,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
+from hub.presence import Presence
 from hub.protocol import Payload
 from hub.topics import Member, Topic
 
@@ -19,7 +21,13 @@ class Service:
     `handle_call` to answer the client with an error. Any other exception,
     and a ServiceError from the other hooks, is a bug that crashes the topic
     (it is logged, its members are told, and their next join starts it afresh).
+
+    `presence` is how its topics keep presence unless their route says
+    otherwise (`app.route(..., presence=...)`; docs/presence.md): None keeps
+    none. Then `self.topic.presence` lists who is here.
     """
+
+    presence: ClassVar[Presence | None] = None
 
     def __init__(self, topic: Topic) -> None:
         self.topic = topic

@@ -13,6 +13,16 @@ import trio
 import actors
 from hub.backplane import Backplane, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.presence import (
+    META_EVENT,
+    ListPresence,
+    PresenceDue,
+    PresenceLimitError,
+    PresenceSettings,
+    SubscribePresence,
+    TopicPresence,
+    UnsubscribePresence,
+)
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.messages import (
@@ -72,6 +82,8 @@ class TopicSettings:
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
     #: How long any one service hook may run; past it, the topic crashes.
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
+    #: Presence defaults (`[presence]`), under what each route declares.
+    presence: PresenceSettings = PresenceSettings()
 
 
 class TopicLifecycle(Protocol):
@@ -93,6 +105,10 @@ class _DeadlinePassed(Exception):
 
 class HookTimeoutError(HubError):
     """A service hook ran past the hub's hook timeout (it crashes its topic)."""
+
+
+class TopicWithoutPresenceError(HubError):
+    """A presence request for a topic whose route keeps no presence."""
 
 
 class ServiceExitError(HubError):
@@ -151,6 +167,12 @@ class TopicActor(actors.Actor):
         try:
             self.topic.position = await self._backplane.position(name)
             self.service = self._route.factory(self.topic)
+            presence = self._route.presence
+            if presence is None:
+                presence = getattr(self.service, "presence", None)
+            if presence:
+                settings = presence.settings(self._settings.presence)
+                self.topic.presence = TopicPresence(self.topic, settings, self.ctx)
             await self._hook("started", self.service.started)
         except BaseException:
             # A start that fails never reaches `stopped`: give the history
@@ -166,6 +188,8 @@ class TopicActor(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         if isinstance(reason, actors.Crashed):
             self._crashes.record(self.topic.name, trio.current_time())
+        if self.topic.presence is not None:
+            self.topic.presence.stopped()
         try:
             if self.service is not None:
                 await self._hook("stopped", self.service.stopped)
@@ -220,14 +244,39 @@ class TopicActor(actors.Actor):
 
     async def handle(self, message: Any) -> None:
         await self._handle(message)
+        await self._after()
+
+    async def _after(self) -> None:
+        """What follows every message: the kicked leave, presence pushes what changed."""
         while self.topic._kicked:
             member = self.topic._kicked.pop()
             await self._remove(member.connection.ref, already_removed=member)
+        if self.topic.presence is not None:
+            self.topic.presence.after_message()
 
     async def handle_call(self, request: Any, call: actors.Call) -> Any:
+        presence = self.topic.presence
         match request:
             case ServerPublish(event=event, payload=payload, keep=keep):
                 return self.topic.broadcast(event, payload, keep=keep)
+            case ListPresence() if presence is not None:
+                return presence.snapshot()
+            case SubscribePresence(subscriber=subscriber) if presence is not None:
+                try:
+                    snapshot = presence.subscribe(subscriber)
+                except PresenceLimitError as error:
+                    call.fail(error)  # the caller's error, not this topic's
+                    return actors.NO_REPLY
+                await self._after()
+                return snapshot
+            case UnsubscribePresence(subscriber=subscriber) if presence is not None:
+                if presence.unsubscribe(subscriber):
+                    self._maybe_empty()
+                return None
+            case ListPresence() | SubscribePresence() | UnsubscribePresence():
+                message = f"topic {self.topic.name!r} keeps no presence (see its route's presence=)"
+                call.fail(TopicWithoutPresenceError(message))
+                return actors.NO_REPLY
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, request)
 
@@ -240,9 +289,12 @@ class TopicActor(actors.Actor):
                 if member is None:
                     return  # left (or was kicked) while this was queued
                 try:
-                    await self._hook(
-                        "handle_event", self.service.handle_event, member, event, payload
-                    )
+                    if event.startswith("$"):
+                        self._hub_event(member, event, payload)
+                    else:
+                        await self._hook(
+                            "handle_event", self.service.handle_event, member, event, payload
+                        )
                 except ServiceError as error:
                     _answer_error(member, ref, topic.name, error.code, error.message)
                 else:
@@ -254,14 +306,19 @@ class TopicActor(actors.Actor):
                 await self._join(message)
             case LeaveTopic(connection=connection):
                 await self._remove(connection)
-            case actors.Down(ref=connection):
-                # The session is gone, whichever of its monitors says so.
-                await self._remove(connection)
+            case actors.Down(ref=ref):
+                if topic.presence is not None and topic.presence.subscriber_down(ref):
+                    self._maybe_empty()
+                else:
+                    # The session is gone, whichever of its monitors says so.
+                    await self._remove(ref, ended=True)
             case TimerFired(event=event, payload=payload):
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
+            case PresenceDue() if topic.presence is not None:
+                topic.presence.timer_fired(message)
             case _CheckEmpty():
                 self._empty_timer = None
-                if topic.members:
+                if not self._empty():
                     return
                 left = self._empty_since + self._settings.empty_grace - trio.current_time()
                 if left <= 0:
@@ -271,12 +328,35 @@ class TopicActor(actors.Actor):
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
 
+    def _hub_event(self, member: Member, event: str, payload: Payload) -> None:
+        """An event of the hub's own (`$...`): services never see these."""
+        if event == META_EVENT and self.topic.presence is not None:
+            self.topic.presence.publish(member, payload)
+            return
+        raise ServiceError(
+            f"events starting with '$' are the hub's, and {event!r} is none it takes here",
+            code=ErrorCode.UNKNOWN_EVENT,
+        )
+
+    def _empty(self) -> bool:
+        """Nobody needs the topic: no member, no presence subscriber."""
+        presence = self.topic.presence
+        return not self.topic.members and (presence is None or not presence.subscribers)
+
+    def _maybe_empty(self) -> None:
+        if self._empty():
+            self._became_empty()
+
     async def _join(self, request: JoinTopic) -> None:
         assert self.service is not None
         member = request.member
         connection = member.connection
         name = self.topic.name
+        presence = self.topic.presence
         try:
+            claim = None
+            if presence is not None:
+                member, claim = presence.admit(member)
             payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
@@ -285,14 +365,27 @@ class TopicActor(actors.Actor):
             return
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
+        if presence is not None and claim is not None:
+            for displaced in presence.track(member, claim):
+                other = self.topic.members.get(displaced)
+                if other is not None:
+                    reason = f"{claim.user!r} joined as the authenticated user of that name"
+                    self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
+        if presence is not None:
+            presence.send_state(member)
         history = await self._backplane.history(name, after=request.offset or 0)
         recovery = recovery_for(history, request.epoch, request.offset)
         await self._hook("joined", self.service.joined, member, recovery)
 
     async def _remove(
-        self, connection: actors.ActorRef, *, already_removed: Member | None = None
+        self,
+        connection: actors.ActorRef,
+        *,
+        already_removed: Member | None = None,
+        ended: bool = False,
     ) -> None:
+        """`connection` left, was kicked, or (`ended`) its session ended."""
         assert self.service is not None
         member = self.topic._remove(connection) or already_removed
         monitor = self._monitors.pop(connection, None)
@@ -301,9 +394,12 @@ class TopicActor(actors.Actor):
             # flushing would rebuild the mailbox on every leave.
             self.ctx.demonitor(monitor)
         if member is not None:
+            if self.topic.presence is not None:
+                # A connection that ended keeps its entry for the grace
+                # period; one that left on purpose (or was kicked) goes now.
+                self.topic.presence.left(connection, ended=ended)
             await self._hook("leave", self.service.leave, member)
-            if not self.topic.members:
-                self._became_empty()
+            self._maybe_empty()
 
     async def _call(self, request: CallService) -> None:
         assert self.service is not None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 if TYPE_CHECKING:
+    from hub.presence import Presence
     from hub.services import Service
     from hub.topics.topic import Topic
 
@@ -19,10 +20,15 @@ class Route:
     A pattern ending in `*` matches every topic that starts with what comes
     before it (`room:*` matches `room:lobby`, not `room:`); any other pattern
     matches only itself.
+
+    `presence` is how the topics keep presence (`hub.presence.Presence`):
+    None takes the service's own choice (its `presence` class attribute),
+    False keeps none.
     """
 
     pattern: str
     factory: Callable[[Topic], Service]
+    presence: Presence | Literal[False] | None = None
 
     def matches(self, topic: str) -> bool:
         if self.pattern.endswith("*"):

@@ -14,6 +14,7 @@ from hub.topics.messages import Member, MembershipEnded, outbound_for
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
+    from hub.presence import TopicPresence
     from hub.topics.hub_api import HubServices
 
 
@@ -41,6 +42,8 @@ class Topic:
     position: Position = attrs.field(factory=lambda: Position("", 0))
     #: The rest of the hub: publish to other topics, reach backend actors.
     hub: HubServices | None = attrs.field(default=None, repr=False)
+    #: Who is present (`hub.presence.TopicPresence`), where the route keeps presence.
+    presence: TopicPresence | None = attrs.field(default=None, repr=False)
     _members: dict[actors.ActorRef, Member] = attrs.Factory(dict)
     # Kicked since the topic actor last looked: it calls their `leave` and
     # drops its monitors once the current handler returns.
