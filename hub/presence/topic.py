@@ -2,12 +2,17 @@
 
 The topic's actor owns a `TopicPresence` (when its route keeps presence) and
 calls it at each step of a membership: `admit` before the service's `join`
-(who the member is, and whether that name is free), `track` once it is a
+(who the member is, and whether that name is free), `enter` once it is a
 member, `send_state` right after the ok Reply, `left` when it leaves or its
 connection ends, `publish` for the client's own `$presence` updates, and
 `after_message` after every message the actor handles, which pushes the
 diff (full mode) or schedules the next coalesced push, and the end of the
 oldest ghost's grace. Its timers are the topic actor's, so they end with it.
+
+Every member with a user is present; the pushes go to the members whose
+join asked for them (the `$presence` join param, `{}` will do): a bot or a
+game client that never looks costs nothing, and a room of 10,000 that do
+not look is not sent 10,000 states.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class TopicPresence:
         self._ctx = context
         self._state = PresenceState()
         self._subscribers: dict[actors.ActorRef, _Subscriber] = {}
+        # The members whose join asked for presence pushes, by connection.
+        self._listeners: dict[actors.ActorRef, Member] = {}
         self._flush_timer: actors.Timer | None = None
         self._grace_timer: actors.Timer | None = None
         self._last_flush = -math.inf
@@ -164,6 +171,11 @@ class TopicPresence:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def listeners(self) -> int:
+        """How many members receive presence pushes (their join asked for them)."""
+        return len(self._listeners)
+
     # --- what the topic's actor calls ------------------------------------------
 
     def admit(self, member: Member) -> tuple[Member, Claim | None]:
@@ -201,13 +213,19 @@ class TopicPresence:
             ) from None
         return member, claim
 
-    def track(self, member: Member, claim: Claim) -> list[actors.ActorRef]:
-        """Make the new member present; return the connections its claim displaced."""
+    def enter(self, member: Member, claim: Claim | None) -> list[actors.ActorRef]:
+        """The member joined: make it present (with a claim); return the connections displaced."""
+        if PARAM in member.params:
+            self._listeners[member.connection.ref] = member
+        if claim is None:
+            return []
         _entry, displaced = self._state.track(member.connection.ref, claim)
         return [holder for holder in displaced if isinstance(holder, actors.ActorRef)]
 
     def send_state(self, member: Member) -> None:
-        """Push the new member who is here (right after its ok Reply)."""
+        """Push the new member who is here (right after its ok Reply), if it asked."""
+        if member.connection.ref not in self._listeners:
+            return
         if self.mode is PresenceMode.COUNTS:
             self._topic.push(member, COUNT_EVENT, self._counts_payload())
             return
@@ -217,6 +235,7 @@ class TopicPresence:
 
     def left(self, connection: actors.ActorRef, *, ended: bool) -> None:
         """`connection` left (at once) or its connection `ended` (after the grace)."""
+        self._listeners.pop(connection, None)
         grace = self.settings.grace
         if ended and grace > 0:
             self._state.untrack(connection, grace_until=trio.current_time() + grace)
@@ -294,9 +313,9 @@ class TopicPresence:
             counts = (self._state.user_count, self._state.entry_count)
             if counts != self._sent_counts:
                 self._sent_counts = counts
-                self._topic.broadcast(COUNT_EVENT, self._counts_payload())
+                self._topic.push_each(self._listeners.values(), COUNT_EVENT, self._counts_payload())
         elif diff is not None:
-            self._topic.broadcast(DIFF_EVENT, diff.wire())
+            self._topic.push_each(self._listeners.values(), DIFF_EVENT, diff.wire())
         if diff is None or not self._subscribers:
             return
         changed = PresenceChanged(self._topic.name, diff)

@@ -365,8 +365,8 @@ class TopicActor(actors.Actor):
             return
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
-        if presence is not None and claim is not None:
-            for displaced in presence.track(member, claim):
+        if presence is not None:
+            for displaced in presence.enter(member, claim):
                 other = self.topic.members.get(displaced)
                 if other is not None:
                     reason = f"{claim.user!r} joined as the authenticated user of that name"

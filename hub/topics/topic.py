@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -108,6 +108,17 @@ class Topic:
         """Push `event` to one member (history replay passes the event's `offset`)."""
         record = Record(self.name, event, payload, self.position.epoch, offset)
         member.connection.deliver(outbound_for(record, (member.connection.codec,), self.metrics))
+
+    def push_each(self, members: Iterable[Member], event: str, payload: Payload = None) -> None:
+        """Push `event` to each of `members`, encoded once per codec among them."""
+        members = list(members)
+        if not members:
+            return
+        codecs = tuple({member.connection.codec: None for member in members})
+        record = Record(self.name, event, payload, self.position.epoch, None)
+        outbound = outbound_for(record, codecs, self.metrics)
+        for member in members:
+            member.connection.deliver(outbound)
 
     def kick(self, member: Member, reason: str, *, code: str = EndCode.KICKED) -> None:
         """End `member`'s membership: the client gets an Ended frame with `code`."""

@@ -103,9 +103,15 @@ class Client:
         self._ref += 1
         return self._ref
 
-    async def join(self, topic: str, params: Mapping[str, Payload] | None = None) -> Reply:
+    async def join(
+        self, topic: str, params: Mapping[str, Payload] | None = None, *, listen: bool = True
+    ) -> Reply:
+        """Join `topic`; with `listen`, asking for presence pushes (`$presence` param)."""
+        params = dict(params or {})
+        if listen:
+            params.setdefault("$presence", {})
         ref = self.next_ref()
-        self.wire.send(JSON.encode(Join(ref, topic, dict(params or {}))))
+        self.wire.send(JSON.encode(Join(ref, topic, params)))
         return await self.reply(ref)
 
     async def reply(self, ref: int) -> Reply:
@@ -329,7 +335,8 @@ async def test_coalesced_diffs_keep_to_their_interval_whatever_the_churn(
         clients = []
         for index in range(joiners):
             client = await Client.open(runtime, nursery)
-            client.wire.send(JSON.encode(Join(1, "co:big", {"user": f"u{index}"})))
+            params = {"user": f"u{index}", "$presence": {}}
+            client.wire.send(JSON.encode(Join(1, "co:big", params)))
             clients.append(client)
             if index % 100 == 99:
                 await trio.sleep(0.1)  # a burst spread over a second of arrivals
@@ -446,3 +453,18 @@ async def test_a_route_without_presence_pushes_none(
         refused = await bob.reply(3)
         assert not refused.ok and refused.payload["code"] == "unknown_event"
         assert Open.seen == []
+
+
+async def test_a_member_that_did_not_ask_is_present_but_pushed_nothing(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        bot = await Client.open(runtime, nursery)
+        assert (await bot.join("room:n", {"user": "bot"}, listen=False)).ok
+        ann = await Client.open(runtime, nursery)
+        assert (await ann.join("room:n", {"user": "ann"})).ok
+        await ann.barrier("room:n")
+        assert sorted(ann.view.users()) == ["ann", "bot"]  # the bot is present...
+        ann.wire.send(JSON.encode(Publish(4, "room:n", "$presence", {"status": "away"})))
+        await ann.reply(4)
+        assert await bot.barrier("room:n") == []  # ...and is sent nothing of it
