@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-SCENARIOS: Final = ("idle", "echo", "fanout", "churn")
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence")
 
 #: How the load generator talks to a server: the hub protocol, or the
 #: baselines' plain messages (paths /echo, /fanout and /stats).
@@ -35,7 +35,7 @@ class LoadSpec:
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
-    #: churn: clients per wave.
+    #: churn: clients per wave; presence: members watching the room.
     connections: int = attrs.field(validator=_positive)
     #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
     #: a topic each. (A hub may limit how many topics it serves.)
@@ -60,8 +60,10 @@ class LoadSpec:
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: churn: waves of `connections` clients.
     waves: int = attrs.field(default=10, validator=_positive)
-    #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
+    #: fanout, churn and presence: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+    #: presence: clients that each join the room and leave it again, measured.
+    churners: int = attrs.field(default=500, validator=_positive)
 
     def echo_topic(self, index: int) -> str:
         """The echo topic connection `index` joins (idle and echo)."""

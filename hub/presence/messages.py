@@ -1,4 +1,4 @@
-"""What backend actors receive of a topic's presence, and the calls that ask a topic actor for it."""
+"""What backend actors receive of a topic's presence, and the calls that ask a topic for it."""
 
 from __future__ import annotations
 

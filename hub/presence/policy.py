@@ -49,7 +49,9 @@ class PresenceMode(enum.StrEnum):
     """Only the counts (users, connections), at most once per interval, when they change."""
 
 
-def _check_seconds(instance: object, attribute: attrs.Attribute[float | None], value: object) -> None:
+def _check_seconds(
+    instance: object, attribute: attrs.Attribute[float | None], value: object
+) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):

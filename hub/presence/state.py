@@ -22,6 +22,7 @@ returns. One `PresenceState` per topic:
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Mapping
+
 import attrs
 
 from hub.protocol import Payload
@@ -33,6 +34,7 @@ __all__ = [
     "NameTakenError",
     "PresenceState",
 ]
+
 
 class NameTakenError(Exception):
     """A claim of a user name that a live connection of another identity holds."""

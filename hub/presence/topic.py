@@ -17,6 +17,7 @@ not look is not sent 10,000 states.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
@@ -213,7 +214,7 @@ class TopicPresence:
             ) from None
         return member, claim
 
-    def enter(self, member: Member, claim: Claim | None) -> list[actors.ActorRef]:
+    def enter(self, member: Member, claim: Claim | None) -> builtins.list[actors.ActorRef]:
         """The member joined: make it present (with a claim); return the connections displaced."""
         if PARAM in member.params:
             self._listeners[member.connection.ref] = member
@@ -341,9 +342,7 @@ class TopicPresence:
                 code=ErrorCode.BAD_FIELD,
             )
         key = options.get("key")
-        if key is not None and (
-            not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS
-        ):
+        if key is not None and (not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS):
             raise JoinRefusedError(
                 f"{PARAM}.key must be a string of 1 to {MAX_KEY_CHARS} characters, "
                 f"got {brief_repr(key)}",

@@ -83,7 +83,7 @@ class TopicSettings:
     #: How long any one service hook may run; past it, the topic crashes.
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
     #: Presence defaults (`[presence]`), under what each route declares.
-    presence: PresenceSettings = PresenceSettings()
+    presence: PresenceSettings = attrs.field(factory=PresenceSettings)
 
 
 class TopicLifecycle(Protocol):
@@ -369,7 +369,7 @@ class TopicActor(actors.Actor):
             for displaced in presence.enter(member, claim):
                 other = self.topic.members.get(displaced)
                 if other is not None:
-                    reason = f"{claim.user!r} joined as the authenticated user of that name"
+                    reason = f"{member.user!r} joined as the authenticated user of that name"
                     self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
         if presence is not None:

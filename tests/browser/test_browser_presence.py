@@ -58,9 +58,7 @@ def test_two_pages_see_each_other_by_name_with_status_notices_and_typing(
     expect(alice.locator("#typing")).to_have_text("")
 
     # Bob's page hides: he shows away, from his own meta.
-    bob.evaluate(
-        """() => window.chatDemo.presence.update({ status: "away" })"""
-    )
+    bob.evaluate("""() => window.chatDemo.presence.update({ status: "away" })""")
     expect(alice.locator("#member-list li[data-user=bob]")).to_have_attribute("data-status", "away")
 
     # Bob's page closes: after the grace, he leaves alice's list, with a notice.

@@ -9,6 +9,7 @@ churn; counts only; an impostor is refused; the server-side API.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -323,6 +324,7 @@ async def test_coalesced_diffs_keep_to_their_interval_whatever_the_churn(
         watcher = await Client.open(runtime, nursery)
         assert (await watcher.join("co:big", {"user": "watcher"})).ok
         arrivals: list[float] = []
+        everyone = trio.Event()
 
         async def watch() -> None:
             while True:
@@ -330,6 +332,8 @@ async def test_coalesced_diffs_keep_to_their_interval_whatever_the_churn(
                 watcher.keep(frame)
                 if isinstance(frame, Push) and frame.event == "$presence_diff":
                     arrivals.append(trio.current_time())
+                if len(watcher.view) == joiners + 1:
+                    everyone.set()
 
         nursery.start_soon(watch)
         clients = []
@@ -340,10 +344,9 @@ async def test_coalesced_diffs_keep_to_their_interval_whatever_the_churn(
             clients.append(client)
             if index % 100 == 99:
                 await trio.sleep(0.1)  # a burst spread over a second of arrivals
-        while len(watcher.view) < joiners + 1:
-            await trio.sleep(INTERVAL)
+        await everyone.wait()
         # Every arrival is known, in a handful of pushes at most one per interval.
-        gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
         assert all(gap >= INTERVAL - 1e-9 for gap in gaps), gaps
         assert 1 <= len(arrivals) <= 5
         # A client that never read much is not evicted by them either.
