@@ -37,6 +37,10 @@ let room = null; // the Topic of the room shown
 let presence = null; // the room's Presence
 let user = "";
 let typingTimer = null; // set while this page tells the room it is typing
+// Whether the name was chosen (?name=, or typed and joined): a name taken in
+// the room is then reported; a remembered or random one is replaced instead
+// (a second tab of the same browser remembers the same name).
+let nameChosen = new URLSearchParams(location.search).has("name");
 
 // For the curious, and for the browser tests: the live objects.
 window.chatDemo = {
@@ -235,6 +239,12 @@ async function enterRoom() {
     await topic.join({ user, $presence: { key: Presence.deviceKey(), meta: { status: myStatus() } } });
   } catch (err) {
     if (room !== topic) return;
+    if (err.code === "name_taken" && !nameChosen) {
+      ui.name.value = randomName();
+      nameChosen = true; // one new name; if that is taken too, say so
+      enterRoom();
+      return;
+    }
     const why =
       err.code === "name_taken"
         ? `the name ${user} is taken there; choose another`
@@ -295,6 +305,7 @@ function connectHub() {
 
 ui.identity.addEventListener("submit", (event) => {
   event.preventDefault();
+  nameChosen = true;
   const wanted = ui.room.value.trim();
   if (ROOM_NAME.test(wanted) && wanted !== roomFromHash()) {
     location.hash = wanted; // hashchange joins it

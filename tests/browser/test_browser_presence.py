@@ -101,3 +101,21 @@ def test_a_name_in_use_is_refused_and_nobody_speaks_as_someone_else(
     impostor.locator("#join").click()
     expect(impostor.locator("#status")).to_have_text(f"Online as not-erin in #{room}")
     expect(erin.locator("#member-list li .presence-name")).to_have_text(["erin", "not-erin"])
+
+
+def test_a_second_tab_with_the_remembered_name_takes_a_new_one(
+    presence_hub: HubProcess, new_page: Callable[[], Page]
+) -> None:
+    room = unique_room()
+    first = new_page()
+    first.goto(f"{presence_hub.url}#{room}")
+    expect(first.locator("#status")).to_have_attribute("data-state", "joined")
+    remembered = first.locator("#name").input_value()
+    # A second tab of the same browser: the same remembered name, which is taken.
+    second = first.context.new_page()
+    second.goto(f"{presence_hub.url}#{room}")
+    expect(second.locator("#status")).to_have_attribute("data-state", "joined")
+    renamed = second.locator("#name").input_value()
+    assert renamed != remembered and re.fullmatch(r"guest-\d{4}", renamed)
+    for page in (first, second):
+        expect(page.locator("#member-list li .presence-name")).to_have_text([remembered, renamed])
