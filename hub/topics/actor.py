@@ -372,11 +372,13 @@ class TopicActor(actors.Actor):
                     reason = f"{member.user!r} joined as the authenticated user of that name"
                     self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
         connection.deliver(JoinAnswered(name, self.ref, True, payload))
-        if presence is not None:
-            presence.send_state(member)
         history = await self._backplane.history(name, after=request.offset or 0)
         recovery = recovery_for(history, request.epoch, request.offset)
         await self._hook("joined", self.service.joined, member, recovery)
+        if presence is not None and member.connection.ref in self.topic.members:
+            # After what `joined` replays: the missed events follow the Reply
+            # first, then who is here.
+            presence.send_state(member)
 
     async def _remove(
         self,
