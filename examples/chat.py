@@ -29,4 +29,5 @@ class ModeratedRoom(RoomService):
 app = Hub("chat example")
 app.route("room:*", RoomService)
 app.route("help:*", ModeratedRoom)
-app.route("hall:*", RoomService, presence=Presence(mode="coalesced", interval=0.25, user_param="user"))
+crowds = Presence(mode="coalesced", interval=0.25, user_param="user")
+app.route("hall:*", RoomService, presence=crowds)

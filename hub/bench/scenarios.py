@@ -619,6 +619,19 @@ async def run_presence(spec: LoadSpec, report: Reporter) -> Figures:
     # Each member's users present, kept from its state and diffs.
     known: list[dict[str, int]] = [{} for _ in range(members)]
     last_push = 0.0
+    # Members whose copy holds the members alone (no churner), and whether
+    # the churn is over: then, all of them in sync is the end of the run.
+    in_sync: set[int] = set()
+    churned = False
+    settled = asyncio.Event()
+
+    def note(index: int) -> None:
+        if len(known[index]) == members:
+            in_sync.add(index)
+        else:
+            in_sync.discard(index)
+        if churned and len(in_sync) == members:
+            settled.set()
 
     def watch(index: int, frame: wire.Frame) -> None:
         nonlocal last_push
@@ -639,6 +652,7 @@ async def run_presence(spec: LoadSpec, report: Reporter) -> Figures:
                     users.pop(user, None)
             for user, entries in payload["joins"].items():
                 users[user] = max(users.get(user, 0), len(entries))
+        note(index)
 
     async def open_member(index: int) -> HubLink:
         link = await open_hub_link(spec.url)
@@ -684,7 +698,15 @@ async def run_presence(spec: LoadSpec, report: Reporter) -> Figures:
     await asyncio.gather(*(churn() for _ in range(min(spec.concurrency, len(churners)))))
     seconds = meter.stop(figures)
     report("churning", done, len(churners))
-    # The last coalesced diff comes within an interval.
+    # Every member's copy comes back to the members alone once the pushes
+    # still on their way have arrived; then the last coalesced diff, if any,
+    # within an interval.
+    churned = True
+    for index in range(members):
+        note(index)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(spec.drain_timeout):
+            await settled.wait()
     await asyncio.sleep(PRESENCE_SETTLE_SECONDS)
     for link in (*watching, *churners):
         link.close()

@@ -123,7 +123,8 @@ def test_presence_counts_pushes_per_change_full_and_coalesced(tmp_path):
         [figures] = _figures(document).values()
         assert figures["presence_changes"] == 60, room
         assert figures["members_in_sync"] == 5, room
-        assert figures["server_cpu_per_change_us"] > 0, room
+        # Present (its value may round to 0 at the clock's 10 ms ticks on a run this small).
+        assert figures["server_cpu_per_change_us"] >= 0, room
         runs[room] = figures["pushes_per_member_per_change"]
     # Full presence pushes every change; the demo's crowds coalesce them.
     assert runs["room:bench-presence"] == pytest.approx(1.0)
