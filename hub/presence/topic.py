@@ -138,6 +138,10 @@ class TopicPresence:
         """Replace `member`'s meta (the server's word: no size check); None if not present."""
         return self._state.update(member.connection.ref, dict(meta))
 
+    def wire_state(self) -> Payload:
+        """Who is here as clients see it: `{user: [{"id", "gen", "meta"}, ...]}`."""
+        return self._state.wire_state()
+
     def snapshot(self) -> PresenceSnapshot:
         return PresenceSnapshot(self._topic.name, self._state.snapshot())
 

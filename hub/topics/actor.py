@@ -338,6 +338,16 @@ class TopicActor(actors.Actor):
             code=ErrorCode.UNKNOWN_EVENT,
         )
 
+    def _hub_call(self, event: str) -> Payload:
+        """A Call of the hub's own (`$...`): services never see these."""
+        if event == META_EVENT and self.topic.presence is not None:
+            # Who is here, whether or not the member asked for the pushes.
+            return self.topic.presence.wire_state()
+        raise ServiceError(
+            f"calls starting with '$' are the hub's, and {event!r} is none it answers here",
+            code=ErrorCode.UNKNOWN_EVENT,
+        )
+
     def _empty(self) -> bool:
         """Nobody needs the topic: no member, no presence subscriber."""
         presence = self.topic.presence
@@ -416,14 +426,17 @@ class TopicActor(actors.Actor):
         # calls inherits what is left of it (ActorRef.call), and is cancelled
         # with it; no late answer goes anywhere.
         try:
-            result = await self._hook(
-                "handle_call",
-                self.service.handle_call,
-                member,
-                request.event,
-                request.payload,
-                deadline=request.deadline,
-            )
+            if request.event.startswith("$"):
+                result = self._hub_call(request.event)
+            else:
+                result = await self._hook(
+                    "handle_call",
+                    self.service.handle_call,
+                    member,
+                    request.event,
+                    request.payload,
+                    deadline=request.deadline,
+                )
         except ServiceError as error:
             _answer_error(member, request.ref, name, error.code, error.message)
             return

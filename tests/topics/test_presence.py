@@ -471,3 +471,19 @@ async def test_a_member_that_did_not_ask_is_present_but_pushed_nothing(
         ann.wire.send(JSON.encode(Publish(4, "room:n", "$presence", {"status": "away"})))
         await ann.reply(4)
         assert await bot.barrier("room:n") == []  # ...and is sent nothing of it
+
+
+async def test_a_call_of_presence_answers_who_is_here(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        ann = await Client.open(runtime, nursery)
+        assert (await ann.join("room:c", {"user": "ann"}, listen=False)).ok
+        bob = await Client.open(runtime, nursery)
+        assert (await bob.join("room:c", {"user": "bob"}, listen=False)).ok
+        ann.wire.send(JSON.encode(Call(5, "room:c", "$presence")))
+        answer = await ann.reply(5)
+        assert answer.ok and sorted(answer.payload) == ["ann", "bob"]
+        ann.wire.send(JSON.encode(Call(6, "room:c", "$nothing")))
+        refused = await ann.reply(6)
+        assert not refused.ok and refused.payload["code"] == "unknown_event"
