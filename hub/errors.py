@@ -58,6 +58,10 @@ class ErrorCode(enum.StrEnum):
     NAME_TAKEN = "name_taken"
     """The user name a join claims is held by a live connection of another identity
     (also the Ended code of a membership displaced by the authenticated user of that name)."""
+    FORBIDDEN = "forbidden"
+    """The route's permissions (or the service's `authorize`) do not allow this request."""
+    INVALID_TOKEN = "invalid_token"
+    """A Refresh's token is expired, forged or malformed (the message says which)."""
 
 
 def brief_repr(value: object) -> str:

@@ -218,9 +218,15 @@ class TopicPresence:
             ) from None
         return member, claim
 
-    def enter(self, member: Member, claim: Claim | None) -> builtins.list[actors.ActorRef]:
-        """The member joined: make it present (with a claim); return the connections displaced."""
-        if PARAM in member.params:
+    def enter(
+        self, member: Member, claim: Claim | None, *, listen: bool
+    ) -> builtins.list[actors.ActorRef]:
+        """The member joined: make it present (with a claim); return the connections displaced.
+
+        With `listen` (its join asked, and the route's `presence` permission
+        allows it), it is pushed who is here from now on.
+        """
+        if listen:
             self._listeners[member.connection.ref] = member
         if claim is None:
             return []

@@ -13,6 +13,7 @@ import trio
 import actors
 from hub.backplane import Backplane, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.permissions import Action, Allow, action_of_call
 from hub.presence import (
     META_EVENT,
     ListPresence,
@@ -22,6 +23,9 @@ from hub.presence import (
     SubscribePresence,
     TopicPresence,
     UnsubscribePresence,
+)
+from hub.presence import (
+    PARAM as PRESENCE_PARAM,
 )
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
@@ -288,6 +292,8 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
+                if not await self._authorized(member, Action.PUBLISH, ref):
+                    return
                 try:
                     if event.startswith("$"):
                         self._hub_event(member, event, payload)
@@ -364,6 +370,13 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         presence = self.topic.presence
         try:
+            if self._route.permissions.join is Allow.SERVICE and not await self._hook(
+                "authorize", self.service.authorize, member, Action.JOIN
+            ):
+                raise JoinRefusedError(
+                    f"the service of topic {name!r} does not allow this connection to join",
+                    code=ErrorCode.FORBIDDEN,
+                )
             claim = None
             if presence is not None:
                 member, claim = presence.admit(member)
@@ -376,7 +389,8 @@ class TopicActor(actors.Actor):
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         if presence is not None:
-            for displaced in presence.enter(member, claim):
+            listen = PRESENCE_PARAM in member.params and await self._may_read_presence(member)
+            for displaced in presence.enter(member, claim, listen=listen):
                 other = self.topic.members.get(displaced)
                 if other is not None:
                     reason = f"{member.user!r} joined as the authenticated user of that name"
@@ -389,6 +403,39 @@ class TopicActor(actors.Actor):
             # After what `joined` replays: the missed events follow the Reply
             # first, then who is here.
             presence.send_state(member)
+
+    async def _may_read_presence(self, member: Member) -> bool:
+        """Whether the route's `presence` permission lets `member` have the presence pushes."""
+        assert self.service is not None
+        permissions, name = self._route.permissions, self.topic.name
+        if permissions.presence is not Allow.SERVICE:
+            refusal = permissions.refusal(
+                Action.PRESENCE, member.identity, name, self._route.pattern
+            )
+            return refusal is None
+        try:
+            allowed: bool = await self._hook(
+                "authorize", self.service.authorize, member, Action.PRESENCE
+            )
+        except ServiceError:
+            return False  # its join stands; it is not sent who is here
+        return allowed
+
+    async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
+        """Ask the service about `action` if the route leaves it to the service; answer a no."""
+        assert self.service is not None
+        if self._route.permissions.rule(action) is not Allow.SERVICE:
+            return True  # the session checked the route's rule already
+        name = self.topic.name
+        try:
+            if await self._hook("authorize", self.service.authorize, member, action):
+                return True
+        except ServiceError as error:
+            _answer_error(member, ref, name, error.code, error.message)
+            return False
+        message = f"the service of topic {name!r} does not allow {action.value!r} here"
+        _answer_error(member, ref, name, ErrorCode.FORBIDDEN, message)
+        return False
 
     async def _remove(
         self,
@@ -421,6 +468,8 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         if request.deadline <= trio.current_time():
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, "call timed out")
+            return
+        if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled

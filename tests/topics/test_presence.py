@@ -22,6 +22,7 @@ import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, PresenceConfig, ServerConfig
 from hub.identity import Identity
+from hub.permissions import Allow, Permissions
 from hub.presence import (
     Claim,
     Presence,
@@ -67,6 +68,12 @@ def app() -> Hub:
     hub.route("co:*", Open, presence=Presence(mode="coalesced", user_param="user"))
     hub.route("count:*", Open, presence=Presence(mode="counts", user_param="user"))
     hub.route("none:*", Open)
+    hub.route(
+        "private:*",
+        Open,
+        presence=Presence(user_param="user"),
+        permissions=Permissions(presence=Allow.AUTHENTICATED),
+    )
     hub.actor("watcher", Watcher)
     return hub
 
@@ -487,3 +494,20 @@ async def test_a_call_of_presence_answers_who_is_here(
         ann.wire.send(JSON.encode(Call(6, "room:c", "$nothing")))
         refused = await ann.reply(6)
         assert not refused.ok and refused.payload["code"] == "unknown_event"
+
+
+async def test_the_routes_presence_permission_decides_who_is_sent_it(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(60):
+        guest = await Client.open(runtime, nursery)
+        assert (await guest.join("private:p", {"user": "guest"})).ok
+        ann = await Client.open(runtime, nursery, identity=Identity("ann"))
+        assert (await ann.join("private:p")).ok
+        await ann.barrier("private:p")
+        assert sorted(ann.view.users()) == ["ann", "guest"]  # the guest is present...
+        # ...but is sent nobody, and may not ask.
+        assert [f for f in await guest.barrier("private:p") if isinstance(f, Push)] == []
+        guest.wire.send(JSON.encode(Call(9, "private:p", "$presence")))
+        refused = await guest.reply(9)
+        assert not refused.ok and refused.payload["code"] == "forbidden"
