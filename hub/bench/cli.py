@@ -37,6 +37,9 @@ from hub.bench.servers import (
 from hub.bench.spec import SCENARIOS, LoadSpec
 
 DEFAULT_APP: Final = "hub.demo:app"
+# The application a scenario spawns unless --spawn names one (run from the
+# source tree: the lobby example is not part of the installed package).
+DEFAULT_APPS: Final = {"lobby": "examples.lobby.app:bench"}
 
 DEFAULT_CONNECTIONS: Final = {
     "idle": 1000,
@@ -44,6 +47,7 @@ DEFAULT_CONNECTIONS: Final = {
     "fanout": 1000,
     "churn": 1000,
     "presence": 500,
+    "lobby": 200,
 }
 DEFAULT_ROOMS: Final = {
     "fanout": "room:bench",
@@ -69,7 +73,9 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
         "room and vanishing: does the server's memory come back?), presence (members of a "
         "room watch churners join and leave it: server CPU per presence change, pushes per "
-        "member per second; --room crowd:NAME for the demo's coalesced presence).",
+        "member per second; --room crowd:NAME for the demo's coalesced presence), lobby (bots "
+        "matched into ticking matches of the lobby example: tick lateness, state "
+        "deliveries/s, server CPU per delivery; run from the source tree).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -93,7 +99,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--connections",
         type=int,
         help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
-        "clients per wave; presence: members watching (defaults: "
+        "clients per wave; presence: members watching; lobby: bots (defaults: "
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
@@ -103,8 +109,15 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         help="idle and echo: connections share this many echo topics, round robin "
         "(default: a topic each; a hub may limit how many topics it serves)",
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="echo: seconds measured")
-    parser.add_argument("--warmup", type=float, default=1.0, help="echo: seconds before that")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="echo and lobby: seconds measured"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="echo and lobby: seconds before that"
+    )
+    parser.add_argument(
+        "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
+    )
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
     parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
     parser.add_argument(
@@ -135,7 +148,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="fanout: seconds to wait for the last deliveries; churn: for the server to "
-        "notice a wave's closes (default 30)",
+        "notice a wave's closes; lobby: for every bot to be matched (default 30)",
     )
     parser.add_argument("--room", help="fanout, churn and presence: the room to join")
     parser.add_argument(
@@ -184,6 +197,7 @@ def _spec(
         waves=args.waves,
         churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
+        match_size=args.match_size,
     )
 
 
@@ -293,6 +307,11 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.connections:,} members of {spec.room} watching {spec.churners:,} "
                 "clients join and leave it"
             )
+        case "lobby":
+            what = (
+                f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
+                f"tick each, {spec.duration:g} s after {spec.warmup:g} s warm-up"
+            )
         case _:
             what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
     order = "interleaved with the baselines" if compare else "one server"
@@ -307,7 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kinds = [None]
         descriptions = {"hub": f"hub at {args.url}"}
     else:
-        kinds = [hub_kind(args.spawn or DEFAULT_APP)]
+        kinds = [hub_kind(args.spawn or DEFAULT_APPS.get(args.scenario, DEFAULT_APP))]
         if args.compare:
             kinds += baseline_kinds(args.baselines)
         descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
@@ -386,6 +405,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("presence is the hub's own: no baseline has it, so no --compare")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.compare and args.scenario == "lobby":
+        parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:
         document = run(args)
     except ServerStartError as error:

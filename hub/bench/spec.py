@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence")
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby")
 
 #: How the load generator talks to a server: the hub protocol, or the
 #: baselines' plain messages (paths /echo, /fanout and /stats).
@@ -35,7 +35,7 @@ class LoadSpec:
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
-    #: churn: clients per wave; presence: members watching the room.
+    #: churn: clients per wave; presence: members watching the room; lobby: bots playing.
     connections: int = attrs.field(validator=_positive)
     #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
     #: a topic each. (A hub may limit how many topics it serves.)
@@ -64,6 +64,8 @@ class LoadSpec:
     room: str = "room:bench"
     #: presence: clients that each join the room and leave it again, measured.
     churners: int = attrs.field(default=500, validator=_positive)
+    #: lobby: players per match (the queue `queue:<match_size>p`).
+    match_size: int = attrs.field(default=4, validator=_positive)
 
     def echo_topic(self, index: int) -> str:
         """The echo topic connection `index` joins (idle and echo)."""

@@ -9,7 +9,7 @@ from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
 from hub.permissions import Action
 from hub.presence import Presence
-from hub.protocol import Payload
+from hub.protocol import EndCode, Payload
 from hub.topics import Member, Topic
 
 
@@ -29,6 +29,9 @@ class Service:
     """
 
     presence: ClassVar[Presence | None] = None
+    #: The Ended code and reason the members of a crashed topic get.
+    crash_code: ClassVar[str] = EndCode.TOPIC_CRASHED
+    crash_reason: ClassVar[str] = "the topic ended unexpectedly; join again"
 
     def __init__(self, topic: Topic) -> None:
         self.topic = topic
