@@ -26,13 +26,14 @@ class RoomService(Service):
     - The member's user: its authenticated identity's, or else the join
       param `{"user": name}` (1 to 40 characters), which the room's presence
       refuses (`name_taken`) while a live connection of another identity is
-      present under that name. The ok Reply's payload is
-      `{"members": users present, "epoch": e, "offset": n}`: the room's
-      history position. Right after it come the presence state
-      (`$presence_state`, docs/presence.md) and the room's recent history
-      as `message` Pushes with their offsets; a client rejoining with the
-      epoch and offset it last saw gets only what came after it, when that
-      is still kept, and the recent history otherwise.
+      present under that name. The ok Reply's payload is `{"members": users
+      present}`, with the hub's `epoch` and `offset` (the room's history
+      position, and `recovered` for a rejoin). Right after it, the room's
+      recent history arrives as `message` Pushes with their offsets (a
+      client rejoining with the epoch and offset it last saw gets only what
+      came after it, the hub replays it, when that is still kept, and the
+      recent history otherwise), then the presence state for a join that
+      asked for it (`$presence_state`, docs/presence.md).
     - Publish `message` with `{"text": str}` (at most 2,000 characters): every
       member, the sender too, gets a `message` Push with
       `{"user", "text", "at"}`. The user is the member's, never the client's
@@ -65,18 +66,15 @@ class RoomService(Service):
             members = len(self.topic.members) + 1
         else:
             members = presence.count() + (0 if user in presence else 1)
-        position = self.topic.position
-        return {
-            "members": members,
-            "epoch": position.epoch,
-            "offset": position.offset,
-        }
+        return {"members": members}
 
     async def joined(self, member: Member, recovery: Recovery) -> None:
-        # The history is the topic's own (the backplane keeps it, and it
-        # outlives the room's idle stop): replay what this member missed.
-        for record in recovery.missed:
-            self.topic.push(member, record.event, record.payload, offset=record.offset)
+        # A recovered member has had exactly what it missed from the hub;
+        # anyone else gets the recent history (the backplane keeps it, and
+        # it outlives the room's idle stop), which is a room's whole state.
+        if not recovery.recovered:
+            for record in recovery.missed:
+                self.topic.push(member, record.event, record.payload, offset=record.offset)
         self._announce("joined", member)
 
     async def leave(self, member: Member) -> None:

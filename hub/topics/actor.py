@@ -29,6 +29,16 @@ from hub.presence import (
 )
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
+from hub.topics.history import (
+    DEFAULT_HISTORY_MAX_READ,
+    HISTORY_EVENT,
+    HistoryRead,
+    history_answer,
+    is_reserved,
+    join_reply_payload,
+    replayed,
+    resume_after,
+)
 from hub.topics.messages import (
     CallService,
     JoinAnswered,
@@ -89,6 +99,8 @@ class TopicSettings:
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
     #: Presence defaults (`[presence]`), under what each route declares.
     presence: PresenceSettings = attrs.field(factory=PresenceSettings)
+    #: Most events one `$history` call returns.
+    history_max_read: int = DEFAULT_HISTORY_MAX_READ
 
 
 class TopicLifecycle(Protocol):
@@ -300,11 +312,18 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
+                if is_reserved(event) and (event != META_EVENT or topic.presence is None):
+                    message = (
+                        f"event {event!r} is the hub's: clients cannot publish '$' events "
+                        f"(but {META_EVENT!r} where the topic keeps presence)"
+                    )
+                    _answer_error(member, ref, topic.name, ErrorCode.UNKNOWN_EVENT, message)
+                    return
                 if not await self._authorized(member, Action.PUBLISH, ref):
                     return
                 try:
-                    if event.startswith("$"):
-                        self._hub_event(member, event, payload)
+                    if topic.presence is not None and event == META_EVENT:
+                        topic.presence.publish(member, payload)
                     else:
                         await self._hook(
                             "handle_event", self.service.handle_event, member, event, payload
@@ -344,26 +363,6 @@ class TopicActor(actors.Actor):
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
 
-    def _hub_event(self, member: Member, event: str, payload: Payload) -> None:
-        """An event of the hub's own (`$...`): services never see these."""
-        if event == META_EVENT and self.topic.presence is not None:
-            self.topic.presence.publish(member, payload)
-            return
-        raise ServiceError(
-            f"events starting with '$' are the hub's, and {event!r} is none it takes here",
-            code=ErrorCode.UNKNOWN_EVENT,
-        )
-
-    def _hub_call(self, event: str) -> Payload:
-        """A Call of the hub's own (`$...`): services never see these."""
-        if event == META_EVENT and self.topic.presence is not None:
-            # Who is here, whether or not the member asked for the pushes.
-            return self.topic.presence.wire_state()
-        raise ServiceError(
-            f"calls starting with '$' are the hub's, and {event!r} is none it answers here",
-            code=ErrorCode.UNKNOWN_EVENT,
-        )
-
     def _empty(self) -> bool:
         """Nobody needs the topic: no member, no presence subscriber."""
         presence = self.topic.presence
@@ -386,6 +385,12 @@ class TopicActor(actors.Actor):
                 metrics.ticks_missed.inc(missed)
 
     async def _join(self, request: JoinTopic) -> None:
+        """Run the service's `join`; answer; replay what a recovering client missed; `joined`.
+
+        The history is read before the Reply, so that the Reply can say
+        whether the client recovered; the replay follows it before this
+        actor handles anything else, so no new push can come between.
+        """
         assert self.service is not None
         member = request.member
         connection = member.connection
@@ -417,9 +422,14 @@ class TopicActor(actors.Actor):
                 if other is not None:
                     reason = f"{member.user!r} joined as the authenticated user of that name"
                     self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
-        connection.deliver(JoinAnswered(name, self.ref, True, payload))
-        history = await self._backplane.history(name, after=request.offset or 0)
+        after = resume_after(request.offset, request.epoch, self.topic.position)
+        history = await self._backplane.history(name, after=after)
         recovery = recovery_for(history, request.epoch, request.offset)
+        connection.deliver(
+            JoinAnswered(name, self.ref, True, join_reply_payload(payload, recovery))
+        )
+        for record in replayed(recovery, member.id):
+            self.topic.push(member, record.event, record.payload, offset=record.offset)
         await self._hook("joined", self.service.joined, member, recovery)
         if presence is not None and member.connection.ref in self.topic.members:
             # After what `joined` replays: the missed events follow the Reply
@@ -493,21 +503,21 @@ class TopicActor(actors.Actor):
             return
         if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
+        if is_reserved(request.event):
+            await self._hub_call(member, request)
+            return
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled
         # with it; no late answer goes anywhere.
         try:
-            if request.event.startswith("$"):
-                result = self._hub_call(request.event)
-            else:
-                result = await self._hook(
-                    "handle_call",
-                    self.service.handle_call,
-                    member,
-                    request.event,
-                    request.payload,
-                    deadline=request.deadline,
-                )
+            result = await self._hook(
+                "handle_call",
+                self.service.handle_call,
+                member,
+                request.event,
+                request.payload,
+                deadline=request.deadline,
+            )
         except ServiceError as error:
             _answer_error(member, request.ref, name, error.code, error.message)
             return
@@ -516,15 +526,46 @@ class TopicActor(actors.Actor):
             message = f"the service of {name!r} did not answer in time"
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, message)
             return
+        self._answer(member, request.ref, result)
+
+    async def _hub_call(self, member: Member, request: CallService) -> None:
+        """Answer a Call of one of the hub's own `$` events; the service never sees these."""
+        assert self.service is not None
+        name = self.topic.name
+        presence = self.topic.presence
+        if request.event == META_EVENT and presence is not None:
+            # Who is here, whether or not the member asked for the pushes (the
+            # route's `presence` permission was checked, as for `$history`).
+            self._answer(member, request.ref, presence.wire_state())
+            return
+        if request.event != HISTORY_EVENT:
+            answers = HISTORY_EVENT if presence is None else f"{HISTORY_EVENT!r} and {META_EVENT!r}"
+            message = f"{request.event!r} is not a call the hub answers (it answers {answers})"
+            _answer_error(member, request.ref, name, ErrorCode.UNKNOWN_EVENT, message)
+            return
         try:
-            reply = Reply(request.ref, name, True, result)
+            read = HistoryRead.parse(request.payload, max_limit=self._settings.history_max_read)
+        except ServiceError as error:
+            _answer_error(member, request.ref, name, error.code, error.message)
+            return
+        # Who may read it was decided before: the route's `history`
+        # permission (`hub.permissions`), by the session or `authorize`.
+        start = read.start(self.topic.position)
+        history = await self._backplane.history(name, after=start, limit=read.limit)
+        self._answer(member, request.ref, history_answer(read, history))
+
+    def _answer(self, member: Member, ref: int, result: Payload) -> None:
+        """Send a Call's ok Reply, or a `service_error` if the client's codec cannot carry it."""
+        name = self.topic.name
+        try:
+            reply = Reply(ref, name, True, result)
             wire = Wire(member.connection.codec.encode(reply))
         except (EncodeError, ValueError) as error:
             # Something this client's codec cannot carry (bytes for a JSON
             # client, say): told to the client, not a crash of the topic.
             subprotocol = member.connection.codec.subprotocol
-            message = f"the service's answer cannot be sent over {subprotocol}: {error}"
-            _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+            message = f"the answer cannot be sent over {subprotocol}: {error}"
+            _answer_error(member, ref, name, ErrorCode.SERVICE_ERROR, message)
             return
         member.connection.deliver(SendFrame(reply, wire))
 
