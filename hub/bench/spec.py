@@ -13,6 +13,9 @@ SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby")
 #: baselines' plain messages (paths /echo, /fanout and /stats).
 Dialect = Literal["hub", "plain"]
 
+#: How the hub's clients (fanout: its subscribers) reach it.
+Transport = Literal["websocket", "longpoll"]
+
 
 def _scenario(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in SCENARIOS:
@@ -64,6 +67,8 @@ class LoadSpec:
     room: str = "room:bench"
     #: presence: clients that each join the room and leave it again, measured.
     churners: int = attrs.field(default=500, validator=_positive)
+    #: fanout: the hub's subscribers over WebSockets, or long-polling (at /poll).
+    transport: Transport = "websocket"
     #: lobby: players per match (the queue `queue:<match_size>p`).
     match_size: int = attrs.field(default=4, validator=_positive)
 
