@@ -139,6 +139,9 @@ class HttpConnection:
         self.stream = stream
         self._max_head_size = max_head_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        # The request being answered is a HEAD: its response has no body
+        # (RFC 9110 §9.3.2), refusals included; h11 refuses to send one.
+        self._head = False
 
     async def next_request(self, *, timeout: float) -> h11.Request | None:
         """Read the next request head, or return None if the peer closed first.
@@ -155,6 +158,7 @@ class HttpConnection:
             while True:
                 event = self._next_event()
                 if isinstance(event, h11.Request):
+                    self._head = event.method == b"HEAD"
                     _check_request(event, self._max_head_size)
                     return event
                 if isinstance(event, h11.ConnectionClosed):
@@ -216,7 +220,7 @@ class HttpConnection:
         return response or b"", bytes(data)
 
     async def send_response(self, response: HttpResponse, *, head_only: bool = False) -> None:
-        """Write `response`; with `head_only`, everything but the body."""
+        """Write `response`; with `head_only`, or to a HEAD request, everything but the body."""
         headers = [(name.lower(), value) for name, value in response.headers]
         if response.content_type is not None:
             headers.append(("content-type", response.content_type))
@@ -228,7 +232,7 @@ class HttpConnection:
         await self._send(
             h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
         )
-        if response.body and not head_only:
+        if response.body and not (head_only or self._head):
             await self._send(h11.Data(data=response.body))
         await self._send(h11.EndOfMessage())
 
