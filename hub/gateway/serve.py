@@ -21,7 +21,7 @@ from hub.gateway.websocket import WebSocketRoute
 from hub.http import HttpRoute
 from hub.transport import WebSocketSettings
 
-__all__ = ["GatewayHandle", "serve_gateway"]
+__all__ = ["GatewayHandle", "connection_server", "serve_gateway"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,42 @@ async def serve_gateway(
     Raises OSError if the port cannot be bound, ssl.SSLError or OSError if
     the certificate cannot be loaded, ValueError for clashing routes.
     """
-    observe = observe or _ignore_event
+    server = connection_server(
+        config,
+        websocket_routes=websocket_routes,
+        http_routes=http_routes,
+        authenticate=authenticate,
+        observe=observe or _ignore_event,
+    )
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    addresses = tuple(
+        (str(address[0]), int(address[1]))
+        for address in (listener.socket.getsockname() for listener in listeners)
+    )
+    handle = GatewayHandle(
+        addresses=addresses, tls=server.ssl_context is not None, on_stop=server.drain
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
+        task_status.started(handle)
+        await trio.sleep_forever()
+
+
+def connection_server(
+    config: GatewayConfig,
+    *,
+    websocket_routes: Sequence[WebSocketRoute],
+    http_routes: Sequence[HttpRoute],
+    authenticate: Authenticate | None,
+    observe: Callable[[GatewayEvent], None],
+) -> ConnectionServer:
+    """Build what serves each accepted connection: the HTTP and WebSocket routes, their checks.
+
+    `serve_gateway` serves every connection it accepts with it; the fuzz
+    harness (fuzz/targets/http_request.py) serves its inputs with it too.
+    Raises ValueError for clashing routes, ssl.SSLError or OSError if the
+    certificate cannot be loaded.
+    """
     routes = _index_routes(websocket_routes)
     upgrader = Upgrader(
         origins=config.origins,
@@ -191,7 +226,7 @@ async def serve_gateway(
         observe=observe,
         observers={path: RouteObserver(path, observe) for path in routes},
     )
-    server = ConnectionServer(
+    return ConnectionServer(
         config=config,
         websocket_routes=routes,
         http_routes=_check_http_routes(http_routes),
@@ -201,18 +236,6 @@ async def serve_gateway(
             server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
         ),
     )
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-    addresses = tuple(
-        (str(address[0]), int(address[1]))
-        for address in (listener.socket.getsockname() for listener in listeners)
-    )
-    handle = GatewayHandle(
-        addresses=addresses, tls=server.ssl_context is not None, on_stop=server.drain
-    )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
-        task_status.started(handle)
-        await trio.sleep_forever()
 
 
 def _ignore_event(_event: GatewayEvent) -> None:
