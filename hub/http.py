@@ -153,6 +153,7 @@ class HttpConnection:
         """
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+        self._head = False  # a refusal of what comes next is no answer to the last HEAD
         received_any = False
         with trio.move_on_after(timeout):
             while True:
