@@ -15,6 +15,9 @@ The same code drives the hub (the hub protocol, msgpack) and the baselines
   publisher sends a message the size of the hub's Push to /fanout.
 - churn: waves of clients join the room (connect to /fanout) and close their
   TCP connections without a Leave or a WebSocket close.
+- soak (hub only, in `hub.bench.soak`): thousands of clients chatting in
+  rooms, leaving and coming back, for minutes; losses, errors, and the
+  server's memory and tasks over time.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from hub.bench.clients import (
     plain_connection_count,
 )
 from hub.bench.procstat import cpu_seconds, rss_bytes
+from hub.bench.soak import run_soak
 from hub.bench.spec import LoadSpec
 from hub.bench.stats import latency_summary
 
@@ -595,4 +599,5 @@ SCENARIO_RUNNERS: Final[dict[str, Callable[[LoadSpec, Reporter], Awaitable[Figur
     "echo": run_echo,
     "fanout": run_fanout,
     "churn": run_churn,
+    "soak": run_soak,
 }
