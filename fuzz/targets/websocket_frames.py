@@ -112,7 +112,7 @@ def _check_outcome(messages: list[str | bytes], closed: TransportClosed, written
     assert code in SERVER_CODES or _in(code, PEER_CODE_RANGES), f"closed with {code}"
     frames = FrameProtocol(client=True, extensions=[])
     frames.receive_bytes(written)
-    close_codes = []
+    close_codes: list[int] = []
     try:
         for frame in frames.received_frames():
             assert not close_codes, f"a frame after the Close: {frame}"
