@@ -30,11 +30,19 @@ if TYPE_CHECKING:
     )
     from hub.errors import HubError, JoinRefusedError, ServiceError
     from hub.gateway import AuthenticationError, ConnectRequest
+    from hub.identity import Identity
+    from hub.permissions import PERSONAL, Allow, Permissions
     from hub.protocol import Payload
     from hub.services import EchoService, RoomService, Service
+    from hub.tokens import TokenVerifier
     from hub.topics import Member, Topic
 
 _EXPORTS = {
+    "Allow": "hub.permissions",
+    "Identity": "hub.identity",
+    "PERSONAL": "hub.permissions",
+    "Permissions": "hub.permissions",
+    "TokenVerifier": "hub.tokens",
     "AuthenticationError": "hub.gateway",
     "ConnectRequest": "hub.gateway",
     "EchoService": "hub.services",
@@ -60,6 +68,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PERSONAL",
+    "Allow",
     "AuthenticationError",
     "ConnectRequest",
     "EchoService",
@@ -68,15 +78,18 @@ __all__ = [
     "HubConfig",
     "HubError",
     "HubRuntime",
+    "Identity",
     "JoinRefusedError",
     "LoggingConfig",
     "Member",
     "Payload",
+    "Permissions",
     "RoomService",
     "ServerConfig",
     "Service",
     "ServiceError",
     "SessionConfig",
+    "TokenVerifier",
     "Topic",
     "TopicsConfig",
     "WebSocketConfig",

@@ -62,10 +62,12 @@ from hub.observer import (
     observer_authenticate,
     observer_routes,
 )
+from hub.permissions import Permissions
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
+from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
 
@@ -84,9 +86,10 @@ ECHO_PATH: Final = "/echo"
 class Hub:
     """An application: which service serves which topics, and who may connect.
 
-    `authenticate(request)` (sync or async) sees each WebSocket connect
-    request (path, query, headers, remote address) and returns the client's
-    identity, which services see as `member.identity`; raising
+    `authenticate(request)` (sync or async) sees each connect request
+    (path, query, headers, remote address) that carries no signed token
+    (docs/auth.md: a hub with `auth.secret` checks those itself) and returns
+    the client's identity, which services see as `member.identity`; raising
     `hub.gateway.AuthenticationError` refuses the connection with 401.
     `http_routes` are plain HTTP routes of the application's own on the
     hub's port (`hub.http.HttpRoute`); `observer=True` serves the observer
@@ -103,15 +106,23 @@ class Hub:
     #: Serve the observer (/observer/, `$observer`), as the `admin.observer` setting does.
     observer: bool = False
 
-    def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
+    def route(
+        self,
+        pattern: str,
+        factory: Callable[[Topic], Service],
+        *,
+        permissions: Permissions | None = None,
+    ) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
 
         `factory(topic)` builds the service of one topic, typically a Service
         subclass; the first matching route, in declaration order, wins.
+        `permissions` say who may join, publish, call, and read presence and
+        history (`hub.permissions`, docs/auth.md); by default anyone may.
         """
         if not pattern or pattern == "*":
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
-        self.routes.append(Route(pattern, factory))
+        self.routes.append(Route(pattern, factory, permissions or Permissions()))
 
     def actor(
         self,
@@ -173,6 +184,9 @@ class HubRuntime:
     fanout: Fanout
     topics: Topics = attrs.field(init=False)
     gateway: GatewayHandle | None = None
+    #: Checks signed connection tokens (None without `auth.secret`): at
+    #: connect, and when a session's client refreshes its token.
+    tokens: TokenVerifier | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -236,6 +250,13 @@ class HubRuntime:
         ref = await self.topics.actor_for(topic, route)
         offset: int | None = await ref.call(ServerPublish(event, payload, keep), timeout=timeout)
         return offset
+
+    async def start_topic(self, topic: str, init: Payload = None) -> None:
+        """Start `topic` from the server with `init` (see `HubServices.start_topic`)."""
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        await self.topics.actor_for(topic, route, init=init, new=True)
 
     def actor(self, name: str) -> actors.ActorRef:
         """The running backend actor declared as `name` with `Hub.actor`."""
@@ -376,6 +397,8 @@ def session_settings(config: HubConfig) -> SessionSettings:
         close_timeout=websocket.close_timeout,
         max_topics=session.max_topics,
         joins_per_second=session.joins_per_second,
+        refresh_lead=config.auth.refresh_lead_seconds,
+        token_leeway=config.auth.leeway_seconds,
     )
 
 
@@ -437,13 +460,16 @@ async def serve_hub(
     Raises OSError if the port cannot be bound.
     """
     config = config or HubConfig()
+    tokens = config.auth.verifier()  # a ConfigError before anything starts
     metrics = HubMetrics()
     async with actors.open_system(app.name, handle_signals=False) as system:
         backplane = LocalBackplane(
             history_size=config.topics.history_size,
             retention_seconds=config.topics.history_retention_seconds,
         )
-        runtime = HubRuntime(app, config, system, metrics, backplane, Fanout(backplane, metrics))
+        runtime = HubRuntime(
+            app, config, system, metrics, backplane, Fanout(backplane, metrics), tokens=tokens
+        )
         admin = config.admin
         guard = AdminGuard(None if admin.token is None else admin.token.get_secret_value())
         routes = tuple(app.routes)
@@ -501,12 +527,14 @@ async def serve_hub(
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
             WebSocketRoute(ECHO_PATH, serve_echo),
         ]
-        authenticate = app.authenticate
+        # One function decides who connects, whatever the transport: a
+        # token, else the application's own hook (docs/auth.md).
+        authenticate = token_authenticate(tokens, app.authenticate, required=config.auth.required)
         if runtime.observer:
             websocket_routes.append(
                 WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
             )
-            authenticate = observer_authenticate(app.authenticate, guard)
+            authenticate = observer_authenticate(authenticate, guard)
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)

@@ -55,6 +55,10 @@ class ErrorCode(enum.StrEnum):
     """The topic has more requests queued than it takes; try again shortly."""
     TOPIC_LIMIT = "topic_limit"
     """The hub serves as many topics as it is allowed to; a new one cannot start now."""
+    FORBIDDEN = "forbidden"
+    """The route's permissions (or the service's `authorize`) do not allow this request."""
+    INVALID_TOKEN = "invalid_token"
+    """A Refresh's token is expired, forged or malformed (the message says which)."""
 
 
 def brief_repr(value: object) -> str:
@@ -162,6 +166,10 @@ class TopicUnavailableError(HubError):
 
 class TopicLimitError(HubError):
     """The hub runs as many topics as it is allowed to; a new one cannot start now."""
+
+
+class TopicExistsError(HubError):
+    """A topic the server was asked to start anew is live already."""
 
 
 class UnknownTopicError(HubError, LookupError):

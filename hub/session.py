@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,6 +39,8 @@ import trio
 
 import actors
 from hub.errors import ErrorCode, TopicLimitError, TopicUnavailableError
+from hub.identity import Identity, user_of
+from hub.permissions import Action, action_of_call
 from hub.protocol import (
     MALFORMED_WINDOW_SECONDS,
     MAX_MALFORMED,
@@ -50,15 +53,18 @@ from hub.protocol import (
     Dispatch,
     EndCode,
     Error,
+    Expiring,
     Join,
     Leave,
     Publish,
+    Refresh,
     Reply,
     Send,
     ServerFrame,
     ServerMachine,
     codec_for,
 )
+from hub.tokens import DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_LEAD_SECONDS, TokenError
 from hub.topics import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
     MAX_CALL_TIMEOUT_SECONDS,
@@ -70,6 +76,7 @@ from hub.topics import (
     MembershipEnded,
     Outbound,
     PublishEvent,
+    Route,
     SendFrame,
     ToConnection,
     call_deadline,
@@ -116,6 +123,26 @@ class SessionSettings:
     max_topics: int = 100
     #: Joins one connection may send per second (a burst of as many at once).
     joins_per_second: float = 20.0
+    #: A client is sent Expiring this long before its token runs out.
+    refresh_lead: float = DEFAULT_REFRESH_LEAD_SECONDS
+    #: A token's expiry is enforced this long after its `exp` (clock skew).
+    token_leeway: float = DEFAULT_LEEWAY_SECONDS
+
+
+#: The close reason when a connection's token ran out without a Refresh.
+TOKEN_EXPIRED_REASON: Final = "token expired"
+
+
+@attrs.frozen(eq=False)
+class _TokenDue:
+    """A timer of `identity`'s token, due at `deadline` (trio's clock): warn, or end.
+
+    A timer of an identity the session no longer has (refreshed since) is ignored.
+    """
+
+    identity: Identity
+    deadline: float
+    expired: bool
 
 
 @attrs.frozen
@@ -124,6 +151,9 @@ class _Flush:
 
 
 _FLUSH: Final = _Flush()
+
+# The outbox key of a volatile push the socket could not take at once.
+_VOLATILE: Final = "$volatile"
 
 # How long a reader waits for its session to end once the client is gone.
 _EXIT_WAIT_SECONDS: Final = 30.0
@@ -144,6 +174,7 @@ class Session(actors.Actor):
         "_running",
         "_runtime",
         "_settings",
+        "_token_timer",
         "_topics",
         "codec",
         "id",
@@ -184,6 +215,8 @@ class Session(actors.Actor):
         self._flush_requested = False
         # True from the actor's start until its stop hook.
         self._running = False
+        # The next timer of the connection's token (Expiring, then the close), if any.
+        self._token_timer: actors.Timer | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -203,7 +236,16 @@ class Session(actors.Actor):
             if self._machine.is_joined(item.topic):
                 wire = item.messages.get(self.codec)
                 if wire is not None:
-                    key = (item.topic, item.event) if item.latest_only else None
+                    if item.volatile:
+                        if self.transport.backlog:
+                            # Volatile: never queued behind what the client has not read.
+                            self._runtime.metrics.volatile_dropped.inc()
+                            return
+                        # One the socket cannot take at once waits as latest-value
+                        # state does: it does not make the client "behind".
+                        key: Hashable | None = (item.topic, item.event, _VOLATILE)
+                    else:
+                        key = None if item.key is None else (item.topic, item.key)
                     self._send(wire, key)
             return
         self._take(item)  # type: ignore[arg-type]
@@ -288,6 +330,7 @@ class Session(actors.Actor):
         ctx = self.ctx
         self._running = True
         ctx.ready()
+        self._watch_token()
         while True:
             self._flush_requested = False
             if self.transport.backlog:
@@ -307,8 +350,41 @@ class Session(actors.Actor):
                 pass  # the loop flushes before it waits again
             case actors.Down(ref=topic_ref, reason=reason):
                 self._topic_ended(topic_ref, reason)
+            case _TokenDue(identity=identity) if identity is not self.identity:
+                pass  # a timer of the token the client has refreshed since
+            case _TokenDue(identity=identity, deadline=deadline, expired=False):
+                left = max(deadline - trio.current_time(), 0.0)
+                self._send_frame(Expiring(left))
+                # One timer at a time: a connection holds no more for its token.
+                self._token_timer = self.ctx.send_after(
+                    left, _TokenDue(identity, deadline, expired=True)
+                )
+            case _TokenDue():
+                self._runtime.metrics.policy_closes.inc()
+                self._end(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, item)
+
+    def _watch_token(self) -> None:
+        """Time the connection's credential: an Expiring frame `refresh_lead` ahead, then 1008.
+
+        A token's times are on the wall clock; its timers run on trio's,
+        from how much of it is left now (plus the leeway the token was
+        checked with). The timer of a token refreshed since is cancelled
+        (one already queued is ignored: `_handle`).
+        """
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
+        identity = self.identity
+        if not isinstance(identity, Identity) or identity.expires_at is None:
+            return
+        left = max(identity.expires_at + self._settings.token_leeway - time.time(), 0.0)
+        deadline = trio.current_time() + left
+        warn_in = max(left - self._settings.refresh_lead, 0.0)
+        self._token_timer = self.ctx.send_after(
+            warn_in, _TokenDue(identity, deadline, expired=False)
+        )
 
     def _request_flush(self) -> None:
         if not self._flush_requested:
@@ -316,14 +392,23 @@ class Session(actors.Actor):
             self.ref.cast(_FLUSH)
 
     async def _flush(self) -> None:
-        """Write the backlog as the socket takes it; evict a client that takes nothing."""
-        with trio.move_on_after(self._settings.write_timeout) as waited:
-            try:
-                await self.transport.flush()
-            except TransportClosed:
-                return  # the client is gone; its reader ends the session
-        if waited.cancelled_caught:
-            self._evict()
+        """Write the backlog as the socket takes it; evict a client that takes nothing.
+
+        A client with only latest-value messages waiting (game state) is
+        slow, not behind: its backlog cannot grow, so it is waited for
+        (its liveness is the idle timeout's business), not evicted.
+        """
+        while True:
+            with trio.move_on_after(self._settings.write_timeout) as waited:
+                try:
+                    await self.transport.flush()
+                except TransportClosed:
+                    return  # the client is gone; its reader ends the session
+            if not waited.cancelled_caught:
+                return
+            if self.transport.behind:
+                self._evict()
+                return
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         # This session's watches on its topics end with it: a long-lived topic
@@ -377,8 +462,10 @@ class Session(actors.Actor):
             self.transport.close(code, reason)
             self.ref.kill()
 
-    def _dispatch(self, frame: Join | Leave | Publish | Call) -> None:
+    def _dispatch(self, frame: Join | Leave | Publish | Call | Refresh) -> None:
         match frame:
+            case Refresh(ref=ref, token=token):
+                self._send_frame(self._refresh(ref, token))
             case Join():
                 self._join(frame, attempt=1)
             case Leave(topic=topic):
@@ -389,8 +476,11 @@ class Session(actors.Actor):
                     # topic that ended first has nothing left to leave.
                     topic_ref.notify(LeaveTopic(self.ref))
             case Publish(ref=ref, topic=topic, event=event, payload=payload):
-                self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
+                if self._permitted(frame, Action.PUBLISH):
+                    self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
             case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
+                if not self._permitted(frame, action_of_call(event)):
+                    return
                 deadline = call_deadline(
                     trio.current_time(),
                     timeout,
@@ -398,6 +488,47 @@ class Session(actors.Actor):
                     maximum=self._settings.max_call_timeout,
                 )
                 self._to_topic(frame, CallService(self.ref, ref, event, payload, deadline))
+
+    def _refresh(self, ref: int, token: str) -> Reply:
+        """Take a new token for the connection's user; the Reply says how it went."""
+        verifier = self._runtime.tokens
+        if verifier is None:
+            message = "this hub takes no tokens (it has no auth.secret)"
+            return Reply.error(ref, None, ErrorCode.INVALID_TOKEN, message)
+        try:
+            identity = verifier.verify(token)
+        except TokenError as error:
+            return Reply.error(ref, None, ErrorCode.INVALID_TOKEN, error.reason)
+        user = user_of(self.identity)
+        if identity.user != user:
+            message = (
+                f"a refreshed token must be for this connection's user {user!r}, "
+                f"not {identity.user!r}; connect again to change user"
+                if user is not None
+                else "this connection has no user; connect with a token to have one"
+            )
+            return Reply.error(ref, None, ErrorCode.FORBIDDEN, message)
+        self.identity = identity
+        self._watch_token()
+        assert identity.expires_at is not None
+        left = identity.expires_at + self._settings.token_leeway - time.time()
+        return Reply(ref, None, True, {"expires_in": max(left, 0.0)})
+
+    def _permitted(
+        self, frame: Join | Publish | Call, action: Action, route: Route | None = None
+    ) -> bool:
+        """Check the route's permission of `action`; refuse the request (`forbidden`) if not."""
+        route = route or self._runtime.topics.route_for(frame.topic)
+        if route is None:
+            return True  # a joined topic has a route; for a Join, `_join` says none serves it
+        refusal = route.permissions.refusal(action, self.identity, frame.topic, route.pattern)
+        if refusal is None:
+            return True
+        if isinstance(frame, Join):
+            self._join_failed(frame.topic, ErrorCode.FORBIDDEN, refusal)
+        else:
+            self._refuse(frame, ErrorCode.FORBIDDEN, refusal)
+        return False
 
     def _to_topic(self, frame: Publish | Call, request: PublishEvent | CallService) -> None:
         topic_ref = self._topic_ref(frame.topic)
@@ -424,6 +555,8 @@ class Session(actors.Actor):
         if route is None:
             self._join_failed(topic, ErrorCode.UNKNOWN_TOPIC, f"no service serves topic {topic!r}")
             return
+        if attempt == 1 and not self._permitted(join, Action.JOIN, route):
+            return
         if attempt > JOIN_ATTEMPTS:
             self._join_failed(
                 topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} keeps stopping; try again"
@@ -439,7 +572,7 @@ class Session(actors.Actor):
             # writer waits on a topic, and an idle session needs no nursery.
             topics.start_soon(self._start_and_join, join, route)
 
-    async def _start_and_join(self, join: Join, route: Any) -> None:
+    async def _start_and_join(self, join: Join, route: Route) -> None:
         topic = join.topic
         topics = self._runtime.topics
         try:

@@ -37,18 +37,22 @@ from hub.bench.servers import (
 from hub.bench.spec import SCENARIOS, LoadSpec
 
 DEFAULT_APP: Final = "hub.demo:app"
+# The application a scenario spawns unless --spawn names one (run from the
+# source tree: the lobby example is not part of the installed package).
+DEFAULT_APPS: Final = {"lobby": "examples.lobby.app:bench"}
 
 DEFAULT_CONNECTIONS: Final = {
     "idle": 1000,
     "echo": 50,
     "fanout": 1000,
     "churn": 1000,
+    "lobby": 200,
     "soak": 10_000,
 }
-# echo: seconds measured and before that; soak: seconds chatting, the first
-# of them warming up (not in the memory and task slopes).
-DEFAULT_DURATION: Final = {"echo": 5.0, "soak": 600.0}
-DEFAULT_WARMUP: Final = {"echo": 1.0, "soak": 120.0}
+# echo and lobby: seconds measured and before that; soak: seconds chatting,
+# the first of them warming up (not in the memory and task slopes).
+DEFAULT_DURATION: Final = {"echo": 5.0, "lobby": 5.0, "soak": 600.0}
+DEFAULT_WARMUP: Final = {"echo": 1.0, "lobby": 1.0, "soak": 120.0}
 DEFAULT_ROOMS: Final = {"fanout": "room:bench", "churn": "room:bench-churn"}
 
 # The longest one run (one server, one load generator) may take, in seconds,
@@ -67,9 +71,11 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         epilog="Scenarios: idle (connections held: memory and setup cost), echo (Calls to "
         "an echo topic: round trips/s and latency), fanout (one publisher, many room "
         "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
-        "room and vanishing: does the server's memory come back?), soak (thousands of "
-        "clients chatting in rooms, leaving and coming back, for minutes: no loss, no error, "
-        "flat memory and tasks; hub only, see docs/reliability.md).",
+        "room and vanishing: does the server's memory come back?), lobby (bots matched into "
+        "ticking matches of the lobby example: tick lateness, state deliveries/s, server CPU "
+        "per delivery; run from the source tree), soak (thousands of clients chatting in "
+        "rooms, leaving and coming back, for minutes: no loss, no error, flat memory and "
+        "tasks; hub only, see docs/reliability.md).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -93,7 +99,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--connections",
         type=int,
         help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
-        "clients per wave (defaults: "
+        "clients per wave; lobby: bots (defaults: "
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
@@ -107,13 +113,17 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration",
         type=float,
-        help="echo: seconds measured (default 5); soak: seconds chatting (default 600)",
+        help="echo and lobby: seconds measured (default 5); soak: seconds chatting "
+        "(default 600)",
     )
     parser.add_argument(
         "--warmup",
         type=float,
-        help="echo: seconds before that (default 1); soak: the first seconds, left out of "
-        "the memory and task slopes (default 120)",
+        help="echo and lobby: seconds before that (default 1); soak: the first seconds, left "
+        "out of the memory and task slopes (default 120)",
+    )
+    parser.add_argument(
+        "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
     )
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
     parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
@@ -148,7 +158,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="fanout: seconds to wait for the last deliveries; churn: for the server to "
-        "notice a wave's closes (default 30)",
+        "notice a wave's closes; lobby: for every bot to be matched (default 30)",
     )
     parser.add_argument("--room", help="fanout and churn: the room to join")
     parser.add_argument(
@@ -197,6 +207,7 @@ def _spec(
         churn_rate=args.churn_rate,
         waves=args.waves,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
+        match_size=args.match_size,
     )
 
 
@@ -307,6 +318,11 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.connections:,} subscribers of {spec.room}, {spec.messages:,} messages "
                 f"({spec.payload_bytes}-byte text), {pace}"
             )
+        case "lobby":
+            what = (
+                f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
+                f"tick each, {spec.duration:g} s after {spec.warmup:g} s warm-up"
+            )
         case _:
             what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
     order = "interleaved with the baselines" if compare else "one server"
@@ -321,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kinds = [None]
         descriptions = {"hub": f"hub at {args.url}"}
     else:
-        kinds = [hub_kind(args.spawn or DEFAULT_APP)]
+        kinds = [hub_kind(args.spawn or DEFAULT_APPS.get(args.scenario, DEFAULT_APP))]
         if args.compare:
             kinds += baseline_kinds(args.baselines)
         descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
@@ -403,6 +419,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
     if args.run_timeout is None:
         duration = args.duration or DEFAULT_DURATION.get(args.scenario, 0.0)
         args.run_timeout = max(DEFAULT_RUN_TIMEOUT_SECONDS, 2 * duration)
+    if args.compare and args.scenario == "lobby":
+        parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:
         document = run(args)
     except ServerStartError as error:

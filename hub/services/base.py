@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
-from hub.protocol import Payload
+from hub.permissions import Action
+from hub.protocol import EndCode, Payload
 from hub.topics import Member, Topic
 
 
@@ -21,11 +23,26 @@ class Service:
     (it is logged, its members are told, and their next join starts it afresh).
     """
 
+    #: The Ended code and reason the members of a crashed topic get.
+    crash_code: ClassVar[str] = EndCode.TOPIC_CRASHED
+    crash_reason: ClassVar[str] = "the topic ended unexpectedly; join again"
+
     def __init__(self, topic: Topic) -> None:
         self.topic = topic
 
     async def started(self) -> None:
         """Prepare state; runs once when the topic's actor starts."""
+
+    async def authorize(self, member: Member, action: Action) -> bool:
+        """Whether `member` may do `action`, for the actions the route leaves to the service.
+
+        Asked only for actions whose permission is `Allow.SERVICE`
+        (`hub.permissions`), before the hook that does the action (`join`,
+        `handle_event`, `handle_call`); False answers the client `forbidden`.
+        Refuses by default: a route that leaves a decision to its service
+        must have the service make it.
+        """
+        return False
 
     async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
         """Decide whether `member` may join; return the payload of the ok Reply.

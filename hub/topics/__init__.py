@@ -49,7 +49,7 @@ from hub.topics.messages import (
 )
 from hub.topics.registry import MAX_LIVE_TOPICS, TOPIC_START_TIMEOUT_SECONDS, Topics
 from hub.topics.routes import Route
-from hub.topics.topic import TimerFired, Topic
+from hub.topics.topic import TickStats, TimerFired, Topic
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_SECONDS",
@@ -77,6 +77,7 @@ __all__ = [
     "ServerPublish",
     "ServiceExitError",
     "Subscriber",
+    "TickStats",
     "TimerFired",
     "ToConnection",
     "Topic",

@@ -13,6 +13,7 @@ import trio
 import actors
 from hub.backplane import Backplane, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.permissions import Action, Allow, action_of_call
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.messages import (
@@ -21,6 +22,7 @@ from hub.topics.messages import (
     JoinTopic,
     LeaveTopic,
     Member,
+    MembershipEnded,
     PublishEvent,
     SendFrame,
 )
@@ -124,8 +126,9 @@ class TopicActor(actors.Actor):
         crashes: CrashLedger | None = None,
         settings: TopicSettings | None = None,
         lifecycle: TopicLifecycle | None = None,
+        init: Payload = None,
     ) -> None:
-        self.topic = Topic(name, backplane.publish, metrics, hub=hub)
+        self.topic = Topic(name, backplane.publish, metrics, hub=hub, init=init)
         self._lifecycle = lifecycle
         # When the service had started (None until then: a failed start is no topic).
         self._started_at: float | None = None
@@ -166,6 +169,12 @@ class TopicActor(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         if isinstance(reason, actors.Crashed):
             self._crashes.record(self.topic.name, trio.current_time())
+            if self.service is not None:
+                # Its members are told why in the service's words (a game's
+                # `match_crashed`), before their sessions see the Down.
+                code, text = self.service.crash_code, self.service.crash_reason
+                for member in self.topic.members.values():
+                    member.connection.deliver(MembershipEnded(self.topic.name, code, text))
         try:
             if self.service is not None:
                 await self._hook("stopped", self.service.stopped)
@@ -239,6 +248,8 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
+                if not await self._authorized(member, Action.PUBLISH, ref):
+                    return
                 try:
                     await self._hook(
                         "handle_event", self.service.handle_event, member, event, payload
@@ -257,7 +268,9 @@ class TopicActor(actors.Actor):
             case actors.Down(ref=connection):
                 # The session is gone, whichever of its monitors says so.
                 await self._remove(connection)
-            case TimerFired(event=event, payload=payload):
+            case TimerFired(event=event, payload=payload, timer=timer):
+                if timer is not None and timer.interval is not None:
+                    self._count_tick(message, timer)
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
             case _CheckEmpty():
                 self._empty_timer = None
@@ -271,12 +284,31 @@ class TopicActor(actors.Actor):
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
 
+    def _count_tick(self, fired: TimerFired, timer: actors.Timer) -> None:
+        """Account for one tick of a repeating timer: how late it runs, how many were missed."""
+        late = max(0.0, trio.current_time() - timer.due)
+        missed = timer.missed - fired.missed_seen
+        fired.missed_seen = timer.missed
+        self.topic.ticks.record(late, missed)
+        metrics = self.topic.metrics
+        if metrics is not None:
+            metrics.tick_lateness.observe(late)
+            if missed:
+                metrics.ticks_missed.inc(missed)
+
     async def _join(self, request: JoinTopic) -> None:
         assert self.service is not None
         member = request.member
         connection = member.connection
         name = self.topic.name
         try:
+            if self._route.permissions.join is Allow.SERVICE and not await self._hook(
+                "authorize", self.service.authorize, member, Action.JOIN
+            ):
+                raise JoinRefusedError(
+                    f"the service of topic {name!r} does not allow this connection to join",
+                    code=ErrorCode.FORBIDDEN,
+                )
             payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
@@ -289,6 +321,22 @@ class TopicActor(actors.Actor):
         history = await self._backplane.history(name, after=request.offset or 0)
         recovery = recovery_for(history, request.epoch, request.offset)
         await self._hook("joined", self.service.joined, member, recovery)
+
+    async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
+        """Ask the service about `action` if the route leaves it to the service; answer a no."""
+        assert self.service is not None
+        if self._route.permissions.rule(action) is not Allow.SERVICE:
+            return True  # the session checked the route's rule already
+        name = self.topic.name
+        try:
+            if await self._hook("authorize", self.service.authorize, member, action):
+                return True
+        except ServiceError as error:
+            _answer_error(member, ref, name, error.code, error.message)
+            return False
+        message = f"the service of topic {name!r} does not allow {action.value!r} here"
+        _answer_error(member, ref, name, ErrorCode.FORBIDDEN, message)
+        return False
 
     async def _remove(
         self, connection: actors.ActorRef, *, already_removed: Member | None = None
@@ -313,6 +361,8 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         if request.deadline <= trio.current_time():
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, "call timed out")
+            return
+        if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled

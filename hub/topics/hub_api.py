@@ -24,6 +24,20 @@ class HubServices(Protocol):
         """
         ...
 
+    async def start_topic(self, topic: str, init: Payload = None) -> None:
+        """Start `topic`'s actor now, from the server, with `init` as its `topic.init`.
+
+        For topics the server makes (a match for the players a matchmaker
+        picked): its service reads `init` in `started`, and members join it
+        as any topic. Like any topic it is temporary: it stops once empty
+        for the empty-topic grace, and a crash ends it for its members (with
+        its service's `crash_code`) and touches no other topic. Raises
+        TopicExistsError if it is live already, UnknownTopicError if no
+        service serves it, and TopicUnavailableError / TopicLimitError /
+        actors.StartError if it cannot start.
+        """
+        ...
+
     def actor(self, name: str) -> actors.ActorRef:
         """The backend actor the application declared as `name` (see `Hub.actor`).
 
