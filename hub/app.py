@@ -30,7 +30,7 @@ import functools
 import gc
 import importlib.resources
 import json
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
 
 import attrs
@@ -70,6 +70,7 @@ from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serv
 from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
+from hub.workers import worker_index
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
@@ -187,6 +188,9 @@ class HubRuntime:
     #: Checks signed connection tokens (None without `auth.secret`): at
     #: connect, and when a session's client refreshes its token.
     tokens: TokenVerifier | None = None
+    #: Who connects: the one function every transport's connect request goes
+    #: through (a token, else the application's hook; docs/auth.md).
+    authenticate: Authenticate | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -329,12 +333,20 @@ class HubRuntime:
                 self.log.connection_closed(session.id, closed.code, closed.reason, seconds)
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
-        status = "shutting_down" if self._stopping else "ok"
+        backplane = self.backplane
+        # Without its backplane a node still serves its own clients: degraded, not down.
+        status = "ok" if backplane.healthy else "degraded"
+        if self._stopping:
+            status = "shutting_down"
         body = {
             "status": status,
             "connections": self.connection_count(),
             "topics": self.topics.count(),
+            "backplane": {"kind": backplane.kind, "connected": backplane.healthy},
         }
+        worker = worker_index()
+        if worker is not None:
+            body["worker"] = worker  # which of `hub serve --workers N` answered
         return HttpResponse(
             status=503 if self._stopping else 200,
             body=json.dumps(body).encode(),
@@ -351,15 +363,16 @@ class HubRuntime:
 
     async def _drain(self) -> None:
         """Stop accepting, close every client (1001) after its queue is written."""
-        assert self.gateway is not None
         self._stopping = True
-        await self.gateway.stop_accepting()
+        if self.gateway is not None:
+            await self.gateway.stop_accepting()
         hub_supervisor = _child_supervisor(self.system, "hub", under_root=True)
         # Stopping the sessions supervisor stops its sessions concurrently,
         # in batches; each writes what is queued, then closes 1001.
         await hub_supervisor.stop_child("sessions")
-        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
-            await self.gateway.wait_drained()
+        if self.gateway is not None:
+            with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+                await self.gateway.wait_drained()
 
 
 def gateway_config(config: HubConfig) -> GatewayConfig:
@@ -380,6 +393,7 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        reuse_port=server.workers > 1,
     )
 
 
@@ -447,26 +461,62 @@ def _child_supervisor(
     raise actors.NoSuchChildError(parent.ctx.name, child_id)
 
 
+@contextlib.asynccontextmanager
+async def _running_backplane(config: HubConfig) -> AsyncIterator[Backplane]:
+    """The hub's backplane, running for as long as the hub does (closed after its actors)."""
+    async with trio.open_nursery() as nursery:
+        backplane = await _open_backplane(config, nursery)
+        yield backplane
+        await backplane.aclose()
+
+
+async def _open_backplane(config: HubConfig, nursery: trio.Nursery) -> Backplane:
+    """The backplane the settings name: Redis (started in `nursery`) or this process's own."""
+    redis_url = config.backplane.redis_url
+    if redis_url is None:
+        return LocalBackplane(
+            history_size=config.topics.history_size,
+            retention_seconds=config.topics.history_retention_seconds,
+        )
+    try:
+        from hub.backplane.redis import RedisBackplane
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "backplane.redis_url is set but the Redis client is missing: "
+            "pip install 'triohub[redis]'"
+        ) from error
+    redis = RedisBackplane(
+        redis_url.get_secret_value(),
+        history_size=config.topics.history_size,
+        retention_seconds=config.topics.history_retention_seconds,
+        prefix=config.backplane.prefix,
+    )
+    await nursery.start(redis.run)
+    return redis
+
+
 async def serve_hub(
     app: Hub,
     config: HubConfig | None = None,
     *,
+    listen: bool = True,
     task_status: trio.TaskStatus[HubRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `app` until `request_shutdown()`, then drain and return.
 
     Reports the HubRuntime (with its URL and port) through `task_status` once
     listening. Cancelling this task instead ends everything at once.
-    Raises OSError if the port cannot be bound.
+    Raises OSError if the port cannot be bound. With `listen=False` no port
+    is opened: clients come through `HubRuntime.serve_transport` alone
+    (in memory: `hub.testing`).
     """
     config = config or HubConfig()
     tokens = config.auth.verifier()  # a ConfigError before anything starts
     metrics = HubMetrics()
-    async with actors.open_system(app.name, handle_signals=False) as system:
-        backplane = LocalBackplane(
-            history_size=config.topics.history_size,
-            retention_seconds=config.topics.history_retention_seconds,
-        )
+    async with (
+        _running_backplane(config) as backplane,
+        actors.open_system(app.name, handle_signals=False) as system,
+    ):
         runtime = HubRuntime(
             app, config, system, metrics, backplane, Fanout(backplane, metrics), tokens=tokens
         )
@@ -490,6 +540,7 @@ async def serve_hub(
             settings=TopicSettings(
                 empty_grace=config.topics.empty_grace_seconds,
                 hook_timeout=config.topics.hook_timeout_seconds,
+                history_max_read=config.topics.history_max_read,
             ),
             mailbox_capacity=config.topics.mailbox_capacity,
             start_timeout=config.topics.start_timeout_seconds,
@@ -535,19 +586,21 @@ async def serve_hub(
                 WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
             )
             authenticate = observer_authenticate(authenticate, guard)
+        runtime.authenticate = authenticate
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)
-            runtime.gateway = await nursery.start(
-                functools.partial(
-                    serve_gateway,
-                    gateway_config(config),
-                    websocket_routes=websocket_routes,
-                    http_routes=http_routes,
-                    authenticate=authenticate,
-                    observe=metrics.observe_gateway,
+            if listen:
+                runtime.gateway = await nursery.start(
+                    functools.partial(
+                        serve_gateway,
+                        gateway_config(config),
+                        websocket_routes=websocket_routes,
+                        http_routes=http_routes,
+                        authenticate=authenticate,
+                        observe=metrics.observe_gateway,
+                    )
                 )
-            )
             runtime.started_at = trio.current_time()
             task_status.started(runtime)
             with _tuned_gc(config.server.gc_threshold):
