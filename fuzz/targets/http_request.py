@@ -69,7 +69,7 @@ def _authenticate(request: ConnectRequest) -> object:
 
 @functools.cache
 def _server() -> ConnectionServer:
-    return connection_server(
+    server, _longpoll = connection_server(
         CONFIG,
         websocket_routes=[
             WebSocketRoute("/ws", serve_echo, (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON))
@@ -82,6 +82,7 @@ def _server() -> ConnectionServer:
         authenticate=_authenticate,
         observe=lambda event: None,
     )
+    return server
 
 
 class _Errors(logging.Handler):
