@@ -45,6 +45,12 @@ from pydantic_core import ErrorDetails
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
 from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
+from hub.presence import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_META_BYTES,
+    DEFAULT_MAX_SUBSCRIBERS,
+)
 from hub.protocol import MALFORMED_WINDOW_SECONDS, MAX_MALFORMED, MAX_MESSAGE_BYTES, MAX_TOPICS
 from hub.protocol.machine import JOINS_PER_SECOND
 from hub.tokens import (
@@ -76,6 +82,7 @@ __all__ = [
     "HubConfig",
     "LoggingConfig",
     "LongPollConfig",
+    "PresenceConfig",
     "ServerConfig",
     "SessionConfig",
     "TopicsConfig",
@@ -323,6 +330,19 @@ class TopicsConfig(_Section):
     history_max_read: Count = DEFAULT_HISTORY_MAX_READ
 
 
+class PresenceConfig(_Section):
+    """Presence defaults; each route's `Presence(...)` may choose its own (docs/presence.md)."""
+
+    #: How long an ended connection's entries stay; a client back within it shows no leave.
+    grace_seconds: SecondsOrZero = DEFAULT_GRACE_SECONDS
+    #: Coalesced and counts modes push at most once per this many seconds to each member.
+    interval_seconds: Seconds = DEFAULT_INTERVAL_SECONDS
+    #: The most one connection's presence meta may take, as msgpack.
+    max_meta_bytes: Count = DEFAULT_MAX_META_BYTES
+    #: Backend actors subscribed to one topic's presence at most.
+    max_subscribers: Count = DEFAULT_MAX_SUBSCRIBERS
+
+
 class LoggingConfig(_Section):
     """What `hub serve` logs, and how."""
 
@@ -415,6 +435,7 @@ class HubConfig(_Section):
     longpoll: LongPollConfig = LongPollConfig()
     session: SessionConfig = SessionConfig()
     topics: TopicsConfig = TopicsConfig()
+    presence: PresenceConfig = PresenceConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
     backplane: BackplaneConfig = BackplaneConfig()
