@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         HttpConfig,
         HubConfig,
         LoggingConfig,
+        PresenceConfig,
         ServerConfig,
         SessionConfig,
         TopicsConfig,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from hub.gateway import AuthenticationError, ConnectRequest
     from hub.identity import Identity
     from hub.permissions import PERSONAL, Allow, Permissions
+    from hub.presence import Presence
     from hub.protocol import Payload
     from hub.services import EchoService, RoomService, Service
     from hub.tokens import TokenVerifier
@@ -59,6 +61,8 @@ _EXPORTS = {
     "JoinRefusedError": "hub.errors",
     "Member": "hub.topics",
     "Payload": "hub.protocol",
+    "Presence": "hub.presence",
+    "PresenceConfig": "hub.config",
     "RoomService": "hub.services",
     "Service": "hub.services",
     "ServiceError": "hub.errors",
@@ -84,6 +88,8 @@ __all__ = [
     "Member",
     "Payload",
     "Permissions",
+    "Presence",
+    "PresenceConfig",
     "RoomService",
     "ServerConfig",
     "Service",

@@ -31,7 +31,7 @@ import gc
 import importlib.resources
 import json
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -46,6 +46,7 @@ from hub.gateway import (
     ConnectInfo,
     GatewayConfig,
     GatewayHandle,
+    LongPollRoute,
     WebSocketRoute,
     serve_echo,
     serve_gateway,
@@ -63,6 +64,14 @@ from hub.observer import (
     observer_routes,
 )
 from hub.permissions import Permissions
+from hub.presence import (
+    ListPresence,
+    Presence,
+    PresenceSettings,
+    PresenceSnapshot,
+    SubscribePresence,
+    UnsubscribePresence,
+)
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import Service
@@ -75,6 +84,9 @@ from hub.workers import worker_index
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
 CLOSE_TIMEOUT_SECONDS: Final = 3.0
+
+# How long a starting hub waits for its Redis before it serves without it.
+REDIS_START_WAIT_SECONDS: Final = 5.0
 
 # How long `HubRuntime.publish` waits for the topic's actor to take an event.
 PUBLISH_TIMEOUT_SECONDS: Final = 5.0
@@ -120,6 +132,7 @@ class Hub:
         pattern: str,
         factory: Callable[[Topic], Service],
         *,
+        presence: Presence | Literal[False] | None = None,
         permissions: Permissions | None = None,
     ) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
@@ -128,10 +141,17 @@ class Hub:
         subclass; the first matching route, in declaration order, wins.
         `permissions` say who may join, publish, call, and read presence and
         history (`hub.permissions`, docs/auth.md); by default anyone may.
+        `presence` is how its topics keep presence (`hub.presence.Presence`,
+        docs/presence.md): None takes the service's own choice (its
+        `presence` class attribute), False keeps none.
         """
         if not pattern or pattern == "*":
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
-        self.routes.append(Route(pattern, factory, permissions or Permissions()))
+        if presence is not None and presence is not False and not isinstance(presence, Presence):
+            raise TypeError(f"presence= takes a hub.presence.Presence or False, got {presence!r}")
+        self.routes.append(
+            Route(pattern, factory, permissions=permissions or Permissions(), presence=presence)
+        )
 
     def actor(
         self,
@@ -264,6 +284,55 @@ class HubRuntime:
         ref = await self.topics.actor_for(topic, route)
         offset: int | None = await ref.call(ServerPublish(event, payload, keep), timeout=timeout)
         return offset
+
+    async def presence(
+        self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Who is present in `topic` now (nobody if the topic is not live; it is not started).
+
+        Raises UnknownTopicError if no route serves `topic`, and
+        TopicWithoutPresenceError if its route keeps no presence.
+        """
+        ref = self._live_topic(topic)
+        if ref is None:
+            return PresenceSnapshot(topic, {})
+        try:
+            snapshot: PresenceSnapshot = await ref.call(ListPresence(), timeout=timeout)
+        except actors.ActorExitedError:
+            return PresenceSnapshot(topic, {})  # it stopped meanwhile: nobody is there
+        return snapshot
+
+    async def subscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Send `subscriber` (a backend actor) `topic`'s presence changes; return who is here.
+
+        Starts the topic if it is not live, and keeps it live while
+        subscribed. The subscriber then receives `hub.presence.PresenceChanged`
+        messages (a `PresenceSnapshot` in place of changes it missed, and an
+        empty one when the topic ends). Raises as `publish` does, and
+        PresenceLimitError past `presence.max_subscribers` per topic.
+        """
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        ref = await self.topics.actor_for(topic, route)
+        snapshot: PresenceSnapshot = await ref.call(SubscribePresence(subscriber), timeout=timeout)
+        return snapshot
+
+    async def unsubscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> None:
+        """Stop sending `subscriber` the presence changes of `topic` (nothing if it is not live)."""
+        ref = self._live_topic(topic)
+        if ref is not None:
+            with contextlib.suppress(actors.ActorExitedError):
+                await ref.call(UnsubscribePresence(subscriber), timeout=timeout)
+
+    def _live_topic(self, topic: str) -> actors.ActorRef | None:
+        if self.topics.route_for(topic) is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        return self.topics.whereis(topic)
 
     async def start_topic(self, topic: str, init: Payload = None) -> None:
         """Start `topic` from the server with `init` (see `HubServices.start_topic`)."""
@@ -422,7 +491,21 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         unlimited_addresses=limits.unlimited_addresses,
         trusted_proxies=server.trusted_proxies,
         client_address_header=server.client_address_header,
+        poll_timeout=config.longpoll.poll_timeout,
+        reap_timeout=config.longpoll.reap_timeout,
+        max_longpoll_sessions=config.longpoll.max_sessions,
         reuse_port=server.workers > 1,
+    )
+
+
+def presence_settings(config: HubConfig) -> PresenceSettings:
+    """The hub's presence defaults, under what each route declares."""
+    presence = config.presence
+    return PresenceSettings(
+        interval=presence.interval_seconds,
+        grace=presence.grace_seconds,
+        max_meta_bytes=presence.max_meta_bytes,
+        max_subscribers=presence.max_subscribers,
     )
 
 
@@ -524,6 +607,10 @@ async def _open_backplane(config: HubConfig, nursery: trio.Nursery) -> Backplane
         prefix=config.backplane.prefix,
     )
     await nursery.start(redis.run)
+    # Normally Redis answers at once; if not, the hub serves its own clients
+    # (degraded, topics that need Redis refused) while it keeps trying.
+    with trio.move_on_after(REDIS_START_WAIT_SECONDS):
+        await redis.wait_healthy()
     return redis
 
 
@@ -572,6 +659,7 @@ async def serve_hub(
             settings=TopicSettings(
                 empty_grace=config.topics.empty_grace_seconds,
                 hook_timeout=config.topics.hook_timeout_seconds,
+                presence=presence_settings(config),
                 history_max_read=config.topics.history_max_read,
             ),
             mailbox_capacity=config.topics.mailbox_capacity,
@@ -613,6 +701,14 @@ async def serve_hub(
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
             *((WebSocketRoute(ECHO_PATH, serve_echo),) if app.echo else ()),
         ]
+        longpoll_routes = []
+        # The same sessions over HTTP, for clients that cannot open a WebSocket.
+        # Not with --workers: the kernel spreads a session's requests over
+        # the workers, and the session lives in one of them.
+        if config.longpoll.enabled and config.server.workers == 1:
+            longpoll_routes.append(
+                LongPollRoute(config.longpoll.path, runtime.serve_transport, SUBPROTOCOLS)
+            )
         # One function decides who connects, whatever the transport: a
         # token, else the application's own hook (docs/auth.md).
         authenticate = token_authenticate(tokens, app.authenticate, required=config.auth.required)
@@ -632,6 +728,7 @@ async def serve_hub(
                         gateway_config(config),
                         websocket_routes=websocket_routes,
                         http_routes=http_routes,
+                        longpoll_routes=longpoll_routes,
                         authenticate=authenticate,
                         observe=metrics.observe_gateway,
                     )

@@ -3,6 +3,7 @@
     [server]     where the hub listens, TLS, the protocol's path, shutdown
     [http]       limits on HTTP requests (every connection starts as one)
     [websocket]  one client's connection: message size, keepalive, slow consumers
+    [longpoll]   the HTTP long-polling fallback: its path, poll and reap timeouts
     [session]    one client's protocol: rates, topics, joins, calls, malformed frames
     [limits]     connections per client address and in all, handshakes per second
     [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
@@ -46,6 +47,12 @@ from pydantic_core import ErrorDetails
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
 from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
+from hub.presence import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_META_BYTES,
+    DEFAULT_MAX_SUBSCRIBERS,
+)
 from hub.protocol import (
     BYTES_PER_SECOND,
     JOINS_PER_SECOND,
@@ -84,6 +91,8 @@ __all__ = [
     "HubConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "LongPollConfig",
+    "PresenceConfig",
     "ServerConfig",
     "SessionConfig",
     "TopicsConfig",
@@ -321,6 +330,21 @@ class WebSocketConfig(_Section):
     message_timeout: Seconds = 30.0
 
 
+class LongPollConfig(_Section):
+    """The HTTP long-polling fallback, for clients that cannot open a WebSocket."""
+
+    #: Serve long-polling sessions (at `path`) beside the WebSocket.
+    enabled: Switch = True
+    #: The path sessions are opened at (POST) and used below (`<path>/<id>`).
+    path: UrlPath = "/poll"
+    #: Seconds a poll (GET) is held when nothing waits for the client.
+    poll_timeout: Seconds = 25.0
+    #: Seconds a client may take to poll again before its session is ended.
+    reap_timeout: Seconds = 30.0
+    #: Long-polling sessions open at once; more are refused with 503.
+    max_sessions: Count = 10_000
+
+
 class SessionConfig(_Section):
     """One client's use of the protocol."""
 
@@ -385,6 +409,19 @@ class TopicsConfig(_Section):
     history_retention_seconds: SecondsOrZero = DEFAULT_RETENTION_SECONDS
     #: Most events one `$history` call returns (a larger `limit` is cut to it).
     history_max_read: Count = DEFAULT_HISTORY_MAX_READ
+
+
+class PresenceConfig(_Section):
+    """Presence defaults; each route's `Presence(...)` may choose its own (docs/presence.md)."""
+
+    #: How long an ended connection's entries stay; a client back within it shows no leave.
+    grace_seconds: SecondsOrZero = DEFAULT_GRACE_SECONDS
+    #: Coalesced and counts modes push at most once per this many seconds to each member.
+    interval_seconds: Seconds = DEFAULT_INTERVAL_SECONDS
+    #: The most one connection's presence meta may take, as msgpack.
+    max_meta_bytes: Count = DEFAULT_MAX_META_BYTES
+    #: Backend actors subscribed to one topic's presence at most.
+    max_subscribers: Count = DEFAULT_MAX_SUBSCRIBERS
 
 
 class LoggingConfig(_Section):
@@ -480,9 +517,11 @@ class HubConfig(_Section):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    longpoll: LongPollConfig = LongPollConfig()
     session: SessionConfig = SessionConfig()
     limits: LimitsConfig = LimitsConfig()
     topics: TopicsConfig = TopicsConfig()
+    presence: PresenceConfig = PresenceConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
     backplane: BackplaneConfig = BackplaneConfig()

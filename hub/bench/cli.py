@@ -34,7 +34,7 @@ from hub.bench.servers import (
     hub_kind,
     spawned,
 )
-from hub.bench.spec import SCENARIOS, LoadSpec
+from hub.bench.spec import SCENARIOS, LoadSpec, Transport
 
 DEFAULT_APP: Final = "hub.demo:app"
 # The application a scenario spawns unless --spawn names one (run from the
@@ -46,9 +46,19 @@ DEFAULT_CONNECTIONS: Final = {
     "echo": 50,
     "fanout": 1000,
     "churn": 1000,
+    "presence": 500,
     "lobby": 200,
+    "soak": 10_000,
 }
-DEFAULT_ROOMS: Final = {"fanout": "room:bench", "churn": "room:bench-churn"}
+# echo and lobby: seconds measured and before that; soak: seconds chatting,
+# the first of them warming up (not in the memory and task slopes).
+DEFAULT_DURATION: Final = {"echo": 5.0, "lobby": 5.0, "soak": 600.0}
+DEFAULT_WARMUP: Final = {"echo": 1.0, "lobby": 1.0, "soak": 120.0}
+DEFAULT_ROOMS: Final = {
+    "fanout": "room:bench",
+    "churn": "room:bench-churn",
+    "presence": "room:bench-presence",
+}
 
 # The longest one run (one server, one load generator) may take, in seconds,
 # before its load generator is stopped and the run counted as failed.
@@ -66,9 +76,13 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         epilog="Scenarios: idle (connections held: memory and setup cost), echo (Calls to "
         "an echo topic: round trips/s and latency), fanout (one publisher, many room "
         "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
-        "room and vanishing: does the server's memory come back?), lobby (bots matched into "
-        "ticking matches of the lobby example: tick lateness, state deliveries/s, server CPU "
-        "per delivery; run from the source tree).",
+        "room and vanishing: does the server's memory come back?), presence (members of a "
+        "room watch churners join and leave it: server CPU per presence change, pushes per "
+        "member per second; --room crowd:NAME for the demo's coalesced presence), lobby (bots "
+        "matched into ticking matches of the lobby example: tick lateness, state "
+        "deliveries/s, server CPU per delivery; run from the source tree), soak (thousands "
+        "of clients chatting in rooms, leaving and coming back, for minutes: no loss, no "
+        "error, flat memory and tasks; hub only, see docs/reliability.md).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -86,13 +100,19 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         action="store_true",
         help="also run the trio-websocket and websockets baselines, interleaved with the hub",
     )
+    parser.add_argument(
+        "--longpoll",
+        action="store_true",
+        help="fanout: also run the hub with its subscribers long-polling (hub-longpoll), "
+        "interleaved with the WebSocket runs",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per server (default 3)")
     parser.add_argument(
         "-n",
         "--connections",
         type=int,
         help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
-        "clients per wave; lobby: bots (defaults: "
+        "clients per wave; presence: members watching; lobby: bots (defaults: "
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
@@ -100,13 +120,20 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--topics",
         type=int,
         help="idle and echo: connections share this many echo topics, round robin "
-        "(default: a topic each; a hub may limit how many topics it serves)",
+        "(default: a topic each; a hub may limit how many topics it serves); soak: rooms "
+        "(default 100)",
     )
     parser.add_argument(
-        "--duration", type=float, default=5.0, help="echo and lobby: seconds measured"
+        "--duration",
+        type=float,
+        help="echo and lobby: seconds measured (default 5); soak: seconds chatting "
+        "(default 600)",
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="echo and lobby: seconds before that"
+        "--warmup",
+        type=float,
+        help="echo and lobby: seconds before that (default 1); soak: the first seconds, left "
+        "out of the memory and task slopes (default 120)",
     )
     parser.add_argument(
         "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
@@ -121,7 +148,16 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "waits (default 8)",
     )
     parser.add_argument(
-        "--rate", type=float, help="fanout: publish this many messages/s instead of a window"
+        "--rate",
+        type=float,
+        help="fanout: publish this many messages/s instead of a window; soak: chat "
+        "messages/s across the rooms (default 100)",
+    )
+    parser.add_argument(
+        "--churn-rate",
+        type=float,
+        default=20.0,
+        help="soak: members leaving and coming back per second (default 20)",
     )
     parser.add_argument(
         "--payload-bytes", type=int, default=64, help="echoed string or chat text size (64)"
@@ -131,13 +167,19 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     )
     parser.add_argument("--waves", type=int, default=10, help="churn: waves (default 10)")
     parser.add_argument(
+        "--churners",
+        type=int,
+        default=500,
+        help="presence: clients that each join the room and leave it (default 500)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
         help="fanout: seconds to wait for the last deliveries; churn: for the server to "
         "notice a wave's closes; lobby: for every bot to be matched (default 30)",
     )
-    parser.add_argument("--room", help="fanout and churn: the room to join")
+    parser.add_argument("--room", help="fanout, churn and presence: the room to join")
     parser.add_argument(
         "--json",
         nargs="?",
@@ -156,16 +198,25 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-timeout",
         type=float,
-        default=DEFAULT_RUN_TIMEOUT_SECONDS,
-        help=f"seconds one run may take (default {DEFAULT_RUN_TIMEOUT_SECONDS:g})",
+        help=f"seconds one run may take (default {DEFAULT_RUN_TIMEOUT_SECONDS:g}; soak: "
+        "its duration and as much again)",
     )
     return parser
 
 
+# The name of the hub's runs with long-polling subscribers (`--longpoll`).
+LONGPOLL_RUNS: Final = "hub-longpoll"
+
+
 def _spec(
-    args: argparse.Namespace, server: ServerKind | None, url: str, pid: int | None
+    args: argparse.Namespace,
+    server: ServerKind | None,
+    url: str,
+    pid: int | None,
+    transport: Transport = "websocket",
 ) -> LoadSpec:
     return LoadSpec(
+        transport=transport,
         scenario=args.scenario,
         dialect="hub" if server is None else server.dialect,
         url=url,
@@ -174,14 +225,16 @@ def _spec(
         topics=args.topics,
         concurrency=args.concurrency,
         payload_bytes=args.payload_bytes,
-        duration=args.duration,
-        warmup=args.warmup,
+        duration=args.duration or DEFAULT_DURATION.get(args.scenario, 5.0),
+        warmup=args.warmup if args.warmup is not None else DEFAULT_WARMUP.get(args.scenario, 1.0),
         hold=args.hold,
         messages=args.messages,
         window=args.window,
         rate=args.rate,
         drain_timeout=args.drain_timeout,
+        churn_rate=args.churn_rate,
         waves=args.waves,
+        churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
         match_size=args.match_size,
     )
@@ -239,16 +292,19 @@ def _one_run(
     kind: ServerKind | None,
     repeat: int,
     progress: ProgressBar,
+    transport: Transport = "websocket",
 ) -> Run:
-    name = "hub" if kind is None else kind.name
+    name = _run_name(kind, transport)
     try:
         if kind is None:
             figures = run_loadgen(
-                _spec(args, None, args.url, args.server_pid), progress, timeout=args.run_timeout
+                _spec(args, None, args.url, args.server_pid, transport),
+                progress,
+                timeout=args.run_timeout,
             )
         else:
             with spawned(kind) as server:
-                figures = _run_spawned(args, kind, server, progress)
+                figures = _run_spawned(args, kind, server, progress, transport)
             if server.log.exists():
                 figures["server_log"] = str(server.log)
     except (RunError, ServerStartError, OSError) as error:
@@ -256,10 +312,20 @@ def _one_run(
     return Run(server=name, repeat=repeat, figures=derive(figures))
 
 
+def _run_name(kind: ServerKind | None, transport: Transport) -> str:
+    if transport == "longpoll":
+        return LONGPOLL_RUNS
+    return "hub" if kind is None else kind.name
+
+
 def _run_spawned(
-    args: argparse.Namespace, kind: ServerKind, server: RunningServer, progress: ProgressBar
+    args: argparse.Namespace,
+    kind: ServerKind,
+    server: RunningServer,
+    progress: ProgressBar,
+    transport: Transport,
 ) -> dict[str, Any]:
-    spec = _spec(args, kind, server.url.rstrip("/"), server.pid)
+    spec = _spec(args, kind, server.url.rstrip("/"), server.pid, transport)
     figures = run_loadgen(spec, progress, timeout=args.run_timeout)
     if not server.running():
         raise RunError(f"the server exited during the run (see {server.log})")
@@ -282,11 +348,22 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.payload_bytes}-byte payloads, {spec.duration:g} s after "
                 f"{spec.warmup:g} s warm-up"
             )
+        case "soak":
+            what = (
+                f"{spec.connections:,} clients in {spec.topics or 100:,} rooms for "
+                f"{spec.duration:g} s ({spec.warmup:g} s warm-up), {spec.rate or 100:g} chat "
+                f"messages/s, {spec.churn_rate:g} members/s leaving and coming back"
+            )
         case "fanout":
             pace = f"{spec.rate:g}/s" if spec.rate else f"window {spec.window}"
             what = (
                 f"{spec.connections:,} subscribers of {spec.room}, {spec.messages:,} messages "
                 f"({spec.payload_bytes}-byte text), {pace}"
+            )
+        case "presence":
+            what = (
+                f"{spec.connections:,} members of {spec.room} watching {spec.churners:,} "
+                "clients join and leave it"
             )
         case "lobby":
             what = (
@@ -311,14 +388,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.compare:
             kinds += baseline_kinds(args.baselines)
         descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
+    plan: list[tuple[ServerKind | None, Transport]] = [(kind, "websocket") for kind in kinds]
+    if args.longpoll:
+        # The same hub, its subscribers long-polling: right after the WebSocket runs.
+        plan.insert(1, (kinds[0], "longpoll"))
+        descriptions = {
+            next(iter(descriptions)): next(iter(descriptions.values())) + ", WebSocket clients",
+            LONGPOLL_RUNS: "the same hub, subscribers long-polling (HTTP/1.1 kept alive, msgpack)",
+            **dict(list(descriptions.items())[1:]),
+        }
     servers = list(descriptions)
     progress = ProgressBar()
     runs: list[Run] = []
     for repeat in range(args.repeats):
-        for kind in kinds:
-            name = "hub" if kind is None else kind.name
+        for kind, transport in plan:
+            name = _run_name(kind, transport)
             progress.start_run(f"{name} {repeat + 1}/{args.repeats}")
-            outcome = _one_run(args, kind, repeat, progress)
+            outcome = _one_run(args, kind, repeat, progress, transport)
             runs.append(outcome)
             progress.note(
                 f"{name} {repeat + 1}/{args.repeats}: "
@@ -333,7 +419,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             key: value
             for key, value in attrs.asdict(spec).items()
-            if key not in ("dialect", "url", "server_pid")
+            if key not in ("dialect", "url", "server_pid", "transport")
         },
         "settings_line": _settings_line(spec, args.repeats, args.compare),
         "servers": servers,
@@ -382,8 +468,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--server-pid goes with --url")
     if args.compare and args.url:
         parser.error("--compare starts every server itself: use --spawn, not --url")
+    if args.compare and args.scenario == "presence":
+        parser.error("presence is the hub's own: no baseline has it, so no --compare")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.longpoll and args.scenario != "fanout":
+        parser.error("--longpoll goes with the fanout scenario")
+    if args.compare and args.scenario == "soak":
+        parser.error("the soak speaks the hub protocol only: no --compare")
+    if args.run_timeout is None:
+        duration = args.duration or DEFAULT_DURATION.get(args.scenario, 0.0)
+        args.run_timeout = max(DEFAULT_RUN_TIMEOUT_SECONDS, 2 * duration)
     if args.compare and args.scenario == "lobby":
         parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:

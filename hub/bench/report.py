@@ -81,6 +81,18 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("server_rss_growth_per_wave_mb", "server RSS growth per wave after the first (MiB)"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
+    "presence": (
+        Metric("presence_changes", "presence changes (a join and a leave per churner)"),
+        Metric("changes_per_s", "presence changes/s", "higher"),
+        Metric("server_cpu_per_change_us", "server CPU per presence change (us)", "lower"),
+        Metric("pushes_per_member", "presence pushes per member, in all"),
+        Metric("pushes_per_member_per_change", "presence pushes per member per change", "lower"),
+        Metric("pushes_per_member_per_s", "presence pushes per member per second", "lower"),
+        Metric("max_pushes_per_member_per_s", "most presence pushes any member got per second"),
+        Metric("members_in_sync", "members whose count of users came back right"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
     "lobby": (
         Metric("players", "players (bots)"),
         Metric("matches", "matches"),
@@ -97,6 +109,29 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("closed_by_server", "bots closed by the server"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
+    "soak": (
+        Metric("messages_sent", "chat messages sent"),
+        Metric("deliveries", "chat messages delivered"),
+        Metric("deliveries_per_s", "chat deliveries/s", "higher"),
+        Metric("deliveries_expected", "deliveries checked (members present)"),
+        Metric("lost", "lost messages"),
+        Metric("duplicates", "messages delivered twice"),
+        Metric("errors", "errors (error frames, refusals, server closes)"),
+        Metric("comebacks", "members that left and came back"),
+        Metric("memberships_dropped_unchecked", "memberships ended by a dropped connection"),
+        Metric("rss_start_mb", "server RSS before connecting (MiB)", "lower"),
+        Metric("rss_warm_mb", "server RSS after warm-up (MiB)", "lower"),
+        Metric("rss_end_mb", "server RSS at the end (MiB)", "lower"),
+        Metric("rss_slope_mb_per_min", "server RSS slope after warm-up (MiB/min)", "lower"),
+        Metric("rss_after_mb", "server RSS after every client left (MiB)", "lower"),
+        Metric("tasks_start", "server tasks before connecting"),
+        Metric("tasks_warm", "server tasks after warm-up"),
+        Metric("tasks_end", "server tasks at the end"),
+        Metric("tasks_slope_per_min", "server tasks slope after warm-up (per min)"),
+        Metric("tasks_after", "server tasks after every client left"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
 }
 
 #: The figure each scenario's throughput plot shows.
@@ -105,7 +140,9 @@ THROUGHPUT: Final = {
     "echo": "round_trips_per_s",
     "fanout": "deliveries_per_s",
     "churn": "setup_rate",
+    "presence": "changes_per_s",
     "lobby": "state_deliveries_per_s",
+    "soak": "deliveries_per_s",
 }
 
 _LOADGEN_CPU: Final = {"idle": "setup_loadgen_cpu"}
@@ -316,6 +353,17 @@ def plot(document: dict[str, Any], path: Path) -> None:
         left.set_ylabel("server RSS (MiB)")
         left.set_title("server memory across waves")
         left.grid(True, alpha=0.3)
+    elif scenario == "soak":
+        for run in runs:
+            samples = (run.figures or {}).get("samples", [])
+            points = [(s["t"], s["rss_mb"]) for s in samples if "rss_mb" in s]
+            if points:
+                left.plot(*zip(*points, strict=True), label=f"{run.server} {run.repeat + 1}")
+        left.set_xlabel("seconds")
+        left.set_ylabel("server RSS (MiB)")
+        left.set_title("server memory over the soak")
+        left.grid(True, alpha=0.3)
+        left.legend()
     else:
         _bars(left, servers, document["summary"]["server_bytes_per_connection"])
         left.set_ylabel("bytes")

@@ -70,7 +70,12 @@ class GatewayConfig:
     - `close_timeout`: time for a WebSocket closing handshake, and for
       lingering while a connection closes.
     - `outbox_capacity`: messages that may wait for one WebSocket client
-      beyond what its socket took (see `hub.transport`).
+      beyond what its socket took (see `hub.transport`), or for one
+      long-polling client between its polls.
+    - `poll_timeout`: how long a long-polling GET is held when nothing waits.
+    - `reap_timeout`: a long-polling client that has not polled again this
+      long after its last poll ended is gone: its session ends.
+    - `max_longpoll_sessions`: long-polling sessions open at once (503 beyond).
     - `max_fragments`: most frames one WebSocket message may come in (1008 beyond).
     - `message_timeout`: time from a WebSocket message's first byte to its
       last (1008 beyond).
@@ -118,6 +123,9 @@ class GatewayConfig:
     unlimited_addresses: tuple[str, ...] = attrs.field(default=LOOPBACK, converter=_strings)
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     client_address_header: str = DEFAULT_CLIENT_ADDRESS_HEADER
+    poll_timeout: float = attrs.field(default=25.0, validator=_positive)
+    reap_timeout: float = attrs.field(default=30.0, validator=_positive)
+    max_longpoll_sessions: int = attrs.field(default=10_000, validator=_positive)
     #: Share the port with other processes (SO_REUSEPORT): the kernel spreads
     #: new connections over every process listening on it (`hub serve --workers`).
     reuse_port: bool = False

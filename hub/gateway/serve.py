@@ -17,13 +17,15 @@ import trio
 from hub.gateway.config import GatewayConfig, server_ssl_context
 from hub.gateway.events import GatewayEvent, RefusalLog, RouteObserver
 from hub.gateway.limits import AddressLimits, networks
+from hub.gateway.longpoll import LongPollGateway, LongPollRoute
 from hub.gateway.server import ConnectionServer
 from hub.gateway.upgrade import Authenticate, Upgrader
 from hub.gateway.websocket import WebSocketRoute
 from hub.http import HttpRoute
 from hub.transport import WebSocketSettings
+from hub.transport.longpoll import LongPollSettings
 
-__all__ = ["GatewayHandle", "serve_gateway"]
+__all__ = ["GatewayHandle", "connection_server", "serve_gateway"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +80,26 @@ class GatewayHandle:
 
     @property
     def connection_count(self) -> int:
-        """Open TCP connections, HTTP and WebSocket alike."""
+        """Open TCP connections, HTTP and WebSocket alike, and long-polling sessions."""
         return self._connections
+
+    def _spawner(
+        self, nursery: trio.Nursery
+    ) -> Callable[[Callable[[], Awaitable[None]]], None]:
+        """Run tasks in `nursery` counted as connections (long-polling sessions): draining waits."""
+
+        async def run_counted(run: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await run()
+            finally:
+                self._connections -= 1
+                self._check_drained()
+
+        def spawn(run: Callable[[], Awaitable[None]]) -> None:
+            self._connections += 1
+            nursery.start_soon(run_counted, run)
+
+        return spawn
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets; return once they are closed.
@@ -183,6 +203,7 @@ async def serve_gateway(
     *,
     websocket_routes: Sequence[WebSocketRoute] = (),
     http_routes: Sequence[HttpRoute] = (),
+    longpoll_routes: Sequence[LongPollRoute] = (),
     authenticate: Authenticate | None = None,
     observe: Callable[[GatewayEvent], None] | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
@@ -193,49 +214,20 @@ async def serve_gateway(
     connection runs in this task's nursery, so when this returns (only by
     cancellation or error) no connection is left. `authenticate` (sync or
     async) gets a `ConnectRequest` for every WebSocket connect request that
-    passed the origin and subprotocol checks; `observe` is called with a
-    `GatewayEvent` for metrics.
+    passed the origin and subprotocol checks, and for every long-polling
+    session opened at one of `longpoll_routes` (`hub.gateway.longpoll`);
+    `observe` is called with a `GatewayEvent` for metrics.
 
     Raises OSError if the port cannot be bound, ssl.SSLError or OSError if
     the certificate cannot be loaded, ValueError for clashing routes.
     """
-    observe = observe or _ignore_event
-    routes = _index_routes(websocket_routes)
-    log = RefusalLog()
-    upgrader = Upgrader(
-        origins=config.origins,
+    server, longpoll = connection_server(
+        config,
+        websocket_routes=websocket_routes,
+        http_routes=http_routes,
+        longpoll_routes=longpoll_routes,
         authenticate=authenticate,
-        auth_timeout=config.auth_timeout,
-        # Shared by every WebSocket: their limits, and per route who hears of closes.
-        settings=WebSocketSettings(
-            max_message_size=config.max_message_size,
-            ping_interval=config.ping_interval,
-            idle_timeout=config.idle_timeout,
-            close_timeout=config.close_timeout,
-            outbox_capacity=config.outbox_capacity,
-            max_fragments=config.max_fragments,
-            message_timeout=config.message_timeout,
-        ),
-        observe=observe,
-        observers={path: RouteObserver(path, observe) for path in routes},
-        log=log,
-    )
-    server = ConnectionServer(
-        config=config,
-        websocket_routes=routes,
-        http_routes=_check_http_routes(http_routes),
-        upgrader=upgrader,
-        observe=observe,
-        ssl_context=(
-            server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
-        ),
-        log=log,
-        addresses=config.client_addresses,
-        limits=AddressLimits(
-            config.max_connections_per_address,
-            config.handshakes_per_second,
-            networks(config.unlimited_addresses, "unlimited address"),
-        ),
+        observe=observe or _ignore_event,
     )
     if config.reuse_port:
         listeners = await _open_shared_listeners(config.port, config.host)
@@ -252,6 +244,7 @@ async def serve_gateway(
         capacity=lambda: server.full,
     )
     async with trio.open_nursery() as nursery:
+        longpoll.spawn = handle._spawner(nursery)
         nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
         task_status.started(handle)
         await trio.sleep_forever()
@@ -292,6 +285,77 @@ async def _open_shared_listeners(port: int, host: str | None) -> list[trio.Socke
             listener.socket.close()
         raise
     return listeners
+
+
+def connection_server(
+    config: GatewayConfig,
+    *,
+    websocket_routes: Sequence[WebSocketRoute],
+    http_routes: Sequence[HttpRoute],
+    longpoll_routes: Sequence[LongPollRoute] = (),
+    authenticate: Authenticate | None,
+    observe: Callable[[GatewayEvent], None],
+) -> tuple[ConnectionServer, LongPollGateway]:
+    """Build what serves each accepted connection: the HTTP, WebSocket and long-polling routes.
+
+    Returns the per-connection server and the long-polling gateway, whose
+    `spawn` the caller sets before serving. `serve_gateway` serves every
+    connection it accepts with them; the fuzz harness
+    (fuzz/targets/http_request.py) serves its inputs with them too.
+    Raises ValueError for clashing routes, ssl.SSLError or OSError if the
+    certificate cannot be loaded.
+    """
+    routes = _index_routes(websocket_routes)
+    log = RefusalLog()
+    upgrader = Upgrader(
+        origins=config.origins,
+        authenticate=authenticate,
+        auth_timeout=config.auth_timeout,
+        # Shared by every WebSocket: their limits, and per route who hears of closes.
+        settings=WebSocketSettings(
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+            max_fragments=config.max_fragments,
+            message_timeout=config.message_timeout,
+        ),
+        observe=observe,
+        observers={path: RouteObserver(path, observe) for path in routes},
+        log=log,
+    )
+    longpoll = LongPollGateway(
+        routes=tuple(longpoll_routes),
+        upgrader=upgrader,
+        settings=LongPollSettings(
+            max_message_size=config.max_message_size,
+            poll_timeout=config.poll_timeout,
+            reap_timeout=config.reap_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        ),
+        max_sessions=config.max_longpoll_sessions,
+        observe=observe,
+    )
+    server = ConnectionServer(
+        config=config,
+        websocket_routes=routes,
+        http_routes=_check_http_routes([*longpoll.http_routes(), *http_routes]),
+        upgrader=upgrader,
+        observe=observe,
+        ssl_context=(
+            server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
+        ),
+        log=log,
+        addresses=config.client_addresses,
+        limits=AddressLimits(
+            config.max_connections_per_address,
+            config.handshakes_per_second,
+            networks(config.unlimited_addresses, "unlimited address"),
+        ),
+    )
+    return server, longpoll
 
 
 def _ignore_event(_event: GatewayEvent) -> None:

@@ -34,6 +34,7 @@ from hub.protocol.codec import (
     Message,
     MsgpackCodec,
     codec_for,
+    packed_size,
 )
 from hub.protocol.frames import (
     MAX_NAME_BYTES,
@@ -144,4 +145,5 @@ __all__ = [
     "UnknownSubprotocolError",
     "Verdict",
     "codec_for",
+    "packed_size",
 ]

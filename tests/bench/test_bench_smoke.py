@@ -96,6 +96,21 @@ def test_fanout_delivers_everything_to_everyone_and_plots(tmp_path):
 
 
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_fanout_with_long_polling_subscribers_beside_websocket_ones(tmp_path):
+    # Enough deliveries (3,000) that the server's CPU time spans several of
+    # the clock's 10 ms ticks: a run of 300 could read as 0.
+    document = _bench("fanout", "--longpoll", "-n", "10", "--messages", "300", cwd=tmp_path)
+    figures = _figures(document)
+    assert list(figures) == ["hub", "hub-longpoll"]
+    for name, run in figures.items():
+        assert (run["deliveries"], run["lost"], run["duplicates"]) == (3000, 0, 0), name
+        assert run["closed_by_server"] == 0, name
+        assert run["server_cpu_per_op_us"] > 0, name
+    ratios = document["summary"]["server_cpu_per_op_us"]["ratios"]
+    assert "hub-longpoll" in ratios
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
 def test_fanout_at_a_fixed_rate_loses_nothing(tmp_path):
     document = _bench("fanout", "-n", "20", "--messages", "40", "--rate", "200", cwd=tmp_path)
     run = _figures(document)["hub"]
@@ -111,6 +126,32 @@ def test_churn_reads_the_servers_memory_after_each_wave(tmp_path):
         assert len(run["rss_per_wave_mb"]) == 2, name
         assert run["server_rss_start_mb"] > 0, name
         assert run["back_within_10pct"] in (0, 1), name
+
+
+@pytest.mark.timeout(2 * BENCH_TIMEOUT + 30)
+def test_presence_counts_pushes_per_change_full_and_coalesced(tmp_path):
+    runs = {}
+    for room in ("room:bench-presence", "crowd:bench-presence"):
+        document = _bench(
+            "presence", "-n", "5", "--churners", "30", "--room", room, cwd=tmp_path
+        )
+        [figures] = _figures(document).values()
+        assert figures["presence_changes"] == 60, room
+        assert figures["members_in_sync"] == 5, room
+        # Present (its value may round to 0 at the clock's 10 ms ticks on a run this small).
+        assert figures["server_cpu_per_change_us"] >= 0, room
+        runs[room] = figures["pushes_per_member_per_change"]
+    # Full presence pushes every change; the demo's crowds coalesce them.
+    assert runs["room:bench-presence"] == pytest.approx(1.0)
+    assert runs["crowd:bench-presence"] < 0.5
+
+
+def test_presence_has_no_baseline_to_compare_with(tmp_path):
+    completed = subprocess.run(
+        [*BENCH, "presence", "--compare"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "no baseline has it" in completed.stderr
 
 
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
@@ -146,6 +187,42 @@ def test_compare_refuses_a_url(tmp_path):
     )
     assert completed.returncode == 2
     assert "--compare starts every server itself" in completed.stderr
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_the_soak_loses_nothing_and_reads_memory_and_tasks(tmp_path, monkeypatch):
+    # Rooms stop one second after their last member leaves (the hub inherits
+    # this), so the soak's reading after every client left comes soon.
+    monkeypatch.setenv("TRIOHUB_TOPICS__EMPTY_GRACE_SECONDS", "1")
+    plot = tmp_path / "soak.png"
+    document = _bench(
+        "soak",
+        *("-n", "40", "--topics", "4", "--duration", "4", "--warmup", "1"),
+        *("--rate", "40", "--churn-rate", "10", "--plot", str(plot)),
+        cwd=tmp_path,
+    )
+    run = _figures(document)["hub"]
+    assert run["messages_sent"] > 0
+    assert run["messages_echoed"] == run["messages_sent"]
+    assert run["deliveries_expected"] > 0
+    assert (run["lost"], run["duplicates"], run["out_of_order"]) == (0, 0, 0)
+    assert run["errors"] == 0, run["error_kinds"]
+    assert min(run[f"comebacks_{mode}"] for mode in ("leave", "reconnect", "drop")) > 0
+    assert run["memberships_checked"] >= 40
+    assert run["rss_end_mb"] > 0
+    assert run["samples"] and "tasks" in run["samples"][0]
+    # Every client gone and the rooms stopped: the tasks they had are gone too.
+    assert run["tasks_warm"] > run["tasks_start"] + 40
+    assert run["tasks_after"] == run["tasks_start"]
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_soak_has_no_baselines_to_compare(tmp_path):
+    completed = subprocess.run(
+        [*BENCH, "soak", "--compare"], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "no --compare" in completed.stderr
 
 
 REPO = Path(__file__).resolve().parents[2]
