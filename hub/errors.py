@@ -55,6 +55,8 @@ class ErrorCode(enum.StrEnum):
     """The topic has more requests queued than it takes; try again shortly."""
     TOPIC_LIMIT = "topic_limit"
     """The hub serves as many topics as it is allowed to; a new one cannot start now."""
+    FORBIDDEN = "forbidden"
+    """The client may not do this (join another user's personal topic, say)."""
 
 
 def brief_repr(value: object) -> str:
@@ -170,6 +172,30 @@ class UnknownTopicError(HubError, LookupError):
 
 class NoSuchActorError(HubError, LookupError):
     """No backend actor of that name is running."""
+
+
+class InvalidNotificationError(HubError, ValueError):
+    """A notification cannot be sent as given (its user, event or data); the message says why."""
+
+
+class ConnectRefusedError(HubError):
+    """Raised by an `on_connect` hook to refuse a connection: it is closed with `code`.
+
+    `code` is 1008 (policy violation) unless given; an application's own
+    codes are 4000-4999 (RFC 6455 7.4.2). `reason` (at most 123 UTF-8 bytes)
+    is the close reason the client sees.
+
+        raise ConnectRefusedError("this account is suspended", code=4003)
+    """
+
+    def __init__(self, reason: str, *, code: int = 1008) -> None:
+        if code != 1008 and not 4000 <= code <= 4999:
+            raise ValueError(f"a refusal's close code is 1008 or 4000-4999, got {code!r}")
+        if len(reason.encode()) > 123:
+            raise ValueError(f"a close reason is at most 123 UTF-8 bytes, got {brief_repr(reason)}")
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
 
 
 class ConfigError(HubError):

@@ -137,6 +137,7 @@ class Session(actors.Actor):
 
     # One per client: slots, not an instance dict.
     __slots__ = (
+        "_data",
         "_ending",
         "_flush_requested",
         "_joins",
@@ -184,11 +185,24 @@ class Session(actors.Actor):
         self._flush_requested = False
         # True from the actor's start until its stop hook.
         self._running = False
+        # The application's data bag, made on first use (most sessions need none).
+        self._data: dict[str, Any] | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
         """The topics the client has joined or is joining (for the observer)."""
         return tuple(self._topics)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The application's own data for this connection (`on_connect` fills it)."""
+        if self._data is None:
+            self._data = {}
+        return self._data
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """End the session from the server: the client gets a Close with `code` and `reason`."""
+        self._end(code, reason)
 
     @property
     def ended(self) -> bool:

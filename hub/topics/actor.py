@@ -64,6 +64,17 @@ class ServerPublish:
     keep: bool = True
 
 
+@attrs.frozen(eq=False)
+class ServiceMessage:
+    """A message for the topic's service from the hub or a backend: `handle_info` runs.
+
+    Send it to a live topic's actor (`Topics.whereis`): Erlang's handle_info,
+    for news that is not a member's (an inbox that changed, a match found).
+    """
+
+    message: object
+
+
 @attrs.frozen
 class TopicSettings:
     """The limits of every topic actor (from the hub's configuration)."""
@@ -259,6 +270,8 @@ class TopicActor(actors.Actor):
                 await self._remove(connection)
             case TimerFired(event=event, payload=payload):
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
+            case ServiceMessage(message=info):
+                await self._hook("handle_info", self.service.handle_info, info)
             case _CheckEmpty():
                 self._empty_timer = None
                 if topic.members:

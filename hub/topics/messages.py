@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
@@ -32,6 +32,9 @@ class Subscriber(Protocol):
     @property
     def codec(self) -> Codec: ...
 
+    @property
+    def data(self) -> dict[str, Any]: ...
+
     def deliver(self, item: Outbound | ToConnection) -> None:
         """Queue `item` for the client without waiting (slow consumers are evicted)."""
 
@@ -54,6 +57,11 @@ class Member:
     def user(self) -> str | None:
         """The user this member speaks for (`hub.identity.user_of`), None if anonymous."""
         return user_of(self.identity)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The connection's data bag, as the application's `on_connect` hook filled it."""
+        return self.connection.data
 
 
 # --- what connections send to topic actors -------------------------------------
