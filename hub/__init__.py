@@ -22,20 +22,34 @@ if TYPE_CHECKING:
         HttpConfig,
         HubConfig,
         LoggingConfig,
+        NotificationsConfig,
         ServerConfig,
         SessionConfig,
         TopicsConfig,
+        UsersConfig,
         WebSocketConfig,
         load_config,
     )
-    from hub.errors import HubError, JoinRefusedError, ServiceError
+    from hub.connections import Connection
+    from hub.errors import ConnectRefusedError, HubError, JoinRefusedError, ServiceError
     from hub.gateway import AuthenticationError, ConnectRequest
+    from hub.identity import Identity
+    from hub.notifications import Notification
     from hub.protocol import Payload
-    from hub.services import EchoService, RoomService, Service
+    from hub.services import EchoService, PersonalService, RoomService, Service
     from hub.topics import Member, Topic
+    from hub.users import UserOffline
 
 _EXPORTS = {
     "AuthenticationError": "hub.gateway",
+    "ConnectRefusedError": "hub.errors",
+    "Connection": "hub.connections",
+    "Identity": "hub.identity",
+    "Notification": "hub.notifications",
+    "NotificationsConfig": "hub.config",
+    "PersonalService": "hub.services",
+    "UserOffline": "hub.users",
+    "UsersConfig": "hub.config",
     "ConnectRequest": "hub.gateway",
     "EchoService": "hub.services",
     "Hub": "hub.app",
@@ -61,17 +75,23 @@ _EXPORTS = {
 
 __all__ = [
     "AuthenticationError",
+    "ConnectRefusedError",
     "ConnectRequest",
+    "Connection",
     "EchoService",
     "HttpConfig",
     "Hub",
     "HubConfig",
     "HubError",
     "HubRuntime",
+    "Identity",
     "JoinRefusedError",
     "LoggingConfig",
     "Member",
+    "Notification",
+    "NotificationsConfig",
     "Payload",
+    "PersonalService",
     "RoomService",
     "ServerConfig",
     "Service",
@@ -79,6 +99,8 @@ __all__ = [
     "SessionConfig",
     "Topic",
     "TopicsConfig",
+    "UserOffline",
+    "UsersConfig",
     "WebSocketConfig",
     "client",
     "load_config",
