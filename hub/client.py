@@ -230,6 +230,23 @@ class Client:
         reply = await self._request(ref, message, timeout + CALL_REPLY_GRACE)
         return reply.payload
 
+    async def inbox(self, user: str, *, timeout: float = DEFAULT_TIMEOUT) -> Channel:
+        """Join `user`'s personal topic (`user:<id>`): its notifications (docs/notifications.md).
+
+        Each notification comes as a Push of its own event with its offset
+        (iterate the Channel to see offsets); what is not acknowledged comes
+        again on every join. Raises ReplyError `forbidden` for another user's.
+        """
+        return await self.join(f"user:{user}", timeout=timeout)
+
+    async def ack(self, user: str, offset: int, *, timeout: float = DEFAULT_TIMEOUT) -> Payload:
+        """Acknowledge `user`'s notifications up to `offset`, for all its devices.
+
+        Returns the inbox's status (`unread`, `dropped`, `acked`, ...); each
+        joined device is pushed it as `$unread`.
+        """
+        return await self.call(f"user:{user}", "ack", {"offset": offset}, timeout=timeout)
+
     async def heartbeat(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Send a Heartbeat and wait for its answer."""
         ref, message = self._machine.heartbeat()
