@@ -474,6 +474,8 @@ def _failure(
     if len(leaves) != 1:
         return None
     (leaf,) = leaves
+    if isinstance(leaf, ConfigError):
+        return EXIT_USAGE, str(leaf)  # the application and the settings disagree
     if isinstance(leaf, OSError) and not progress.listening:
         return _listen_failure(leaf, config)  # None for another OSError: a bug
     if isinstance(leaf, actors.StartError):
