@@ -13,7 +13,7 @@ The actor tree of a running hub::
 
     system (root)
     └── hub (rest_for_one)
-        ├── services (one_for_one): the application's backend actors (`Hub.actor`)
+        ├── services (one_for_one): the hub's notifier, the application's backend actors
         ├── topics (one_for_one): one temporary actor per live topic
         └── sessions (one_for_one): one temporary actor per client
 
@@ -61,7 +61,14 @@ from hub.hooks import ConnectHook, DisconnectHook, OfflineHook, run_hook
 from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
 from hub.logs import HubLog
 from hub.metrics import CONTENT_TYPE, HubMetrics
-from hub.notifications import PERSONAL_PREFIX, LocalInbox, Notification, Notifications
+from hub.notifications import (
+    NOTIFIER,
+    PERSONAL_PREFIX,
+    LocalInbox,
+    Notification,
+    Notifications,
+    Notifier,
+)
 from hub.observer import (
     OBSERVER_TOPIC,
     OBSERVER_WS_PATH,
@@ -361,7 +368,7 @@ class HubRuntime:
                 self.log.connection_closed(session.id, None, "the hub stopped", seconds)
             else:
                 self.log.connection_closed(session.id, closed.code, closed.reason, seconds)
-        if accepted and self.app.on_disconnect is not None:
+        if accepted and not observer and self.app.on_disconnect is not None:
             assert closed is not None
             await run_hook(
                 "on_disconnect",
@@ -588,8 +595,20 @@ async def serve_hub(
         await system.start_supervisor(
             [
                 # The application's backend actors first: topics and
-                # sessions may call them from their first message on.
-                actors.Supervisor.spec("services", app.backend_actors),
+                # sessions may call them from their first message on. The
+                # hub's notifier before them: they may notify from the start.
+                actors.Supervisor.spec(
+                    "services",
+                    [
+                        actors.ChildSpec(
+                            id=NOTIFIER,
+                            start=functools.partial(Notifier, runtime.notifications),
+                            label="notifications",
+                            register=NOTIFIER,
+                        ),
+                        *app.backend_actors,
+                    ],
+                ),
                 # These hold temporary children only (topics are started by
                 # a join, sessions by a client): nothing under them is
                 # restarted, so no client can drain a restart budget.

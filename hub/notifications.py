@@ -23,6 +23,11 @@ expired, is dropped and counted: in `triohub_notifications_dropped`
 devices see in the join Reply and in `$unread` until the user next
 acknowledges. docs/notifications.md states the guarantees.
 
+Backend actors in the hub's process notify through the hub's notifier
+actor, registered as `NOTIFIER`: `await notify_via(self.ctx.system, user,
+event, data)`, or a `Notify` message of their own (`send` to go on at once,
+`call` to learn the offset).
+
 `Inbox` is the seam where inboxes live: `LocalInbox` keeps them in this
 process; a Redis one (later) shares them across processes, as the
 backplane does topics. Its methods are async for that reason.
@@ -34,6 +39,7 @@ import abc
 import contextlib
 import enum
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -56,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INBOX_MAX_AGE_SECONDS",
     "INBOX_MAX_PER_USER",
+    "NOTIFIER",
     "PERSONAL_PREFIX",
     "SYNC",
     "DropReason",
@@ -64,8 +71,19 @@ __all__ = [
     "LocalInbox",
     "Notification",
     "Notifications",
+    "Notifier",
+    "Notify",
+    "notify_via",
     "personal_topic",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: The registered name of the hub's notifier actor (for backend actors).
+NOTIFIER: Final = "$notifications"
+
+# Notify messages queued for the notifier; a sender waits for room beyond.
+NOTIFIER_MAILBOX_CAPACITY: Final = 1024
 
 #: Personal topics are `user:<id>`.
 PERSONAL_PREFIX: Final = "user:"
@@ -400,3 +418,69 @@ def _check(user: str, event: str, data: Payload) -> None:
             f"a notification's data must be JSON (every device must be able to receive it): "
             f"{error}"
         ) from None
+
+
+@attrs.frozen
+class Notify:
+    """To the hub's notifier actor (`NOTIFIER`): send `user` the notification `event`.
+
+    As a call, answered with the Notification, or failed with
+    InvalidNotificationError; as a send, an invalid one is logged.
+    """
+
+    user: str
+    event: str
+    data: Payload = None
+
+
+class Notifier(actors.Actor):
+    """The hub's notifier: `Notify` messages from backend actors, one at a time."""
+
+    mailbox_capacity = NOTIFIER_MAILBOX_CAPACITY
+
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
+
+    async def handle(self, message: object) -> None:
+        match message:
+            case Notify(user=user, event=event, data=data):
+                try:
+                    await self.notifications.notify(user, event, data)
+                except InvalidNotificationError as error:
+                    # The sender's mistake, not the notifier's: said, not crashed on.
+                    logger.warning("a Notify sent to %s was refused: %s", NOTIFIER, error)
+            case _:
+                raise actors.UnexpectedMessageError(self.ctx.name, message)
+
+    async def handle_call(self, request: object, call: actors.Call) -> object:
+        match request:
+            case Notify(user=user, event=event, data=data):
+                try:
+                    return await self.notifications.notify(user, event, data)
+                except InvalidNotificationError as error:
+                    call.fail(error)
+                    return actors.NO_REPLY
+            case _:
+                raise actors.UnexpectedMessageError(self.ctx.name, request)
+
+
+async def notify_via(
+    system: actors.System,
+    user: str,
+    event: str,
+    data: Payload = None,
+    *,
+    timeout: float = WAKE_TIMEOUT_SECONDS,
+) -> Notification:
+    """Send `user` a notification from any actor of the hub's `system` (`ctx.system`).
+
+    Returns the notification once it is in the inbox. Raises
+    InvalidNotificationError (as `HubRuntime.notify` does), LookupError if
+    the hub's notifier is not running (the hub is stopping), and
+    actors.CallTimeoutError after `timeout`.
+    """
+    ref = system.registry.whereis(NOTIFIER)
+    if ref is None:
+        raise LookupError(f"the hub's notifier ({NOTIFIER!r}) is not running")
+    notification: Notification = await ref.call(Notify(user, event, data), timeout=timeout)
+    return notification

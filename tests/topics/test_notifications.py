@@ -16,10 +16,12 @@ import trio
 import trio.testing
 from memory_support import connect_memory, read_frames
 
+import actors
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, NotificationsConfig, ServerConfig, UsersConfig
 from hub.errors import InvalidNotificationError
 from hub.identity import Identity
+from hub.notifications import NOTIFIER, Notify, notify_via
 from hub.protocol import JSON, Call, Join, Payload, Push, Reply
 from hub.services import RoomService
 from hub.transport import MemoryClient
@@ -250,3 +252,39 @@ async def test_the_offline_hook_fires_once_per_absence_after_the_grace_period(
         await trio.sleep(GRACE * 5)
         assert len(offline) == 1
         assert metric(runtime, "triohub_users_offline_total") == 1
+
+
+class Reminder(actors.Actor):
+    """A backend actor that notifies through the hub's notifier when called."""
+
+    async def handle_call(self, request: object, call: actors.Call) -> object:
+        user, event = request  # type: ignore[misc]
+        try:
+            notification = await notify_via(self.ctx.system, user, event, {"from": "backend"})
+        except InvalidNotificationError as error:
+            return f"refused: {error}"
+        return notification.offset
+
+
+async def test_a_backend_actor_notifies_through_the_hubs_notifier(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = Hub("backend notifies")
+    app.actor("reminder", Reminder)
+    runtime: HubRuntime = await nursery.start(
+        serve_hub, app, HubConfig(server=ServerConfig(port=0))
+    )
+    with trio.fail_after(30):
+        device, _ = await connect_memory(runtime, nursery, identity="fay")
+        await join_inbox(device, 1, "fay")
+        offset = await runtime.actor("reminder").call(("fay", "due"))
+        [push] = await read_frames(device, 1)
+        assert payloads([push]) == [("due", {"from": "backend"}, offset)]
+        refused = await runtime.actor("reminder").call(("fay", "$nope"))
+        assert refused.startswith("refused: ") and "'$'" in refused
+        # A plain send goes on at once; the notification still arrives.
+        notifier = runtime.system.registry.whereis(NOTIFIER)
+        assert notifier is not None
+        await notifier.send(Notify("fay", "later", None))
+        [push] = await read_frames(device, 1)
+        assert push.event == "later"
