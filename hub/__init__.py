@@ -35,16 +35,22 @@ if TYPE_CHECKING:
     from hub.gateway import AuthenticationError, ConnectRequest
     from hub.identity import Identity
     from hub.notifications import Notification
+    from hub.permissions import PERSONAL, Allow, Permissions
     from hub.protocol import Payload
     from hub.services import EchoService, PersonalService, RoomService, Service
+    from hub.tokens import TokenVerifier
     from hub.topics import Member, Topic
     from hub.users import UserOffline
 
 _EXPORTS = {
+    "Allow": "hub.permissions",
+    "Identity": "hub.identity",
+    "PERSONAL": "hub.permissions",
+    "Permissions": "hub.permissions",
+    "TokenVerifier": "hub.tokens",
     "AuthenticationError": "hub.gateway",
     "ConnectRefusedError": "hub.errors",
     "Connection": "hub.connections",
-    "Identity": "hub.identity",
     "Notification": "hub.notifications",
     "NotificationsConfig": "hub.config",
     "PersonalService": "hub.services",
@@ -74,6 +80,8 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "PERSONAL",
+    "Allow",
     "AuthenticationError",
     "ConnectRefusedError",
     "ConnectRequest",
@@ -91,12 +99,14 @@ __all__ = [
     "Notification",
     "NotificationsConfig",
     "Payload",
+    "Permissions",
     "PersonalService",
     "RoomService",
     "ServerConfig",
     "Service",
     "ServiceError",
     "SessionConfig",
+    "TokenVerifier",
     "Topic",
     "TopicsConfig",
     "UserOffline",

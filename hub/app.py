@@ -35,6 +35,7 @@ import functools
 import gc
 import importlib.resources
 import json
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
@@ -47,7 +48,7 @@ from hub.admin import AdminGuard, admin_routes
 from hub.backplane import Backplane, LocalBackplane
 from hub.config import HubConfig
 from hub.connections import Connection
-from hub.errors import ConfigError, ConnectRefusedError, NoSuchActorError, UnknownTopicError
+from hub.errors import ConnectRefusedError, NoSuchActorError, UnknownTopicError
 from hub.gateway import (
     Authenticate,
     ConnectInfo,
@@ -78,13 +79,17 @@ from hub.observer import (
     observer_authenticate,
     observer_routes,
 )
+from hub.permissions import PERSONAL, Permissions
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import PersonalService, Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
+from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
 from hub.users import DISCONNECT_REASON, Users, Whereabouts
+
+logger = logging.getLogger(__name__)
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
@@ -101,9 +106,10 @@ ECHO_PATH: Final = "/echo"
 class Hub:
     """An application: which service serves which topics, and who may connect.
 
-    `authenticate(request)` (sync or async) sees each WebSocket connect
-    request (path, query, headers, remote address) and returns the client's
-    identity, which services see as `member.identity`; raising
+    `authenticate(request)` (sync or async) sees each connect request
+    (path, query, headers, remote address) that carries no signed token
+    (docs/auth.md: a hub with `auth.secret` checks those itself) and returns
+    the client's identity, which services see as `member.identity`; raising
     `hub.gateway.AuthenticationError` refuses the connection with 401.
     `on_connect(connection)`, `on_disconnect(connection, code, reason)` and
     `on_offline(offline)` are the application's hooks on connections and
@@ -130,15 +136,23 @@ class Hub:
     #: Runs once when a user has been gone past `users.offline_grace_seconds`.
     on_offline: OfflineHook | None = None
 
-    def route(self, pattern: str, factory: Callable[[Topic], Service]) -> None:
+    def route(
+        self,
+        pattern: str,
+        factory: Callable[[Topic], Service],
+        *,
+        permissions: Permissions | None = None,
+    ) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
 
         `factory(topic)` builds the service of one topic, typically a Service
         subclass; the first matching route, in declaration order, wins.
+        `permissions` say who may join, publish, call, and read presence and
+        history (`hub.permissions`, docs/auth.md); by default anyone may.
         """
         if not pattern or pattern == "*":
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
-        self.routes.append(Route(pattern, factory))
+        self.routes.append(Route(pattern, factory, permissions or Permissions()))
 
     def actor(
         self,
@@ -192,6 +206,9 @@ class HubRuntime:
     #: The users' notification inboxes (`hub.notifications`).
     notifications: Notifications = attrs.field(init=False)
     gateway: GatewayHandle | None = None
+    #: Checks signed connection tokens (None without `auth.secret`): at
+    #: connect, and when a session's client refreshes its token.
+    tokens: TokenVerifier | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -477,6 +494,8 @@ def session_settings(config: HubConfig) -> SessionSettings:
         close_timeout=websocket.close_timeout,
         max_topics=session.max_topics,
         joins_per_second=session.joins_per_second,
+        refresh_lead=config.auth.refresh_lead_seconds,
+        token_leeway=config.auth.leeway_seconds,
     )
 
 
@@ -508,15 +527,19 @@ def _the_session(session: Session) -> Session:
     return session
 
 
-def _check_personal_topics_free(routes: Iterable[Route]) -> None:
-    """Refuse an application route that would serve personal topics (`user:...`)."""
+def _personal_topics_free(routes: Iterable[Route]) -> bool:
+    """Whether no application route serves personal topics (`user:...`); say so if one does."""
     for route in routes:
         if route.pattern.startswith(PERSONAL_PREFIX) or route.matches(PERSONAL_PREFIX + "x"):
-            raise ConfigError(
-                f"the application routes {route.pattern!r}, but the hub serves {PERSONAL_PREFIX}* "
-                f"as personal topics (notifications); route another pattern, or set "
-                f"notifications.personal_topics = false to serve {PERSONAL_PREFIX}* yourself"
+            logger.warning(
+                "the application routes %r itself, so the hub does not serve %s* as personal "
+                "topics: notifications wait in their inboxes, and reach no device (set "
+                "notifications.personal_topics = false to say this is meant)",
+                route.pattern,
+                PERSONAL_PREFIX,
             )
+            return False
+    return True
 
 
 def _url_host(host: str) -> str:
@@ -549,21 +572,24 @@ async def serve_hub(
     Raises OSError if the port cannot be bound.
     """
     config = config or HubConfig()
+    tokens = config.auth.verifier()  # a ConfigError before anything starts
     metrics = HubMetrics()
     async with actors.open_system(app.name, handle_signals=False) as system:
         backplane = LocalBackplane(
             history_size=config.topics.history_size,
             retention_seconds=config.topics.history_retention_seconds,
         )
-        runtime = HubRuntime(app, config, system, metrics, backplane, Fanout(backplane, metrics))
+        runtime = HubRuntime(
+            app, config, system, metrics, backplane, Fanout(backplane, metrics), tokens=tokens
+        )
         admin = config.admin
         guard = AdminGuard(None if admin.token is None else admin.token.get_secret_value())
         routes = tuple(app.routes)
-        if config.notifications.personal_topics:
-            _check_personal_topics_free(routes)
+        if config.notifications.personal_topics and _personal_topics_free(routes):
             # First, so that the personal topics are always the hub's own.
             personal = functools.partial(PersonalService, notifications=runtime.notifications)
-            routes = (Route(PERSONAL_PREFIX + "*", personal), *routes)
+            routes = (Route(PERSONAL_PREFIX + "*", personal, PERSONAL), *routes)
+            runtime.notifications.personal_topics = True
         if runtime.observer:
             snapshots = Snapshotter(runtime, interval=admin.observer_interval_seconds)
             # First, so that no route of the application's can take the topic.
@@ -632,12 +658,14 @@ async def serve_hub(
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
             WebSocketRoute(ECHO_PATH, serve_echo),
         ]
-        authenticate = app.authenticate
+        # One function decides who connects, whatever the transport: a
+        # token, else the application's own hook (docs/auth.md).
+        authenticate = token_authenticate(tokens, app.authenticate, required=config.auth.required)
         if runtime.observer:
             websocket_routes.append(
                 WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
             )
-            authenticate = observer_authenticate(app.authenticate, guard)
+            authenticate = observer_authenticate(authenticate, guard)
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)

@@ -1,5 +1,6 @@
 """The `hub` command: `hub serve` runs a hub, `hub top` watches one, `hub bench` measures one,
-`hub notify` and `hub where` ask one about its users.
+`hub token` mints a development token, `hub notify` and `hub where` ask one about
+its users.
 
 Every error a user can cause, on the command line or in a settings file,
 ends `hub` with one line on stderr that names the cause and what to do,
@@ -206,9 +207,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentParser]]:
     """The `hub` parser, and its commands' own parsers by name."""
-    parser = _Parser(
-        prog="hub", description="triohub: an actor-model realtime message hub on trio"
-    )
+    parser = _Parser(prog="hub", description="triohub: an actor-model realtime message hub on trio")
     python = platform.python_version()
     parser.add_argument(
         "--version",
@@ -284,6 +283,30 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
             "since when, topics.",
         )
     )
+    token = commands.add_parser(
+        "token",
+        help="print a signed connection token for USER (for development and tests)",
+        description="Print a token for USER, signed with the hub's secret (auth.secret or "
+        "auth.secret_file, from --config, TRIOHUB_CONFIG or TRIOHUB_AUTH__SECRET), as "
+        "`hub serve` reads it. docs/auth.md says what a token holds.",
+    )
+    token.add_argument("user", metavar="USER", help="the user id (the token's 'sub')")
+    token.add_argument(
+        "--topics",
+        nargs="+",
+        default=None,
+        metavar="GRANT",
+        help="topic grants: PATTERN (every action) or PATTERN=ACTION,ACTION "
+        "(join, publish, call, presence, history), such as 'room:*' 'user:ann=join'",
+    )
+    token.add_argument(
+        "--ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how long the token lasts (default 3600)",
+    )
+    token.add_argument("--config", metavar="FILE", help="TOML file of settings")
     # Listed for `hub --help`; `main` hands everything after `bench` to hub.bench.
     commands.add_parser(
         "bench",
@@ -401,7 +424,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hub.admin_client import where_main
 
         return where_main(args)
+    if args.command == "token":
+        return _token(args)
     return _serve(args)
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Print a token for `args.user`, signed with the configured secret."""
+    try:
+        config = load_config(file=args.config)
+        tokens = config.auth.verifier()
+        if tokens is None:
+            raise ConfigError(
+                "no secret to sign with: set auth.secret (TRIOHUB_AUTH__SECRET) or "
+                "auth.secret_file, in the environment or the --config file"
+            )
+        try:
+            token = tokens.mint(args.user, ttl=args.ttl, topics=_grants(args.topics))
+        except ValueError as error:
+            raise UsageError(f"{error}; see `hub token --help`") from error
+    except (ConfigError, UsageError) as error:
+        for line in str(error).splitlines():
+            _complain(line)
+        return EXIT_USAGE
+    _say(token)
+    return 0
+
+
+def _grants(topics: Sequence[str] | None) -> list[str] | dict[str, list[str]] | None:
+    """`--topics` as a token's claim: a list of patterns, or a map when actions are named."""
+    if topics is None:
+        return None
+    if not any("=" in grant for grant in topics):
+        return list(topics)
+    grants: dict[str, list[str]] = {}
+    for grant in topics:
+        pattern, _, actions = grant.partition("=")
+        grants[pattern] = [a.strip() for a in actions.split(",") if a.strip()] if actions else ["*"]
+    return grants
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> str:
@@ -431,6 +491,7 @@ def _serve(args: argparse.Namespace) -> int:
             _say(format_toml(config))
             return 0
         _check_tls(config)
+        config.auth.verifier()  # the secret file read now: a settings error, not a crash later
         app = load_app(args.app)
     except ConfigError as error:
         if debug and error.__cause__ is not None:

@@ -17,6 +17,7 @@ the nursery `connect` opens: leaving the block closes the socket and ends it.
 from __future__ import annotations
 
 import inspect
+import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from hub.protocol import (
     Ended,
     Error,
     ErrorReceived,
+    Expiring,
     Message,
     Payload,
     Push,
@@ -60,6 +62,12 @@ PUSH_BUFFER: Final = 256
 DEFAULT_HEARTBEAT_SECONDS: Final = 20.0
 
 Handler = Callable[[Payload], Awaitable[None] | None]
+
+# Gets a new token for the connection's user when the hub says the current
+# one expires (`connect(refresh=...)`).
+TokenSource = Callable[[], Awaitable[str] | str]
+
+logger = logging.getLogger(__name__)
 
 
 class ClientError(HubError):
@@ -163,6 +171,9 @@ class Client:
     _waiters: dict[int, _Waiter] = attrs.Factory(dict)
     _channels: dict[str, Channel] = attrs.Factory(dict)
     _closed: bool = False
+    # Where a refresh runs when the hub sends Expiring (set by `connect`).
+    _refresh_source: TokenSource | None = None
+    _nursery: trio.Nursery | None = None
 
     @property
     def subprotocol(self) -> str:
@@ -252,6 +263,19 @@ class Client:
         ref, message = self._machine.heartbeat()
         await self._request(ref, message, timeout)
 
+    async def refresh(self, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> float:
+        """Hand the hub a new token for this connection's user; return its seconds left.
+
+        Raises ReplyError `invalid_token` (expired, forged) or `forbidden`
+        (another user's token: that takes a new connection).
+        """
+        ref, message = self._machine.refresh(token)
+        reply = await self._request(ref, message, timeout)
+        assert isinstance(reply.payload, dict)
+        expires_in = reply.payload["expires_in"]
+        assert isinstance(expires_in, float | int)
+        return float(expires_in)
+
     async def aclose(self) -> None:
         """Close the connection (1000)."""
         await self._websocket.aclose()
@@ -310,6 +334,10 @@ class Client:
                             channel = self._channels.pop(topic, None)
                             if channel is not None:
                                 channel._close(event)
+                        case Expiring():
+                            # Not here: the reader must go on reading for the Reply.
+                            if self._refresh_source is not None and self._nursery is not None:
+                                self._nursery.start_soon(self._refresh_from_source)
         except trio_websocket.ConnectionClosed:
             pass  # the end of the connection: every waiter is released below
         finally:
@@ -318,6 +346,17 @@ class Client:
                 waiter.done.set()
             for channel in self._channels.values():
                 channel._close(None)
+
+    async def _refresh_from_source(self) -> None:
+        assert self._refresh_source is not None
+        try:
+            token = self._refresh_source()
+            if inspect.isawaitable(token):
+                token = await token
+            await self.refresh(token)
+        except ClientError as error:
+            # The hub closes the connection (1008) when the old token runs out.
+            logger.warning("refreshing the connection's token failed: %s", error)
 
     async def _serve_heartbeats(self, interval: float) -> None:
         while True:
@@ -338,13 +377,18 @@ async def connect(
     subprotocol: str = SUBPROTOCOL_MSGPACK,
     query: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    token: str | None = None,
+    refresh: TokenSource | None = None,
     heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
     ssl_context: ssl.SSLContext | None = None,
     connect_timeout: float = DEFAULT_TIMEOUT,
 ) -> AsyncIterator[Client]:
     """Connect to the hub at `url` (`ws://host:port/ws`) for the body of the block.
 
-    `query` is added to the URL (say a token); `subprotocol` picks the codec
+    `token` (a signed token, docs/auth.md) is sent as `Authorization:
+    Bearer`; when the hub says it expires, `refresh()` (sync or async) is
+    asked for a new one, which is handed over in-band (`Client.refresh`).
+    `query` is added to the URL; `subprotocol` picks the codec
     (`triohub.v1.msgpack` or `triohub.v1.json`). Raises
     trio_websocket.ConnectionRejected (a HandshakeError, with the HTTP
     status and body) if the server refuses (wrong origin, bad token, unknown
@@ -355,7 +399,10 @@ async def connect(
         parts = urlsplit(url)
         extra = urlencode(dict(query))
         url = urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
-    extra_headers = [(name.encode(), value.encode()) for name, value in (headers or {}).items()]
+    headers = dict(headers or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    extra_headers = [(name.encode(), value.encode()) for name, value in headers.items()]
     async with trio_websocket.open_websocket_url(
         url,
         ssl_context=ssl_context,
@@ -364,8 +411,9 @@ async def connect(
         connect_timeout=connect_timeout,
         disconnect_timeout=DEFAULT_TIMEOUT,
     ) as websocket:
-        client = Client(websocket, ClientMachine(codec))
+        client = Client(websocket, ClientMachine(codec), refresh_source=refresh)
         async with trio.open_nursery() as nursery:
+            client._nursery = nursery
             nursery.start_soon(client._serve_reader)
             if heartbeat_seconds:
                 nursery.start_soon(client._serve_heartbeats, heartbeat_seconds)

@@ -9,6 +9,7 @@
     [notifications]  personal topics and per-user inboxes: their limits
     [logging]    what `hub serve` logs, and how
     [admin]      the operator's views: /metrics, the observer, and their token
+    [auth]       signed connection tokens: the secret, whether one is required, expiry
 
 Each source overrides the one before: the defaults here, then a TOML file
 (`[topics] empty_grace_seconds = 5`), then environment variables named
@@ -49,6 +50,12 @@ from hub.hooks import APP_HOOK_TIMEOUT_SECONDS
 from hub.notifications import INBOX_MAX_AGE_SECONDS, INBOX_MAX_PER_USER
 from hub.protocol import MALFORMED_WINDOW_SECONDS, MAX_MALFORMED, MAX_MESSAGE_BYTES, MAX_TOPICS
 from hub.protocol.machine import JOINS_PER_SECOND
+from hub.tokens import (
+    DEFAULT_LEEWAY_SECONDS,
+    DEFAULT_REFRESH_LEAD_SECONDS,
+    MIN_SECRET_LENGTH,
+    TokenVerifier,
+)
 from hub.topics import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
     EMPTY_TOPIC_GRACE_SECONDS,
@@ -67,6 +74,7 @@ __all__ = [
     "CONFIG_VARIABLE",
     "ENV_PREFIX",
     "AdminConfig",
+    "AuthConfig",
     "HttpConfig",
     "HubConfig",
     "LoggingConfig",
@@ -162,6 +170,14 @@ Token = Annotated[
     BeforeValidator(_none_if_empty),
     Field(min_length=16),
     _Expect("a secret of at least 16 characters"),
+]
+
+# The key that signs connection tokens (HS256 wants 256 bits: 32 characters).
+Secret = Annotated[
+    pydantic.SecretStr | None,
+    BeforeValidator(_none_if_empty),
+    Field(min_length=MIN_SECRET_LENGTH),
+    _Expect(f"a secret of at least {MIN_SECRET_LENGTH} characters"),
 ]
 
 
@@ -314,6 +330,44 @@ class AdminConfig(_Section):
     observer_interval_seconds: Seconds = 1.0
 
 
+class AuthConfig(_Section):
+    """Signed connection tokens (docs/auth.md): the key they are signed with, and expiry."""
+
+    #: The HMAC-SHA256 key tokens are signed with; with it the hub takes tokens.
+    secret: Secret = None
+    #: A file holding the key instead (its text, surrounding whitespace removed).
+    secret_file: File = None
+    #: Refuse (401) connections without a token (or an identity from the app's hook).
+    required: Switch = False
+    #: Clock skew allowed on a token's times (`exp`, `nbf`, `iat`), in seconds.
+    leeway_seconds: SecondsOrZero = DEFAULT_LEEWAY_SECONDS
+    #: A connection is told this long before its token runs out (an Expiring frame).
+    refresh_lead_seconds: SecondsOrZero = DEFAULT_REFRESH_LEAD_SECONDS
+
+    def verifier(self) -> TokenVerifier | None:
+        """The token verifier of these settings; None without a secret.
+
+        Raises ConfigError if `secret_file` cannot be read or holds too short a key.
+        """
+        if self.secret is not None:
+            secret = self.secret.get_secret_value()
+        elif self.secret_file is not None:
+            try:
+                secret = Path(self.secret_file).read_text().strip()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(
+                    f"setting auth.secret_file: cannot read {self.secret_file!r}: {error}"
+                ) from error
+            if len(secret) < MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"setting auth.secret_file: {self.secret_file!r} holds {len(secret)} "
+                    f"characters; a token secret needs at least {MIN_SECRET_LENGTH}"
+                )
+        else:
+            return None
+        return TokenVerifier(secret, leeway=self.leeway_seconds)
+
+
 class _Clash(ValueError):
     """Two settings that are each valid but not together; `setting` is the one to change."""
 
@@ -339,10 +393,22 @@ class HubConfig(_Section):
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    auth: AuthConfig = AuthConfig()
 
     @pydantic.model_validator(mode="after")
     def _check_together(self) -> HubConfig:
-        websocket, server, topics = self.websocket, self.server, self.topics
+        websocket, server, topics, auth = self.websocket, self.server, self.topics, self.auth
+        if auth.secret is not None and auth.secret_file is not None:
+            raise _Clash(
+                "auth.secret_file",
+                "settings auth.secret and auth.secret_file are both given; set only one",
+            )
+        if auth.required and auth.secret is None and auth.secret_file is None:
+            raise _Clash(
+                "auth.required",
+                "setting auth.required is true but tokens have no secret to be checked with: "
+                "set auth.secret (TRIOHUB_AUTH__SECRET) or auth.secret_file",
+            )
         if websocket.idle_timeout <= websocket.ping_interval:
             raise _Clash(
                 "websocket.idle_timeout",
@@ -400,7 +466,7 @@ def env_name(setting: str) -> str:
 
 
 # Settings whose values error messages must not show.
-_SECRETS: Final = frozenset({"admin.token"})
+_SECRETS: Final = frozenset({"admin.token", "auth.secret"})
 
 # A setting's name alone (`port`), for hints to users of the flat names.
 _BY_NAME: Final = {setting.split(".")[1]: setting for setting in setting_names()}

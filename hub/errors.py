@@ -56,7 +56,10 @@ class ErrorCode(enum.StrEnum):
     TOPIC_LIMIT = "topic_limit"
     """The hub serves as many topics as it is allowed to; a new one cannot start now."""
     FORBIDDEN = "forbidden"
-    """The client may not do this (join another user's personal topic, say)."""
+    """The client may not do this: the route's permissions (or the service's `authorize`)
+    do not allow the request, or it is another user's personal topic."""
+    INVALID_TOKEN = "invalid_token"
+    """A Refresh's token is expired, forged or malformed (the message says which)."""
 
 
 def brief_repr(value: object) -> str:

@@ -71,6 +71,7 @@ _CLOSE_CODES: Final = {
     1013: "try again later",
 }
 
+
 def _fields(**fields: object) -> dict[str, object]:
     """`extra=` of a log call: the event's fields, for the JSON lines."""
     return {"fields": fields}

@@ -71,11 +71,13 @@ class _CountsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         counts = self._counts
         yield CounterMetricFamily(
-            "triohub_messages_in", "WebSocket messages received from clients",
+            "triohub_messages_in",
+            "WebSocket messages received from clients",
             value=counts.messages_in,
         )
         yield CounterMetricFamily(
-            "triohub_messages_out", "WebSocket messages sent to clients",
+            "triohub_messages_out",
+            "WebSocket messages sent to clients",
             value=counts.messages_out,
         )
         yield CounterMetricFamily(

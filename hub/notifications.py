@@ -345,6 +345,9 @@ class Notifications:
     topics: Topics | None = None
     metrics: HubMetrics | None = None
     wake_timeout: float = WAKE_TIMEOUT_SECONDS
+    #: Whether the hub serves `user:*` as personal topics (`PersonalService`):
+    #: if not, a live `user:` topic is the application's, and is not woken.
+    personal_topics: bool = False
 
     async def notify(self, user: str, event: str, data: Payload = None) -> Notification:
         """Send `event` with `data` to `user`: kept until acknowledged, pushed to each device.
@@ -392,7 +395,7 @@ class Notifications:
         for without bound. If it runs out, the inbox still holds the news:
         the next wake, or the next join, pushes it.
         """
-        if self.topics is None:
+        if self.topics is None or not self.personal_topics:
             return
         ref = self.topics.whereis(personal_topic(user))
         if ref is None:

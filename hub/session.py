@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,6 +39,8 @@ import trio
 
 import actors
 from hub.errors import ErrorCode, TopicLimitError, TopicUnavailableError
+from hub.identity import Identity, user_of
+from hub.permissions import Action, action_of_call
 from hub.protocol import (
     MALFORMED_WINDOW_SECONDS,
     MAX_MALFORMED,
@@ -50,15 +53,18 @@ from hub.protocol import (
     Dispatch,
     EndCode,
     Error,
+    Expiring,
     Join,
     Leave,
     Publish,
+    Refresh,
     Reply,
     Send,
     ServerFrame,
     ServerMachine,
     codec_for,
 )
+from hub.tokens import DEFAULT_LEEWAY_SECONDS, DEFAULT_REFRESH_LEAD_SECONDS, TokenError
 from hub.topics import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
     MAX_CALL_TIMEOUT_SECONDS,
@@ -70,6 +76,7 @@ from hub.topics import (
     MembershipEnded,
     Outbound,
     PublishEvent,
+    Route,
     SendFrame,
     ToConnection,
     call_deadline,
@@ -116,6 +123,26 @@ class SessionSettings:
     max_topics: int = 100
     #: Joins one connection may send per second (a burst of as many at once).
     joins_per_second: float = 20.0
+    #: A client is sent Expiring this long before its token runs out.
+    refresh_lead: float = DEFAULT_REFRESH_LEAD_SECONDS
+    #: A token's expiry is enforced this long after its `exp` (clock skew).
+    token_leeway: float = DEFAULT_LEEWAY_SECONDS
+
+
+#: The close reason when a connection's token ran out without a Refresh.
+TOKEN_EXPIRED_REASON: Final = "token expired"
+
+
+@attrs.frozen(eq=False)
+class _TokenDue:
+    """A timer of `identity`'s token, due at `deadline` (trio's clock): warn, or end.
+
+    A timer of an identity the session no longer has (refreshed since) is ignored.
+    """
+
+    identity: Identity
+    deadline: float
+    expired: bool
 
 
 @attrs.frozen
@@ -145,6 +172,7 @@ class Session(actors.Actor):
         "_running",
         "_runtime",
         "_settings",
+        "_token_timers",
         "_topics",
         "codec",
         "id",
@@ -187,6 +215,8 @@ class Session(actors.Actor):
         self._running = False
         # The application's data bag, made on first use (most sessions need none).
         self._data: dict[str, Any] | None = None
+        # The Expiring and expiry timers of the connection's token, if it has one.
+        self._token_timers: tuple[actors.Timer, ...] = ()
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -302,6 +332,7 @@ class Session(actors.Actor):
         ctx = self.ctx
         self._running = True
         ctx.ready()
+        self._watch_token()
         while True:
             self._flush_requested = False
             if self.transport.backlog:
@@ -321,8 +352,37 @@ class Session(actors.Actor):
                 pass  # the loop flushes before it waits again
             case actors.Down(ref=topic_ref, reason=reason):
                 self._topic_ended(topic_ref, reason)
+            case _TokenDue(identity=identity) if identity is not self.identity:
+                pass  # a timer of the token the client has refreshed since
+            case _TokenDue(deadline=deadline, expired=False):
+                self._send_frame(Expiring(max(deadline - trio.current_time(), 0.0)))
+            case _TokenDue():
+                self._runtime.metrics.policy_closes.inc()
+                self._end(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, item)
+
+    def _watch_token(self) -> None:
+        """Time the connection's credential: an Expiring frame `refresh_lead` ahead, then 1008.
+
+        A token's times are on the wall clock; its timers run on trio's,
+        from how much of it is left now (plus the leeway the token was
+        checked with). Earlier timers, of a token refreshed since, are
+        cancelled (one already queued is ignored: `_handle`).
+        """
+        for timer in self._token_timers:
+            timer.cancel()
+        self._token_timers = ()
+        identity = self.identity
+        if not isinstance(identity, Identity) or identity.expires_at is None:
+            return
+        left = max(identity.expires_at + self._settings.token_leeway - time.time(), 0.0)
+        deadline = trio.current_time() + left
+        warn_in = max(left - self._settings.refresh_lead, 0.0)
+        self._token_timers = (
+            self.ctx.send_after(warn_in, _TokenDue(identity, deadline, expired=False)),
+            self.ctx.send_after(left, _TokenDue(identity, deadline, expired=True)),
+        )
 
     def _request_flush(self) -> None:
         if not self._flush_requested:
@@ -391,8 +451,10 @@ class Session(actors.Actor):
             self.transport.close(code, reason)
             self.ref.kill()
 
-    def _dispatch(self, frame: Join | Leave | Publish | Call) -> None:
+    def _dispatch(self, frame: Join | Leave | Publish | Call | Refresh) -> None:
         match frame:
+            case Refresh(ref=ref, token=token):
+                self._send_frame(self._refresh(ref, token))
             case Join():
                 self._join(frame, attempt=1)
             case Leave(topic=topic):
@@ -403,8 +465,11 @@ class Session(actors.Actor):
                     # topic that ended first has nothing left to leave.
                     topic_ref.notify(LeaveTopic(self.ref))
             case Publish(ref=ref, topic=topic, event=event, payload=payload):
-                self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
+                if self._permitted(frame, Action.PUBLISH):
+                    self._to_topic(frame, PublishEvent(self.ref, ref, event, payload))
             case Call(ref=ref, topic=topic, event=event, payload=payload, timeout=timeout):
+                if not self._permitted(frame, action_of_call(event)):
+                    return
                 deadline = call_deadline(
                     trio.current_time(),
                     timeout,
@@ -412,6 +477,47 @@ class Session(actors.Actor):
                     maximum=self._settings.max_call_timeout,
                 )
                 self._to_topic(frame, CallService(self.ref, ref, event, payload, deadline))
+
+    def _refresh(self, ref: int, token: str) -> Reply:
+        """Take a new token for the connection's user; the Reply says how it went."""
+        verifier = self._runtime.tokens
+        if verifier is None:
+            message = "this hub takes no tokens (it has no auth.secret)"
+            return Reply.error(ref, None, ErrorCode.INVALID_TOKEN, message)
+        try:
+            identity = verifier.verify(token)
+        except TokenError as error:
+            return Reply.error(ref, None, ErrorCode.INVALID_TOKEN, error.reason)
+        user = user_of(self.identity)
+        if identity.user != user:
+            message = (
+                f"a refreshed token must be for this connection's user {user!r}, "
+                f"not {identity.user!r}; connect again to change user"
+                if user is not None
+                else "this connection has no user; connect with a token to have one"
+            )
+            return Reply.error(ref, None, ErrorCode.FORBIDDEN, message)
+        self.identity = identity
+        self._watch_token()
+        assert identity.expires_at is not None
+        left = identity.expires_at + self._settings.token_leeway - time.time()
+        return Reply(ref, None, True, {"expires_in": max(left, 0.0)})
+
+    def _permitted(
+        self, frame: Join | Publish | Call, action: Action, route: Route | None = None
+    ) -> bool:
+        """Check the route's permission of `action`; refuse the request (`forbidden`) if not."""
+        route = route or self._runtime.topics.route_for(frame.topic)
+        if route is None:
+            return True  # a joined topic has a route; for a Join, `_join` says none serves it
+        refusal = route.permissions.refusal(action, self.identity, frame.topic, route.pattern)
+        if refusal is None:
+            return True
+        if isinstance(frame, Join):
+            self._join_failed(frame.topic, ErrorCode.FORBIDDEN, refusal)
+        else:
+            self._refuse(frame, ErrorCode.FORBIDDEN, refusal)
+        return False
 
     def _to_topic(self, frame: Publish | Call, request: PublishEvent | CallService) -> None:
         topic_ref = self._topic_ref(frame.topic)
@@ -438,6 +544,8 @@ class Session(actors.Actor):
         if route is None:
             self._join_failed(topic, ErrorCode.UNKNOWN_TOPIC, f"no service serves topic {topic!r}")
             return
+        if attempt == 1 and not self._permitted(join, Action.JOIN, route):
+            return
         if attempt > JOIN_ATTEMPTS:
             self._join_failed(
                 topic, ErrorCode.SERVICE_ERROR, f"topic {topic!r} keeps stopping; try again"
@@ -453,7 +561,7 @@ class Session(actors.Actor):
             # writer waits on a topic, and an idle session needs no nursery.
             topics.start_soon(self._start_and_join, join, route)
 
-    async def _start_and_join(self, join: Join, route: Any) -> None:
+    async def _start_and_join(self, join: Join, route: Route) -> None:
         topic = join.topic
         topics = self._runtime.topics
         try:

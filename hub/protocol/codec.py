@@ -38,12 +38,14 @@ from hub.protocol.frames import (
     Call,
     Ended,
     Error,
+    Expiring,
     Frame,
     Heartbeat,
     Join,
     Leave,
     Publish,
     Push,
+    Refresh,
     Reply,
 )
 
@@ -158,6 +160,8 @@ _LAYOUTS = (
     _Layout.of(7, Push),
     _Layout.of(8, Error),
     _Layout.of(9, Ended),
+    _Layout.of(10, Refresh),
+    _Layout.of(11, Expiring),
 )
 _LAYOUT_BY_TAG: Mapping[int, _Layout] = {layout.tag: layout for layout in _LAYOUTS}
 _LAYOUT_BY_KIND: Mapping[type[Frame], _Layout] = {layout.kind: layout for layout in _LAYOUTS}

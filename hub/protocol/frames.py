@@ -36,6 +36,9 @@ MAX_NAME_BYTES = 64
 MAX_EPOCH_LENGTH = 64
 """Longest epoch a client may name in a Join, in characters."""
 
+MAX_TOKEN_BYTES = 8192
+"""Longest token a Refresh may carry (a JWT is ASCII: bytes and characters alike)."""
+
 Payload: TypeAlias = (
     bool | int | float | str | bytes | Sequence["Payload"] | Mapping[str, "Payload"] | None
 )
@@ -140,9 +143,7 @@ def _check_offset(instance: object, attribute: attrs.Attribute[Any], value: obje
         raise _fail(attribute, f"null or an int in 0..{MAX_OFFSET}", value)
 
 
-def _check_optional_epoch(
-    instance: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
+def _check_optional_epoch(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not (isinstance(value, str) and 0 < len(value) <= MAX_EPOCH_LENGTH):
         raise _fail(attribute, f"a string of 1 to {MAX_EPOCH_LENGTH} characters or null", value)
 
@@ -150,6 +151,23 @@ def _check_optional_epoch(
 def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (type(value) is not float or not 0 < value < math.inf):
         raise _fail(attribute, "null or a positive finite number of seconds", value)
+
+
+def _check_token(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # Not quoted back: a token is a credential, even a bad one.
+    if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable():
+        raise InvalidFieldError(
+            ErrorCode.BAD_FIELD, f"{attribute.name} must be a non-empty printable ASCII str"
+        )
+    if len(value) > MAX_TOKEN_BYTES:
+        raise InvalidFieldError(
+            ErrorCode.TOO_LARGE, f"{attribute.name} is longer than {MAX_TOKEN_BYTES} bytes"
+        )
+
+
+def _check_seconds_left(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not float or not 0 <= value < math.inf:
+        raise _fail(attribute, "a finite number of seconds >= 0", value)
 
 
 def _to_seconds(value: object) -> object:
@@ -222,6 +240,19 @@ class Heartbeat:
     """Client: show the connection is alive. Answered by an ok Reply unless `ref` is 0."""
 
     ref: int = attrs.field(validator=_check_ref)
+
+
+@attrs.frozen
+class Refresh:
+    """Client: replace the connection's token with `token`, a newer one for the same user.
+
+    Answered by a Reply to `ref` (topic null): ok with `{"expires_in": s}`,
+    or an error, `invalid_token` (expired, forged...) or `forbidden` (a token
+    of another user). The connection keeps its memberships either way.
+    """
+
+    ref: int = attrs.field(validator=_check_positive_ref)
+    token: str = attrs.field(validator=_check_token, repr=False)
 
 
 @attrs.frozen
@@ -309,6 +340,17 @@ class Error:
 
 
 @attrs.frozen
+class Expiring:
+    """Server: the connection's token runs out in `expires_in` seconds.
+
+    Send a Refresh with a new token before then, or the server closes the
+    connection with 1008 "token expired".
+    """
+
+    expires_in: float = attrs.field(converter=_to_seconds, validator=_check_seconds_left)
+
+
+@attrs.frozen
 class Ended:
     """Server: the client is no longer a member of `topic`.
 
@@ -321,13 +363,20 @@ class Ended:
     code: str = attrs.field(validator=_check_name)
 
 
-ClientFrame: TypeAlias = Join | Leave | Publish | Call | Heartbeat
+ClientFrame: TypeAlias = Join | Leave | Publish | Call | Heartbeat | Refresh
 """Frames a client sends."""
 
-ServerFrame: TypeAlias = Reply | Push | Error | Ended
+ServerFrame: TypeAlias = Reply | Push | Error | Ended | Expiring
 """Frames the server sends."""
 
 Frame: TypeAlias = ClientFrame | ServerFrame
 
-CLIENT_FRAME_TYPES: tuple[type[ClientFrame], ...] = (Join, Leave, Publish, Call, Heartbeat)
-SERVER_FRAME_TYPES: tuple[type[ServerFrame], ...] = (Reply, Push, Error, Ended)
+CLIENT_FRAME_TYPES: tuple[type[ClientFrame], ...] = (
+    Join,
+    Leave,
+    Publish,
+    Call,
+    Heartbeat,
+    Refresh,
+)
+SERVER_FRAME_TYPES: tuple[type[ServerFrame], ...] = (Reply, Push, Error, Ended, Expiring)

@@ -26,6 +26,7 @@ from hub.protocol.frames import (
     ClientFrame,
     Ended,
     Error,
+    Expiring,
     Frame,
     Heartbeat,
     Join,
@@ -33,6 +34,7 @@ from hub.protocol.frames import (
     Payload,
     Publish,
     Push,
+    Refresh,
     Reply,
     ServerFrame,
 )
@@ -88,9 +90,10 @@ class Dispatch:
     decides (they return the Reply); a Publish or Call with a ref above 0, a
     Reply (`Reply(...)` or `Reply.error(...)`); a failed ref-0 request, an
     Error frame with a null ref. A Leave needs nothing: its Reply comes with it.
+    A Refresh, a Reply (topic null) once its token is checked.
     """
 
-    frame: Join | Leave | Publish | Call
+    frame: Join | Leave | Publish | Call | Refresh
 
 
 @attrs.frozen
@@ -275,9 +278,9 @@ class ServerMachine:
                 actions.append(Dispatch(frame))
                 if ref:
                     actions.append(Send(Reply(ref, topic, True)))
-            case Publish() | Call():
+            case Publish() | Call() | Refresh():
                 actions.append(Dispatch(frame))
-            case Reply() | Push() | Error() | Ended():
+            case Reply() | Push() | Error() | Ended() | Expiring():
                 kind = type(frame).__name__
                 self._malformed(
                     Error(
@@ -331,8 +334,9 @@ class ErrorReceived:
     error: Error
 
 
-ClientEvent: TypeAlias = ReplyReceived | ErrorReceived | Push | Ended
-"""What `ClientMachine.receive` returns: answers, and topic events to route by topic."""
+ClientEvent: TypeAlias = ReplyReceived | ErrorReceived | Push | Ended | Expiring
+"""What `ClientMachine.receive` returns: answers, topic events to route by topic, and
+the connection's token running out (refresh it with `ClientMachine.refresh`)."""
 
 
 class ClientMachine:
@@ -386,6 +390,10 @@ class ClientMachine:
         """Build a Heartbeat the server answers with an ok Reply."""
         return self._request(Heartbeat(self._allocate()))
 
+    def refresh(self, token: str) -> tuple[int, Message]:
+        """Hand the server a new token for the connection's user (after an Expiring)."""
+        return self._request(Refresh(self._allocate(), token))
+
     def forget(self, ref: int) -> ClientFrame | None:
         """Stop waiting for `ref` (say, on a timeout); a late answer is then dropped.
 
@@ -418,7 +426,9 @@ class ClientMachine:
                 case Ended(topic=topic):
                     self._joined.discard(topic)
                     events.append(item)
-                case Join() | Leave() | Publish() | Call() | Heartbeat():
+                case Expiring():
+                    events.append(item)
+                case Join() | Leave() | Publish() | Call() | Heartbeat() | Refresh():
                     raise DecodeError(
                         ErrorCode.BAD_FRAME, f"the server sent a client frame {item!r}"
                     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
+from hub.permissions import Action
 from hub.protocol import Payload
 from hub.topics import Member, Topic
 
@@ -26,6 +27,17 @@ class Service:
 
     async def started(self) -> None:
         """Prepare state; runs once when the topic's actor starts."""
+
+    async def authorize(self, member: Member, action: Action) -> bool:
+        """Whether `member` may do `action`, for the actions the route leaves to the service.
+
+        Asked only for actions whose permission is `Allow.SERVICE`
+        (`hub.permissions`), before the hook that does the action (`join`,
+        `handle_event`, `handle_call`); False answers the client `forbidden`.
+        Refuses by default: a route that leaves a decision to its service
+        must have the service make it.
+        """
+        return False
 
     async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
         """Decide whether `member` may join; return the payload of the ok Reply.

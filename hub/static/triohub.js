@@ -3,7 +3,7 @@
 // An ES module without dependencies. The hub serves it at /triohub.js:
 //
 //     import { TrioHub } from "/triohub.js";
-//     const hub = await TrioHub.connect("ws://127.0.0.1:8000/ws", { params: { token } });
+//     const hub = await TrioHub.connect("ws://127.0.0.1:8000/ws", { token: fetchToken });
 //     const room = await hub.join("room:lobby", { user: "alice" });
 //     room.on("message", (payload, offset) => console.log(payload.text));
 //     await room.publish("message", { text: "hi" }, { ack: true });
@@ -23,11 +23,15 @@ export const REPLY = 6;
 export const PUSH = 7;
 export const ERROR = 8;
 export const ENDED = 9;
+export const REFRESH = 10;
+export const EXPIRING = 11;
 
 const MAX_REF = 4294967295; // refs are u32; ref 0 asks for no answer
 
 const DEFAULTS = {
   params: {}, // query-string parameters of the connect request (or a function returning them)
+  token: null, // a signed token (docs/auth.md), or a function returning one (or a Promise of one), asked per connection attempt
+  refreshToken: null, // a function returning a new token (or a Promise) when the hub says the current one expires; default: `token` if it is a function
   heartbeatIntervalMs: 30000, // send a Heartbeat this often...
   heartbeatTimeoutMs: 10000, // ...and call the connection dead if its Reply takes longer
   connectTimeoutMs: 10000, // give up on an opening handshake after this long
@@ -47,6 +51,8 @@ export const CLOSE_POLICY_VIOLATION = 1008;
 const CLOSE_HEARTBEAT_TIMEOUT = 4000;
 const CLOSE_BAD_SERVER_FRAME = 4002;
 const CLOSE_CONNECT_TIMEOUT = 4008;
+// The reason of the 1008 close of a connection whose token ran out.
+const TOKEN_EXPIRED = "token expired";
 
 /** An error from the hub (an error Reply or Error frame) or from this client.
  *
@@ -138,6 +144,10 @@ function readFrame(wire) {
     case ENDED: // [9, topic, reason, code]
       need(3, "Ended");
       return { kind: "ended", topic: f[0], reason: f[1], code: f[2] };
+    case EXPIRING: // [11, expires_in]
+      need(1, "Expiring");
+      if (typeof f[0] !== "number") throw bad("Expiring expires_in must be a number");
+      return { kind: "expiring", expiresIn: f[0] };
     default:
       throw bad(`unexpected frame kind ${JSON.stringify(tag)} from the server`);
   }
@@ -390,7 +400,11 @@ export class Inbox extends Emitter {
  *   when the hub will not reconnect (after 1008 or hub.close())
  * - "joined" ({topic, payload, rejoined}): every ok Join Reply
  * - "ended" ({topic, code, reason, rejoinInMs}): the server ended a membership
- * - "error" (HubError): Error frames not tied to a request, failed re-joins
+ * - "error" (HubError): Error frames not tied to a request, failed re-joins,
+ *   failed token refreshes
+ * - "expiring" ({expiresInMs}): the connection's token runs out soon; the hub
+ *   refreshes it by itself with `refreshToken` (or a `token` function)
+ * - "refreshed" ({expiresInMs}): the hub took a new token
  */
 export class TrioHub extends Emitter {
   /** Connect to `url` (like "ws://host:port/ws"); resolves once open.
@@ -457,6 +471,21 @@ export class TrioHub extends Emitter {
       }
     }
     this._lost({ code, reason, wasClean: true });
+  }
+
+  /** Hand the hub a new token for this connection's user; resolves with {expiresInMs}.
+   *
+   * Rejects with HubError("invalid_token") for a token the hub refuses and
+   * HubError("forbidden") for another user's (changing user takes a new
+   * connection). Called by itself on "expiring" when a refresh function is set.
+   */
+  async refresh(token) {
+    const payload = await this._request((ref) => [REFRESH, ref, token], {
+      timeoutMs: this.options.requestTimeoutMs,
+    });
+    const refreshed = { expiresInMs: payload.expires_in * 1000 };
+    this._emit("refreshed", refreshed);
+    return refreshed;
   }
 
   /** The Topic named `name`, created (not joined) if the hub has none. */
@@ -597,10 +626,28 @@ export class TrioHub extends Emitter {
 
   _connect() {
     this._clearTimers();
+    const { token } = this.options;
+    if (typeof token !== "function") {
+      this._openSocket(token);
+      return;
+    }
+    // A fresh token per attempt, perhaps fetched from the application's server.
+    this._setState("connecting");
+    const attempt = (this._tokenAttempt = (this._tokenAttempt ?? 0) + 1);
+    const current = () => attempt === this._tokenAttempt && !this._closedByApp && !this._ws;
+    Promise.resolve()
+      .then(() => token())
+      .then(
+        (value) => current() && this._openSocket(value),
+        (err) => current() && this._lost({ code: 1006, reason: `no token: ${err.message ?? err}`, wasClean: false }),
+      );
+  }
+
+  _openSocket(token) {
     const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
     let ws;
     try {
-      ws = new WebSocketImpl(this._connectUrl(), [SUBPROTOCOL]);
+      ws = new WebSocketImpl(this._connectUrl(token), [SUBPROTOCOL]);
     } catch (err) {
       // A malformed URL: no use retrying.
       this._closedByApp = true;
@@ -618,10 +665,13 @@ export class TrioHub extends Emitter {
     }, this.options.connectTimeoutMs);
   }
 
-  _connectUrl() {
+  _connectUrl(token) {
     let params = this.options.params;
-    if (typeof params === "function") params = params(); // fresh (say, a token) per attempt
-    const query = new URLSearchParams(params ?? {}).toString();
+    if (typeof params === "function") params = params(); // fresh per attempt
+    params = { ...(params ?? {}) };
+    // Browsers cannot set headers on a WebSocket: the token goes in the query.
+    if (token != null) params.token = token;
+    const query = new URLSearchParams(params).toString();
     if (!query) return this.url;
     return this.url + (this.url.includes("?") ? "&" : "?") + query;
   }
@@ -737,8 +787,25 @@ export class TrioHub extends Emitter {
         this._emit("ended", { topic: frame.topic, code: frame.code, reason: frame.reason, rejoinInMs });
         return false;
       }
+      case "expiring": {
+        this._emit("expiring", { expiresInMs: frame.expiresIn * 1000 });
+        const { refreshToken, token } = this.options;
+        const fresh = refreshToken ?? (typeof token === "function" ? token : null);
+        if (fresh) this._refreshWith(fresh);
+        return false;
+      }
       default:
         return false;
+    }
+  }
+
+  async _refreshWith(fresh) {
+    const ws = this._ws;
+    try {
+      const token = await fresh();
+      if (this._ws === ws && this.connected) await this.refresh(token);
+    } catch (err) {
+      this._emit("error", err instanceof HubError ? err : new HubError("refresh_failed", String(err.message ?? err)));
     }
   }
 
@@ -804,11 +871,16 @@ export class TrioHub extends Emitter {
     }
 
     // Never reconnect unchanged after 1008 (policy violation): the app must
-    // fix what it sends or authenticate again. A first attempt that fails is
-    // the caller's to retry (connect() rejects).
+    // fix what it sends or authenticate again, which a `token` function does
+    // for an expired token. A first attempt that fails is the caller's to
+    // retry (connect() rejects).
     const firstFailed = !this._everOpened;
+    const renewable = reason === TOKEN_EXPIRED && typeof this.options.token === "function";
     const willReconnect =
-      this.options.reconnect && !this._closedByApp && !firstFailed && code !== CLOSE_POLICY_VIOLATION;
+      this.options.reconnect &&
+      !this._closedByApp &&
+      !firstFailed &&
+      (code !== CLOSE_POLICY_VIOLATION || renewable);
     let reconnectInMs = null;
     if (willReconnect) {
       reconnectInMs = this._backoff();

@@ -13,6 +13,7 @@ import trio
 import actors
 from hub.backplane import Backplane, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
+from hub.permissions import Action, Allow, action_of_call
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.messages import (
@@ -250,6 +251,8 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
+                if not await self._authorized(member, Action.PUBLISH, ref):
+                    return
                 try:
                     await self._hook(
                         "handle_event", self.service.handle_event, member, event, payload
@@ -290,6 +293,13 @@ class TopicActor(actors.Actor):
         connection = member.connection
         name = self.topic.name
         try:
+            if self._route.permissions.join is Allow.SERVICE and not await self._hook(
+                "authorize", self.service.authorize, member, Action.JOIN
+            ):
+                raise JoinRefusedError(
+                    f"the service of topic {name!r} does not allow this connection to join",
+                    code=ErrorCode.FORBIDDEN,
+                )
             payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
@@ -302,6 +312,22 @@ class TopicActor(actors.Actor):
         history = await self._backplane.history(name, after=request.offset or 0)
         recovery = recovery_for(history, request.epoch, request.offset)
         await self._hook("joined", self.service.joined, member, recovery)
+
+    async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
+        """Ask the service about `action` if the route leaves it to the service; answer a no."""
+        assert self.service is not None
+        if self._route.permissions.rule(action) is not Allow.SERVICE:
+            return True  # the session checked the route's rule already
+        name = self.topic.name
+        try:
+            if await self._hook("authorize", self.service.authorize, member, action):
+                return True
+        except ServiceError as error:
+            _answer_error(member, ref, name, error.code, error.message)
+            return False
+        message = f"the service of topic {name!r} does not allow {action.value!r} here"
+        _answer_error(member, ref, name, ErrorCode.FORBIDDEN, message)
+        return False
 
     async def _remove(
         self, connection: actors.ActorRef, *, already_removed: Member | None = None
@@ -326,6 +352,8 @@ class TopicActor(actors.Actor):
         name = self.topic.name
         if request.deadline <= trio.current_time():
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, "call timed out")
+            return
+        if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled

@@ -108,9 +108,7 @@ class Topics:
         if self.count() + len(self._starting) >= self.max_live:
             if self.metrics is not None:
                 self.metrics.topic_limit_refusals.inc()
-            raise TopicLimitError(
-                f"the hub serves {self.max_live} topics already; try again later"
-            )
+            raise TopicLimitError(f"the hub serves {self.max_live} topics already; try again later")
         starting = self._starting[name] = trio.Event()
         try:
             # Bounded: a service whose `started` hangs (a database that does

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from hub.permissions import Permissions, pattern_matches
+
 if TYPE_CHECKING:
     from hub.services import Service
     from hub.topics.topic import Topic
@@ -18,14 +20,13 @@ class Route:
 
     A pattern ending in `*` matches every topic that starts with what comes
     before it (`room:*` matches `room:lobby`, not `room:`); any other pattern
-    matches only itself.
+    matches only itself. `permissions` say who may join, publish, call and
+    read presence and history (`hub.permissions`).
     """
 
     pattern: str
     factory: Callable[[Topic], Service]
+    permissions: Permissions = attrs.field(factory=Permissions)
 
     def matches(self, topic: str) -> bool:
-        if self.pattern.endswith("*"):
-            prefix = self.pattern[:-1]
-            return len(topic) > len(prefix) and topic.startswith(prefix)
-        return topic == self.pattern
+        return pattern_matches(self.pattern, topic)

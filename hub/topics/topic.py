@@ -138,4 +138,3 @@ class Topic:
 
     def _remove(self, connection: actors.ActorRef) -> Member | None:
         return self._members.pop(connection, None)
-

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from wire_support import OPCODE_TEXT, client_frame, upgrade_request
 
 from hub import client
 from hub.protocol import JSON, Join
+from hub.tokens import TokenVerifier
 
 REPO = Path(__file__).resolve().parents[2]
 HUB = [sys.executable, "-m", "hub"]
@@ -103,6 +105,16 @@ def run_hub(cwd: Path, *arguments: str, **environ: str) -> subprocess.CompletedP
         (("serve", "--host", "192.0.2.1", "--port", "0"), "not an address of this machine"),
         (("top", "ftp://example.com"), "is not a hub's address"),
         (("top", "--tokn", "x"), "did you mean --token?"),
+        (
+            ("serve", "--set", "auth.required=true"),
+            "setting auth.required is true but tokens have no secret to be checked with: "
+            "set auth.secret (TRIOHUB_AUTH__SECRET) or auth.secret_file",
+        ),
+        (
+            ("serve", "--set", "auth.secret_file=missing"),
+            "setting auth.secret_file: cannot read 'missing'",
+        ),
+        (("token", "ann"), "no secret to sign with: set auth.secret (TRIOHUB_AUTH__SECRET)"),
     ],
 )
 def test_a_usage_or_settings_error_is_one_line_and_status_2(
@@ -114,6 +126,47 @@ def test_a_usage_or_settings_error_is_one_line_and_status_2(
     assert line.startswith("hub"), line
     assert said in line, line
     assert result.stdout == ""
+
+
+def test_hub_token_prints_a_token_of_the_configured_secret(apps: Path) -> None:
+    secret = "a-test-secret-that-is-long-enough-0123456789"
+    result = run_hub(
+        apps,
+        "token",
+        "ann",
+        "--topics",
+        "room:*",
+        "user:ann=join,history",
+        "--ttl",
+        "90",
+        TRIOHUB_AUTH__SECRET=secret,
+    )
+    assert result.returncode == 0, result
+    identity = TokenVerifier(secret).verify(result.stdout.strip())
+    assert identity.user == "ann"
+    assert identity.expires_at is not None and identity.expires_at - time.time() <= 90
+    assert identity.claims["topics"] == {"room:*": ["*"], "user:ann": ["join", "history"]}
+    plain = run_hub(apps, "token", "bob", TRIOHUB_AUTH__SECRET=secret)
+    claims = TokenVerifier(secret).verify(plain.stdout.strip()).claims
+    assert "topics" not in claims and claims["exp"] - claims["iat"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (("--topics", "room:*=fly"), "unknown action 'fly' for 'room:*'; the actions are join,"),
+        (("--ttl", "x"), "argument --ttl: invalid float value: 'x'"),
+        (("--ttl", "0"), "a token's ttl must be a number of seconds above 0, got 0.0"),
+    ],
+)
+def test_hub_token_refuses_bad_grants_and_ttls(
+    apps: Path, arguments: Sequence[str], said: str
+) -> None:
+    secret = "a-test-secret-that-is-long-enough-0123456789"
+    result = run_hub(apps, "token", "ann", *arguments, TRIOHUB_AUTH__SECRET=secret)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert said in line, line
 
 
 def test_a_wrong_variable_is_one_line_and_status_2(apps: Path) -> None:

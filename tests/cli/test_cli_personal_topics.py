@@ -1,4 +1,4 @@
-"""`hub serve` of an application that routes `user:*`, which the hub serves as personal topics."""
+"""`hub serve` of an application that routes `user:*` itself: the hub says it serves none."""
 
 from __future__ import annotations
 
@@ -14,19 +14,12 @@ pytestmark = pytest.mark.timeout(60)
 APP = "from hub import Hub, RoomService\napp = Hub('mine')\napp.route('user:*', RoomService)\n"
 
 
-def test_routing_user_topics_is_one_line_naming_the_setting_and_status_2(tmp_path: Path) -> None:
+def serve(tmp_path: Path, *flags: str) -> tuple[str, str]:
+    """Start `hub serve mine:app`, read its first line, stop it; its first line and stderr."""
     (tmp_path / "mine.py").write_text(APP)
     environ = {name: value for name, value in os.environ.items() if not name.startswith("TRIOHUB_")}
-    serve = [sys.executable, "-m", "hub", "serve", "mine:app", "--port", "0"]
-    result = subprocess.run(
-        serve, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=30, check=False
-    )
-    assert result.returncode == 2, result.stderr
-    [line] = result.stderr.splitlines()
-    assert "routes 'user:*'" in line and "notifications.personal_topics = false" in line
-    # With the setting off, the application's route serves them (it starts; SIGTERM stops it).
     process = subprocess.Popen(
-        [*serve, "--set", "notifications.personal_topics=false"],
+        [sys.executable, "-m", "hub", "serve", "mine:app", "--port", "0", *flags],
         cwd=tmp_path,
         env=environ,
         stdout=subprocess.PIPE,
@@ -35,7 +28,21 @@ def test_routing_user_topics_is_one_line_naming_the_setting_and_status_2(tmp_pat
     )
     try:
         assert process.stdout is not None
-        assert "serving 'mine'" in process.stdout.readline()
+        line = process.stdout.readline()
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        _out, errors = process.communicate(timeout=30)
+    assert process.returncode == 0, errors
+    return line, errors
+
+
+def test_an_application_routing_user_topics_keeps_them_and_is_warned(tmp_path: Path) -> None:
+    line, errors = serve(tmp_path)
+    assert "serving 'mine'" in line
+    assert "routes 'user:*' itself" in errors and "notifications.personal_topics" in errors
+
+
+def test_with_personal_topics_off_nothing_is_said(tmp_path: Path) -> None:
+    line, errors = serve(tmp_path, "--set", "notifications.personal_topics=false")
+    assert "serving 'mine'" in line
+    assert "personal" not in errors

@@ -26,6 +26,7 @@ from hub.protocol import (
     Ended,
     Error,
     ErrorCode,
+    Expiring,
     Frame,
     Heartbeat,
     Join,
@@ -34,13 +35,26 @@ from hub.protocol import (
     MsgpackCodec,
     Publish,
     Push,
+    Refresh,
     Reply,
     UnknownSubprotocolError,
     codec_for,
 )
 
 CODECS = [MSGPACK, JSON]
-FRAME_TYPES = (Join, Leave, Publish, Call, Heartbeat, Reply, Push, Error, Ended)
+FRAME_TYPES = (
+    Join,
+    Leave,
+    Publish,
+    Call,
+    Heartbeat,
+    Refresh,
+    Reply,
+    Push,
+    Error,
+    Ended,
+    Expiring,
+)
 
 EXAMPLES: list[Frame] = [
     Join(1, "room:lobby"),
@@ -53,6 +67,9 @@ EXAMPLES: list[Frame] = [
     Call(6, "game:42", "move", {"x": 1, "y": [2.5, None, True]}, 5.0),
     Call(7, "game:42", "state"),
     Heartbeat(8),
+    Refresh(9, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbm4ifQ.c2ln"),
+    Expiring(60.0),
+    Expiring(0.0),
     Reply(8, None, True),
     Reply(2, "room:lobby", True, {"history": []}),
     Reply.error(5, "room:lobby", ErrorCode.NOT_JOINED, "topic 'room:lobby' not joined"),
@@ -106,6 +123,11 @@ def payloads(*, binary: bool) -> st.SearchStrategy[Any]:
     return nested.filter(lambda value: _depth(value) <= MAX_PAYLOAD_DEPTH)
 
 
+tokens = st.text(
+    st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64
+)
+
+
 def frames(*, binary: bool) -> st.SearchStrategy[Frame]:
     payload = payloads(binary=binary)
     params = st.dictionaries(st.text(max_size=8), payload, max_size=3)
@@ -120,6 +142,8 @@ def frames(*, binary: bool) -> st.SearchStrategy[Frame]:
         st.builds(Push, topics, names, payload, offsets),
         st.builds(Error, st.none() | refs, names, st.text()),
         st.builds(Ended, topics, st.text(), names),
+        st.builds(Refresh, positive_refs, tokens),
+        st.builds(Expiring, st.floats(min_value=0, max_value=1e9)),
     )
 
 
