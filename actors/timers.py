@@ -54,6 +54,9 @@ class Timer(Delivery):
     #: busy that more than one deadline passed before the timer's turn.
     #: A missed tick is never delivered later: the schedule keeps its rate.
     missed: int = 0
+    #: When the message delivered last was due (its lateness is the time
+    #: the owner takes it minus this).
+    due: float = 0.0
     _service: TimerService | None = None
     _entry: _Entry | None = None
     # A repeating timer's deadlines are _start + n * interval, n = 1, 2...;
@@ -110,6 +113,7 @@ class Timer(Delivery):
         if delivered:
             self._queued = True
             self.delivered += 1
+            self.due = self.deadline
             mailbox.deliver_system(self)
         interval = self.interval
         if interval is None:

@@ -309,6 +309,13 @@ class HubRuntime:
         """End every connection of `user` (Close `code`, `reason`); return how many there were."""
         return self.users.disconnect(user, code, reason)
 
+    async def start_topic(self, topic: str, init: Payload = None) -> None:
+        """Start `topic` from the server with `init` (see `HubServices.start_topic`)."""
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        await self.topics.actor_for(topic, route, init=init, new=True)
+
     def actor(self, name: str) -> actors.ActorRef:
         """The running backend actor declared as `name` with `Hub.actor`."""
         ref = self.system.registry.whereis(name)

@@ -169,6 +169,10 @@ class TopicLimitError(HubError):
     """The hub runs as many topics as it is allowed to; a new one cannot start now."""
 
 
+class TopicExistsError(HubError):
+    """A topic the server was asked to start anew is live already."""
+
+
 class UnknownTopicError(HubError, LookupError):
     """No service serves the topic."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -110,6 +110,22 @@ class HubMetrics:
         )
         self.conflated = Counter(
             "triohub_conflated", "Latest-only pushes replaced by a newer one unsent", registry=r
+        )
+        self.volatile_dropped = Counter(
+            "triohub_volatile_dropped",
+            "Volatile pushes dropped for a client with a backlog",
+            registry=r,
+        )
+        self.tick_lateness = Histogram(
+            "triohub_tick_lateness_seconds",
+            "How late topics' repeating timers (match ticks) ran after they were due",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.ticks_missed = Counter(
+            "triohub_ticks_missed",
+            "Ticks of topics' repeating timers that came due while the previous one waited",
+            registry=r,
         )
         self.unencodable = Counter(
             "triohub_unencodable",

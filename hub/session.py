@@ -152,6 +152,9 @@ class _Flush:
 
 _FLUSH: Final = _Flush()
 
+# The outbox key of a volatile push the socket could not take at once.
+_VOLATILE: Final = "$volatile"
+
 # How long a reader waits for its session to end once the client is gone.
 _EXIT_WAIT_SECONDS: Final = 30.0
 
@@ -172,7 +175,7 @@ class Session(actors.Actor):
         "_running",
         "_runtime",
         "_settings",
-        "_token_timers",
+        "_token_timer",
         "_topics",
         "codec",
         "id",
@@ -215,8 +218,8 @@ class Session(actors.Actor):
         self._running = False
         # The application's data bag, made on first use (most sessions need none).
         self._data: dict[str, Any] | None = None
-        # The Expiring and expiry timers of the connection's token, if it has one.
-        self._token_timers: tuple[actors.Timer, ...] = ()
+        # The next timer of the connection's token (Expiring, then the close), if any.
+        self._token_timer: actors.Timer | None = None
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -247,7 +250,16 @@ class Session(actors.Actor):
             if self._machine.is_joined(item.topic):
                 wire = item.messages.get(self.codec)
                 if wire is not None:
-                    key = (item.topic, item.event) if item.latest_only else None
+                    if item.volatile:
+                        if self.transport.backlog:
+                            # Volatile: never queued behind what the client has not read.
+                            self._runtime.metrics.volatile_dropped.inc()
+                            return
+                        # One the socket cannot take at once waits as latest-value
+                        # state does: it does not make the client "behind".
+                        key: Hashable | None = (item.topic, item.event, _VOLATILE)
+                    else:
+                        key = None if item.key is None else (item.topic, item.key)
                     self._send(wire, key)
             return
         self._take(item)  # type: ignore[arg-type]
@@ -354,8 +366,13 @@ class Session(actors.Actor):
                 self._topic_ended(topic_ref, reason)
             case _TokenDue(identity=identity) if identity is not self.identity:
                 pass  # a timer of the token the client has refreshed since
-            case _TokenDue(deadline=deadline, expired=False):
-                self._send_frame(Expiring(max(deadline - trio.current_time(), 0.0)))
+            case _TokenDue(identity=identity, deadline=deadline, expired=False):
+                left = max(deadline - trio.current_time(), 0.0)
+                self._send_frame(Expiring(left))
+                # One timer at a time: a connection holds no more for its token.
+                self._token_timer = self.ctx.send_after(
+                    left, _TokenDue(identity, deadline, expired=True)
+                )
             case _TokenDue():
                 self._runtime.metrics.policy_closes.inc()
                 self._end(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
@@ -367,21 +384,20 @@ class Session(actors.Actor):
 
         A token's times are on the wall clock; its timers run on trio's,
         from how much of it is left now (plus the leeway the token was
-        checked with). Earlier timers, of a token refreshed since, are
-        cancelled (one already queued is ignored: `_handle`).
+        checked with). The timer of a token refreshed since is cancelled
+        (one already queued is ignored: `_handle`).
         """
-        for timer in self._token_timers:
-            timer.cancel()
-        self._token_timers = ()
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
         identity = self.identity
         if not isinstance(identity, Identity) or identity.expires_at is None:
             return
         left = max(identity.expires_at + self._settings.token_leeway - time.time(), 0.0)
         deadline = trio.current_time() + left
         warn_in = max(left - self._settings.refresh_lead, 0.0)
-        self._token_timers = (
-            self.ctx.send_after(warn_in, _TokenDue(identity, deadline, expired=False)),
-            self.ctx.send_after(left, _TokenDue(identity, deadline, expired=True)),
+        self._token_timer = self.ctx.send_after(
+            warn_in, _TokenDue(identity, deadline, expired=False)
         )
 
     def _request_flush(self) -> None:
@@ -390,14 +406,23 @@ class Session(actors.Actor):
             self.ref.cast(_FLUSH)
 
     async def _flush(self) -> None:
-        """Write the backlog as the socket takes it; evict a client that takes nothing."""
-        with trio.move_on_after(self._settings.write_timeout) as waited:
-            try:
-                await self.transport.flush()
-            except TransportClosed:
-                return  # the client is gone; its reader ends the session
-        if waited.cancelled_caught:
-            self._evict()
+        """Write the backlog as the socket takes it; evict a client that takes nothing.
+
+        A client with only latest-value messages waiting (game state) is
+        slow, not behind: its backlog cannot grow, so it is waited for
+        (its liveness is the idle timeout's business), not evicted.
+        """
+        while True:
+            with trio.move_on_after(self._settings.write_timeout) as waited:
+                try:
+                    await self.transport.flush()
+                except TransportClosed:
+                    return  # the client is gone; its reader ends the session
+            if not waited.cancelled_caught:
+                return
+            if self.transport.behind:
+                self._evict()
+                return
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         # This session's watches on its topics end with it: a long-lived topic

@@ -55,8 +55,10 @@ class Record:
 
     `offset` is None for an event that is not kept (volatile, latest-value
     state). `exclude` is the id of one member who must not get it (the
-    sender of a chat message that echoes locally). `latest_only`: a member
-    behind on this topic gets only the newest record per event.
+    sender of a chat message that echoes locally). `key`: a member behind
+    on this topic gets only the newest record per key (latest-value state;
+    `latest_only` is the key `event`). `volatile`: a member with anything
+    waiting to be written does not get it at all.
     """
 
     topic: str
@@ -66,6 +68,8 @@ class Record:
     offset: int | None = None
     exclude: str | None = None
     latest_only: bool = False
+    key: str | None = None
+    volatile: bool = False
 
 
 @attrs.frozen

@@ -37,8 +37,17 @@ from hub.bench.servers import (
 from hub.bench.spec import SCENARIOS, LoadSpec
 
 DEFAULT_APP: Final = "hub.demo:app"
+# The application a scenario spawns unless --spawn names one (run from the
+# source tree: the lobby example is not part of the installed package).
+DEFAULT_APPS: Final = {"lobby": "examples.lobby.app:bench"}
 
-DEFAULT_CONNECTIONS: Final = {"idle": 1000, "echo": 50, "fanout": 1000, "churn": 1000}
+DEFAULT_CONNECTIONS: Final = {
+    "idle": 1000,
+    "echo": 50,
+    "fanout": 1000,
+    "churn": 1000,
+    "lobby": 200,
+}
 DEFAULT_ROOMS: Final = {"fanout": "room:bench", "churn": "room:bench-churn"}
 
 # The longest one run (one server, one load generator) may take, in seconds,
@@ -57,7 +66,9 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         epilog="Scenarios: idle (connections held: memory and setup cost), echo (Calls to "
         "an echo topic: round trips/s and latency), fanout (one publisher, many room "
         "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
-        "room and vanishing: does the server's memory come back?).",
+        "room and vanishing: does the server's memory come back?), lobby (bots matched into "
+        "ticking matches of the lobby example: tick lateness, state deliveries/s, server CPU "
+        "per delivery; run from the source tree).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -81,7 +92,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--connections",
         type=int,
         help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
-        "clients per wave (defaults: "
+        "clients per wave; lobby: bots (defaults: "
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
@@ -91,8 +102,15 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         help="idle and echo: connections share this many echo topics, round robin "
         "(default: a topic each; a hub may limit how many topics it serves)",
     )
-    parser.add_argument("--duration", type=float, default=5.0, help="echo: seconds measured")
-    parser.add_argument("--warmup", type=float, default=1.0, help="echo: seconds before that")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="echo and lobby: seconds measured"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="echo and lobby: seconds before that"
+    )
+    parser.add_argument(
+        "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
+    )
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
     parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
     parser.add_argument(
@@ -117,7 +135,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="fanout: seconds to wait for the last deliveries; churn: for the server to "
-        "notice a wave's closes (default 30)",
+        "notice a wave's closes; lobby: for every bot to be matched (default 30)",
     )
     parser.add_argument("--room", help="fanout and churn: the room to join")
     parser.add_argument(
@@ -165,6 +183,7 @@ def _spec(
         drain_timeout=args.drain_timeout,
         waves=args.waves,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
+        match_size=args.match_size,
     )
 
 
@@ -269,6 +288,11 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.connections:,} subscribers of {spec.room}, {spec.messages:,} messages "
                 f"({spec.payload_bytes}-byte text), {pace}"
             )
+        case "lobby":
+            what = (
+                f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
+                f"tick each, {spec.duration:g} s after {spec.warmup:g} s warm-up"
+            )
         case _:
             what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
     order = "interleaved with the baselines" if compare else "one server"
@@ -283,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kinds = [None]
         descriptions = {"hub": f"hub at {args.url}"}
     else:
-        kinds = [hub_kind(args.spawn or DEFAULT_APP)]
+        kinds = [hub_kind(args.spawn or DEFAULT_APPS.get(args.scenario, DEFAULT_APP))]
         if args.compare:
             kinds += baseline_kinds(args.baselines)
         descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
@@ -360,6 +384,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--compare starts every server itself: use --spawn, not --url")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.compare and args.scenario == "lobby":
+        parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:
         document = run(args)
     except ServerStartError as error:

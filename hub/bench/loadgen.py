@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import uvloop
 
+from hub.bench.lobby import run_lobby
 from hub.bench.procstat import raise_file_limit
 from hub.bench.scenarios import SCENARIO_RUNNERS, Figures, ScenarioError
 from hub.bench.spec import LoadSpec
@@ -45,6 +46,8 @@ class _Progress:
 
 
 async def _run(spec: LoadSpec) -> Figures:
+    if spec.scenario == "lobby":
+        return await run_lobby(spec, _Progress())
     return await SCENARIO_RUNNERS[spec.scenario](spec, _Progress())
 
 

@@ -81,6 +81,22 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("server_rss_growth_per_wave_mb", "server RSS growth per wave after the first (MiB)"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
+    "lobby": (
+        Metric("players", "players (bots)"),
+        Metric("matches", "matches"),
+        Metric("tick_hz", "tick rate asked (Hz)"),
+        Metric("ticks_per_s_per_match", "ticks/s per match, measured", "higher"),
+        Metric("tick_late_p50_ms", "tick lateness p50 (ms)", "lower"),
+        Metric("tick_late_p99_ms", "tick lateness p99 (ms)", "lower"),
+        Metric("tick_late_max_ms", "tick lateness max (ms)", "lower"),
+        Metric("ticks_missed", "ticks missed (all matches)", "lower"),
+        Metric("state_deliveries_per_s", "state deliveries/s", "higher"),
+        Metric("expected_deliveries_per_s", "state deliveries/s at full rate"),
+        Metric("server_cpu_per_delivery_us", "server CPU per state delivery (us)", "lower"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("closed_by_server", "bots closed by the server"),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
 }
 
 #: The figure each scenario's throughput plot shows.
@@ -89,6 +105,7 @@ THROUGHPUT: Final = {
     "echo": "round_trips_per_s",
     "fanout": "deliveries_per_s",
     "churn": "setup_rate",
+    "lobby": "state_deliveries_per_s",
 }
 
 _LOADGEN_CPU: Final = {"idle": "setup_loadgen_cpu"}

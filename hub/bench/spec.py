@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-SCENARIOS: Final = ("idle", "echo", "fanout", "churn")
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "lobby")
 
 #: How the load generator talks to a server: the hub protocol, or the
 #: baselines' plain messages (paths /echo, /fanout and /stats).
@@ -35,7 +35,7 @@ class LoadSpec:
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
-    #: churn: clients per wave.
+    #: churn: clients per wave; lobby: bots playing.
     connections: int = attrs.field(validator=_positive)
     #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
     #: a topic each. (A hub may limit how many topics it serves.)
@@ -62,6 +62,8 @@ class LoadSpec:
     waves: int = attrs.field(default=10, validator=_positive)
     #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+    #: lobby: players per match (the queue `queue:<match_size>p`).
+    match_size: int = attrs.field(default=4, validator=_positive)
 
     def echo_topic(self, index: int) -> str:
         """The echo topic connection `index` joins (idle and echo)."""

@@ -155,9 +155,10 @@ def _check_timeout(instance: object, attribute: attrs.Attribute[Any], value: obj
 
 def _check_token(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     # Not quoted back: a token is a credential, even a bad one.
-    if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable():
+    if not isinstance(value, str) or not value or not value.isascii() or not _is_name(value):
         raise InvalidFieldError(
-            ErrorCode.BAD_FIELD, f"{attribute.name} must be a non-empty printable ASCII str"
+            ErrorCode.BAD_FIELD,
+            f"{attribute.name} must be a non-empty printable ASCII str without spaces",
         )
     if len(value) > MAX_TOKEN_BYTES:
         raise InvalidFieldError(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
 from hub.permissions import Action
-from hub.protocol import Payload
+from hub.protocol import EndCode, Payload
 from hub.topics import Member, Topic
 
 
@@ -21,6 +22,10 @@ class Service:
     and a ServiceError from the other hooks, is a bug that crashes the topic
     (it is logged, its members are told, and their next join starts it afresh).
     """
+
+    #: The Ended code and reason the members of a crashed topic get.
+    crash_code: ClassVar[str] = EndCode.TOPIC_CRASHED
+    crash_reason: ClassVar[str] = "the topic ended unexpectedly; join again"
 
     def __init__(self, topic: Topic) -> None:
         self.topic = topic

@@ -50,7 +50,7 @@ from hub.topics.messages import (
 )
 from hub.topics.registry import MAX_LIVE_TOPICS, TOPIC_START_TIMEOUT_SECONDS, Topics
 from hub.topics.routes import Route
-from hub.topics.topic import TimerFired, Topic
+from hub.topics.topic import TickStats, TimerFired, Topic
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_SECONDS",
@@ -79,6 +79,7 @@ __all__ = [
     "ServiceExitError",
     "ServiceMessage",
     "Subscriber",
+    "TickStats",
     "TimerFired",
     "ToConnection",
     "Topic",

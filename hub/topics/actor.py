@@ -22,6 +22,7 @@ from hub.topics.messages import (
     JoinTopic,
     LeaveTopic,
     Member,
+    MembershipEnded,
     PublishEvent,
     SendFrame,
 )
@@ -136,8 +137,9 @@ class TopicActor(actors.Actor):
         crashes: CrashLedger | None = None,
         settings: TopicSettings | None = None,
         lifecycle: TopicLifecycle | None = None,
+        init: Payload = None,
     ) -> None:
-        self.topic = Topic(name, backplane.publish, metrics, hub=hub)
+        self.topic = Topic(name, backplane.publish, metrics, hub=hub, init=init)
         self._lifecycle = lifecycle
         # When the service had started (None until then: a failed start is no topic).
         self._started_at: float | None = None
@@ -178,6 +180,12 @@ class TopicActor(actors.Actor):
     async def stopped(self, reason: actors.ExitReason) -> None:
         if isinstance(reason, actors.Crashed):
             self._crashes.record(self.topic.name, trio.current_time())
+            if self.service is not None:
+                # Its members are told why in the service's words (a game's
+                # `match_crashed`), before their sessions see the Down.
+                code, text = self.service.crash_code, self.service.crash_reason
+                for member in self.topic.members.values():
+                    member.connection.deliver(MembershipEnded(self.topic.name, code, text))
         try:
             if self.service is not None:
                 await self._hook("stopped", self.service.stopped)
@@ -271,7 +279,9 @@ class TopicActor(actors.Actor):
             case actors.Down(ref=connection):
                 # The session is gone, whichever of its monitors says so.
                 await self._remove(connection)
-            case TimerFired(event=event, payload=payload):
+            case TimerFired(event=event, payload=payload, timer=timer):
+                if timer is not None and timer.interval is not None:
+                    self._count_tick(message, timer)
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
             case ServiceMessage(message=info):
                 await self._hook("handle_info", self.service.handle_info, info)
@@ -286,6 +296,18 @@ class TopicActor(actors.Actor):
                     self._empty_timer = self.ctx.send_after(left, _CheckEmpty())
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
+
+    def _count_tick(self, fired: TimerFired, timer: actors.Timer) -> None:
+        """Account for one tick of a repeating timer: how late it runs, how many were missed."""
+        late = max(0.0, trio.current_time() - timer.due)
+        missed = timer.missed - fired.missed_seen
+        fired.missed_seen = timer.missed
+        self.topic.ticks.record(late, missed)
+        metrics = self.topic.metrics
+        if metrics is not None:
+            metrics.tick_lateness.observe(late)
+            if missed:
+                metrics.ticks_missed.inc(missed)
 
     async def _join(self, request: JoinTopic) -> None:
         assert self.service is not None

@@ -113,8 +113,11 @@ class Outbound:
     event: str
     #: None for a codec that cannot carry the payload: those members miss it.
     messages: Mapping[Codec, Wire | None]
-    #: A member behind on this topic gets only the newest of these per event.
-    latest_only: bool = False
+    #: A member behind on this topic gets only the newest push per key
+    #: (latest-value delivery); None: every push is written, in order.
+    key: str | None = None
+    #: Dropped for a member with anything waiting to be written (volatile delivery).
+    volatile: bool = False
 
 
 @attrs.frozen(eq=False)
@@ -180,4 +183,7 @@ def outbound_for(
             messages[codec] = None
             if metrics is not None:
                 metrics.unencodable.inc()
-    return Outbound(record.topic, record.event, messages, record.latest_only)
+    key = record.key
+    if key is None and record.latest_only:
+        key = record.event
+    return Outbound(record.topic, record.event, messages, key, record.volatile)

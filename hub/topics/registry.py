@@ -12,7 +12,8 @@ import trio
 
 import actors
 from hub.backplane import Backplane, LocalBackplane
-from hub.errors import TopicLimitError, TopicUnavailableError
+from hub.errors import TopicExistsError, TopicLimitError, TopicUnavailableError
+from hub.protocol import Payload
 from hub.topics.actor import (
     TOPIC_MAILBOX_CAPACITY,
     TopicActor,
@@ -82,9 +83,13 @@ class Topics:
         """The live actor of topic `name`, or None if it is not running."""
         return self.registry.whereis(topic_name_key(name))
 
-    async def actor_for(self, name: str, route: Route) -> actors.ActorRef:
+    async def actor_for(
+        self, name: str, route: Route, *, init: Payload = None, new: bool = False
+    ) -> actors.ActorRef:
         """The live actor of topic `name`, started now if there is none.
 
+        A topic started here gets `init` as its `topic.init`. With `new`,
+        a topic already live (or starting) raises TopicExistsError.
         Raises actors.StartError if the service fails to start,
         TopicUnavailableError if the topic crashed too often lately, and
         TopicLimitError if as many topics as allowed are live already.
@@ -99,9 +104,11 @@ class Topics:
             )
         while True:
             ref = self.registry.whereis(key)
+            starting = self._starting.get(name)
+            if new and (ref is not None or starting is not None):
+                raise TopicExistsError(f"topic {name!r} is live already")
             if ref is not None:
                 return ref
-            starting = self._starting.get(name)
             if starting is None:
                 break
             await starting.wait()
@@ -124,6 +131,7 @@ class Topics:
                             crashes=self.crashes,
                             settings=self.settings,
                             lifecycle=self.lifecycle,
+                            init=init,
                         ),
                         args=(name, route, self.backplane, self.metrics),
                         # Not restarted by the supervisor: a topic that crashed has

@@ -17,12 +17,45 @@ if TYPE_CHECKING:
     from hub.topics.hub_api import HubServices
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class TimerFired:
-    """A service's timer (`Topic.send_after`, `Topic.every`) is due: `handle_timer` runs."""
+    """A service's timer (`Topic.send_after`, `Topic.every`) is due: `handle_timer` runs.
+
+    A repeating timer's message carries its timer, so the topic's actor can
+    tell how late each tick runs and how many were missed (`Topic.ticks`).
+    """
 
     event: str
     payload: Payload
+    timer: actors.Timer | None = None
+    # The timer's `missed` when the actor last looked.
+    missed_seen: int = 0
+
+
+@attrs.define
+class TickStats:
+    """How a topic's repeating timers (`Topic.every`) keep their rate.
+
+    A tick that comes due while the previous one still waits is counted in
+    `missed`, never delivered late; `late` is how long after it was due the
+    last tick's handler started.
+    """
+
+    #: Ticks handled so far.
+    ticks: int = 0
+    #: Ticks that came due while the previous one still waited (not delivered).
+    missed: int = 0
+    #: How late the last tick ran, in seconds.
+    late: float = 0.0
+    #: The latest any tick ran, in seconds.
+    max_late: float = 0.0
+
+    def record(self, late: float, missed: int) -> None:
+        self.ticks += 1
+        self.missed += missed
+        self.late = late
+        if late > self.max_late:
+            self.max_late = late
 
 
 @attrs.define(eq=False)
@@ -41,6 +74,11 @@ class Topic:
     position: Position = attrs.field(factory=lambda: Position("", 0))
     #: The rest of the hub: publish to other topics, reach backend actors.
     hub: HubServices | None = attrs.field(default=None, repr=False)
+    #: What the server gave the topic when it started it (`HubServices.start_topic`);
+    #: None for a topic started by a member's join.
+    init: Payload = None
+    #: How its repeating timers keep their rate (see `every`).
+    ticks: TickStats = attrs.Factory(TickStats)
     _members: dict[actors.ActorRef, Member] = attrs.Factory(dict)
     # Kicked since the topic actor last looked: it calls their `leave` and
     # drops its monitors once the current handler returns.
@@ -71,17 +109,30 @@ class Topic:
         exclude: Member | None = None,
         keep: bool = False,
         latest_only: bool = False,
+        key: str | None = None,
+        volatile: bool = False,
     ) -> int | None:
         """Push `event` to every member (but `exclude`), on every node.
 
         Never waits on any member: a member too far behind is disconnected.
-        With `keep`, the event gets the topic's next offset (returned) and is
-        kept in the topic's history, for members who rejoin after missing it.
-        With `latest_only` (game state, cursors), a member that has not yet
-        been sent the previous such event gets only this one: slow members
-        see fewer updates instead of falling behind. A member whose codec
-        cannot carry `payload` (bytes for a JSON client) misses the event.
+        Delivery, per event (docs/services.md#delivery):
+
+        - reliable (the default): every member gets it, in order; with
+          `keep`, it gets the topic's next offset (returned) and is kept in
+          the topic's history, for members who rejoin after missing it.
+        - latest-value, with `key` (game state per player, cursors): a
+          member that has not yet been sent the previous push of the same
+          key gets only this one, in the older one's place. Slow members
+          see fewer updates instead of falling behind, and are not evicted
+          for it. `latest_only=True` is `key=event`.
+        - `volatile` (positions, effects): dropped, and counted, for a
+          member with anything waiting to be written, rather than queued.
+
+        A member whose codec cannot carry `payload` (bytes for a JSON
+        client) misses the event.
         """
+        if keep and (key is not None or latest_only or volatile):
+            raise ValueError("a kept event is delivered reliably: no key, latest_only or volatile")
         offset: int | None = None
         if keep:
             offset = self.position.offset + 1
@@ -95,6 +146,8 @@ class Topic:
                 offset,
                 exclude.id if exclude is not None else None,
                 latest_only,
+                key,
+                volatile,
             )
         )
         return offset
@@ -124,9 +177,13 @@ class Topic:
         """Call `handle_timer(event, payload)` every `interval` seconds, at a fixed rate.
 
         A tick that comes due while the previous one is still waiting is
-        counted in the timer's `missed`, not delivered late.
+        counted in the timer's `missed` (and `topic.ticks.missed`), not
+        delivered late; how late each tick runs is in `topic.ticks` and the
+        hub's `triohub_tick_lateness_seconds` histogram.
         """
-        return self._context().every(interval, TimerFired(event, payload))
+        fired = TimerFired(event, payload)
+        fired.timer = self._context().every(interval, fired)
+        return fired.timer
 
     def _context(self) -> actors.Context:
         if self._ctx is None:

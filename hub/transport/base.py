@@ -88,14 +88,22 @@ class Outbox:
     cursors: the client gets the newest, never a backlog); without one it
     appends. At most `capacity` entries wait; past that `push` raises
     OutboxFullError and the owner decides (the hub evicts the client).
+    `reliable` counts the entries that are not latest-value ones: a client
+    with only latest-value entries waiting is slow, not behind.
     """
 
     capacity: int = DEFAULT_OUTBOX_CAPACITY
     _entries: deque[Wire | _Slot] = attrs.Factory(deque)
     _slots: dict[Hashable, _Slot] = attrs.Factory(dict)
+    _reliable: int = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def reliable(self) -> int:
+        """How many waiting entries are not latest-value ones (each must be written)."""
+        return self._reliable
 
     def push(self, wire: Wire, key: Hashable | None = None) -> bool:
         """Queue `wire`; return True if it replaced a queued one of the same key."""
@@ -108,6 +116,7 @@ class Outbox:
             raise OutboxFullError(f"more than {self.capacity} messages waiting")
         if key is None:
             self._entries.append(wire)
+            self._reliable += 1
         else:
             slot = self._slots[key] = _Slot(key, wire)
             self._entries.append(slot)
@@ -129,6 +138,7 @@ class Outbox:
             self._entries.append(slot)
             return
         self._entries.append(wire)
+        self._reliable += 1
 
     def release_keys(self, match: Callable[[Hashable], bool]) -> None:
         """Queued latest-value entries whose key matches keep their place, but are no
@@ -147,6 +157,7 @@ class Outbox:
                     del self._slots[entry.key]
                 taken.append(entry.wire)
             else:
+                self._reliable -= 1
                 taken.append(entry)  # type: ignore[arg-type]
         return taken
 
@@ -155,6 +166,7 @@ class Outbox:
         count = len(self._entries)
         self._entries.clear()
         self._slots.clear()
+        self._reliable = 0
         return count
 
 
@@ -209,6 +221,17 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def backlog(self) -> bool:
         """Whether something waits in the outbox to be written."""
+
+    @property
+    def behind(self) -> bool:
+        """Whether a message that is not a latest-value one waits to be written.
+
+        A client whose backlog is only latest-value entries (game state,
+        cursors) costs a bounded outbox however long it takes: the session's
+        write timeout evicts only a client that is behind. This default,
+        for a transport that does not tell them apart, is `backlog`.
+        """
+        return self.backlog
 
     @abc.abstractmethod
     def release_keys(self, match: Callable[[Hashable], bool]) -> None:

@@ -33,8 +33,10 @@ class MemoryTransport(Transport):
         "_close",
         "_flushing",
         "_from_client",
+        "_in_flight",
         "_notified",
         "_outbox",
+        "_sending_reliable",
         "_to_client",
         "on_backlog",
         "subprotocol",
@@ -56,13 +58,21 @@ class MemoryTransport(Transport):
         self._outbox = Outbox(outbox_capacity)
         self._notified = False
         self._flushing = False
+        # The message a flush is handing over, and whether it is not a latest-value one.
+        self._in_flight: Wire | None = None
+        self._sending_reliable = False
         self._close: TransportClosed | None = None
         #: Messages handed to the client so far.
         self.written = 0
 
     @property
     def backlog(self) -> bool:
-        return bool(self._outbox)
+        return self._in_flight is not None or bool(self._outbox)
+
+    @property
+    def behind(self) -> bool:
+        in_flight = self._in_flight is not None and self._sending_reliable
+        return in_flight or self._outbox.reliable > 0
 
     def release_keys(self, match: Callable[[Hashable], bool]) -> None:
         if self._outbox:
@@ -70,7 +80,7 @@ class MemoryTransport(Transport):
 
     @property
     def queued(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox) + (self._in_flight is not None)
 
     @property
     def closing(self) -> bool:
@@ -89,7 +99,7 @@ class MemoryTransport(Transport):
     def send(self, wire: Wire, key: Hashable | None = None) -> bool:
         if self._close is not None:
             return False
-        if not self._outbox and not self._flushing:
+        if not self._outbox and not self._flushing and self._in_flight is None:
             try:
                 self._to_client.send_nowait(wire.message)
                 self.written += 1
@@ -109,14 +119,24 @@ class MemoryTransport(Transport):
         # While taken messages are on their way, a send must queue behind them.
         self._flushing = True
         try:
-            while self._outbox:
-                for wire in self._outbox.take(64):
-                    try:
-                        await self._to_client.send(wire.message)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        self._outbox.clear()
-                        raise TransportClosed(1006, "client went away") from None
-                    self.written += 1
+            while self._in_flight is not None or self._outbox:
+                if self._in_flight is None:
+                    # One at a time: what waits stays in the outbox, where a
+                    # newer latest-value message still replaces it.
+                    reliable = self._outbox.reliable
+                    (self._in_flight,) = self._outbox.take(1)
+                    self._sending_reliable = self._outbox.reliable < reliable
+                try:
+                    await self._to_client.send(self._in_flight.message)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._outbox.clear()
+                    self._in_flight = None
+                    raise TransportClosed(1006, "client went away") from None
+                # Cancelled while the client did not read: the message stays
+                # in flight, first out on the next flush.
+                self._in_flight = None
+                self._sending_reliable = False
+                self.written += 1
         finally:
             self._flushing = False
         self._notified = False
@@ -127,6 +147,7 @@ class MemoryTransport(Transport):
         self._close = TransportClosed(code, reason)
         if discard:
             self._outbox.clear()
+            self._in_flight = None
         # Wakes a receive in progress: the session learns at once.
         self._from_client.close()
 
@@ -168,6 +189,19 @@ class MemoryClient:
         """The next message from the session; raises TransportClosed with its close code."""
         try:
             return await self._from_server.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            closed = self._transport.closed_with or TransportClosed(1006, "the session is gone")
+            raise closed from None
+
+    def receive_nowait(self) -> Message | None:
+        """The next message from the session if one is there already, else None.
+
+        Raises TransportClosed, as `receive` does, once the session is gone.
+        """
+        try:
+            return self._from_server.receive_nowait()
+        except trio.WouldBlock:
+            return None
         except (trio.EndOfChannel, trio.ClosedResourceError):
             closed = self._transport.closed_with or TransportClosed(1006, "the session is gone")
             raise closed from None

@@ -176,6 +176,7 @@ class WebSocketTransport(Transport):
         "_observer",
         "_outbox",
         "_partial",
+        "_partial_reliable",
         "_parts",
         "_parts_size",
         "_pinged",
@@ -212,6 +213,8 @@ class WebSocketTransport(Transport):
         self._observer = observer
         # The unwritten rest of what the socket took part of: always first out.
         self._partial: memoryview | None = None
+        # Whether `_partial` holds a message that is not a latest-value one.
+        self._partial_reliable = False
         self._notified = False
         self._lost = False
         self._last_received = trio.current_time()
@@ -239,6 +242,12 @@ class WebSocketTransport(Transport):
     def backlog(self) -> bool:
         return self._partial is not None or bool(self._outbox)
 
+    @property
+    def behind(self) -> bool:
+        if self._partial is not None and self._partial_reliable:
+            return True
+        return self._outbox is not None and self._outbox.reliable > 0
+
     def release_keys(self, match: Callable[[Hashable], bool]) -> None:
         if self._outbox:
             self._outbox.release_keys(match)
@@ -258,7 +267,7 @@ class WebSocketTransport(Transport):
             replaced = self._the_outbox().push(wire, key)
             self._note_backlog()
             return replaced
-        self._write_now(_framed(wire))
+        self._write_now(_framed(wire), reliable=key is None)
         return False
 
     def send_raw(self, data: bytes) -> None:
@@ -276,14 +285,14 @@ class WebSocketTransport(Transport):
             self._the_outbox().push_control(Wire(b"", framed=frame), key)
             self._note_backlog()
             return
-        self._write_now(frame)
+        self._write_now(frame, reliable=key is None)
 
     def _the_outbox(self) -> Outbox:
         if self._outbox is None:
             self._outbox = Outbox(self._settings.outbox_capacity)
         return self._outbox
 
-    def _write_now(self, data: bytes) -> None:
+    def _write_now(self, data: bytes, *, reliable: bool) -> None:
         assert self._fd is not None
         try:
             sent = os.write(self._fd, data)
@@ -294,6 +303,7 @@ class WebSocketTransport(Transport):
             return
         if sent < len(data):
             self._partial = memoryview(data)[sent:]
+            self._partial_reliable = reliable
             self._note_backlog()
 
     def _note_backlog(self) -> None:
@@ -315,16 +325,21 @@ class WebSocketTransport(Transport):
                 raise TransportClosed(1006, "connection lost")
             chunks: list[bytes | memoryview] = []
             size = 0
+            reliable = False
             if self._partial is not None:
                 chunks.append(self._partial)
                 size = len(self._partial)
+                reliable = self._partial_reliable
             while size < _FLUSH_BYTES and self._outbox:
+                waiting = self._outbox.reliable
                 for wire in self._outbox.take(64):
                     framed = _framed(wire)
                     chunks.append(framed)
                     size += len(framed)
+                reliable = reliable or self._outbox.reliable < waiting
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self._partial = memoryview(data)
+            self._partial_reliable = reliable
             await self._write_partial()
         self._notified = False
         if self._lost:

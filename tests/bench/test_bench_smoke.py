@@ -146,3 +146,27 @@ def test_compare_refuses_a_url(tmp_path):
     )
     assert completed.returncode == 2
     assert "--compare starts every server itself" in completed.stderr
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_lobby_plays_ticking_matches_and_reports_their_lateness():
+    # From the source tree, where the lobby example lives.
+    document = _bench("lobby", "-n", "8", "--match-size", "4", "--duration", "1", cwd=REPO)
+    [run] = _figures(document).values()
+    assert (run["players"], run["matches"], run["tick_hz"]) == (8, 2, 20)
+    assert run["state_deliveries_per_s"] > 0
+    assert run["ticks_per_s_per_match"] > 0
+    assert run["tick_late_p99_ms"] >= run["tick_late_p50_ms"] >= 0
+    assert run["closed_by_server"] == 0
+    assert "server_cpu_per_delivery_us" in run
+
+
+def test_lobby_has_no_baselines_to_compare():
+    completed = subprocess.run(
+        [*BENCH, "lobby", "--compare"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert completed.returncode == 2
+    assert "the baselines have no lobbies" in completed.stderr

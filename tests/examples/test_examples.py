@@ -72,6 +72,16 @@ def test_chat_example_is_an_app_hub_serve_can_load() -> None:
     assert [route.pattern for route in app.routes] == ["room:*", "help:*"]
 
 
+@pytest.mark.parametrize("attribute", ["app", "quick", "bench"])
+def test_the_lobby_example_is_an_app_hub_serve_can_load(attribute: str) -> None:
+    from hub.cli import load_app
+
+    app = load_app(f"examples.lobby.app:{attribute}")
+    assert [route.pattern for route in app.routes] == ["lobby:*", "queue:*", "match:*"]
+    assert app.authenticate is not None
+    assert [route.path for route in app.http_routes] == ["/lobby/"]
+
+
 @pytest.mark.parametrize("script", ["echo.py", "supervised_workers.py"])
 def test_run_with_a_python_without_triohub_an_example_says_which_to_use(script: str) -> None:
     # The interpreter the virtualenv was made from, without its site-packages
