@@ -209,6 +209,9 @@ class HubRuntime:
     #: Checks signed connection tokens (None without `auth.secret`): at
     #: connect, and when a session's client refreshes its token.
     tokens: TokenVerifier | None = None
+    #: Who connects: the one function every transport's connect request goes
+    #: through (a token, else the application's hook; docs/auth.md).
+    authenticate: Authenticate | None = None
     #: The info lines about connections and topics (rate-limited).
     log: HubLog = attrs.field(init=False)
     #: When the hub started, by trio's clock.
@@ -455,15 +458,16 @@ class HubRuntime:
 
     async def _drain(self) -> None:
         """Stop accepting, close every client (1001) after its queue is written."""
-        assert self.gateway is not None
         self._stopping = True
-        await self.gateway.stop_accepting()
+        if self.gateway is not None:
+            await self.gateway.stop_accepting()
         hub_supervisor = _child_supervisor(self.system, "hub", under_root=True)
         # Stopping the sessions supervisor stops its sessions concurrently,
         # in batches; each writes what is queued, then closes 1001.
         await hub_supervisor.stop_child("sessions")
-        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
-            await self.gateway.wait_drained()
+        if self.gateway is not None:
+            with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+                await self.gateway.wait_drained()
 
 
 def gateway_config(config: HubConfig) -> GatewayConfig:
@@ -570,13 +574,16 @@ async def serve_hub(
     app: Hub,
     config: HubConfig | None = None,
     *,
+    listen: bool = True,
     task_status: trio.TaskStatus[HubRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `app` until `request_shutdown()`, then drain and return.
 
     Reports the HubRuntime (with its URL and port) through `task_status` once
     listening. Cancelling this task instead ends everything at once.
-    Raises OSError if the port cannot be bound.
+    Raises OSError if the port cannot be bound. With `listen=False` no port
+    is opened: clients come through `HubRuntime.serve_transport` alone
+    (in memory: `hub.testing`).
     """
     config = config or HubConfig()
     tokens = config.auth.verifier()  # a ConfigError before anything starts
@@ -614,6 +621,7 @@ async def serve_hub(
             settings=TopicSettings(
                 empty_grace=config.topics.empty_grace_seconds,
                 hook_timeout=config.topics.hook_timeout_seconds,
+                history_max_read=config.topics.history_max_read,
             ),
             mailbox_capacity=config.topics.mailbox_capacity,
             start_timeout=config.topics.start_timeout_seconds,
@@ -673,21 +681,23 @@ async def serve_hub(
                 WebSocketRoute(OBSERVER_WS_PATH, runtime.serve_transport, SUBPROTOCOLS)
             )
             authenticate = observer_authenticate(authenticate, guard)
+        runtime.authenticate = authenticate
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)
             await nursery.start(runtime.users.serve)
             await nursery.start(runtime.notifications.serve)
-            runtime.gateway = await nursery.start(
-                functools.partial(
-                    serve_gateway,
-                    gateway_config(config),
-                    websocket_routes=websocket_routes,
-                    http_routes=http_routes,
-                    authenticate=authenticate,
-                    observe=metrics.observe_gateway,
+            if listen:
+                runtime.gateway = await nursery.start(
+                    functools.partial(
+                        serve_gateway,
+                        gateway_config(config),
+                        websocket_routes=websocket_routes,
+                        http_routes=http_routes,
+                        authenticate=authenticate,
+                        observe=metrics.observe_gateway,
+                    )
                 )
-            )
             runtime.started_at = trio.current_time()
             task_status.started(runtime)
             with _tuned_gc(config.server.gc_threshold):

@@ -58,6 +58,7 @@ from hub.tokens import (
 )
 from hub.topics import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
+    DEFAULT_HISTORY_MAX_READ,
     EMPTY_TOPIC_GRACE_SECONDS,
     HOOK_TIMEOUT_SECONDS,
     MAX_CALL_TIMEOUT_SECONDS,
@@ -284,6 +285,8 @@ class TopicsConfig(_Section):
     history_size: CountOrZero = DEFAULT_HISTORY_SIZE
     #: How long a topic's history outlives its actor's idle stop.
     history_retention_seconds: SecondsOrZero = DEFAULT_RETENTION_SECONDS
+    #: Most events one `$history` call returns (a larger `limit` is cut to it).
+    history_max_read: Count = DEFAULT_HISTORY_MAX_READ
 
 
 class UsersConfig(_Section):

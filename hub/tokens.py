@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
-import jwt
 
 from hub.gateway import Authenticate, AuthenticationError, ConnectRequest
 from hub.identity import Identity
@@ -112,6 +111,8 @@ class TokenVerifier:
         Raises ValueError for an empty user, a ttl not above 0, or grants of
         an unknown action.
         """
+        import jwt  # see `verify`
+
         if not user:
             raise ValueError("a token needs a user id")
         if not 0 < ttl < math.inf:
@@ -129,6 +130,11 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """The identity `token` proves; raises TokenError saying what is wrong with it."""
+        # Imported on first use: PyJWT loads `cryptography` when it is
+        # installed, which would slow every `hub` command's start by tens of
+        # milliseconds for hubs that take no tokens.
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,

@@ -144,6 +144,8 @@ async def watch(url: str, token: str | None, console: Console, once: bool = Fals
             subprotocol=SUBPROTOCOL_JSON,
             headers=headers,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            # A view of a hub that went away says so, rather than waiting for it.
+            reconnect=False,
         ) as connection:
             with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
                 channel = await connection.join(OBSERVER_TOPIC)
@@ -154,8 +156,10 @@ async def watch(url: str, token: str | None, console: Console, once: bool = Fals
             else:
                 await _draw(channel, console)
             raise TopError(_ended(channel))
-    except* trio_websocket.HandshakeError as group:
-        raise _unreachable(url, group.exceptions[0]) from None
+    except* client.ConnectError as group:
+        refused = group.exceptions[0]
+        assert isinstance(refused, client.ConnectError)
+        raise _unreachable(url, refused) from None
     except* client.ReplyError as group:
         error = group.exceptions[0]
         assert isinstance(error, client.ReplyError)
@@ -178,23 +182,24 @@ def _ended(channel: client.Channel) -> str:
     return f"the hub ended the observer ({ended.code}: {ended.reason})"
 
 
-def _unreachable(url: str, error: BaseException) -> TopError:
-    if isinstance(error, trio_websocket.ConnectionRejected):
-        status = error.status_code
-        if status == 401:
-            return TopError(
-                f"the hub at {url} wants its admin token: --token TOKEN, or {TOKEN_VARIABLE}",
-                status=2,
-            )
-        if status == 404:
-            return TopError(
-                f"the hub at {url} serves no observer: start it with `hub serve --observer` "
-                "(or Hub(observer=True))"
-            )
+def _unreachable(url: str, error: client.ConnectError) -> TopError:
+    status = error.status
+    if status == 401:
+        return TopError(
+            f"the hub at {url} wants its admin token: --token TOKEN, or {TOKEN_VARIABLE}",
+            status=2,
+        )
+    if status == 404:
+        return TopError(
+            f"the hub at {url} serves no observer: start it with `hub serve --observer` "
+            "(or Hub(observer=True))"
+        )
+    if status is not None:
         return TopError(f"the hub at {url} refused the connection with HTTP {status}")
-    if isinstance(error, trio_websocket.ConnectionTimeout):
+    handshake = error.__cause__
+    if isinstance(handshake, trio_websocket.ConnectionTimeout):
         return TopError(f"the hub at {url} did not answer within {CONNECT_TIMEOUT_SECONDS} s")
-    cause = error.__cause__
+    cause = getattr(handshake, "__cause__", None) or handshake
     why = getattr(cause, "strerror", None) or str(cause or error) or "no answer"
     return TopError(
         f"cannot reach the hub at {url}: {why}; is it running (`hub serve --observer`)?"

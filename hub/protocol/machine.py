@@ -365,10 +365,14 @@ class ClientMachine:
         return dict(self._offsets)
 
     def join(
-        self, topic: str, params: Mapping[str, Payload] | None = None, offset: int | None = None
+        self,
+        topic: str,
+        params: Mapping[str, Payload] | None = None,
+        offset: int | None = None,
+        epoch: str | None = None,
     ) -> tuple[int, Message]:
-        """Ask to join `topic`; `offset` is the last offset seen, to recover from."""
-        return self._request(Join(self._allocate(), topic, dict(params or {}), offset))
+        """Ask to join `topic`; `epoch` and `offset` are the last position seen, to recover from."""
+        return self._request(Join(self._allocate(), topic, dict(params or {}), offset, epoch))
 
     def leave(self, topic: str) -> tuple[int, Message]:
         """Ask to leave `topic`."""

@@ -52,13 +52,15 @@ class Service:
         return None
 
     async def joined(self, member: Member, recovery: Recovery) -> None:
-        """Runs right after the ok Reply is queued: replay history, greet, announce.
+        """Runs right after the ok Reply is queued: greet, announce, send the state.
 
-        `recovery` says what a rejoining client missed: with
-        `recovery.recovered`, `recovery.missed` is exactly the kept events
-        after the offset it named, in order; otherwise what it saw is gone
-        (another epoch, or older than what is kept) and `missed` is the
-        recent history. Nothing is pushed unless the service pushes it.
+        `recovery` says what a rejoining client missed. With
+        `recovery.recovered`, the hub has already pushed it exactly what it
+        missed (`recovery.missed`, in order, after the Reply): there is
+        nothing to resend. Otherwise (a first join, or what the client saw
+        is gone: another epoch, or older than what is kept) the client was
+        told `recovered: false` and must refetch its state; `missed` is the
+        recent history, which the service may push (rooms do) or not.
         """
 
     async def handle_timer(self, event: str, payload: Payload) -> None:

@@ -23,10 +23,11 @@ class RoomService(Service):
     """A chat room.
 
     - Join params: `{"user": name}` (1 to 40 characters). The ok Reply's
-      payload is `{"members": count, "epoch": e, "offset": n}`: the room's
-      history position. Right after it, the room's recent history arrives as
-      `message` Pushes with their offsets; a client rejoining with the epoch
-      and offset it last saw gets only what came after it, when that is
+      payload is `{"members": count}`, with the hub's `epoch` and `offset`
+      (the room's history position, and `recovered` for a rejoin). Right
+      after it, the room's recent history arrives as `message` Pushes with
+      their offsets; a client rejoining with the epoch and offset it last
+      saw gets only what came after it (the hub replays it) when that is
       still kept, and the recent history otherwise.
     - Publish `message` with `{"text": str}` (at most 2,000 characters): every
       member, the sender too, gets a `message` Push with
@@ -49,18 +50,15 @@ class RoomService(Service):
                 f"join params need a 'user' name of 1 to {MAX_USER} characters, got {user!r}",
                 code=ErrorCode.BAD_FIELD,
             )
-        position = self.topic.position
-        return {
-            "members": len(self.topic.members) + 1,
-            "epoch": position.epoch,
-            "offset": position.offset,
-        }
+        return {"members": len(self.topic.members) + 1}
 
     async def joined(self, member: Member, recovery: Recovery) -> None:
-        # The history is the topic's own (the backplane keeps it, and it
-        # outlives the room's idle stop): replay what this member missed.
-        for record in recovery.missed:
-            self.topic.push(member, record.event, record.payload, offset=record.offset)
+        # A recovered member has had exactly what it missed from the hub;
+        # anyone else gets the recent history (the backplane keeps it, and
+        # it outlives the room's idle stop), which is a room's whole state.
+        if not recovery.recovered:
+            for record in recovery.missed:
+                self.topic.push(member, record.event, record.payload, offset=record.offset)
         self._announce("joined", member)
 
     async def leave(self, member: Member) -> None:

@@ -11,6 +11,7 @@ remember to.
 - `routes`: which service serves which topics;
 - `messages`: what sessions and topic actors send each other, and `Member`;
 - `topic`: `Topic`, the API a service uses (members, broadcast, push, kick);
+- `history`: recovery's fields in the join Reply, and `$history` reads;
 - `crashes`: the ledger that closes a topic that keeps crashing;
 - `actor`: `TopicActor`, the actor behind one topic;
 - `registry`: `Topics`, finding a topic's actor and starting it on first use.
@@ -30,6 +31,13 @@ from hub.topics.actor import (
     topic_name_key,
 )
 from hub.topics.crashes import TOPIC_CRASH_WINDOW_SECONDS, TOPIC_MAX_CRASHES, CrashLedger
+from hub.topics.history import (
+    DEFAULT_HISTORY_MAX_READ,
+    HISTORY_EVENT,
+    RESERVED_PREFIX,
+    HistoryRead,
+    is_reserved,
+)
 from hub.topics.hub_api import HubServices
 from hub.topics.messages import (
     DEFAULT_CALL_TIMEOUT_SECONDS,
@@ -54,16 +62,20 @@ from hub.topics.topic import TickStats, TimerFired, Topic
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT_SECONDS",
+    "DEFAULT_HISTORY_MAX_READ",
     "EMPTY_TOPIC_GRACE_SECONDS",
+    "HISTORY_EVENT",
     "HOOK_TIMEOUT_SECONDS",
     "MAX_CALL_TIMEOUT_SECONDS",
     "MAX_LIVE_TOPICS",
+    "RESERVED_PREFIX",
     "TOPIC_CRASH_WINDOW_SECONDS",
     "TOPIC_MAILBOX_CAPACITY",
     "TOPIC_MAX_CRASHES",
     "TOPIC_START_TIMEOUT_SECONDS",
     "CallService",
     "CrashLedger",
+    "HistoryRead",
     "HookTimeoutError",
     "HubServices",
     "JoinAnswered",
@@ -88,6 +100,7 @@ __all__ = [
     "TopicSettings",
     "Topics",
     "call_deadline",
+    "is_reserved",
     "outbound_for",
     "topic_name_key",
 ]

@@ -16,6 +16,16 @@ from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, Servi
 from hub.permissions import Action, Allow, action_of_call
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
+from hub.topics.history import (
+    DEFAULT_HISTORY_MAX_READ,
+    HISTORY_EVENT,
+    HistoryRead,
+    history_answer,
+    is_reserved,
+    join_reply_payload,
+    replayed,
+    resume_after,
+)
 from hub.topics.messages import (
     CallService,
     JoinAnswered,
@@ -85,6 +95,8 @@ class TopicSettings:
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
     #: How long any one service hook may run; past it, the topic crashes.
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
+    #: Most events one `$history` call returns.
+    history_max_read: int = DEFAULT_HISTORY_MAX_READ
 
 
 class TopicLifecycle(Protocol):
@@ -259,6 +271,10 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
+                if is_reserved(event):
+                    message = f"event {event!r} is the hub's: clients cannot publish '$' events"
+                    _answer_error(member, ref, topic.name, ErrorCode.UNKNOWN_EVENT, message)
+                    return
                 if not await self._authorized(member, Action.PUBLISH, ref):
                     return
                 try:
@@ -310,6 +326,12 @@ class TopicActor(actors.Actor):
                 metrics.ticks_missed.inc(missed)
 
     async def _join(self, request: JoinTopic) -> None:
+        """Run the service's `join`; answer; replay what a recovering client missed; `joined`.
+
+        The history is read before the Reply, so that the Reply can say
+        whether the client recovered; the replay follows it before this
+        actor handles anything else, so no new push can come between.
+        """
         assert self.service is not None
         member = request.member
         connection = member.connection
@@ -330,9 +352,14 @@ class TopicActor(actors.Actor):
             return
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
-        connection.deliver(JoinAnswered(name, self.ref, True, payload))
-        history = await self._backplane.history(name, after=request.offset or 0)
+        after = resume_after(request.offset, request.epoch, self.topic.position)
+        history = await self._backplane.history(name, after=after)
         recovery = recovery_for(history, request.epoch, request.offset)
+        connection.deliver(
+            JoinAnswered(name, self.ref, True, join_reply_payload(payload, recovery))
+        )
+        for record in replayed(recovery, member.id):
+            self.topic.push(member, record.event, record.payload, offset=record.offset)
         await self._hook("joined", self.service.joined, member, recovery)
 
     async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
@@ -377,6 +404,9 @@ class TopicActor(actors.Actor):
             return
         if not await self._authorized(member, action_of_call(request.event), request.ref):
             return
+        if is_reserved(request.event):
+            await self._hub_call(member, request)
+            return
         # The client's deadline bounds the call: a backend actor the service
         # calls inherits what is left of it (ActorRef.call), and is cancelled
         # with it; no late answer goes anywhere.
@@ -397,15 +427,41 @@ class TopicActor(actors.Actor):
             message = f"the service of {name!r} did not answer in time"
             _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, message)
             return
+        self._answer(member, request.ref, result)
+
+    async def _hub_call(self, member: Member, request: CallService) -> None:
+        """Answer a Call of one of the hub's own `$` events; the service never sees these."""
+        assert self.service is not None
+        name = self.topic.name
+        if request.event != HISTORY_EVENT:
+            message = (
+                f"{request.event!r} is not a call the hub answers (it answers {HISTORY_EVENT!r})"
+            )
+            _answer_error(member, request.ref, name, ErrorCode.UNKNOWN_EVENT, message)
+            return
         try:
-            reply = Reply(request.ref, name, True, result)
+            read = HistoryRead.parse(request.payload, max_limit=self._settings.history_max_read)
+        except ServiceError as error:
+            _answer_error(member, request.ref, name, error.code, error.message)
+            return
+        # Who may read it was decided before: the route's `history`
+        # permission (`hub.permissions`), by the session or `authorize`.
+        start = read.start(self.topic.position)
+        history = await self._backplane.history(name, after=start, limit=read.limit)
+        self._answer(member, request.ref, history_answer(read, history))
+
+    def _answer(self, member: Member, ref: int, result: Payload) -> None:
+        """Send a Call's ok Reply, or a `service_error` if the client's codec cannot carry it."""
+        name = self.topic.name
+        try:
+            reply = Reply(ref, name, True, result)
             wire = Wire(member.connection.codec.encode(reply))
         except (EncodeError, ValueError) as error:
             # Something this client's codec cannot carry (bytes for a JSON
             # client, say): told to the client, not a crash of the topic.
             subprotocol = member.connection.codec.subprotocol
-            message = f"the service's answer cannot be sent over {subprotocol}: {error}"
-            _answer_error(member, request.ref, name, ErrorCode.SERVICE_ERROR, message)
+            message = f"the answer cannot be sent over {subprotocol}: {error}"
+            _answer_error(member, ref, name, ErrorCode.SERVICE_ERROR, message)
             return
         member.connection.deliver(SendFrame(reply, wire))
 

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Mapping
 
 import pytest
 import trio
-import trio_websocket
 
 from hub import (
     Hub,
@@ -97,9 +96,10 @@ async def test_join_publish_and_handlers(running: HubRuntime, subprotocol: str) 
 
 async def test_iterating_a_channel_yields_pushes_in_order(running: HubRuntime) -> None:
     with trio.fail_after(10):
-        async with client.connect(running.websocket_url) as ada, client.connect(
-            running.websocket_url
-        ) as bob:
+        async with (
+            client.connect(running.websocket_url) as ada,
+            client.connect(running.websocket_url) as bob,
+        ):
             ada_room = await ada.join("room:order", {"user": "ada"})
             bob_room = await bob.join("room:order", {"user": "bob"})
             iterator = bob_room.__aiter__()
@@ -159,18 +159,54 @@ async def test_identity_from_authenticate_reaches_the_service(running: HubRuntim
         async with client.connect(running.websocket_url, query={"token": "good"}) as connection:
             await connection.join("whoami")
             assert await connection.call("whoami", "who") == {"user": "ada"}
-        with pytest.raises(trio_websocket.HandshakeError):
+        with pytest.raises(client.ConnectError) as refused:
             async with client.connect(running.websocket_url, query={"token": "bad"}):
                 pass  # pragma: no cover
+        assert refused.value.status == 401 and not refused.value.retry
+        assert "bad token" in str(refused.value)
 
 
-async def test_requests_after_the_server_closes_raise_connection_lost(
+async def test_without_reconnect_requests_after_the_server_closes_raise_closed(
     running: HubRuntime,
 ) -> None:
     with trio.fail_after(10):
-        async with client.connect(running.websocket_url) as connection:
+        async with client.connect(running.websocket_url, reconnect=False) as connection:
             await connection.join("room:bye", {"user": "ada"})
             running.request_shutdown()
-            with pytest.raises(client.ConnectionLostError):
-                while True:
-                    await connection.heartbeat()
+            await connection.wait_closed()
+            with pytest.raises(client.ClientClosedError) as closed:
+                await connection.heartbeat()
+            assert closed.value.code == "closed" and "1001" in str(closed.value)
+
+
+async def test_over_real_sockets_a_client_the_server_cut_off_reconnects_and_recovers(
+    running: HubRuntime,
+) -> None:
+    with trio.fail_after(20):
+        async with (
+            client.connect(running.websocket_url, backoff_base=0.05) as ada,
+            client.connect(running.websocket_url) as bob,
+        ):
+            mine = await ada.join("room:cut", {"user": "ada"})
+            theirs = await bob.join("room:cut", {"user": "bob"})
+            texts: list[str] = []
+            got_all = trio.Event()
+
+            def on_message(payload: Payload) -> None:
+                assert isinstance(payload, dict)
+                texts.append(payload["text"])
+                if len(texts) == 4:
+                    got_all.set()
+
+            mine.on("message", on_message)
+            await theirs.publish("message", {"text": "before"}, ack=True)
+            # The server ends Ada's connection (1011) and Bob speaks meanwhile.
+            ada_session = next(iter(running.connections())).session  # Ada connected first
+            ada_session.transport.close(1011, "cut off by the test")
+            for text in ("during 1", "during 2"):
+                await theirs.publish("message", {"text": text}, ack=True)
+            await ada.wait_connected()
+            await mine.publish("message", {"text": "back"}, ack=True)
+            await got_all.wait()
+            assert texts == ["before", "during 1", "during 2", "back"]
+            assert ada.connections == 2 and mine.recovered is True

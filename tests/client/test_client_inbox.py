@@ -25,7 +25,7 @@ async def test_a_client_gets_what_waited_acks_it_and_another_device_is_told(
         serve_hub, app, HubConfig(server=ServerConfig(port=0))
     )
     url = runtime.websocket_url
-    await runtime.notify("ada", "invite", {"room": "chess:7"})
+    waited = await runtime.notify("ada", "invite", {"room": "chess:7"})
     with trio.fail_after(20):
         async with (
             client.connect(url, query={"user": "ada"}) as phone,
@@ -33,15 +33,24 @@ async def test_a_client_gets_what_waited_acks_it_and_another_device_is_told(
         ):
             inbox = await phone.inbox("ada")
             assert isinstance(inbox.join_reply, dict) and inbox.join_reply["unread"] == 1
+            # Pushes before the first iteration are held: the one that waited is first.
+            held = aiter(inbox)
+            first = await anext(held)
+            assert (first.event, first.payload, first.offset) == (
+                "invite",
+                {"room": "chess:7"},
+                waited.offset,
+            )
             other = await laptop.inbox("ada")
-            assert other.join_reply["unread"] == 1  # type: ignore[index]
-            # Iterated from now on (the one that waited came right after the Reply).
             pushes = aiter(other)
+            assert (await anext(pushes)).offset == waited.offset
             later = await runtime.notify("ada", "message", {"text": "hi"})
             push = await anext(pushes)
-            while push.offset != later.offset:  # the one that waited, if iteration caught it
-                push = await anext(pushes)
-            assert (push.event, push.payload) == ("message", {"text": "hi"})
+            assert (push.event, push.payload, push.offset) == (
+                "message",
+                {"text": "hi"},
+                later.offset,
+            )
             status = await phone.ack("ada", later.offset)
             assert isinstance(status, dict) and status["unread"] == 0
             told = await anext(pushes)

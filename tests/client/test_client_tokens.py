@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 import trio.testing
-import trio_websocket
 
 from hub import EchoService, Hub, HubConfig, client, serve_hub
 from hub.app import HubRuntime
@@ -72,8 +71,35 @@ async def test_a_token_is_sent_and_refreshed_when_the_hub_says_it_expires(
 
 
 async def test_a_bad_token_is_refused_with_the_reason(running: HubRuntime) -> None:
-    with trio.fail_after(10), pytest.raises(trio_websocket.ConnectionRejected) as caught:
+    with trio.fail_after(10), pytest.raises(client.ConnectError) as caught:
         async with client.connect(running.websocket_url, token="garbage"):
             raise AssertionError("connected")
-    assert caught.value.status_code == 401
-    assert caught.value.body == b"the token is malformed (not a signed JWT)\n"
+    assert caught.value.status == 401
+    assert str(caught.value).endswith("the token is malformed (not a signed JWT)")
+
+
+async def test_a_connection_closed_for_its_expired_token_comes_back_with_a_fresh_one(
+    running: HubRuntime,
+) -> None:
+    # The first token the source gives is another user's: the hub refuses it
+    # in-band, and closes the connection 1008 "token expired" at expiry; the
+    # client then asks again, and reconnects with the good one.
+    tokens = iter([TOKENS.mint("bob", ttl=600), TOKENS.mint("ann", ttl=600)])
+    rejoined = trio.Event()
+    with trio.fail_after(15):
+        async with client.connect(
+            running.websocket_url,
+            token=TOKENS.mint("ann", ttl=2),
+            refresh=lambda: next(tokens),
+            backoff_base=0.05,
+            heartbeat_seconds=None,
+        ) as ann:
+            inbox = await ann.join("user:ann")
+            inbox.on_rejoin(lambda reply: rejoined.set())
+            await rejoined.wait()
+            assert ann.connections == 2 and ann.closed is None
+            assert await inbox.call("still", "here") == "here"
+            *_, newest = running.connections()  # the expired one may still be closing
+            identity = newest.session.identity
+            assert isinstance(identity, Identity) and identity.user == "ann"
+            assert identity.expires_at is not None and identity.expires_at > time.time() + 500

@@ -18,13 +18,21 @@ from conftest import RunningHub, StartHub
 
 from hub.app import Hub
 from hub.gateway import ConnectRequest
-from hub.permissions import PERSONAL, Allow, Permissions
+from hub.permissions import PERSONAL, Action, Allow, Permissions
 from hub.protocol import SUBPROTOCOL_JSON, Error, Expiring, Publish, Refresh, Reply
 from hub.services import EchoService, RoomService
 from hub.tokens import TokenVerifier
+from hub.topics import Member
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 TOKENS = TokenVerifier(SECRET)
+
+
+class VipRoom(EchoService):
+    """Leaves joins to its own check (Allow.SERVICE): members whose name starts with "vip"."""
+
+    async def authorize(self, member: Member, action: Action) -> bool:
+        return (member.user or "").startswith("vip")
 
 
 def app() -> Hub:
@@ -38,7 +46,13 @@ def app() -> Hub:
     hub.route(
         "granted:*",
         EchoService,
-        permissions=Permissions(join=Allow.GRANTED, publish=Allow.GRANTED),
+        permissions=Permissions(join=Allow.GRANTED, publish=Allow.GRANTED, history=Allow.GRANTED),
+    )
+    hub.route("vip:*", VipRoom, permissions=Permissions(join=Allow.SERVICE))
+    hub.route(
+        "board:*",
+        EchoService,
+        permissions=Permissions(call=lambda access: access.user == "editor"),
     )
     return hub
 
@@ -186,3 +200,36 @@ async def test_a_refresh_over_a_socket_keeps_the_connection(start_hub: StartHub)
             # autojump clock (tests/topics/test_topics_auth.py), without a wait.
             await ann.send(Refresh(51, TOKENS.mint("bob", ttl=600)))
             assert (await ann.reply_to(51)).error_code == "forbidden"
+
+
+async def test_the_service_the_rule_functions_and_history_grants_decide(
+    start_hub: StartHub,
+) -> None:
+    with trio.fail_after(10):
+        running = await auth_hub(start_hub)
+        vip = TOKENS.mint("vip-ann", ttl=600, topics={"granted:*": ["join"]})
+        async with running.client(query=f"token={vip}") as ann:
+            await ann.join_ok("vip:lounge")
+            await ann.join_ok("granted:a")
+            history = await ann.call("granted:a", "$history", {"after": 0})
+            assert history == Reply.error(
+                history.ref,
+                "granted:a",
+                "forbidden",
+                "the token does not grant 'history' on topic 'granted:a'",
+            )
+            await ann.join_ok("board:news")
+            refused = await ann.call("board:news", "edit")
+            assert refused.error_code == "forbidden"
+            assert refused.error_message == (
+                "calling topic 'board:news' is not allowed for this connection"
+            )
+        async with running.client(headers=[("x-test-user", "bob")]) as bob:
+            refused = await bob.join("vip:lounge")
+            assert refused.error_code == "forbidden"
+            assert refused.error_message == (
+                "the service of topic 'vip:lounge' does not allow this connection to join"
+            )
+        async with running.client(headers=[("x-test-user", "editor")]) as editor:
+            await editor.join_ok("board:news")
+            assert (await editor.call("board:news", "edit", "x")).ok

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 from hub_support import JSON, PATIENT_WRITES, HubClient, RawWebSocket, counter_value, wait_until
+from join_support import join_ok
 from wire_support import OPCODE_CLOSE, parse_frame
 
 import actors
@@ -89,7 +90,7 @@ async def read_posts(client: HubClient, topic: str, progress: Progress) -> None:
 async def join_slow_client(port: int, topic: str) -> RawWebSocket:
     slow = await RawWebSocket.connect(port, codec=JSON, receive_buffer=SLOW_RECEIVE_BUFFER)
     await slow.send(Join(1, topic))
-    assert await slow.read_data_frames(1) == [Reply(1, topic, True)]
+    assert await slow.read_data_frames(1) == [join_ok(1, topic)]
     return slow
 
 

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio_websocket
 from hub_support import SUBPROTOCOL_OF, RawWebSocket, counter_value
+from join_support import join_ok
 from wire_support import OPCODE_CLOSE, OPCODE_TEXT, client_frame, request_until_eof, upgrade_request
 
 from hub.app import Hub
@@ -78,7 +79,7 @@ async def test_each_subprotocol_works_end_to_end(hub, codec):
             # The hub reads the message type of its codec (and only that one).
             await client.send_raw(client.codec.encode(Join(1, "echo:x")))
             reply = await client.reply_to(1)
-            assert reply == Reply(1, "echo:x", True)
+            assert reply == join_ok(1, "echo:x")
             payload: Payload = {"n": 1, "list": [1.5, "two", None, True]}
             if codec == "msgpack":
                 payload["blob"] = b"\x00\xff"  # bytes only travel over msgpack
@@ -139,7 +140,7 @@ async def test_good_token_connects_and_the_service_sees_the_identity(start_hub):
         hub = await start_hub(app)
         async with hub.client("msgpack", query="token=s3cret") as client:
             reply = await client.join_ok("me:1")
-            assert reply.payload == {"user": "alice", "via": "/ws"}
+            assert reply == join_ok(reply.ref, "me:1", {"user": "alice", "via": "/ws"})
 
 
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
@@ -168,7 +169,7 @@ async def test_websocket_protocol_violation_on_the_hub_route_gets_close_1002(hub
         client = await RawWebSocket.connect(hub.port, "/ws", codec=JSON)
         await client.send(Join(1, "echo:x"))
         reply = await client.read_data_frames(1)
-        assert reply == [Reply(1, "echo:x", True)]
+        assert reply == [join_ok(1, "echo:x")]
         await client.send_bytes(
             client_frame(OPCODE_TEXT, JSON.encode(Heartbeat(2)).encode(), masked=False)
         )

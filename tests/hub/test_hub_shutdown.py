@@ -7,10 +7,11 @@ from collections.abc import Mapping
 import pytest
 import trio
 from hub_support import JSON, RawWebSocket
+from join_support import join_ok
 from wire_support import OPCODE_CLOSE
 
 from hub.app import CLOSE_TIMEOUT_SECONDS, Hub
-from hub.protocol import Join, Payload, Push, Reply
+from hub.protocol import Join, Payload, Push
 from hub.services import Service
 from hub.topics import Member
 
@@ -41,7 +42,7 @@ async def test_shutdown_writes_every_queued_message_then_closes_1001(start_hub):
         # most of the burst stays queued in the hub.
         receiver = await RawWebSocket.connect(hub.port, codec=JSON, receive_buffer=4096)
         await receiver.send(Join(1, "feed:x"))
-        assert await receiver.read_data_frames(1) == [Reply(1, "feed:x", True)]
+        assert await receiver.read_data_frames(1) == [join_ok(1, "feed:x")]
 
         async with hub.client("msgpack") as sender:
             await sender.join_ok("feed:x")
@@ -98,7 +99,7 @@ async def test_a_client_that_never_answers_the_close_does_not_hold_up_shutdown(
         hub = await start_hub(burst_app())
         silent = await RawWebSocket.connect(hub.port, codec=JSON)
         await silent.send(Join(1, "feed:x"))
-        assert await silent.read_data_frames(1) == [Reply(1, "feed:x", True)]
+        assert await silent.read_data_frames(1) == [join_ok(1, "feed:x")]
         hub.runtime.request_shutdown()
         frames, close = await silent.read_until_close()
         assert frames == [] and close.close_code == 1001

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from join_support import join_ok
 from memory_support import connect_memory, read_frames
 
 import actors
@@ -106,7 +107,7 @@ async def test_a_watcher_gets_a_snapshot_at_once_then_one_every_interval(
         runtime = await start(nursery, app())
         watcher, _done = await connect_memory(runtime, nursery, identity=WATCHER)
         joined = await call(watcher, Join(1, OBSERVER_TOPIC, {}))
-        assert joined.ok and joined.payload == {"interval": INTERVAL}
+        assert joined == join_ok(1, OBSERVER_TOPIC, {"interval": INTERVAL})
         first = await next_snapshot(watcher)
         at_first = trio.current_time()
 

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 import pytest
 import trio
-import trio_websocket
 from wire_support import RawResponse, parse_head, request_until_eof
 
 from hub import client
@@ -51,10 +50,10 @@ async def test_off_by_default_there_is_no_page_and_no_observer_socket(
         assert (await get(port, "/observer/")).status == 404
         assert (await get(port, "/observer/static/observer.js")).status == 404
         assert (await get(port, "/metrics")).status == 200  # open, as it always was
-        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+        with pytest.raises(client.ConnectError) as rejected:
             async with client.connect(f"ws://127.0.0.1:{port}/observer/ws"):
                 pass
-        assert rejected.value.status_code == 404
+        assert rejected.value.status == 404
 
 
 async def test_turned_on_without_a_token_the_page_and_the_socket_are_open(
@@ -98,12 +97,12 @@ async def test_with_a_token_metrics_the_page_and_the_socket_ask_for_it(
         assert (await get(port, "/observer/static/observer.js")).status == 200
 
         url = f"ws://127.0.0.1:{port}/observer/ws"
-        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+        with pytest.raises(client.ConnectError) as rejected:
             async with client.connect(url):
                 pass
-        assert rejected.value.status_code == 401
+        assert rejected.value.status == 401
         async with client.connect(url, query={"token": TOKEN}) as watcher:
-            assert (await watcher.join(OBSERVER_TOPIC)).join_reply == {"interval": 1.0}
+            assert (await watcher.join(OBSERVER_TOPIC)).join_reply["interval"] == 1.0
         async with client.connect(url, headers={"authorization": f"Bearer {TOKEN}"}) as watcher:
             await watcher.join(OBSERVER_TOPIC)
         # The hub protocol's own path is the application's, as before.
@@ -130,13 +129,13 @@ async def test_the_application_still_authenticates_its_own_clients(
     config = HubConfig.from_settings({"server": {"port": 0}, "admin": {"token": TOKEN}})
     with trio.fail_after(30):
         runtime: HubRuntime = await nursery.start(serve_hub, app, config)
-        with pytest.raises(trio_websocket.ConnectionRejected) as rejected:
+        with pytest.raises(client.ConnectError) as rejected:
             async with client.connect(runtime.websocket_url):
                 pass
-        assert rejected.value.status_code == 401
+        assert rejected.value.status == 401
         async with client.connect(runtime.websocket_url, query={"user": "ann"}) as ann:
             await ann.join("room:x", {"user": "ann"})
         # The admin token opens the observer's path, not the application's.
-        with pytest.raises(trio_websocket.ConnectionRejected):
+        with pytest.raises(client.ConnectError):
             async with client.connect(runtime.websocket_url, query={"token": TOKEN}):
                 pass

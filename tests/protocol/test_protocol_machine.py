@@ -69,6 +69,11 @@ def wire(request: pytest.FixtureRequest) -> Wire:
     return Wire(ClientMachine(codec), ServerMachine(codec))
 
 
+def test_a_join_carries_the_epoch_and_offset_to_recover_from(wire: Wire) -> None:
+    ref, data = wire.client.join("room:1", {}, offset=4, epoch="e1")
+    assert wire.to_server(data) == [Dispatch(Join(ref, "room:1", {}, 4, "e1"))]
+
+
 def test_join_publish_call_leave(wire: Wire) -> None:
     ref, data = wire.client.join("room:1", {"name": "alice"}, offset=4)
     actions = wire.to_server(data)

@@ -5,6 +5,9 @@
     [reply] = await read_frames(client, 1)
 
 With no socket I/O at all, these tests can run on trio's autojump clock.
+Tests of services use `hub.testing` instead (a hub without sockets, raw
+clients with `TestHub.open_raw`, and `hub.client` clients); these helpers
+serve the tests of sessions and transports, next to a hub that listens.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import trio
 from hub.app import HubRuntime
 from hub.gateway import ConnectInfo
 from hub.protocol import JSON, Frame
-from hub.transport import MemoryClient, memory_transport_pair
+from hub.transport import DEFAULT_OUTBOX_CAPACITY, MemoryClient, memory_transport_pair
 
 
 def memory_info(identity: object = None) -> ConnectInfo:
@@ -29,10 +32,17 @@ def memory_info(identity: object = None) -> ConnectInfo:
 
 
 async def connect_memory(
-    runtime: HubRuntime, nursery: trio.Nursery, *, buffer: int = 64, identity: object = None
+    runtime: HubRuntime,
+    nursery: trio.Nursery,
+    *,
+    buffer: int = 64,
+    identity: object = None,
+    outbox_capacity: int = DEFAULT_OUTBOX_CAPACITY,
 ) -> tuple[MemoryClient, trio.Event]:
     """A JSON session over a memory transport; the event is set when its reader returns."""
-    transport, client = memory_transport_pair("triohub.v1.json", buffer=buffer)
+    transport, client = memory_transport_pair(
+        "triohub.v1.json", buffer=buffer, outbox_capacity=outbox_capacity
+    )
     done = trio.Event()
 
     async def serve() -> None:

@@ -1,4 +1,4 @@
-"""The topic side, driven over memory transports on trio's autojump clock.
+"""The topic side, driven through `hub.testing` (memory transports) on trio's autojump clock.
 
 Contained services (SystemExit, KeyboardInterrupt, a hang), history that
 outlives a room's idle stop and the epoch that tells a rejoin it is stale,
@@ -14,14 +14,15 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 import trio
 import trio.testing
-from memory_support import connect_memory, read_frames, read_until
+from memory_support import read_frames, read_until
 
 import actors
-from hub.app import Hub, HubRuntime, serve_hub
+from hub.app import Hub, HubRuntime
 from hub.backplane import Recovery
-from hub.config import HubConfig, ServerConfig, TopicsConfig
+from hub.config import HubConfig, TopicsConfig
 from hub.protocol import JSON, Call, Ended, Join, Leave, Payload, Publish, Push, Reply
 from hub.services import EchoService, RoomService, Service
+from hub.testing import TestHub, open_test_hub
 from hub.topics import Member
 
 HOOK_TIMEOUT = 5.0
@@ -102,19 +103,23 @@ def app() -> Hub:
 
 
 @pytest.fixture
-async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
+async def hub() -> AsyncIterator[TestHub]:
     Recorder.recoveries = []
     SlowBackend.outcomes = []
     config = HubConfig(
-        server=ServerConfig(port=0),
         topics=TopicsConfig(
             empty_grace_seconds=EMPTY_GRACE,
             hook_timeout_seconds=HOOK_TIMEOUT,
             history_retention_seconds=RETENTION,
         ),
     )
-    running: HubRuntime = await nursery.start(serve_hub, app(), config)
-    yield running
+    async with open_test_hub(app(), config) as test_hub:
+        yield test_hub
+
+
+@pytest.fixture
+def runtime(hub: TestHub) -> HubRuntime:
+    return hub.runtime
 
 
 async def join(
@@ -132,14 +137,14 @@ async def join(
 
 @pytest.mark.parametrize("event", ["exit", "interrupt"])
 async def test_system_exit_or_keyboard_interrupt_from_a_service_crashes_only_its_topic(
+    hub: TestHub,
     runtime: HubRuntime,
-    nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     event: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with trio.fail_after(30):
-        client, _done = await connect_memory(runtime, nursery)
+        client = hub.open_raw()
         assert (await join(client, 1, "bad:x")).ok
         assert (await join(client, 2, "echo:y")).ok
         client.send(JSON.encode(Publish(0, "bad:x", event)))
@@ -157,13 +162,13 @@ async def test_system_exit_or_keyboard_interrupt_from_a_service_crashes_only_its
 
 
 async def test_a_hook_past_its_deadline_crashes_its_topic_naming_the_hook(
+    hub: TestHub,
     runtime: HubRuntime,
-    nursery: trio.Nursery,
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with trio.fail_after(60):
-        client, _done = await connect_memory(runtime, nursery)
+        client = hub.open_raw()
         assert (await join(client, 1, "bad:x")).ok
         assert (await join(client, 2, "echo:y")).ok
         started = trio.current_time()
@@ -180,10 +185,10 @@ async def test_a_hook_past_its_deadline_crashes_its_topic_naming_the_hook(
 
 
 async def test_history_outlives_the_idle_stop_and_a_stale_epoch_is_told(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, runtime: HubRuntime, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(RETENTION * 3):
-        ann, _done = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         first = await join(ann, 1, "room:h", {"user": "ann"})
         epoch = first.payload["epoch"]
         for ref in range(2, 5):
@@ -215,10 +220,10 @@ async def test_history_outlives_the_idle_stop_and_a_stale_epoch_is_told(
 
 
 async def test_the_server_publishes_to_a_topic_it_is_not_a_member_of(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, runtime: HubRuntime, autojump_clock: trio.testing.MockClock
 ) -> None:
     with trio.fail_after(30):
-        ann, _done = await connect_memory(runtime, nursery)
+        ann = hub.open_raw()
         assert (await join(ann, 1, "room:news", {"user": "ann"})).ok
         offset = await runtime.publish("room:news", "message", {"text": "from the server"})
         assert offset == 1
@@ -226,19 +231,19 @@ async def test_the_server_publishes_to_a_topic_it_is_not_a_member_of(
         assert push == Push("room:news", "message", {"text": "from the server"}, 1)
         # A topic not live yet is started for it; its history keeps the event.
         assert await runtime.publish("room:later", "message", {"text": "kept"}) == 1
-        bob, _done = await connect_memory(runtime, nursery)
+        bob = hub.open_raw()
         assert (await join(bob, 1, "room:later", {"user": "bob"})).ok
         [replayed] = await read_frames(bob, 1)
         assert isinstance(replayed, Push) and replayed.offset == 1
 
 
 async def test_a_backend_call_inherits_what_is_left_of_the_clients_deadline(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, runtime: HubRuntime, autojump_clock: trio.testing.MockClock
 ) -> None:
     # Backend actors are registered by name: services and other actors find them.
     assert runtime.system.registry.whereis("slow") is runtime.actor("slow")
     with trio.fail_after(60):
-        client, _done = await connect_memory(runtime, nursery)
+        client = hub.open_raw()
         assert (await join(client, 1, "asks:x")).ok
         started = trio.current_time()
         client.send(JSON.encode(Call(2, "asks:x", "work", None, 1.0)))
@@ -255,11 +260,11 @@ async def test_a_backend_call_inherits_what_is_left_of_the_clients_deadline(
 
 
 async def test_a_services_timer_ticks_and_ends_with_its_topic(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, runtime: HubRuntime, autojump_clock: trio.testing.MockClock
 ) -> None:
     timers = runtime.system.timers
     with trio.fail_after(120):
-        client, _done = await connect_memory(runtime, nursery)
+        client = hub.open_raw()
         assert (await join(client, 1, "tick:x")).ok
         started = trio.current_time()
         ticks = await read_frames(client, 3)
@@ -273,23 +278,23 @@ async def test_a_services_timer_ticks_and_ends_with_its_topic(
 
 
 async def test_the_hub_wide_topic_cap_and_the_per_connection_join_rate(
-    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: TestHub, runtime: HubRuntime, autojump_clock: trio.testing.MockClock
 ) -> None:
     runtime.topics.max_live = 3
     with trio.fail_after(30):
-        client, _done = await connect_memory(runtime, nursery)
+        client = hub.open_raw()
         for ref in range(1, 4):
             assert (await join(client, ref, f"echo:{ref}")).ok
         refused = await join(client, 4, "echo:4")
         assert refused.error_code == "topic_limit"
         assert runtime.metrics.topic_limit_refusals._value.get() == 1
         # A join of a live topic is no new topic: allowed.
-        other, _done = await connect_memory(runtime, nursery)
+        other = hub.open_raw()
         assert (await join(other, 1, "echo:1")).ok
 
         # Joins in a burst past the per-connection rate are refused...
         runtime.topics.max_live = 1000
-        burst, _done = await connect_memory(runtime, nursery)
+        burst = hub.open_raw()
         replies = []
         for ref in range(1, 31):
             replies.append(await join(burst, ref, f"echo:{ref}"))
@@ -301,7 +306,7 @@ async def test_the_hub_wide_topic_cap_and_the_per_connection_join_rate(
 
 
 async def test_a_topic_that_fails_to_start_gives_its_history_back(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A failed start never runs `stopped`: the history must not stay owned for ever."""
 
@@ -309,16 +314,14 @@ async def test_a_topic_that_fails_to_start_gives_its_history_back(
         async def started(self) -> None:
             raise RuntimeError("no database")
 
-    hub = Hub("broken")
-    hub.route("broken:*", Broken)
-    config = HubConfig(
-        server=ServerConfig(port=0), topics=TopicsConfig(history_retention_seconds=RETENTION)
-    )
-    running: HubRuntime = await nursery.start(serve_hub, hub, config)
-    with trio.fail_after(RETENTION * 3):
-        client, _done = await connect_memory(running, nursery)
-        refused = await join(client, 1, "broken:x")
-        assert refused.error_code == "service_error"
-        assert running.backplane.topics_kept == 1  # kept for the retention time...
-        await trio.sleep(RETENTION + 1)
-        assert running.backplane.topics_kept == 0  # ...then dropped
+    broken = Hub("broken")
+    broken.route("broken:*", Broken)
+    config = HubConfig(topics=TopicsConfig(history_retention_seconds=RETENTION))
+    async with open_test_hub(broken, config) as hub:
+        with trio.fail_after(RETENTION * 3):
+            client = hub.open_raw()
+            refused = await join(client, 1, "broken:x")
+            assert refused.error_code == "service_error"
+            assert hub.runtime.backplane.topics_kept == 1  # kept for the retention time...
+            await trio.sleep(RETENTION + 1)
+            assert hub.runtime.backplane.topics_kept == 0  # ...then dropped
