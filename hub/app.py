@@ -37,7 +37,7 @@ import importlib.resources
 import json
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
 
 import attrs
@@ -88,6 +88,7 @@ from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
 from hub.users import DISCONNECT_REASON, Users, Whereabouts
+from hub.workers import worker_index
 
 logger = logging.getLogger(__name__)
 
@@ -436,12 +437,20 @@ class HubRuntime:
         return True
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
-        status = "shutting_down" if self._stopping else "ok"
+        backplane = self.backplane
+        # Without its backplane a node still serves its own clients: degraded, not down.
+        status = "ok" if backplane.healthy else "degraded"
+        if self._stopping:
+            status = "shutting_down"
         body = {
             "status": status,
             "connections": self.connection_count(),
             "topics": self.topics.count(),
+            "backplane": {"kind": backplane.kind, "connected": backplane.healthy},
         }
+        worker = worker_index()
+        if worker is not None:
+            body["worker"] = worker  # which of `hub serve --workers N` answered
         return HttpResponse(
             status=503 if self._stopping else 200,
             body=json.dumps(body).encode(),
@@ -488,6 +497,7 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        reuse_port=server.workers > 1,
     )
 
 
@@ -570,6 +580,40 @@ def _child_supervisor(
     raise actors.NoSuchChildError(parent.ctx.name, child_id)
 
 
+@contextlib.asynccontextmanager
+async def _running_backplane(config: HubConfig) -> AsyncIterator[Backplane]:
+    """The hub's backplane, running for as long as the hub does (closed after its actors)."""
+    async with trio.open_nursery() as nursery:
+        backplane = await _open_backplane(config, nursery)
+        yield backplane
+        await backplane.aclose()
+
+
+async def _open_backplane(config: HubConfig, nursery: trio.Nursery) -> Backplane:
+    """The backplane the settings name: Redis (started in `nursery`) or this process's own."""
+    redis_url = config.backplane.redis_url
+    if redis_url is None:
+        return LocalBackplane(
+            history_size=config.topics.history_size,
+            retention_seconds=config.topics.history_retention_seconds,
+        )
+    try:
+        from hub.backplane.redis import RedisBackplane
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "backplane.redis_url is set but the Redis client is missing: "
+            "pip install 'triohub[redis]'"
+        ) from error
+    redis = RedisBackplane(
+        redis_url.get_secret_value(),
+        history_size=config.topics.history_size,
+        retention_seconds=config.topics.history_retention_seconds,
+        prefix=config.backplane.prefix,
+    )
+    await nursery.start(redis.run)
+    return redis
+
+
 async def serve_hub(
     app: Hub,
     config: HubConfig | None = None,
@@ -588,11 +632,10 @@ async def serve_hub(
     config = config or HubConfig()
     tokens = config.auth.verifier()  # a ConfigError before anything starts
     metrics = HubMetrics()
-    async with actors.open_system(app.name, handle_signals=False) as system:
-        backplane = LocalBackplane(
-            history_size=config.topics.history_size,
-            retention_seconds=config.topics.history_retention_seconds,
-        )
+    async with (
+        _running_backplane(config) as backplane,
+        actors.open_system(app.name, handle_signals=False) as system,
+    ):
         runtime = HubRuntime(
             app, config, system, metrics, backplane, Fanout(backplane, metrics), tokens=tokens
         )

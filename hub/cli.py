@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import difflib
 import errno
+import functools
 import importlib
 import inspect
 import ipaddress
@@ -39,6 +40,7 @@ from hub.errors import ConfigError
 from hub.gateway import server_ssl_context
 from hub.logs import configure_logging
 from hub.version import version
+from hub.workers import run_workers, worker_index
 
 DEFAULT_APP: Final = "hub.demo:app"
 
@@ -327,6 +329,19 @@ _FLAGS = (
         "port to listen on (default 8000; 0 picks one) [server.port]",
     ),
     (
+        "--workers",
+        "server.workers",
+        "N",
+        "run N worker processes on the port (needs --redis) [server.workers]",
+    ),
+    (
+        "--redis",
+        "backplane.redis_url",
+        "URL",
+        "share topics with every hub on this Redis/Valkey (default: this process alone) "
+        "[backplane.redis_url]",
+    ),
+    (
         "--certfile",
         "server.certfile",
         "FILE",
@@ -426,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return where_main(args)
     if args.command == "token":
         return _token(args)
-    return _serve(args)
+    return _serve(args, arguments)
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -474,7 +489,7 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str, unknown: list[s
     return f"unrecognized arguments: {' '.join(unknown)}; {hint}see `hub {command} --help`"
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         config = load_config(
             file=args.config,
@@ -500,6 +515,9 @@ def _serve(args: argparse.Namespace) -> int:
             _complain(line)
         return EXIT_USAGE
     configure_logging(config.logging)
+    if config.server.workers > 1 and worker_index() is None:
+        # The parent: it runs this same command as the workers, and serves nothing.
+        return trio.run(functools.partial(run_workers, argv, config.server.workers, say=_say))
     progress = _Progress()
     try:
         trio.run(run, app, config, progress)

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Final, Literal
 
 import attrs
 import pydantic
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import ErrorDetails
 
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
@@ -94,6 +94,8 @@ __all__ = [
 ENV_PREFIX: Final = "TRIOHUB_"
 #: Names the TOML file when --config does not.
 CONFIG_VARIABLE: Final = "TRIOHUB_CONFIG"
+#: Set by `hub serve --workers N` in each worker (its index): not a setting.
+WORKER_VARIABLE: Final = "TRIOHUB_WORKER"
 # Between the section and the setting in a variable's name (names hold "_").
 _ENV_DELIMITER: Final = "__"
 
@@ -164,6 +166,25 @@ LogFormat = Annotated[
     Literal["text", "json"], BeforeValidator(_lower), _Expect("one of text, json")
 ]
 Switch = Annotated[bool, _Expect("true or false")]
+# A Redis URL may hold a password: kept secret like a token.
+def _check_redis_url(value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
+    if value is not None and not value.get_secret_value().startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("not a redis://, rediss:// or unix:// URL")
+    return value
+
+
+RedisUrl = Annotated[
+    pydantic.SecretStr | None,
+    BeforeValidator(_none_if_empty),
+    AfterValidator(_check_redis_url),
+    _Expect("a redis://, rediss:// or unix:// URL"),
+]
+Prefix = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"), _Expect("1 to 64 letters, digits, '_', '.', '-'")
+]
+
 # A secret: never shown by repr() or --print-config. 16 characters at least,
 # so that a placeholder such as "secret" is refused rather than trusted.
 Token = Annotated[
@@ -211,6 +232,9 @@ class ServerConfig(_Section):
     #: Allocations between two young-generation garbage collections while the
     #: hub runs (Python's default is 700); 0 leaves the collector as it is.
     gc_threshold: CountOrZero = 50_000
+    #: Worker processes sharing the port (SO_REUSEPORT), each with its own
+    #: event loop; above 1 they need `backplane.redis_url` and a fixed port.
+    workers: Count = 1
 
     @property
     def tls(self) -> bool:
@@ -333,6 +357,15 @@ class AdminConfig(_Section):
     observer_interval_seconds: Seconds = 1.0
 
 
+class BackplaneConfig(_Section):
+    """How topics' events and history reach the other nodes: in process, or through Redis."""
+
+    #: The Redis or Valkey server every node shares; None: this process alone (the default).
+    redis_url: RedisUrl = None
+    #: What every key and channel of this hub starts with in Redis (hubs sharing one Redis differ).
+    prefix: Prefix = "triohub"
+
+
 class AuthConfig(_Section):
     """Signed connection tokens (docs/auth.md): the key they are signed with, and expiry."""
 
@@ -396,6 +429,7 @@ class HubConfig(_Section):
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    backplane: BackplaneConfig = BackplaneConfig()
     auth: AuthConfig = AuthConfig()
 
     @pydantic.model_validator(mode="after")
@@ -411,6 +445,19 @@ class HubConfig(_Section):
                 "auth.required",
                 "setting auth.required is true but tokens have no secret to be checked with: "
                 "set auth.secret (TRIOHUB_AUTH__SECRET) or auth.secret_file",
+            )
+        if server.workers > 1 and self.backplane.redis_url is None:
+            raise _Clash(
+                "server.workers",
+                f"setting server.workers is {server.workers} but the workers would not see "
+                "each other's clients: each is a process of its own, and they share topics "
+                "only through Redis; set backplane.redis_url (--redis redis://host:6379/0)",
+            )
+        if server.workers > 1 and server.port == 0:
+            raise _Clash(
+                "server.port",
+                "setting server.port is 0 (any free port) but server.workers is "
+                f"{server.workers}: the workers share one port, so name it (--port 8000)",
             )
         if websocket.idle_timeout <= websocket.ping_interval:
             raise _Clash(
@@ -597,7 +644,10 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _add_environment(layers: _Layers, environ: Mapping[str, str]) -> None:
     problems: list[str] = []
     for variable, value in sorted(environ.items()):
-        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() == CONFIG_VARIABLE:
+        if not variable.upper().startswith(ENV_PREFIX) or variable.upper() in (
+            CONFIG_VARIABLE,
+            WORKER_VARIABLE,
+        ):
             continue
         section, delimiter, name = variable[len(ENV_PREFIX) :].lower().partition(_ENV_DELIMITER)
         if delimiter and section and name:

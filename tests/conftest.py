@@ -23,3 +23,6 @@ while _TESTS in sys.path:
     sys.path.remove(_TESTS)
 if _SUPPORT not in sys.path:
     sys.path.insert(0, _SUPPORT)
+
+# Fixtures shared by several suites (a real Valkey server for the Redis tests).
+pytest_plugins = ["valkey_support"]

@@ -165,3 +165,13 @@ class Backplane(abc.ABC):
     async def aclose(self) -> None:
         """Release what the backplane holds (connections to a server, say)."""
         return None
+
+    @property
+    def kind(self) -> str:
+        """What carries the events, for /healthz and the metrics: "local", "redis"."""
+        return "local"
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the other nodes can be reached now (always, in process)."""
+        return True

@@ -74,6 +74,9 @@ class GatewayConfig:
     auth_timeout: float = attrs.field(default=10.0, validator=_positive)
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     outbox_capacity: int = attrs.field(default=DEFAULT_OUTBOX_CAPACITY, validator=_positive)
+    #: Share the port with other processes (SO_REUSEPORT): the kernel spreads
+    #: new connections over every process listening on it (`hub serve --workers`).
+    reuse_port: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.idle_timeout <= self.ping_interval:

@@ -6,6 +6,7 @@ import errno
 import logging
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Final
@@ -201,7 +202,10 @@ async def serve_gateway(
             server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
         ),
     )
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    if config.reuse_port:
+        listeners = await _open_shared_listeners(config.port, config.host)
+    else:
+        listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     addresses = tuple(
         (str(address[0]), int(address[1]))
         for address in (listener.socket.getsockname() for listener in listeners)
@@ -213,6 +217,43 @@ async def serve_gateway(
         nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
         task_status.started(handle)
         await trio.sleep_forever()
+
+
+# Connections the kernel queues for accept(), as trio's own listeners ask.
+_BACKLOG: Final = 0xFFFF
+
+
+async def _open_shared_listeners(port: int, host: str | None) -> list[trio.SocketListener]:
+    """Listeners on `host`:`port` that other processes may listen on too (SO_REUSEPORT).
+
+    Each worker of `hub serve --workers` opens its own; the kernel hands each
+    new connection to one of them. Raises OSError as `open_tcp_listeners` does.
+    """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("this system has no SO_REUSEPORT: run one worker per port")
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, kind, protocol, _name, address in addresses:
+            sock = trio.socket.socket(family, kind, protocol)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(_BACKLOG)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 def _ignore_event(_event: GatewayEvent) -> None:

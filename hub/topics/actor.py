@@ -11,7 +11,7 @@ import attrs
 import trio
 
 import actors
-from hub.backplane import Backplane, recovery_for
+from hub.backplane import Backplane, History, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
 from hub.permissions import Action, Allow, action_of_call
 from hub.protocol import Error, Payload, Reply
@@ -353,7 +353,13 @@ class TopicActor(actors.Actor):
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         after = resume_after(request.offset, request.epoch, self.topic.position)
-        history = await self._backplane.history(name, after=after)
+        try:
+            history = await self._backplane.history(name, after=after)
+        except ConnectionError as error:
+            # The backplane is away (Redis down): the member is in, but what
+            # it missed cannot be read now; it is told it did not recover.
+            logger.warning("topic %r: history unavailable for a join: %s", name, error)
+            history = History(self.topic.position, (), complete=False)
         recovery = recovery_for(history, request.epoch, request.offset)
         connection.deliver(
             JoinAnswered(name, self.ref, True, join_reply_payload(payload, recovery))

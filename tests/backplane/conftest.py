@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import trio
+from valkey_support import ValkeyServer
 
 from hub.backplane import Backplane, LocalBackplane
+from hub.backplane.redis import RedisBackplane
 
 # What the interface tests assume of the backplanes they are given.
 HISTORY_SIZE = 100
@@ -19,15 +22,37 @@ SMALL_HISTORY_SIZE = 5
 RETENTION_SECONDS = 60.0
 
 
-@pytest.fixture(params=["local"])
+async def _open(
+    kind: str, history_size: int, request: pytest.FixtureRequest
+) -> AsyncIterator[Backplane]:
+    if kind == "local":
+        plane: Backplane = LocalBackplane(
+            history_size=history_size, retention_seconds=RETENTION_SECONDS
+        )
+        yield plane
+        await plane.aclose()
+        return
+    server: ValkeyServer = request.getfixturevalue("valkey_server")
+    server.flush()
+    redis = RedisBackplane(
+        server.url,
+        history_size=history_size,
+        retention_seconds=RETENTION_SECONDS,
+        clock=trio.current_time,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(redis.run)
+        yield redis
+        await redis.aclose()
+
+
+@pytest.fixture(params=["local", "redis"])
 async def backplane(request: pytest.FixtureRequest) -> AsyncIterator[Backplane]:
-    plane = LocalBackplane(history_size=HISTORY_SIZE, retention_seconds=RETENTION_SECONDS)
-    yield plane
-    await plane.aclose()
+    async for plane in _open(request.param, HISTORY_SIZE, request):
+        yield plane
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "redis"])
 async def small_backplane(request: pytest.FixtureRequest) -> AsyncIterator[Backplane]:
-    plane = LocalBackplane(history_size=SMALL_HISTORY_SIZE, retention_seconds=RETENTION_SECONDS)
-    yield plane
-    await plane.aclose()
+    async for plane in _open(request.param, SMALL_HISTORY_SIZE, request):
+        yield plane

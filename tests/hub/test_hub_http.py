@@ -15,13 +15,19 @@ async def test_healthz_reports_status_and_counts(hub):
         response = await http_get(hub.port, "/healthz")
         assert response.status == 200
         assert response.headers["content-type"] == "application/json"
-        assert json.loads(response.body) == {"status": "ok", "connections": 0, "topics": 0}
+        assert json.loads(response.body) == {
+            "status": "ok",
+            "connections": 0,
+            "topics": 0,
+            "backplane": {"kind": "local", "connected": True},
+        }
 
         async with hub.client() as ann, hub.client("msgpack") as bob:
             await ann.join_ok("room:a", {"user": "ann"})
             await bob.join_ok("echo:b")
             response = await http_get(hub.port, "/healthz")
-            assert json.loads(response.body) == {"status": "ok", "connections": 2, "topics": 2}
+            body = json.loads(response.body)
+            assert (body["status"], body["connections"], body["topics"]) == ("ok", 2, 2)
 
 
 def _sample(text: str, name: str) -> float:

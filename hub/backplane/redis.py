@@ -1,0 +1,544 @@
+"""The Redis backplane: topics' history and fan-out shared by every node on one Redis (or Valkey).
+
+Each node (a hub process) keeps one command connection and one pub/sub
+connection, whatever its number of clients:
+
+- `publish` never waits: a kept record is delivered to this node's own
+  subscribers at once and queued, with every other command, for the writer
+  task, which sends whatever has queued up in one pipelined round trip. A
+  Lua script appends it to the topic's stream (its history, the record's
+  offset as the entry's id, trimmed to `history_size`) and publishes it on
+  the topic's channel, both or neither, so history and live delivery never
+  disagree.
+- `subscribe` is this node's interest in a topic, taken once when its first
+  local member joins: one SUBSCRIBE on the shared pub/sub connection. The
+  reader task hands each record to the topic's local fan-out, in the order
+  Redis published them; records this node published itself were delivered
+  locally already and are skipped.
+
+A topic's history position (epoch, last offset, how many owners run it, when
+an unowned history expires) lives in one hash per topic. The epoch changes
+when an unowned history has outlived its retention: a client coming back with
+the old epoch is told that what it missed is gone. Offsets are given out by
+the topic's owner, one node at a time, and checked again by the script.
+
+Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
+`<prefix>:hist:<topic>` (stream); channel `<prefix>:topic:<topic>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import msgpack
+import trio
+
+from hub.backplane.base import (
+    MAX_HISTORY_READ,
+    Backplane,
+    Deliver,
+    History,
+    Position,
+    Record,
+)
+from hub.backplane.local import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS, new_epoch
+
+__all__ = ["RedisBackplane", "RedisUnavailableError"]
+
+logger = logging.getLogger(__name__)
+
+# Commands queued for the writer beyond this are refused (publish drops and
+# counts them): a Redis that stalls must not grow the node without bound.
+MAX_QUEUED: Final = 100_000
+
+# Most commands sent in one pipelined round trip.
+MAX_BATCH: Final = 1_000
+
+# How long to wait between attempts to reach Redis, at most.
+MAX_RECONNECT_DELAY: Final = 5.0
+
+# How often an idle node checks that Redis still answers, in seconds.
+PING_INTERVAL: Final = 1.0
+
+# The key layout's version, so that a later layout can live beside this one.
+_LAYOUT: Final = 1
+
+
+class RedisUnavailableError(ConnectionError):
+    """Redis could not be reached, or did not answer in time."""
+
+
+# The expiry rule shared by every script that reads a position: an unowned
+# history whose retention has passed is dropped, and a new epoch starts.
+_LOAD_POSITION = """
+local pos, hist = KEYS[1], KEYS[2]
+local now, fresh_epoch, retention = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local h = redis.call('HMGET', pos, 'epoch', 'offset', 'owners', 'expires')
+local epoch, offset = h[1], tonumber(h[2] or '0')
+local owners, expires = tonumber(h[3] or '0'), tonumber(h[4] or '-1')
+if (not epoch) or (owners <= 0 and expires >= 0 and expires <= now) then
+  redis.call('DEL', hist)
+  epoch, offset = fresh_epoch, 0
+  if owners <= 0 then
+    owners, expires = 0, now + retention
+  end
+  redis.call('HSET', pos, 'epoch', epoch, 'offset', 0, 'owners', owners, 'expires', expires)
+end
+"""
+
+# ARGV: now, fresh epoch, retention -> {epoch, offset}
+_POSITION = _LOAD_POSITION + "return {epoch, offset}\n"
+
+# ARGV: now, fresh epoch, retention, after, limit -> {epoch, offset, first kept, entries}
+_HISTORY = (
+    _LOAD_POSITION
+    + """
+local after, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first = redis.call('XRANGE', hist, '-', '+', 'COUNT', 1)
+local first_kept = offset + 1
+if #first > 0 then first_kept = tonumber(string.match(first[1][1], '^(%d+)')) end
+local entries = redis.call('XRANGE', hist, (after + 1) .. '-0', '+', 'COUNT', limit + 1)
+local records = {}
+for i, entry in ipairs(entries) do records[i] = entry[2][2] end
+return {epoch, offset, first_kept, records}
+"""
+)
+
+# ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message
+_APPEND = (
+    _LOAD_POSITION
+    + """
+local want_epoch, want_offset = ARGV[4], tonumber(ARGV[5])
+if epoch ~= want_epoch or want_offset ~= offset + 1 then
+  return redis.error_reply('OUT_OF_SEQUENCE ' .. epoch .. ':' .. offset)
+end
+redis.call('XADD', hist, 'MAXLEN', ARGV[6], want_offset .. '-0', 'r', ARGV[7])
+redis.call('HSET', pos, 'offset', want_offset)
+redis.call('PUBLISH', KEYS[3], ARGV[8])
+return want_offset
+"""
+)
+
+# ARGV: (none) -- an owner has started: the history is kept while it runs.
+_CLAIM = """
+redis.call('HINCRBY', KEYS[1], 'owners', 1)
+redis.call('HSET', KEYS[1], 'expires', -1)
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+return 1
+"""
+
+# ARGV: now, retention, gc ms -- an owner has stopped.
+_RELEASE = """
+local owners = redis.call('HINCRBY', KEYS[1], 'owners', -1)
+if owners <= 0 then
+  redis.call('HSET', KEYS[1], 'owners', 0, 'expires', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return owners
+"""
+
+
+@attrs.define(eq=False)
+class _Command:
+    """One queued command; `done` is set once its `result` (or `error`) is in."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+    done: trio.Event | None = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _brief(error: BaseException) -> str:
+    """An error in one line: coredis's messages can carry whole exception groups."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _encode_record(record: Record) -> bytes:
+    data: bytes = msgpack.packb(
+        [
+            record.event,
+            record.payload,
+            record.epoch,
+            record.offset,
+            record.exclude,
+            record.latest_only,
+        ],
+        use_bin_type=True,
+    )
+    return data
+
+
+def _decode_record(topic: str, data: bytes) -> Record:
+    event, payload, epoch, offset, exclude, latest_only = msgpack.unpackb(data, raw=False)
+    return Record(topic, event, payload, epoch, offset, exclude, latest_only)
+
+
+@attrs.define(eq=False)
+class RedisBackplane(Backplane):
+    """The backplane on a Redis or Valkey server at `url` (see the module docstring).
+
+    Run its tasks with `await nursery.start(backplane.run)` before use; it
+    connects (retrying with backoff) and reports ready once Redis answers.
+    `clock` is the time the retention is measured in: wall-clock seconds,
+    the same on every node (tests pass trio's clock).
+    """
+
+    url: str
+    history_size: int = DEFAULT_HISTORY_SIZE
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
+    prefix: str = "triohub"
+    clock: Callable[[], float] = time.time
+    #: This node's id, in every record it publishes (so it skips its own).
+    node: str = attrs.Factory(lambda: secrets.token_hex(8))
+    _client: Any = attrs.field(default=None, init=False)
+    _pubsub: Any = attrs.field(default=None, init=False)
+    _queue: deque[_Command] = attrs.field(factory=deque, init=False)
+    _wakeup: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _subscribers: dict[str, Deliver] = attrs.field(factory=dict, init=False)
+    # Channel subscriptions to change, in order: (topic, subscribe?).
+    _subscriptions: deque[tuple[str, bool]] = attrs.field(factory=deque, init=False)
+    _subscriptions_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The owner's view of its topics' positions, for `publish`'s check.
+    _positions: dict[str, Position] = attrs.field(factory=dict, init=False)
+    _scripts: dict[str, str] = attrs.field(factory=dict, init=False)
+    #: Records refused because too much was queued (Redis too slow or away).
+    dropped: int = attrs.field(default=0, init=False)
+    #: Writes Redis refused or that a lost connection took (each logged).
+    failed_writes: int = attrs.field(default=0, init=False)
+    #: Whether Redis answered the last round trip.
+    connected: bool = attrs.field(default=False, init=False)
+    _channel_prefix: bytes = attrs.field(default=b"", init=False)
+    _health_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _stopping: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
+    _listening: bool = attrs.field(default=False, init=False)
+    _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.history_size < 0:
+            raise ValueError(f"history_size must be >= 0, got {self.history_size}")
+        if self.retention_seconds < 0:
+            raise ValueError(f"retention_seconds must be >= 0, got {self.retention_seconds}")
+        self._channel_prefix = f"{self.prefix}:topic:".encode()
+
+    @property
+    def kind(self) -> str:
+        return "redis"
+
+    @property
+    def healthy(self) -> bool:
+        """Whether both connections (commands, and subscriptions) are up."""
+        return self.connected and self._listening
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self._health_changed_now()
+
+    def _health_changed_now(self) -> None:
+        self._health_changed.set()
+        self._health_changed = trio.Event()
+
+    async def wait_healthy(self, healthy: bool = True) -> None:
+        """Return once Redis answers both connections (with False: once it does not)."""
+        while self.healthy != healthy:
+            await self._health_changed.wait()
+
+    # --- keys ------------------------------------------------------------------------
+
+    def _keys(self, topic: str) -> list[str]:
+        return [f"{self.prefix}:pos:{topic}", f"{self.prefix}:hist:{topic}"]
+
+    def _channel(self, topic: str) -> bytes:
+        return self._channel_prefix + topic.encode()
+
+    # --- the Backplane interface ----------------------------------------------------
+
+    async def position(self, topic: str) -> Position:
+        epoch, offset = await self._call(
+            _POSITION, self._keys(topic), [self.clock(), new_epoch(), self.retention_seconds]
+        )
+        position = Position(epoch.decode(), int(offset))
+        self._positions[topic] = position
+        return position
+
+    def publish(self, record: Record) -> None:
+        topic = record.topic
+        if record.offset is not None:
+            position = self._positions.get(topic)
+            if position is None:
+                raise ValueError(
+                    f"record {record.epoch}:{record.offset} of topic {topic!r} does not follow "
+                    "a position this node read: only the topic's owner, which reads its "
+                    "position first, publishes kept records"
+                )
+            if record.epoch != position.epoch or record.offset != position.offset + 1:
+                raise ValueError(
+                    f"record {record.epoch}:{record.offset} of topic {topic!r} does not "
+                    f"follow {position.epoch}:{position.offset}"
+                )
+            self._positions[topic] = Position(position.epoch, record.offset)
+        message = msgpack.packb([self.node, _encode_record(record)], use_bin_type=True)
+        if record.offset is None:
+            self._queue_command(_Command("PUBLISH", [], [self._channel(topic), message]))
+        else:
+            keys = [*self._keys(topic), self._channel(topic).decode()]
+            args = [
+                self.clock(),
+                new_epoch(),
+                self.retention_seconds,
+                record.epoch,
+                record.offset,
+                max(self.history_size, 1),
+                _encode_record(record),
+                message,
+            ]
+            self._queue_command(_Command(_APPEND, keys, args))
+        deliver = self._subscribers.get(topic)
+        if deliver is not None:
+            deliver(record)
+
+    def subscribe(self, topic: str, deliver: Deliver) -> None:
+        if topic not in self._subscribers:
+            self._subscriptions.append((topic, True))
+            self._subscriptions_changed.set()
+        self._subscribers[topic] = deliver
+
+    def unsubscribe(self, topic: str) -> None:
+        if self._subscribers.pop(topic, None) is not None:
+            self._subscriptions.append((topic, False))
+            self._subscriptions_changed.set()
+
+    async def history(self, topic: str, *, after: int, limit: int = MAX_HISTORY_READ) -> History:
+        epoch, offset, first_kept, entries = await self._call(
+            _HISTORY,
+            self._keys(topic),
+            [self.clock(), new_epoch(), self.retention_seconds, after, limit],
+        )
+        position = Position(epoch.decode(), int(offset))
+        records = [_decode_record(topic, data) for data in entries]
+        if self.history_size == 0:
+            records = []
+        complete = (
+            len(records) <= limit and int(first_kept) <= after + 1 and after <= position.offset
+        )
+        return History(position, records[:limit], complete)
+
+    def claim(self, topic: str) -> None:
+        self._queue_command(_Command(_CLAIM, self._keys(topic), []))
+
+    def release(self, topic: str) -> None:
+        self._positions.pop(topic, None)
+        gc_ms = math.ceil((self.retention_seconds + 60.0) * 1000)
+        self._queue_command(
+            _Command(_RELEASE, self._keys(topic), [self.clock(), self.retention_seconds, gc_ms])
+        )
+
+    async def aclose(self) -> None:
+        """Stop `run`'s loops and wait for its connections to close."""
+        self._subscribers.clear()
+        if self._client is None:
+            return
+        self._stopping.set()
+        await self._stopped.wait()
+
+    # --- the tasks ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then write queued commands and read subscribed channels until `aclose`.
+
+        Reports ready once Redis answers. Stop it with `aclose()`, which lets
+        the connections close in order; cancelling this task instead drops them.
+        """
+        import anyio
+        import coredis  # the `redis` extra: only a hub on Redis needs it
+
+        self._client = coredis.Redis.from_url(self.url, decode_responses=False)
+        try:
+            async with self._client:
+                await self._wait_for_redis()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_until_stopped)
+                    await nursery.start(self._listen)
+                    task_status.started()
+        except* anyio.ClosedResourceError:
+            # coredis's clean-up fails when its tasks are cancelled around it
+            # (this task cancelled instead of stopped with `aclose`). The
+            # cancellation goes on; only that failure is not an error.
+            if trio.current_effective_deadline() != -math.inf:
+                raise
+        self._stopped.set()
+
+    async def _write_until_stopped(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            await self._write()
+
+    async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
+        await self._stopping.wait()
+        scope.cancel()
+
+    async def _listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold the pub/sub connection; after an outage, open it again and resubscribe."""
+        started = False
+        while not self._stopping.is_set():
+            try:
+                async with self._client.pubsub() as pubsub:
+                    # What this node wants now, whatever changed while it was away.
+                    self._subscriptions.clear()
+                    channels = [self._channel(topic) for topic in self._subscribers]
+                    if channels:
+                        await pubsub.subscribe(*channels)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    # Cancelled on `aclose` inside the pub/sub block, so that
+                    # coredis closes it in order (it fails if cancelled itself).
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+                        nursery.start_soon(self._apply_subscriptions, pubsub)
+                        self._listening = True
+                        self._health_changed_now()
+                        await self._read(pubsub)
+            except Exception as error:  # the connection to Redis was lost
+                self._listening = False
+                self._health_changed_now()
+                logger.warning("Redis at %s: subscriptions lost (%s)", self.url, _brief(error))
+                await self._wait_for_redis()
+
+    async def _wait_for_redis(self) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self._client.ping()
+            except Exception as error:  # any failure to connect: try again
+                logger.warning(
+                    "Redis at %s is not answering (%s); retrying", self.url, _brief(error)
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
+                continue
+            self._set_connected(True)
+            return
+
+    def _queue_command(self, command: _Command) -> None:
+        if len(self._queue) >= MAX_QUEUED:
+            self.dropped += 1
+            if command.done is not None:
+                command.error = RedisUnavailableError(
+                    f"{MAX_QUEUED} commands are waiting for Redis at {self.url}; try again"
+                )
+                command.done.set()
+            return
+        self._queue.append(command)
+        self._wakeup.set()
+
+    async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        command = _Command(script, keys, args, trio.Event())
+        self._queue_command(command)
+        assert command.done is not None
+        await command.done.wait()
+        if command.error is not None:
+            raise command.error
+        return command.result
+
+    async def _write(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wakeup = trio.Event()
+                with trio.move_on_after(PING_INTERVAL):
+                    await self._wakeup.wait()
+                if not queue:
+                    await self._ping()  # idle: notice an outage before a client does
+                    continue
+            batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
+            await self._send(batch)
+
+    async def _ping(self) -> None:
+        try:
+            await self._client.ping()
+        except Exception as error:
+            if self.connected:
+                logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
+            self._set_connected(False)
+            await self._wait_for_redis()
+        else:
+            self._set_connected(True)
+
+    async def _send(self, batch: list[_Command]) -> None:
+        results: list[Any] = []
+        try:
+            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                for command in batch:
+                    if command.script == "PUBLISH":
+                        results.append(pipe.publish(*command.args))
+                    else:
+                        results.append(pipe.eval(command.script, command.keys, command.args))
+        except Exception as error:  # Redis went away mid-batch
+            self._set_connected(False)
+            logger.warning("Redis at %s: a round trip failed (%s)", self.url, _brief(error))
+            lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
+            for command in batch:
+                self._finish(command, None, lost)
+            await self._wait_for_redis()
+            return
+        self._set_connected(True)
+        for command, pending in zip(batch, results, strict=True):
+            try:
+                value = await pending
+            except Exception as error:
+                self._finish(command, None, error)
+            else:
+                self._finish(command, value, None)
+
+    def _finish(self, command: _Command, value: Any, error: BaseException | None) -> None:
+        if command.done is None:
+            if error is not None:
+                self.failed_writes += 1
+                logger.warning("a backplane write failed: %s", error)
+            return
+        command.result, command.error = value, error
+        command.done.set()
+
+    async def _read(self, pubsub: Any) -> None:
+        prefix_length = len(self._channel_prefix)
+        # Not `async for`: coredis ends that iteration while nothing is
+        # subscribed. Read at once whatever arrives (its buffer is unbounded).
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True)
+            if message is None or message["type"] != "message":
+                continue
+            topic = message["channel"][prefix_length:].decode()
+            node, data = msgpack.unpackb(message["data"], raw=False)
+            if node == self.node:
+                continue  # delivered locally when published
+            deliver = self._subscribers.get(topic)
+            if deliver is not None:
+                deliver(_decode_record(topic, data))
+
+    async def _apply_subscriptions(self, pubsub: Any) -> None:
+        changes = self._subscriptions
+        while True:
+            if not changes:
+                self._subscriptions_changed = trio.Event()
+                await self._subscriptions_changed.wait()
+            topic, wanted = changes.popleft()
+            if wanted:
+                await pubsub.subscribe(self._channel(topic))
+            else:
+                await pubsub.unsubscribe(self._channel(topic))

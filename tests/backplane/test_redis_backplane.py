@@ -1,0 +1,103 @@
+"""The Redis backplane across nodes: two backplanes on one real Valkey server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+from valkey_support import ValkeyServer
+
+from hub.backplane import Position, Record
+from hub.backplane.redis import RedisBackplane
+
+
+@asynccontextmanager
+async def node(server: ValkeyServer, **options: object) -> AsyncIterator[RedisBackplane]:
+    plane = RedisBackplane(server.url, **options)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(plane.run)
+        yield plane
+        await plane.aclose()
+
+
+async def wait_until_subscribed(plane: RedisBackplane, topic: str) -> None:
+    """A subscription takes a round trip: wait until Redis counts it."""
+    assert plane._client is not None
+    channel = plane._channel(topic)
+    with trio.fail_after(5):
+        while True:
+            counts = await plane._client.pubsub_numsub(channel)
+            if counts.get(channel, 0) >= 1:
+                return
+            await trio.lowlevel.checkpoint()
+
+
+@pytest.fixture
+def server(valkey_server: ValkeyServer) -> ValkeyServer:
+    valkey_server.flush()
+    return valkey_server
+
+
+async def test_a_record_published_on_one_node_reaches_another_once_and_in_order(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as owner, node(server) as other:
+        received: list[Record] = []
+        got_all = trio.Event()
+
+        def deliver(record: Record) -> None:
+            received.append(record)
+            if len(received) == 201:
+                got_all.set()
+
+        other.subscribe("room:x", deliver)
+        await wait_until_subscribed(other, "room:x")
+        local: list[Record] = []
+        owner.subscribe("room:x", local.append)
+        position = await owner.position("room:x")
+        sent = [Record("room:x", "m", {"n": n}, position.epoch, n) for n in range(1, 201)]
+        sent.insert(50, Record("room:x", "typing", None, position.epoch, None))
+        for record in sent:
+            owner.publish(record)
+        with trio.fail_after(5):
+            await got_all.wait()
+        assert received == sent  # exactly once each, in publish order
+        assert local == sent  # the owner's own members got them at once
+        # The other node reads the same history and position.
+        assert await other.position("room:x") == Position(position.epoch, 200)
+        history = await other.history("room:x", after=190)
+        assert [record.offset for record in history.records] == list(range(191, 201))
+        assert history.complete
+
+
+async def test_a_node_that_did_not_read_the_position_cannot_publish_kept_records(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as plane:
+        with pytest.raises(ValueError, match="only the topic's owner"):
+            plane.publish(Record("room:y", "m", None, "e", 1))
+
+
+async def test_two_owners_of_one_topic_cannot_both_give_out_an_offset(
+    server: ValkeyServer,
+) -> None:
+    # Redis checks the sequence again: whichever record comes second is
+    # refused there, and only the first is kept.
+    async with node(server) as first, node(server) as second:
+        seen: list[Record] = []
+        first.subscribe("room:z", seen.append)
+        a = await first.position("room:z")
+        b = await second.position("room:z")
+        first.publish(Record("room:z", "m", "first", a.epoch, 1))
+        second.publish(Record("room:z", "m", "second", b.epoch, 1))
+        with trio.fail_after(5):
+            while (await first.position("room:z")).offset < 1:
+                await trio.lowlevel.checkpoint()
+        with trio.fail_after(5):
+            while first.failed_writes + second.failed_writes < 1:
+                await trio.lowlevel.checkpoint()
+        history = await first.history("room:z", after=0)
+        assert [record.payload for record in history.records] in (["first"], ["second"])
+        assert first.failed_writes + second.failed_writes == 1

@@ -1,0 +1,115 @@
+"""Hubs on one Redis: two hub nodes in this process, each with its own RedisBackplane.
+
+A real Valkey server (tests/support/valkey_support.py), real sockets, real
+clients. The topics here broadcast without keeping (no offsets), so each node
+may run its own actor of the topic; see docs/deployment.md for kept history.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import trio
+from valkey_support import ValkeyServer
+from wire_support import http_get
+
+from hub.app import Hub
+from hub.backplane.redis import RedisBackplane
+from hub.protocol import Payload
+from hub.services import Service
+from hub.topics import Member
+
+
+class ShoutService(Service):
+    """Every event a member publishes goes to every member, on every node, not kept."""
+
+    async def join(self, member: Member, params: Mapping[str, Payload]) -> Payload:
+        return None
+
+    async def handle_event(self, member: Member, event: str, payload: Payload) -> None:
+        self.topic.broadcast(event, payload)
+
+
+def shout_app() -> Hub:
+    app = Hub("redis test")
+    app.route("shout:*", ShoutService)
+    return app
+
+
+async def subscribed_nodes(plane: RedisBackplane, topic: str) -> int:
+    assert plane._client is not None
+    channel = plane._channel(topic)
+    counts = await plane._client.pubsub_numsub(channel)
+    return int(counts.get(channel, 0))
+
+
+async def wait_for_nodes(plane: RedisBackplane, topic: str, nodes: int) -> None:
+    """A node's subscription takes a round trip to Redis: wait until Redis counts them all."""
+    with trio.fail_after(5):
+        while await subscribed_nodes(plane, topic) < nodes:
+            await trio.lowlevel.checkpoint()
+
+
+async def test_a_broadcast_reaches_clients_of_both_nodes_once_and_in_order(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    valkey_server.flush()
+    backplane = {"redis_url": valkey_server.url}
+    one = await start_hub(shout_app(), backplane=backplane)
+    two = await start_hub(shout_app(), backplane=backplane)
+    plane = one.runtime.backplane
+    assert isinstance(plane, RedisBackplane)
+    with trio.fail_after(20):
+        async with one.client() as ann, two.client("msgpack") as bob:
+            await ann.join_ok("shout:x")
+            await bob.join_ok("shout:x")
+            await wait_for_nodes(plane, "shout:x", 2)
+            for n in range(30):
+                await ann.publish("shout:x", "n", n)
+            for client in (ann, bob):
+                got = [(await client.next_push("shout:x")).payload for _ in range(30)]
+                assert got == list(range(30))
+            # Exactly once: nothing more arrives after a final marker.
+            await bob.publish("shout:x", "end", None)
+            for client in (ann, bob):
+                assert (await client.next_push("shout:x")).event == "end"
+                assert client.take_unread() == []
+
+
+async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    valkey_server.flush()
+    running = await start_hub(shout_app(), backplane={"redis_url": valkey_server.url})
+    plane = running.runtime.backplane
+    assert isinstance(plane, RedisBackplane)
+    with trio.fail_after(30):
+        body = json.loads((await http_get(running.port, "/healthz")).body)
+        assert body["status"] == "ok"
+        assert body["backplane"] == {"kind": "redis", "connected": True}
+        async with running.client() as ann:
+            await ann.join_ok("shout:y")
+            valkey_server.stop()
+            try:
+                await plane.wait_healthy(False)
+                response = await http_get(running.port, "/healthz")
+                body = json.loads(response.body)
+                assert response.status == 200  # it still serves its own clients
+                assert body["status"] == "degraded"
+                assert body["backplane"] == {"kind": "redis", "connected": False}
+                # Its own clients still hear each other.
+                await ann.publish("shout:y", "alone", 1)
+                assert (await ann.next_push("shout:y")).payload == 1
+            finally:
+                valkey_server.start()
+            await plane.wait_healthy(True)
+            body = json.loads((await http_get(running.port, "/healthz")).body)
+            assert body["status"] == "ok"
+            # Subscribed again: another node's client hears this one's.
+            other = await start_hub(shout_app(), backplane={"redis_url": valkey_server.url})
+            async with other.client() as bob:
+                await bob.join_ok("shout:y")
+                await wait_for_nodes(plane, "shout:y", 2)
+                await ann.publish("shout:y", "back", 2)
+                assert (await bob.next_push("shout:y")).payload == 2
