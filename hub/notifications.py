@@ -257,7 +257,15 @@ class LocalInbox(Inbox):
         box = self._current(user)
         if box is None:
             return ()
-        return tuple(entry for entry in box.entries if entry.offset > after)
+        # Newest first, back to `after`: the usual read (what is new since the
+        # last push) costs what it returns, not the whole inbox.
+        newer: list[Notification] = []
+        for entry in reversed(box.entries):
+            if entry.offset <= after:
+                break
+            newer.append(entry)
+        newer.reverse()
+        return newer
 
     async def status(self, user: str) -> InboxStatus:
         box = self._current(user)

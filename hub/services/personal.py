@@ -86,8 +86,11 @@ class PersonalService(Service):
         if message is not SYNC:
             raise TypeError(f"a personal topic takes SYNC messages, not {message!r}")
         inbox = self.notifications.inbox
-        pending = await inbox.pending(self.user)
-        for member in self.topic.members.values():
+        members = self.topic.members.values()
+        # What is new to the member furthest behind, and no more.
+        after = min((self._sent.get(member.connection.ref, 0) for member in members), default=0)
+        pending = await inbox.pending(self.user, after=after) if members else ()
+        for member in members:
             ref = member.connection.ref
             sent = self._sent.get(ref, 0)
             for notification in pending:
