@@ -54,6 +54,7 @@ from hub.gateway import (
     ConnectInfo,
     GatewayConfig,
     GatewayHandle,
+    LongPollRoute,
     WebSocketRoute,
     serve_echo,
     serve_gateway,
@@ -497,6 +498,9 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
         auth_timeout=http.auth_timeout,
         close_timeout=websocket.close_timeout,
         outbox_capacity=websocket.outbox_capacity,
+        poll_timeout=config.longpoll.poll_timeout,
+        reap_timeout=config.longpoll.reap_timeout,
+        max_longpoll_sessions=config.longpoll.max_sessions,
         reuse_port=server.workers > 1,
     )
 
@@ -716,6 +720,14 @@ async def serve_hub(
             WebSocketRoute(config.server.path, runtime.serve_transport, SUBPROTOCOLS),
             WebSocketRoute(ECHO_PATH, serve_echo),
         ]
+        longpoll_routes = []
+        # The same sessions over HTTP, for clients that cannot open a WebSocket.
+        # Not with --workers: the kernel spreads a session's requests over
+        # the workers, and the session lives in one of them.
+        if config.longpoll.enabled and config.server.workers == 1:
+            longpoll_routes.append(
+                LongPollRoute(config.longpoll.path, runtime.serve_transport, SUBPROTOCOLS)
+            )
         # One function decides who connects, whatever the transport: a
         # token, else the application's own hook (docs/auth.md).
         authenticate = token_authenticate(tokens, app.authenticate, required=config.auth.required)
@@ -737,6 +749,7 @@ async def serve_hub(
                         gateway_config(config),
                         websocket_routes=websocket_routes,
                         http_routes=http_routes,
+                        longpoll_routes=longpoll_routes,
                         authenticate=authenticate,
                         observe=metrics.observe_gateway,
                     )

@@ -40,7 +40,7 @@ from hub.errors import ConfigError
 from hub.gateway import server_ssl_context
 from hub.logs import configure_logging
 from hub.version import version
-from hub.workers import run_workers, worker_index
+from hub.workers import run_workers, watch_parent, worker_index
 
 DEFAULT_APP: Final = "hub.demo:app"
 
@@ -143,6 +143,8 @@ async def run(app: Hub, config: HubConfig, progress: _Progress | None = None) ->
                 _serve_then_cancel, app, config, nursery.cancel_scope
             )
             progress.listening = True
+            if worker_index() is not None:
+                nursery.start_soon(watch_parent, runtime.request_shutdown)
             _say(
                 f"triohub: serving {app.name!r} at {runtime.url} "
                 f"(WebSocket {runtime.websocket_url}); Ctrl+C to stop"

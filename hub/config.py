@@ -3,6 +3,7 @@
     [server]     where the hub listens, TLS, the protocol's path, shutdown
     [http]       limits on HTTP requests (every connection starts as one)
     [websocket]  one client's connection: message size, keepalive, slow consumers
+    [longpoll]   the HTTP long-polling fallback: its path, poll and reap timeouts
     [session]    one client's protocol: topics, joins, malformed frames
     [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
     [users]      who is connected: the offline grace period, connection hooks
@@ -79,6 +80,7 @@ __all__ = [
     "HttpConfig",
     "HubConfig",
     "LoggingConfig",
+    "LongPollConfig",
     "NotificationsConfig",
     "ServerConfig",
     "SessionConfig",
@@ -271,6 +273,21 @@ class WebSocketConfig(_Section):
     outbox_capacity: Count = DEFAULT_OUTBOX_CAPACITY
 
 
+class LongPollConfig(_Section):
+    """The HTTP long-polling fallback, for clients that cannot open a WebSocket."""
+
+    #: Serve long-polling sessions (at `path`) beside the WebSocket.
+    enabled: Switch = True
+    #: The path sessions are opened at (POST) and used below (`<path>/<id>`).
+    path: UrlPath = "/poll"
+    #: Seconds a poll (GET) is held when nothing waits for the client.
+    poll_timeout: Seconds = 25.0
+    #: Seconds a client may take to poll again before its session is ended.
+    reap_timeout: Seconds = 30.0
+    #: Long-polling sessions open at once; more are refused with 503.
+    max_sessions: Count = 10_000
+
+
 class SessionConfig(_Section):
     """One client's use of the protocol."""
 
@@ -423,6 +440,7 @@ class HubConfig(_Section):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
     websocket: WebSocketConfig = WebSocketConfig()
+    longpoll: LongPollConfig = LongPollConfig()
     session: SessionConfig = SessionConfig()
     topics: TopicsConfig = TopicsConfig()
     users: UsersConfig = UsersConfig()

@@ -96,13 +96,15 @@ class HttpRoute:
     With `prefix=True`, `path` must end in "/" and the route serves every
     path below it; the longest matching prefix wins, an exact route beats any
     prefix. A route that allows GET also answers HEAD: the handler sees the
-    HEAD request and the gateway drops the body it returns.
+    HEAD request and the gateway drops the body it returns. `max_body_size`,
+    if set, replaces the gateway's limit on request bodies for this route.
     """
 
     path: str = attrs.field()
     handler: HttpHandler
     methods: frozenset[str] = frozenset({"GET"})
     prefix: bool = False
+    max_body_size: int | None = None
 
     @path.validator
     def _check_path(self, _attribute: attrs.Attribute[str], path: str) -> None:
@@ -225,12 +227,14 @@ class HttpConnection:
             phrase = http.HTTPStatus(response.status).phrase
         except ValueError:
             phrase = ""
-        await self._send(
+        # One write for the whole response: a long-polling client waits on it.
+        data = self._h11.send(
             h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
-        )
+        ) or b""
         if response.body and not head_only:
-            await self._send(h11.Data(data=response.body))
-        await self._send(h11.EndOfMessage())
+            data += self._h11.send(h11.Data(data=response.body)) or b""
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        await self.stream.send_all(data)
 
     async def send_error(
         self, status: int, message: str, *, headers: tuple[tuple[str, str], ...] = ()

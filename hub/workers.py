@@ -34,7 +34,7 @@ import trio
 
 from hub.config import WORKER_VARIABLE
 
-__all__ = ["WORKER_ENV", "run_workers", "worker_index"]
+__all__ = ["WORKER_ENV", "run_workers", "watch_parent", "worker_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,22 @@ STABLE_SECONDS: Final = 60.0
 EXIT_USAGE: Final = 2
 
 EXIT_INTERRUPTED: Final = 130
+
+
+async def watch_parent(orphaned: Callable[[], None], *, interval: float = 1.0) -> None:
+    """In a worker: call `orphaned()` once the parent is gone (the worker was re-parented).
+
+    A parent killed outright (SIGKILL, out of memory) cannot drain its
+    workers; each notices within `interval` and drains itself, so none keeps
+    serving on its own. (Not PR_SET_PDEATHSIG: that follows the thread that
+    started the worker, and trio starts processes from worker threads.)
+    """
+    parent = os.getppid()
+    while True:
+        await trio.sleep(interval)  # a check, not a wait: no event tells of a parent's death
+        if os.getppid() != parent:
+            orphaned()
+            return
 
 
 def worker_index() -> int | None:

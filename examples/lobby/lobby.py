@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import actors
-from hub import JoinRefusedError, Member, Payload, Service, ServiceError, Topic
+from hub import HubError, JoinRefusedError, Member, Payload, Service, ServiceError, Topic
 from hub.backplane import Recovery
 
 from .players import player_of
@@ -187,9 +187,15 @@ class LobbyService(Service):
         topic = f"match:{uuid.uuid4().hex[:12]}"
         players = list(self.members)
         assert self.topic.hub is not None
-        await self.topic.hub.start_topic(
-            topic, {**self.match_init, **self.settings, "players": players, "mode": "lobby"}
-        )
+        try:
+            await self.topic.hub.start_topic(
+                topic, {**self.match_init, **self.settings, "players": players, "mode": "lobby"}
+            )
+        except (HubError, actors.StartError) as error:
+            self._publish()
+            raise ServiceError(
+                f"the match cannot start now ({error}); try again", code="match_unavailable"
+            ) from error
         self.matches_started += 1
         for name in players:
             self.ready[name] = False

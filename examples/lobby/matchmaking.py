@@ -17,6 +17,7 @@ code `matched`).
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -24,10 +25,13 @@ from typing import Any, Final
 import attrs
 import trio
 
-from hub import JoinRefusedError, Member, Payload, Service, Topic
+import actors
+from hub import HubError, JoinRefusedError, Member, Payload, Service, Topic
 from hub.backplane import Recovery
 
 from .players import player_of
+
+logger = logging.getLogger(__name__)
 
 # How often the matchmaker looks for matches, in seconds.
 MATCH_INTERVAL: Final = 0.5
@@ -190,9 +194,15 @@ class QueueService(Service):
         topic = f"match:{uuid.uuid4().hex[:12]}"
         players = list(itertools.chain.from_iterable(ticket.members for ticket in tickets))
         assert self.topic.hub is not None
-        await self.topic.hub.start_topic(
-            topic, {**self.match_init, "players": players, "mode": self.mode}
-        )
+        try:
+            await self.topic.hub.start_topic(
+                topic, {**self.match_init, "players": players, "mode": self.mode}
+            )
+        except (HubError, actors.StartError) as error:
+            # The hub cannot start a match now (as many topics as allowed,
+            # say): the players stay queued, and the next round tries again.
+            logger.warning("%s: could not start %s: %s", self.topic.name, topic, error)
+            return
         self.matches_made += 1
         found = {"topic": topic, "players": players}
         for ticket in tickets:

@@ -174,6 +174,10 @@ def _encode_record(record: Record) -> bytes:
             record.offset,
             record.exclude,
             record.latest_only,
+            # How each member gets it (docs/services.md#delivery): its
+            # latest-value key and whether it is volatile.
+            record.key,
+            record.volatile,
         ],
         use_bin_type=True,
     )
@@ -181,8 +185,12 @@ def _encode_record(record: Record) -> bytes:
 
 
 def _decode_record(topic: str, data: bytes) -> Record:
-    event, payload, epoch, offset, exclude, latest_only = msgpack.unpackb(data, raw=False)
-    return Record(topic, event, payload, epoch, offset, exclude, latest_only)
+    fields = msgpack.unpackb(data, raw=False)
+    # Six fields: a record of a hub from before delivery modes (no key, not volatile).
+    event, payload, epoch, offset, exclude, latest_only, key, volatile = (
+        fields if len(fields) == 8 else [*fields, None, False]
+    )
+    return Record(topic, event, payload, epoch, offset, exclude, latest_only, key, volatile)
 
 
 @attrs.define(eq=False)

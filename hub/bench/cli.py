@@ -34,7 +34,7 @@ from hub.bench.servers import (
     hub_kind,
     spawned,
 )
-from hub.bench.spec import SCENARIOS, LoadSpec
+from hub.bench.spec import SCENARIOS, LoadSpec, Transport
 
 DEFAULT_APP: Final = "hub.demo:app"
 # The application a scenario spawns unless --spawn names one (run from the
@@ -85,6 +85,12 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--compare",
         action="store_true",
         help="also run the trio-websocket and websockets baselines, interleaved with the hub",
+    )
+    parser.add_argument(
+        "--longpoll",
+        action="store_true",
+        help="fanout: also run the hub with its subscribers long-polling (hub-longpoll), "
+        "interleaved with the WebSocket runs",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs per server (default 3)")
     parser.add_argument(
@@ -162,10 +168,19 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     return parser
 
 
+# The name of the hub's runs with long-polling subscribers (`--longpoll`).
+LONGPOLL_RUNS: Final = "hub-longpoll"
+
+
 def _spec(
-    args: argparse.Namespace, server: ServerKind | None, url: str, pid: int | None
+    args: argparse.Namespace,
+    server: ServerKind | None,
+    url: str,
+    pid: int | None,
+    transport: Transport = "websocket",
 ) -> LoadSpec:
     return LoadSpec(
+        transport=transport,
         scenario=args.scenario,
         dialect="hub" if server is None else server.dialect,
         url=url,
@@ -239,16 +254,19 @@ def _one_run(
     kind: ServerKind | None,
     repeat: int,
     progress: ProgressBar,
+    transport: Transport = "websocket",
 ) -> Run:
-    name = "hub" if kind is None else kind.name
+    name = _run_name(kind, transport)
     try:
         if kind is None:
             figures = run_loadgen(
-                _spec(args, None, args.url, args.server_pid), progress, timeout=args.run_timeout
+                _spec(args, None, args.url, args.server_pid, transport),
+                progress,
+                timeout=args.run_timeout,
             )
         else:
             with spawned(kind) as server:
-                figures = _run_spawned(args, kind, server, progress)
+                figures = _run_spawned(args, kind, server, progress, transport)
             if server.log.exists():
                 figures["server_log"] = str(server.log)
     except (RunError, ServerStartError, OSError) as error:
@@ -256,10 +274,20 @@ def _one_run(
     return Run(server=name, repeat=repeat, figures=derive(figures))
 
 
+def _run_name(kind: ServerKind | None, transport: Transport) -> str:
+    if transport == "longpoll":
+        return LONGPOLL_RUNS
+    return "hub" if kind is None else kind.name
+
+
 def _run_spawned(
-    args: argparse.Namespace, kind: ServerKind, server: RunningServer, progress: ProgressBar
+    args: argparse.Namespace,
+    kind: ServerKind,
+    server: RunningServer,
+    progress: ProgressBar,
+    transport: Transport,
 ) -> dict[str, Any]:
-    spec = _spec(args, kind, server.url.rstrip("/"), server.pid)
+    spec = _spec(args, kind, server.url.rstrip("/"), server.pid, transport)
     figures = run_loadgen(spec, progress, timeout=args.run_timeout)
     if not server.running():
         raise RunError(f"the server exited during the run (see {server.log})")
@@ -311,14 +339,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.compare:
             kinds += baseline_kinds(args.baselines)
         descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
+    plan: list[tuple[ServerKind | None, Transport]] = [(kind, "websocket") for kind in kinds]
+    if args.longpoll:
+        # The same hub, its subscribers long-polling: right after the WebSocket runs.
+        plan.insert(1, (kinds[0], "longpoll"))
+        descriptions = {
+            next(iter(descriptions)): next(iter(descriptions.values())) + ", WebSocket clients",
+            LONGPOLL_RUNS: "the same hub, subscribers long-polling (HTTP/1.1 kept alive, msgpack)",
+            **dict(list(descriptions.items())[1:]),
+        }
     servers = list(descriptions)
     progress = ProgressBar()
     runs: list[Run] = []
     for repeat in range(args.repeats):
-        for kind in kinds:
-            name = "hub" if kind is None else kind.name
+        for kind, transport in plan:
+            name = _run_name(kind, transport)
             progress.start_run(f"{name} {repeat + 1}/{args.repeats}")
-            outcome = _one_run(args, kind, repeat, progress)
+            outcome = _one_run(args, kind, repeat, progress, transport)
             runs.append(outcome)
             progress.note(
                 f"{name} {repeat + 1}/{args.repeats}: "
@@ -333,7 +370,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             key: value
             for key, value in attrs.asdict(spec).items()
-            if key not in ("dialect", "url", "server_pid")
+            if key not in ("dialect", "url", "server_pid", "transport")
         },
         "settings_line": _settings_line(spec, args.repeats, args.compare),
         "servers": servers,
@@ -384,6 +421,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--compare starts every server itself: use --spawn, not --url")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.longpoll and args.scenario != "fanout":
+        parser.error("--longpoll goes with the fanout scenario")
     if args.compare and args.scenario == "lobby":
         parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:

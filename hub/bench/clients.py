@@ -8,6 +8,8 @@ clients without becoming the bottleneck. Two kinds of connection:
   ref; a scenario may set `on_reply` and `on_push` to handle frames straight
   from the callback.
 - `PlainLink` is for the baselines: whole messages, answered in order.
+- `LongPollLink` speaks the hub protocol (msgpack) over HTTP long-polling,
+  with HubLink's interface: one connection held polling, one for POSTs.
 
 Everything here runs on the event loop's one thread; nothing is locked.
 """
@@ -144,6 +146,9 @@ class HubLink(Link):
             elif tag == wire.ENDED:
                 self.ended.append(frame)
 
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_disconnected
+
     def on_closed(self) -> None:
         for waiter in self._waiting.values():
             if not waiter.done():
@@ -159,7 +164,7 @@ class HubLink(Link):
         after `timeout` seconds. A request given up on is forgotten; a late
         answer goes to `on_reply`.
         """
-        if self.transport is None or self.transport.is_disconnected:
+        if not self.is_open():
             raise LinkClosedError("the connection is closed")
         waiter: asyncio.Future[wire.Frame] = asyncio.get_running_loop().create_future()
         self._waiting[ref] = waiter
@@ -181,6 +186,169 @@ class HubLink(Link):
 
 class RefusedError(Exception):
     """The server answered a request with an error."""
+
+
+class _HttpConnection:
+    """One kept-alive HTTP/1.1 connection to the hub, one request at a time.
+
+    Hand-written for the load generator's sake (h11 would cost it more CPU
+    than the hub spends): the hub always answers with a Content-Length.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _HttpConnection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, target: str, host: str, body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        head = f"{method} {target} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = raw.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        content = await self.reader.readexactly(length) if length else b""
+        return int(status_line.split(" ", 2)[1]), headers, content
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class LongPollLink(HubLink):
+    """A hub protocol client over long-polling (msgpack bodies), with HubLink's interface.
+
+    A task polls (GET, held by the hub) and hands each message to
+    `on_message`; `send` queues, and one POST at a time carries what is queued.
+    """
+
+    def __init__(self, host: str, port: int, path: str) -> None:
+        super().__init__()
+        self._host, self._port, self._path = host, port, path
+        self._authority = f"{host}:{port}"
+        self._session = ""
+        self._seq = 0
+        self._outgoing: list[bytes] = []
+        self._posting = False
+        self._open = False
+        self._polls: _HttpConnection | None = None
+        self._posts: _HttpConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Why the session ended, once it has.
+        self.lost_reason = ""
+
+    async def open(self) -> None:
+        opener = await _HttpConnection.open(self._host, self._port)
+        try:
+            status, _, body = await opener.request(
+                "POST", self._path, self._authority, wire.SUBPROTOCOL.encode()
+            )
+        finally:
+            opener.close()
+        if status != 200:
+            raise RefusedError(f"opening a long-polling session answered {status}: {body!r}")
+        opened = json.loads(body)
+        if opened["subprotocol"] != wire.SUBPROTOCOL:
+            raise RefusedError(f"the hub chose subprotocol {opened['subprotocol']!r}")
+        self._session = f"{self._path}/{opened['session']}"
+        self._polls = await _HttpConnection.open(self._host, self._port)
+        self._open = True
+        self._start(self._poll())
+
+    def _start(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def is_open(self) -> bool:
+        return self._open
+
+    def on_closed(self) -> None:
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(LinkClosedError(self.lost_reason))
+        self._waiting.clear()
+
+    async def _poll(self) -> None:
+        assert self._polls is not None
+        try:
+            while self._open:
+                status, headers, body = await self._polls.request(
+                    "GET", f"{self._session}?ack={self._seq}", self._authority
+                )
+                if status != 200:
+                    self._lost(f"a poll answered {status}: {body[:200]!r}")
+                    return
+                self._seq = int(headers["triohub-seq"])
+                at = 0
+                while at < len(body):
+                    length = int.from_bytes(body[at : at + 4], "big")
+                    self.on_message(body[at + 4 : at + 4 + length])
+                    at += 4 + length
+                if "triohub-close-code" in headers:
+                    self.close_code = int(headers["triohub-close-code"])
+                    self._lost(f"closed by the hub: {headers.get('triohub-close-reason')}")
+                    return
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._lost(f"polling failed: {error!r}")
+
+    def send(self, message: bytes) -> None:
+        self._outgoing.append(message)
+        if not self._posting:
+            self._posting = True
+            self._start(self._post())
+
+    async def _post(self) -> None:
+        try:
+            while self._outgoing and self._open:
+                batch, self._outgoing = self._outgoing, []
+                body = b"".join(len(message).to_bytes(4, "big") + message for message in batch)
+                status = await self._post_body(body)
+                if status != 200:
+                    self._lost(f"a POST answered {status}")
+        except (OSError, asyncio.IncompleteReadError) as error:
+            self._lost(f"sending failed: {error!r}")
+        finally:
+            self._posting = False
+
+    async def _post_body(self, body: bytes) -> int:
+        """POST on the kept-alive connection, opening a new one if the hub closed it idle."""
+        if self._posts is None or self._posts.reader.at_eof():
+            if self._posts is not None:
+                self._posts.close()
+            self._posts = await _HttpConnection.open(self._host, self._port)
+        status, _, _ = await self._posts.request("POST", self._session, self._authority, body)
+        return status
+
+    def _lost(self, reason: str) -> None:
+        if not self._open and self.disconnected.done():
+            return
+        self.lost_reason = reason
+        self._open = False
+        for connection in (self._polls, self._posts):
+            if connection is not None:
+                connection.close()
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+        self.on_closed()
+
+    def close_abruptly(self) -> None:
+        """Stop polling and close both connections (the hub reaps the session)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._lost("closed by the load generator")
+
+    def close(self) -> None:
+        self.close_abruptly()
 
 
 class PlainLink(Link):
@@ -234,6 +402,14 @@ async def open_hub_link(url: str) -> HubLink:
         transport.disconnect()
         raise RefusedError(f"the server chose subprotocol {chosen!r}, not {wire.SUBPROTOCOL!r}")
     assert isinstance(link, HubLink)
+    return link
+
+
+async def open_longpoll_link(url: str, path: str = "/poll") -> LongPollLink:
+    """Open a long-polling session on the hub whose WebSocket URL is `url` (msgpack)."""
+    parts = urlsplit(url)
+    link = LongPollLink(parts.hostname or "127.0.0.1", parts.port or 80, path)
+    await link.open()
     return link
 
 

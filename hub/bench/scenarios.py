@@ -12,7 +12,9 @@ The same code drives the hub (the hub protocol, msgpack) and the baselines
 - echo: a hub client Calls its echo topic; a baseline client sends a message
   the size of that Call to /echo. One request in flight per connection.
 - fanout: a publisher's chat message reaches every subscriber; a baseline
-  publisher sends a message the size of the hub's Push to /fanout.
+  publisher sends a message the size of the hub's Push to /fanout. With
+  `transport="longpoll"` the hub's subscribers long-poll (the publisher
+  stays on a WebSocket).
 - churn: waves of clients join the room (connect to /fanout) and close their
   TCP connections without a Leave or a WebSocket close.
 """
@@ -39,6 +41,7 @@ from hub.bench.clients import (
     RefusedError,
     hub_connection_count,
     open_hub_link,
+    open_longpoll_link,
     open_plain_link,
     plain_connection_count,
 )
@@ -423,7 +426,10 @@ async def run_fanout(spec: LoadSpec, report: Reporter) -> Figures:
 
     async def open_one(index: int) -> Link:
         if spec.dialect == "hub":
-            link = await open_hub_link(spec.url)
+            if spec.transport == "longpoll":
+                link: HubLink = await open_longpoll_link(spec.url)
+            else:
+                link = await open_hub_link(spec.url)
             hub_subscriber(index, link)
             await link.join(spec.room, {"user": f"sub-{index}"})
             return link

@@ -13,6 +13,9 @@ SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "lobby")
 #: baselines' plain messages (paths /echo, /fanout and /stats).
 Dialect = Literal["hub", "plain"]
 
+#: How the hub's clients (fanout: its subscribers) reach it.
+Transport = Literal["websocket", "longpoll"]
+
 
 def _scenario(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in SCENARIOS:
@@ -62,6 +65,8 @@ class LoadSpec:
     waves: int = attrs.field(default=10, validator=_positive)
     #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+    #: fanout: the hub's subscribers over WebSockets, or long-polling (at /poll).
+    transport: Transport = "websocket"
     #: lobby: players per match (the queue `queue:<match_size>p`).
     match_size: int = attrs.field(default=4, validator=_positive)
 

@@ -18,6 +18,7 @@ socket when the handler returns.
     server.py     one connection: TLS, HTTP requests kept alive, the hand-off
     upgrade.py    upgrade checks (origin, handshake, subprotocol) and authenticate
     websocket.py  WebSocket routes and the run of their handlers; serve_echo
+    longpoll.py   long-polling routes: sessions opened, polled, posted to, reaped
     events.py     what the observer hears (for metrics), and refusing a request
 
 Lifecycle::
@@ -38,6 +39,7 @@ from hub.gateway.events import (
     RequestRejected,
     WebSocketAccepted,
 )
+from hub.gateway.longpoll import LongPollGateway, LongPollRoute, TransportHandler
 from hub.gateway.serve import GatewayHandle, serve_gateway
 from hub.gateway.upgrade import Authenticate, AuthenticationError, ConnectRequest, GatewayError
 from hub.gateway.websocket import ConnectInfo, WebSocketHandler, WebSocketRoute, serve_echo
@@ -52,9 +54,12 @@ __all__ = [
     "GatewayEvent",
     "GatewayHandle",
     "IdleClosed",
+    "LongPollGateway",
+    "LongPollRoute",
     "ProtocolViolationClosed",
     "RejectReason",
     "RequestRejected",
+    "TransportHandler",
     "WebSocketAccepted",
     "WebSocketHandler",
     "WebSocketRoute",

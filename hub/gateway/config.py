@@ -57,7 +57,12 @@ class GatewayConfig:
     - `close_timeout`: time for a WebSocket closing handshake, and for
       lingering while a connection closes.
     - `outbox_capacity`: messages that may wait for one WebSocket client
-      beyond what its socket took (see `hub.transport`).
+      beyond what its socket took (see `hub.transport`), or for one
+      long-polling client between its polls.
+    - `poll_timeout`: how long a long-polling GET is held when nothing waits.
+    - `reap_timeout`: a long-polling client that has not polled again this
+      long after its last poll ended is gone: its session ends.
+    - `max_longpoll_sessions`: long-polling sessions open at once (503 beyond).
     """
 
     host: str | None = "127.0.0.1"
@@ -74,6 +79,9 @@ class GatewayConfig:
     auth_timeout: float = attrs.field(default=10.0, validator=_positive)
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     outbox_capacity: int = attrs.field(default=DEFAULT_OUTBOX_CAPACITY, validator=_positive)
+    poll_timeout: float = attrs.field(default=25.0, validator=_positive)
+    reap_timeout: float = attrs.field(default=30.0, validator=_positive)
+    max_longpoll_sessions: int = attrs.field(default=10_000, validator=_positive)
     #: Share the port with other processes (SO_REUSEPORT): the kernel spreads
     #: new connections over every process listening on it (`hub serve --workers`).
     reuse_port: bool = False

@@ -16,11 +16,13 @@ import trio
 
 from hub.gateway.config import GatewayConfig, server_ssl_context
 from hub.gateway.events import GatewayEvent, RouteObserver
+from hub.gateway.longpoll import LongPollGateway, LongPollRoute
 from hub.gateway.server import ConnectionServer
 from hub.gateway.upgrade import Authenticate, Upgrader
 from hub.gateway.websocket import WebSocketRoute
 from hub.http import HttpRoute
 from hub.transport import WebSocketSettings
+from hub.transport.longpoll import LongPollSettings
 
 __all__ = ["GatewayHandle", "serve_gateway"]
 
@@ -60,8 +62,26 @@ class GatewayHandle:
 
     @property
     def connection_count(self) -> int:
-        """Open TCP connections, HTTP and WebSocket alike."""
+        """Open TCP connections, HTTP and WebSocket alike, and long-polling sessions."""
         return self._connections
+
+    def _spawner(
+        self, nursery: trio.Nursery
+    ) -> Callable[[Callable[[], Awaitable[None]]], None]:
+        """Run tasks in `nursery` counted as connections (long-polling sessions): draining waits."""
+
+        async def run_counted(run: Callable[[], Awaitable[None]]) -> None:
+            try:
+                await run()
+            finally:
+                self._connections -= 1
+                self._check_drained()
+
+        def spawn(run: Callable[[], Awaitable[None]]) -> None:
+            self._connections += 1
+            nursery.start_soon(run_counted, run)
+
+        return spawn
 
     async def stop_accepting(self) -> None:
         """Close the listening sockets; return once they are closed.
@@ -159,6 +179,7 @@ async def serve_gateway(
     *,
     websocket_routes: Sequence[WebSocketRoute] = (),
     http_routes: Sequence[HttpRoute] = (),
+    longpoll_routes: Sequence[LongPollRoute] = (),
     authenticate: Authenticate | None = None,
     observe: Callable[[GatewayEvent], None] | None = None,
     task_status: trio.TaskStatus[GatewayHandle] = trio.TASK_STATUS_IGNORED,
@@ -169,8 +190,9 @@ async def serve_gateway(
     connection runs in this task's nursery, so when this returns (only by
     cancellation or error) no connection is left. `authenticate` (sync or
     async) gets a `ConnectRequest` for every WebSocket connect request that
-    passed the origin and subprotocol checks; `observe` is called with a
-    `GatewayEvent` for metrics.
+    passed the origin and subprotocol checks, and for every long-polling
+    session opened at one of `longpoll_routes` (`hub.gateway.longpoll`);
+    `observe` is called with a `GatewayEvent` for metrics.
 
     Raises OSError if the port cannot be bound, ssl.SSLError or OSError if
     the certificate cannot be loaded, ValueError for clashing routes.
@@ -192,10 +214,23 @@ async def serve_gateway(
         observe=observe,
         observers={path: RouteObserver(path, observe) for path in routes},
     )
+    longpoll = LongPollGateway(
+        routes=tuple(longpoll_routes),
+        upgrader=upgrader,
+        settings=LongPollSettings(
+            max_message_size=config.max_message_size,
+            poll_timeout=config.poll_timeout,
+            reap_timeout=config.reap_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        ),
+        max_sessions=config.max_longpoll_sessions,
+        observe=observe,
+    )
     server = ConnectionServer(
         config=config,
         websocket_routes=routes,
-        http_routes=_check_http_routes(http_routes),
+        http_routes=_check_http_routes([*longpoll.http_routes(), *http_routes]),
         upgrader=upgrader,
         observe=observe,
         ssl_context=(
@@ -214,6 +249,7 @@ async def serve_gateway(
         addresses=addresses, tls=server.ssl_context is not None, on_stop=server.drain
     )
     async with trio.open_nursery() as nursery:
+        longpoll.spawn = handle._spawner(nursery)
         nursery.start_soon(handle._accept, listeners, server.serve_connection, nursery)
         task_status.started(handle)
         await trio.sleep_forever()

@@ -149,9 +149,13 @@ class ConnectionServer:
 
     async def _serve_http(self, connection: HttpConnection, request: HttpRequest) -> bool:
         """Answer one plain HTTP request; return whether the connection may be reused."""
+        http_route = match_route(self.http_routes, request.path)
+        max_body_size = self.config.max_body_size
+        if http_route is not None and http_route.max_body_size is not None:
+            max_body_size = http_route.max_body_size
         try:
             body = await connection.read_body(
-                max_size=self.config.max_body_size, timeout=self.config.head_timeout
+                max_size=max_body_size, timeout=self.config.head_timeout
             )
         except HttpError as err:
             await reject(
@@ -164,7 +168,6 @@ class ConnectionServer:
             )
             return False
         request = attrs.evolve(request, body=body)
-        http_route = match_route(self.http_routes, request.path)
         # A WebSocket path answers 426 to plain HTTP unless an exact HTTP
         # route claims it too (a prefix route, such as static files at "/",
         # does not).

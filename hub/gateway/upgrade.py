@@ -35,6 +35,7 @@ __all__ = [
     "GatewayError",
     "Upgrader",
     "asks_for_websocket",
+    "choose_subprotocol",
 ]
 
 
@@ -107,7 +108,9 @@ class Upgrader:
                 connection, route, RejectReason.BAD_REQUEST, status, message, headers
             )
             return None
-        subprotocol = _choose_subprotocol(route.subprotocols, request.headers)
+        subprotocol = choose_subprotocol(
+            route.subprotocols, request.headers.get("sec-websocket-protocol")
+        )
         if route.subprotocols and subprotocol is None:
             await self._reject(
                 connection,
@@ -176,6 +179,18 @@ class Upgrader:
         )
         return transport, info
 
+    async def identify(self, request: ConnectRequest) -> object:
+        """Authenticate a connect request as the upgrade does (long-polling opens use this).
+
+        Returns the identity; raises AuthenticationError (401) or
+        trio.TooSlowError (503) as `authenticate` and `auth_timeout` decide.
+        """
+        return await self._authenticate(request)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a request with this Origin header may connect (see `origins`)."""
+        return self._origin_allowed(origin)
+
     async def _authenticate(self, request: ConnectRequest) -> object:
         if self.authenticate is None:
             return None
@@ -238,6 +253,7 @@ def _handshake_problem(
     return None
 
 
-def _choose_subprotocol(supported: tuple[str, ...], headers: Mapping[str, str]) -> str | None:
-    offered = set(_tokens(headers.get("sec-websocket-protocol")))
-    return next((name for name in supported if name in offered), None)
+def choose_subprotocol(supported: tuple[str, ...], offered: str | None) -> str | None:
+    """The first of `supported` among `offered` (a comma-separated list), or None."""
+    names = set(_tokens(offered))
+    return next((name for name in supported if name in names), None)

@@ -66,6 +66,7 @@ function initialName() {
 
 function setStatus(state, text) {
   ui.status.dataset.state = state;
+  ui.status.dataset.transport = hub?.transport ?? "";
   ui.status.textContent = text;
   const usable = state === "joined";
   ui.message.disabled = !usable;
@@ -77,7 +78,11 @@ function showStatus() {
   if (!hub || hub.state === "connecting") setStatus("connecting", "Connecting…");
   else if (hub.state === "reconnecting") setStatus("reconnecting", "Connection lost, reconnecting…");
   else if (hub.state === "closed") setStatus("offline", "Offline");
-  else if (room && room.state === "joined") setStatus("joined", `Online as ${user} in #${roomName}`);
+  else if (room && room.state === "joined") {
+    // Where WebSockets fail (a proxy, an extension), the hub is reached by long-polling.
+    const over = hub.transport === "longpoll" ? " (long-polling)" : "";
+    setStatus("joined", `Online as ${user} in #${roomName}${over}`);
+  }
   else setStatus("joining", `Joining #${roomName}…`);
 }
 
@@ -196,6 +201,10 @@ function connectHub() {
       addNotice("Reconnected.");
     }
     showStatus();
+  });
+  hub.on("unrecovered", ({ topic }) => {
+    // The hub could not replay all that was said while we were away.
+    if (room && topic === room.name) addNotice("Some messages were missed while offline.");
   });
   hub.on("ended", ({ topic, code, reason, rejoinInMs }) => {
     if (!room || topic !== room.name) return;

@@ -4,12 +4,15 @@
 //
 //     import { TrioHub } from "/triohub.js";
 //     const hub = await TrioHub.connect("ws://127.0.0.1:8000/ws", { token: fetchToken });
+//     hub.transport;                    // "websocket", or "longpoll" where WebSockets fail
 //     const room = await hub.join("room:lobby", { user: "alice" });
 //     room.on("message", (payload, offset) => console.log(payload.text));
 //     await room.publish("message", { text: "hi" }, { ack: true });
 //
 // It speaks the JSON codec (subprotocol `triohub.v1.json`, text messages) of
-// docs/protocol.md; docs/client-js.md documents this API.
+// docs/protocol.md, over a WebSocket or, where one cannot be opened, over
+// HTTP long-polling (docs/protocol.md, "Long-polling"); docs/client-js.md
+// documents this API.
 
 export const SUBPROTOCOL = "triohub.v1.json";
 
@@ -38,11 +41,17 @@ const DEFAULTS = {
   requestTimeoutMs: 10000, // default client-side timeout of call() and publish({ack})
   joinTimeoutMs: 10000, // a connected Join left unanswered this long fails
   reconnect: true, // reconnect after the connection is lost (never after 1008)
-  reconnectMinMs: 500, // first reconnect delay; it doubles per failed attempt...
-  reconnectMaxMs: 30000, // ...up to this, each delay randomized to 50-100% (jitter)
+  reconnectMinMs: 500, // first reconnect ceiling; it doubles per failed attempt...
+  reconnectMaxMs: 10000, // ...up to this; each delay is random below it (full jitter)
   stableAfterMs: 5000, // a connection open this long resets the backoff
   rejoinDelayMs: 1000, // wait (plus jitter) before re-joining a crashed topic
+  transports: ["websocket", "longpoll"], // tried in this order on each attempt
+  websocketTimeoutMs: 5000, // a WebSocket not open by then: fall back to long-polling
+  longPollUrl: null, // the long-polling path; default: the url's origin + "/poll"
+  bufferSize: 100, // publishes and calls held while reconnecting (0: reject at once)...
+  bufferTimeoutMs: 10000, // ...each for at most this long, then it rejects with "timeout"
   WebSocket: null, // the WebSocket class; default globalThis.WebSocket
+  fetch: null, // the fetch function of long-polling; default globalThis.fetch
 };
 
 // Close codes (docs/protocol.md, "WebSocket close codes"). Browsers may only
@@ -153,6 +162,168 @@ function readFrame(wire) {
   }
 }
 
+// ---------------------------------------------------------------- long-polling
+
+const CLOSE_ABNORMAL = 1006;
+const CLOSE_TOO_BIG = 1009;
+
+/** HTTP long-polling behind the WebSocket's interface (onopen, onmessage,
+ * onclose, send, close, protocol), so the hub drives either the same way.
+ *
+ * One POST opens a session; GETs are held by the hub until messages wait;
+ * POSTs carry what we send, one at a time, as many messages per body as are
+ * queued. Bodies hold one JSON message per line. Each poll says how many
+ * messages it has received (`ack`), so an answer lost on the way is sent
+ * again. The Close comes as the last poll's answer, in its headers. See
+ * docs/protocol.md, "Long-polling".
+ */
+export class LongPollSocket {
+  constructor(url, protocols, fetchImpl = globalThis.fetch?.bind(globalThis)) {
+    this.url = url;
+    this.protocol = "";
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._fetch = fetchImpl;
+    this._session = null; // the session's URL
+    this._seq = 0; // messages received so far
+    this._queue = []; // messages waiting for the next POST
+    this._posting = false;
+    this._maxBytes = 1024 * 1024;
+    this._closed = false;
+    this._abort = new AbortController();
+    // A page going away ends its session at once (a WebSocket's socket
+    // would close), rather than leaving it to be reaped.
+    this._onPageHide = () => this.close(1001, "page hidden");
+    globalThis.addEventListener?.("pagehide", this._onPageHide);
+    this._open(protocols);
+  }
+
+  send(text) {
+    if (this._closed || this._session === null) throw new HubError("disconnected", "not connected");
+    this._queue.push(text);
+    if (!this._posting) this._post();
+  }
+
+  /** Close from our side: end the session on the hub too (best effort). */
+  close(code = 1000, reason = "") {
+    if (this._closed) return;
+    this._end(code, reason, true);
+  }
+
+  async _open(protocols) {
+    const [url, query] = splitQuery(this.url);
+    let response, opened;
+    try {
+      response = await this._request(url + query, { method: "POST", body: protocols.join(", ") });
+      if (response.ok) opened = await response.json();
+      else await response.text();
+    } catch (err) {
+      this._end(CLOSE_ABNORMAL, `long-polling failed: ${err.message}`, false);
+      return;
+    }
+    if (this._closed) return;
+    if (!response.ok) {
+      this._end(CLOSE_ABNORMAL, `long-polling refused (${response.status})`, false);
+      return;
+    }
+    this._session = `${url.replace(/\/$/, "")}/${opened.session}`;
+    this.protocol = opened.subprotocol;
+    if (opened.max_message_size) this._maxBytes = opened.max_message_size;
+    this.onopen?.({});
+    this._poll();
+  }
+
+  async _poll() {
+    while (!this._closed) {
+      let response, body;
+      try {
+        response = await this._request(`${this._session}?ack=${this._seq}`, { method: "GET" });
+        body = await response.text();
+      } catch (err) {
+        this._end(CLOSE_ABNORMAL, `poll failed: ${err.message}`, false);
+        return;
+      }
+      if (this._closed) return;
+      if (response.status !== 200) {
+        // 404: the hub no longer knows the session (it restarted, or reaped it).
+        this._end(CLOSE_ABNORMAL, `poll answered ${response.status}`, false);
+        return;
+      }
+      this._seq = Number(response.headers.get("triohub-seq") ?? this._seq);
+      for (const line of body.split("\n")) {
+        if (line) this.onmessage?.({ data: line });
+        if (this._closed) return; // a message made the hub drop us
+      }
+      const code = response.headers.get("triohub-close-code");
+      if (code !== null) {
+        const reason = decodeURIComponent(response.headers.get("triohub-close-reason") ?? "");
+        this._end(Number(code), reason, false, true);
+        return;
+      }
+    }
+  }
+
+  async _post() {
+    this._posting = true;
+    try {
+      while (this._queue.length > 0 && !this._closed) {
+        // As many queued messages as fit the hub's message size, at least one.
+        let count = 0;
+        let size = 0;
+        while (count < this._queue.length && (count === 0 || size + this._queue[count].length < this._maxBytes)) {
+          size += this._queue[count].length + 1;
+          count += 1;
+        }
+        const body = this._queue.splice(0, count).join("\n");
+        let response;
+        try {
+          response = await this._request(this._session, { method: "POST", body });
+          await response.text();
+        } catch (err) {
+          this._end(CLOSE_ABNORMAL, `send failed: ${err.message}`, false);
+          return;
+        }
+        if (this._closed) return;
+        if (response.status === 413) {
+          // Over the hub's size limit: it closes the session with 1009, as
+          // it would a WebSocket; its poll may not get there first.
+          this._end(CLOSE_TOO_BIG, "message too big", false);
+          return;
+        }
+        if (!response.ok) {
+          this._end(CLOSE_ABNORMAL, `send answered ${response.status}`, false);
+          return;
+        }
+      }
+    } finally {
+      this._posting = false;
+    }
+  }
+
+  _request(url, init) {
+    return this._fetch(url, { ...init, cache: "no-store", credentials: "same-origin", signal: this._abort.signal });
+  }
+
+  // Stop for good; tell the hub (DELETE) unless it closed first; report the close.
+  _end(code, reason, byUs, wasClean = false) {
+    if (this._closed) return;
+    this._closed = true;
+    this._abort.abort();
+    globalThis.removeEventListener?.("pagehide", this._onPageHide);
+    if (this._session !== null && !wasClean) {
+      // keepalive: the DELETE goes out even if the page is being unloaded.
+      this._fetch(this._session, { method: "DELETE", keepalive: true, cache: "no-store" }).catch(() => {});
+    }
+    const event = { code, reason, wasClean: wasClean || byUs };
+    // Like a WebSocket's, the close event comes in a later task.
+    setTimeout(() => this.onclose?.(event), 0);
+  }
+}
+
+function splitQuery(url) {
+  const at = url.indexOf("?");
+  return at < 0 ? [url, ""] : [url.slice(0, at), url.slice(at)];
+}
+
 // ---------------------------------------------------------------- events
 
 class Emitter {
@@ -201,6 +372,8 @@ export class Topic extends Emitter {
     this.state = "idle";
     this.params = {};
     this.offset = null; // last Push offset seen: sent in Join when joining again
+    this.epoch = null; // the history epoch that offset belongs to (from the Join Reply)
+    this.recovered = null; // after a re-join from an offset: whether nothing was missed
     this.reply = undefined; // payload of the last ok Join Reply
     this._joinWaiters = [];
     this._rejoinTimer = null;
@@ -235,8 +408,10 @@ export class Topic extends Emitter {
    * code (e.g. `bad_field`, `not_joined`), `timeout`, or `disconnected`.
    */
   publish(event, payload = null, { ack = false, timeout } = {}) {
-    const check = this._checkJoined();
-    if (check) return check;
+    return this._whenJoined(() => this._publishNow(event, payload, ack, timeout));
+  }
+
+  _publishNow(event, payload, ack, timeout) {
     if (!ack) {
       try {
         this.hub._send([PUBLISH, 0, this.name, event, payload]);
@@ -257,8 +432,10 @@ export class Topic extends Emitter {
    * the server, which answers `call_timeout` if its service is slower.
    */
   call(event, payload = null, { timeout } = {}) {
-    const check = this._checkJoined();
-    if (check) return check;
+    return this._whenJoined(() => this._callNow(event, payload, timeout));
+  }
+
+  _callNow(event, payload, timeout) {
     const timeoutMs = timeout ?? this.hub.options.requestTimeoutMs;
     // The wire takes seconds; null lets the server apply its default.
     const seconds = timeoutMs == null ? null : timeoutMs / 1000;
@@ -277,19 +454,26 @@ export class Topic extends Emitter {
     return this.hub._request((ref) => [LEAVE, ref, this.name], options).then(() => undefined);
   }
 
-  _checkJoined() {
-    if (this.state === "joined" && this.hub.connected) return null;
+  // Run `send` now if joined and connected; while the hub reconnects and the
+  // topic re-joins, hold it (bounded, with a timeout) until the topic is joined again.
+  _whenJoined(send) {
+    if (this.state === "joined" && this.hub.connected) return send();
+    if (this.hub._mayBuffer(this)) {
+      return new Promise((resolve, reject) => this.hub._buffer(this, () => send().then(resolve, reject), reject));
+    }
     const code = this.hub.connected ? "not_joined" : "disconnected";
     const error = new HubError(code, `topic ${this.name} is ${this.state}`, { topic: this.name });
     return Promise.reject(error);
   }
 
-  // Membership is over for good: forget the topic and fail a pending join().
+  // Membership is over for good: forget the topic and fail a pending join()
+  // and whatever waits to be sent to it.
   _finish(state, error) {
     this.state = state;
     clearTimeout(this._rejoinTimer);
     if (this.hub._topics.get(this.name) === this) this.hub._topics.delete(this.name);
     for (const waiter of this._joinWaiters.splice(0)) waiter.reject(error);
+    this.hub._failBuffered(this, error);
   }
 }
 
@@ -395,10 +579,13 @@ export class Inbox extends Emitter {
  *
  * Events (hub.on(name, handler)):
  * - "state" (state): "connecting", "open", "reconnecting" or "closed"
- * - "open" ({reconnected})
+ * - "open" ({reconnected, transport}): transport is "websocket" or "longpoll"
  * - "close" ({code, reason, wasClean, reconnectInMs}): reconnectInMs is null
  *   when the hub will not reconnect (after 1008 or hub.close())
- * - "joined" ({topic, payload, rejoined}): every ok Join Reply
+ * - "joined" ({topic, payload, rejoined, recovered}): every ok Join Reply;
+ *   recovered is true or false after a re-join from an offset, else null
+ * - "unrecovered" ({topic, payload}): a re-join could not get back everything
+ *   missed (the history was dropped or too short): refetch the topic's state
  * - "ended" ({topic, code, reason, rejoinInMs}): the server ended a membership
  * - "error" (HubError): Error frames not tied to a request, failed re-joins,
  *   failed token refreshes
@@ -436,9 +623,14 @@ export class TrioHub extends Emitter {
     this._timers = { heartbeat: null, reconnect: null, stable: null, connect: null };
     this._closedNotified = false;
     this._opened = null;
+    this._buffered = []; // publishes and calls waiting for their topic to be joined again
+    this._websocketWorked = false; // a WebSocket opened once: the network lets them through
+    this._longPollWorked = false;
+    /** The transport in use (or last used): "websocket", "longpoll", or null before any. */
+    this.transport = null;
   }
 
-  /** True when the WebSocket is open. */
+  /** True when the connection is open. */
   get connected() {
     return this.state === "open";
   }
@@ -576,15 +768,18 @@ export class TrioHub extends Emitter {
     clearTimeout(topic._rejoinTimer);
     if (!this.connected) return; // sent by _onOpen once connected
     topic.state = "joining";
-    this._track((ref) => [JOIN, ref, topic.name, topic.params, topic.offset], {
+    // From the last offset seen, in its epoch: the hub sends what was missed.
+    const recovering = topic.offset != null;
+    const epoch = recovering ? topic.epoch : null;
+    this._track((ref) => [JOIN, ref, topic.name, topic.params, topic.offset, epoch], {
       topic: topic.name,
       timeoutMs: this.options.joinTimeoutMs,
       isJoin: true,
-      settle: (error, payload) => this._joinAnswered(topic, error, payload),
+      settle: (error, payload) => this._joinAnswered(topic, error, payload, recovering),
     });
   }
 
-  _joinAnswered(topic, error, payload) {
+  _joinAnswered(topic, error, payload, recovering) {
     if (this._topics.get(topic.name) !== topic) {
       // The app left while the Join was on its way: leave on the server too.
       if (!error && this.connected) this._send([LEAVE, 0, topic.name]);
@@ -594,8 +789,17 @@ export class TrioHub extends Emitter {
       const rejoined = topic.reply !== undefined;
       topic.state = "joined";
       topic.reply = payload;
+      const position = payload !== null && typeof payload === "object" && !Array.isArray(payload) ? payload : {};
+      const recovered = recovering && typeof position.recovered === "boolean" ? position.recovered : null;
+      topic.recovered = recovered;
+      if (typeof position.epoch === "string") topic.epoch = position.epoch;
+      // Recovered: the missed Pushes follow, each moving the offset on. Else
+      // carry on from the topic's position now (what was missed is lost).
+      if (recovered !== true && Number.isInteger(position.offset)) topic.offset = position.offset;
       for (const waiter of topic._joinWaiters.splice(0)) waiter.resolve(payload);
-      this._emit("joined", { topic: topic.name, payload, rejoined });
+      this._emit("joined", { topic: topic.name, payload, rejoined, recovered });
+      if (recovered === false) this._emit("unrecovered", { topic: topic.name, payload });
+      this._sendBuffered(topic);
       return;
     }
     if (error.code === "disconnected") return; // joined again on reconnect
@@ -622,13 +826,56 @@ export class TrioHub extends Emitter {
     return delay;
   }
 
+  // -------------------------------------------------------------- the buffer
+
+  _mayBuffer(topic) {
+    if (this.options.bufferSize <= 0 || this._ended || topic.reply === undefined) return false;
+    if (topic.state === "rejoining" || topic.state === "joining") return true;
+    return topic.state === "joined" && !this.connected;
+  }
+
+  // Hold `send` until `topic` is joined again; `fail(error)` if it is not in time.
+  _buffer(topic, send, fail) {
+    const { bufferSize, bufferTimeoutMs } = this.options;
+    if (this._buffered.length >= bufferSize) {
+      fail(new HubError("buffer_full", `${bufferSize} requests already wait for the connection`, { topic: topic.name }));
+      return;
+    }
+    const entry = { topic, send, fail, timer: null };
+    entry.timer = setTimeout(() => {
+      this._buffered = this._buffered.filter((other) => other !== entry);
+      fail(new HubError("timeout", `not sent: still disconnected after ${bufferTimeoutMs} ms`, { topic: topic.name }));
+    }, bufferTimeoutMs);
+    this._buffered.push(entry);
+  }
+
+  _sendBuffered(topic) {
+    const mine = this._buffered.filter((entry) => entry.topic === topic);
+    if (mine.length === 0) return;
+    this._buffered = this._buffered.filter((entry) => entry.topic !== topic);
+    for (const entry of mine) {
+      clearTimeout(entry.timer);
+      entry.send();
+    }
+  }
+
+  _failBuffered(topic, error) {
+    const mine = this._buffered.filter((entry) => entry.topic === topic);
+    if (mine.length === 0) return;
+    this._buffered = this._buffered.filter((entry) => entry.topic !== topic);
+    for (const entry of mine) {
+      clearTimeout(entry.timer);
+      entry.fail(error);
+    }
+  }
+
   // -------------------------------------------------------------- the socket
 
   _connect() {
     this._clearTimers();
     const { token } = this.options;
     if (typeof token !== "function") {
-      this._openSocket(token);
+      this._openTransports(token);
       return;
     }
     // A fresh token per attempt, perhaps fetched from the application's server.
@@ -638,42 +885,109 @@ export class TrioHub extends Emitter {
     Promise.resolve()
       .then(() => token())
       .then(
-        (value) => current() && this._openSocket(value),
+        (value) => current() && this._openTransports(value),
         (err) => current() && this._lost({ code: 1006, reason: `no token: ${err.message ?? err}`, wasClean: false }),
       );
   }
 
-  _openSocket(token) {
-    const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+  // Try the transports in order (see _tryTransport) for one attempt.
+  _openTransports(token) {
+    let order = this.options.transports;
+    // Where WebSockets never opened and long-polling did, reconnects go
+    // straight to long-polling instead of waiting for a WebSocket again.
+    if (!this._websocketWorked && this._longPollWorked && order.includes("longpoll")) {
+      order = ["longpoll"];
+    }
+    this._tryTransport(order, 0, token);
+  }
+
+  // Open the `index`th transport of `order`; if it cannot be made, fails
+  // before it opens or does not open within websocketTimeoutMs, try the next.
+  // Once WebSockets have worked, one failing fast means the hub is down or
+  // restarting, not that the network blocks them: that attempt just fails.
+  _tryTransport(order, index, token) {
+    const name = order[index];
+    const fallback = index + 1 < order.length;
+    const next = () => {
+      this._detach(ws);
+      try {
+        ws.close();
+      } catch {
+        // not open yet, or closing
+      }
+      this._tryTransport(order, index + 1, token);
+    };
     let ws;
     try {
-      ws = new WebSocketImpl(this._connectUrl(token), [SUBPROTOCOL]);
+      ws = this._openTransport(name, token);
     } catch (err) {
-      // A malformed URL: no use retrying.
+      if (fallback) {
+        this._tryTransport(order, index + 1, token);
+        return;
+      }
+      // No WebSocket class, a malformed URL: no use retrying.
       this._closedByApp = true;
       this._lost({ code: 1006, reason: err.message, wasClean: false });
       return;
     }
     this._ws = ws;
     this._setState("connecting");
-    ws.onopen = () => this._onOpen(ws);
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      this.transport = name;
+      if (name === "websocket") this._websocketWorked = true;
+      else this._longPollWorked = true;
+      this._onOpen(ws);
+    };
     ws.onmessage = (event) => this._onMessage(ws, event.data);
-    ws.onclose = (event) => this._onClose(ws, event);
+    ws.onclose = (event) => {
+      const fellBack = fallback && this.state === "connecting" && !this._websocketWorked;
+      if (ws === this._ws && fellBack) next();
+      else this._onClose(ws, event);
+    };
     ws.onerror = () => {}; // a close event always follows, with the details
-    this._timers.connect = setTimeout(() => {
-      this._abandon(ws, CLOSE_CONNECT_TIMEOUT, "connect timeout");
-    }, this.options.connectTimeoutMs);
+    clearTimeout(this._timers.connect);
+    if (fallback) {
+      this._timers.connect = setTimeout(() => ws === this._ws && next(), this.options.websocketTimeoutMs);
+    } else {
+      this._timers.connect = setTimeout(() => {
+        this._abandon(ws, CLOSE_CONNECT_TIMEOUT, "connect timeout");
+      }, this.options.connectTimeoutMs);
+    }
   }
 
-  _connectUrl(token) {
+  _openTransport(name, token) {
+    if (name === "websocket") {
+      const WebSocketImpl = this.options.WebSocket ?? globalThis.WebSocket;
+      if (typeof WebSocketImpl !== "function") throw new TypeError("this page has no WebSocket");
+      return new WebSocketImpl(this._connectUrl(this.url, token), [SUBPROTOCOL]);
+    }
+    if (name === "longpoll") {
+      const fetchImpl = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
+      if (typeof fetchImpl !== "function") throw new TypeError("this page has no fetch");
+      return new LongPollSocket(this._connectUrl(this._longPollUrl(), token), [SUBPROTOCOL], fetchImpl);
+    }
+    throw new TypeError(`unknown transport ${JSON.stringify(name)}`);
+  }
+
+  _longPollUrl() {
+    if (this.options.longPollUrl) return this.options.longPollUrl;
+    const url = new URL(this.url, globalThis.location?.href);
+    url.protocol = url.protocol === "wss:" || url.protocol === "https:" ? "https:" : "http:";
+    url.pathname = "/poll";
+    url.search = "";
+    return url.href;
+  }
+
+  _connectUrl(base, token) {
     let params = this.options.params;
     if (typeof params === "function") params = params(); // fresh per attempt
     params = { ...(params ?? {}) };
     // Browsers cannot set headers on a WebSocket: the token goes in the query.
     if (token != null) params.token = token;
     const query = new URLSearchParams(params).toString();
-    if (!query) return this.url;
-    return this.url + (this.url.includes("?") ? "&" : "?") + query;
+    if (!query) return base;
+    return base + (base.includes("?") ? "&" : "?") + query;
   }
 
   _onOpen(ws) {
@@ -695,7 +1009,7 @@ export class TrioHub extends Emitter {
       this._opened.settled = true;
       this._opened.resolve();
     }
-    this._emit("open", { reconnected });
+    this._emit("open", { reconnected, transport: this.transport });
     // Join every topic we want to be in again, from the last offset seen, so
     // the service can send what we missed.
     for (const topic of this._topics.values()) {
@@ -902,12 +1216,14 @@ export class TrioHub extends Emitter {
     this._emit("close", { code, reason, wasClean, reconnectInMs });
   }
 
-  // Exponential backoff with jitter: min * 2^attempt, capped, then 50-100% of it.
+  // Exponential backoff with full jitter: min * 2^attempt, capped, then a
+  // random delay below it. Clients dropped together (a server restart)
+  // spread over the whole window instead of arriving in waves.
   _backoff() {
     const { reconnectMinMs, reconnectMaxMs } = this.options;
     const ceiling = Math.min(reconnectMaxMs, reconnectMinMs * 2 ** this._attempt);
     this._attempt += 1;
-    return jitter(ceiling);
+    return Math.round(Math.random() * ceiling);
   }
 
   _setState(state) {
@@ -925,8 +1241,8 @@ export class TrioHub extends Emitter {
   }
 }
 
-// A delay between 50% and 100% of `ms`: many clients dropped at once (a
-// server restart) spread their reconnects instead of arriving together.
+// A delay between 50% and 100% of `ms`: many members of a crashed topic
+// spread their re-joins instead of arriving together.
 function jitter(ms) {
   return Math.round(ms * (0.5 + Math.random() * 0.5));
 }

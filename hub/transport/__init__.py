@@ -3,6 +3,7 @@
 - `base`: the `Transport` interface, `Wire` (one encoded message shared by
   every client that gets it), the bounded `Outbox`;
 - `websocket`: RFC 6455 over a TCP or TLS stream (wsproto parses, the hub writes);
+- `longpoll`: HTTP long-polling, for clients that cannot open a WebSocket;
 - `memory`: an in-memory pair, for tests that drive a session with no socket.
 """
 
@@ -14,6 +15,7 @@ from hub.transport.base import (
     TransportClosed,
     Wire,
 )
+from hub.transport.longpoll import LongPollSettings, LongPollTransport
 from hub.transport.memory import MemoryClient, MemoryTransport, memory_transport_pair
 from hub.transport.websocket import (
     WebSocketObserver,
@@ -26,6 +28,8 @@ from hub.transport.websocket import (
 
 __all__ = [
     "DEFAULT_OUTBOX_CAPACITY",
+    "LongPollSettings",
+    "LongPollTransport",
     "MemoryClient",
     "MemoryTransport",
     "Outbox",

@@ -47,6 +47,23 @@ async def test_records_reach_the_node_subscribed_in_publish_order(backplane: Bac
     assert received == sent
 
 
+async def test_records_keep_how_they_are_delivered(backplane: Backplane) -> None:
+    received: list[Record] = []
+    backplane.subscribe("t:delivery", received.append)
+    position = await backplane.position("t:delivery")
+    sent = [
+        Record("t:delivery", "state", {"tick": 1}, position.epoch, key="state"),
+        Record("t:delivery", "spark", {"x": 1}, position.epoch, volatile=True),
+        Record("t:delivery", "cursor", None, position.epoch, latest_only=True, exclude="c1"),
+    ]
+    for item in sent:
+        backplane.publish(item)
+    with trio.fail_after(5):
+        while len(received) < len(sent):
+            await trio.testing.wait_all_tasks_blocked()
+    assert received == sent
+
+
 async def test_a_topic_not_subscribed_reaches_no_one_and_unsubscribe_stops(
     backplane: Backplane,
 ) -> None:

@@ -96,6 +96,19 @@ def test_fanout_delivers_everything_to_everyone_and_plots(tmp_path):
 
 
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_fanout_with_long_polling_subscribers_beside_websocket_ones(tmp_path):
+    document = _bench("fanout", "--longpoll", "-n", "10", "--messages", "30", cwd=tmp_path)
+    figures = _figures(document)
+    assert list(figures) == ["hub", "hub-longpoll"]
+    for name, run in figures.items():
+        assert (run["deliveries"], run["lost"], run["duplicates"]) == (300, 0, 0), name
+        assert run["closed_by_server"] == 0, name
+        assert run["server_cpu_per_op_us"] > 0, name
+    ratios = document["summary"]["server_cpu_per_op_us"]["ratios"]
+    assert "hub-longpoll" in ratios
+
+
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
 def test_fanout_at_a_fixed_rate_loses_nothing(tmp_path):
     document = _bench("fanout", "-n", "20", "--messages", "40", "--rate", "200", cwd=tmp_path)
     run = _figures(document)["hub"]

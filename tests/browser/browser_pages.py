@@ -53,3 +53,59 @@ def run(page: Page, script: str, **arg: Any) -> Any:
         + "\n}",
         arg,
     )
+
+
+# A WebSocket stand-in for what a real hub cannot be made to do (crash a topic
+# on demand, refuse attempts in a row, answer a recovery as a test wants).
+FAKE_SOCKET = """
+class FakeSocket {
+  static instances = [];
+  static refuse = false;  // new sockets fail to open (close 1006)
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocol = "";
+    this.sent = [];
+    this.taken = 0;
+    this.waiters = [];
+    FakeSocket.instances.push(this);
+    setTimeout(() => {
+      if (FakeSocket.refuse) {
+        this.onclose?.({ code: 1006, reason: "", wasClean: false });
+      } else {
+        this.protocol = protocols[0];
+        this.onopen?.({});
+      }
+    }, 0);
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+  close(code, reason) { this.closedWith = { code, reason }; }
+  // Resolve with the next frame sent with kind `tag` that no call took yet.
+  nextSent(tag) {
+    return new Promise((resolve) => {
+      const check = () => {
+        while (this.taken < this.sent.length) {
+          const frame = this.sent[this.taken++];
+          if (frame[0] === tag) { resolve(frame); return; }
+        }
+        this.waiters.push(check);
+      };
+      check();
+    });
+  }
+  receive(message) { this.onmessage?.({ data: JSON.stringify(message) }); }
+  serverClose(code, reason = "") { this.onclose?.({ code, reason, wasClean: true }); }
+}
+const latest = () => FakeSocket.instances[FakeSocket.instances.length - 1];
+// The next `event` of `emitter`, as a promise.
+const once = (emitter, event) =>
+  new Promise((resolve) => {
+    const off = emitter.on(event, (value) => {
+      off();
+      resolve(value);
+    });
+  });
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+"""

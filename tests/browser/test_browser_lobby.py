@@ -76,8 +76,10 @@ def test_two_players_in_a_lobby_ready_up_and_play_their_match(
     topic = ada.locator("#match-panel").get_attribute("data-match")
     assert topic is not None
     for page in (ada, bob):
-        page.locator("#autopilot").check()
         expect_ticking(page, topic)
+    # Then both steer for the coin (not before: the match could be over by then).
+    for page in (ada, bob):
+        page.locator("#autopilot").check()
     # Someone takes the two coins the host asked for: the match is over on both pages.
     for page in (ada, bob):
         expect(page.locator("#result")).to_have_text(re.compile(r"^Match over: \w+ won"))
@@ -118,3 +120,29 @@ def test_two_pages_and_two_bots_are_matched_from_the_queue_and_play(
     # The bots played the pages' match, to its end.
     assert [stats.topics for stats in results] == [[topic], [topic]]
     assert all(ending.endswith("won") for stats in results for ending in stats.endings)
+
+
+def test_a_player_who_reloads_within_the_grace_is_back_in_its_slot(
+    lobby_hub: HubProcess, new_page: Callable[[], Page]
+) -> None:
+    cat = open_player(new_page(), lobby_hub, "cat")
+    dan = open_player(new_page(), lobby_hub, "dan")
+    for page, capacity in ((cat, "2"), (dan, None)):
+        page.locator("#lobby-id").fill("reloads")
+        if capacity:
+            page.locator("#capacity").fill(capacity)
+        page.locator("#join-lobby").click()
+        expect(page.locator("#players li")).to_have_count(2 if page is dan else 1)
+    for page in (cat, dan):
+        page.locator("#ready").click()
+    cat.locator("#start").click()
+    expect(dan.locator("#match-panel")).to_have_attribute("data-match", re.compile(r"^match:"))
+    topic = dan.locator("#match-panel").get_attribute("data-match")
+    assert topic is not None
+    # dan reloads: its connection ends, cat sees it away...
+    dan.reload()
+    expect(cat.locator("#events li", has_text="dan: away")).to_have_count(1)
+    # ...and dan, connecting again, is back in the same match, which ticks on.
+    dan.locator("#connect").click()
+    expect_ticking(dan, topic)
+    expect(cat.locator("#events li", has_text="dan: back")).to_have_count(1)

@@ -52,9 +52,23 @@ def free_port() -> int:
 
 
 def children(pid: int) -> set[int]:
-    """The live child processes of `pid` (Linux's /proc)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(child) for child in path.read_text().split()}
+    """The live child processes of `pid` (Linux's /proc), whichever of its threads started them."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.update(int(child) for child in task.read_text().split())
+        except FileNotFoundError:
+            continue  # the thread has just ended
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 @attrs.define
@@ -143,6 +157,13 @@ async def test_workers_share_the_port_and_a_broadcast_reaches_every_worker(
                     got = [(await client.next_push("shout:x")).payload for _ in range(20)]
                     assert got == list(range(20))
                     assert client.take_unread() == []
+            # A parent killed outright: its workers drain and end by themselves.
+            workers = children(pool.process.pid)
+            assert len(workers) == 2
+            pool.process.kill()
+            await pool.process.wait()
+            while any(running(pid) for pid in workers):
+                await trio.lowlevel.checkpoint()
 
 
 @pytest.mark.timeout(120)

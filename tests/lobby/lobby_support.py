@@ -9,7 +9,9 @@ found = await ada.next_push("queue:4p", "match_found")
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -17,14 +19,23 @@ import trio.testing
 from memory_support import connect_memory
 
 from hub.app import HubRuntime
-from hub.config import HubConfig, ServerConfig, WebSocketConfig
+from hub.config import HubConfig, ServerConfig, TopicsConfig, WebSocketConfig
 from hub.protocol import JSON, Ended, Frame, Join, Leave, Payload, Publish, Push, Reply
 from hub.transport import MemoryClient
 
+# The tests import the example from the project's root (`examples.lobby`).
+# Not in a conftest.py: a second module named `conftest` on sys.path would
+# shadow the one other suites import helpers from.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
-def config(*, write_timeout: float = 10.0) -> HubConfig:
+
+def config(*, write_timeout: float = 10.0, **topics: Any) -> HubConfig:
     return HubConfig(
-        server=ServerConfig(port=0), websocket=WebSocketConfig(write_timeout=write_timeout)
+        server=ServerConfig(port=0),
+        websocket=WebSocketConfig(write_timeout=write_timeout),
+        topics=TopicsConfig(**topics),
     )
 
 

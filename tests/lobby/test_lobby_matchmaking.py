@@ -165,3 +165,26 @@ async def test_an_unknown_mode_and_a_second_ticket_are_refused_with_their_codes(
         assert not refused.ok and refused.error_code == "unknown_mode"
         refused = await ada.join("queue:4p", {"rating": "high"})
         assert not refused.ok and refused.error_code == "bad_rating"
+
+
+async def test_players_stay_queued_while_the_hub_cannot_start_their_match(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    app = make_app(match_interval=MATCH_INTERVAL)
+    # Room for two topics: the queue, and one match.
+    runtime = await nursery.start(serve_hub, app, config(max_live=2))
+    with trio.fail_after(30):
+        ratings = dict.fromkeys("abcd", 1500)
+        queued = await queue(runtime, nursery, "queue:2p", ratings)
+        await trio.sleep(MATCH_INTERVAL * 3)
+        first = found(queued["a"], "queue:2p")
+        assert first is not None and first["players"] == ["a", "b"]
+        for name in ("c", "d"):
+            assert found(queued[name], "queue:2p") is None
+            queued[name].drain_nowait()
+            assert not any(isinstance(frame, Ended) for frame in queued[name].unread)
+        # Nobody joins the first match: it stops once empty for the topics'
+        # grace (10 s), and a round after that starts theirs.
+        second = await queued["c"].next_push("queue:2p", "match_found")
+        assert second["players"] == ["c", "d"]
+        assert runtime.topics.whereis(first["topic"]) is None

@@ -54,6 +54,9 @@ $("who").addEventListener("submit", async (event) => {
   say($("connection"), `${me}: ${hub.state}`);
   $("name").disabled = true;
   $("connect").disabled = true;
+  // Back from a reload within the match's grace: the same slot is ours.
+  const previous = sessionStorage.getItem(`lobby-match:${me}`);
+  if (previous) goToMatch({ topic: previous, players: [] });
 });
 
 function onEnded({ topic, code, reason }) {
@@ -67,6 +70,7 @@ function onEnded({ topic, code, reason }) {
     say($("result"), `${code === "match_over" ? "Match over" : "Match ended"}: ${reason} (${code})`,
       code !== "match_over");
     match = null;
+    sessionStorage.removeItem(`lobby-match:${me}`);
   }
 }
 
@@ -179,7 +183,7 @@ function leftQueue() {
 
 async function goToMatch({ topic: name, players }) {
   if (match) return;
-  say($("queue-status"), `matched with ${players.filter((p) => p !== me).join(", ")}`);
+  if (players.length) say($("queue-status"), `matched with ${players.filter((p) => p !== me).join(", ")}`);
   const topic = hub.topic(name);
   topic.on("state", (value) => { state = value; });
   topic.on("scores", renderScores);
@@ -194,9 +198,11 @@ async function goToMatch({ topic: name, players }) {
     state = reply.state;
   } catch (error) {
     say($("result"), `${error.code}: ${error.message}`, true);
+    sessionStorage.removeItem(`lobby-match:${me}`);
     return;
   }
   match = topic;
+  sessionStorage.setItem(`lobby-match:${me}`, name);
   $("match-name").textContent = name;
   $("match-panel").dataset.match = name;
   say($("result"), "");
