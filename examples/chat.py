@@ -2,14 +2,16 @@
 
     .venv/bin/hub serve examples.chat:app   # then open http://127.0.0.1:8000/
 
-Rooms (`room:*`) keep 100 messages of history; `help:*` topics are a
+Rooms (`room:*`) keep 100 messages of history and presence (the page shows
+who is here, their status and who is typing); `help:*` topics are a
 moderated room that refuses messages with banned words, written in a few
-lines on top of RoomService.
+lines on top of RoomService; `hall:*` rooms are for crowds: their presence
+diffs are coalesced, at most four a second to each member.
 """
 
 from __future__ import annotations
 
-from hub import Hub, Member, Payload, RoomService, ServiceError
+from hub import Hub, Member, Payload, Presence, RoomService, ServiceError
 
 BANNED = {"spam", "scam"}
 
@@ -25,5 +27,7 @@ class ModeratedRoom(RoomService):
 
 
 app = Hub("chat example")
-app.route("room:*", lambda topic: RoomService(topic, announce_members=True))
+app.route("room:*", RoomService)
 app.route("help:*", ModeratedRoom)
+crowds = Presence(mode="coalesced", interval=0.25, user_param="user")
+app.route("hall:*", RoomService, presence=crowds)

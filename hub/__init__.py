@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         HubConfig,
         LoggingConfig,
         NotificationsConfig,
+        PresenceConfig,
         ServerConfig,
         SessionConfig,
         TopicsConfig,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from hub.identity import Identity
     from hub.notifications import Notification
     from hub.permissions import PERSONAL, Allow, Permissions
+    from hub.presence import Presence
     from hub.protocol import Payload
     from hub.services import EchoService, PersonalService, RoomService, Service
     from hub.tokens import TokenVerifier
@@ -71,6 +73,8 @@ _EXPORTS = {
     "JoinRefusedError": "hub.errors",
     "Member": "hub.topics",
     "Payload": "hub.protocol",
+    "Presence": "hub.presence",
+    "PresenceConfig": "hub.config",
     "RoomService": "hub.services",
     "Service": "hub.services",
     "ServiceError": "hub.errors",
@@ -101,6 +105,8 @@ __all__ = [
     "Payload",
     "Permissions",
     "PersonalService",
+    "Presence",
+    "PresenceConfig",
     "RoomService",
     "ServerConfig",
     "Service",

@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 import trio
@@ -81,6 +81,14 @@ from hub.observer import (
     observer_routes,
 )
 from hub.permissions import PERSONAL, Permissions
+from hub.presence import (
+    ListPresence,
+    Presence,
+    PresenceSettings,
+    PresenceSnapshot,
+    SubscribePresence,
+    UnsubscribePresence,
+)
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
 from hub.services import PersonalService, Service
@@ -143,6 +151,7 @@ class Hub:
         pattern: str,
         factory: Callable[[Topic], Service],
         *,
+        presence: Presence | Literal[False] | None = None,
         permissions: Permissions | None = None,
     ) -> None:
         """Serve topics matching `pattern` (`room:*`, or an exact name) with `factory`.
@@ -151,10 +160,17 @@ class Hub:
         subclass; the first matching route, in declaration order, wins.
         `permissions` say who may join, publish, call, and read presence and
         history (`hub.permissions`, docs/auth.md); by default anyone may.
+        `presence` is how its topics keep presence (`hub.presence.Presence`,
+        docs/presence.md): None takes the service's own choice (its
+        `presence` class attribute), False keeps none.
         """
         if not pattern or pattern == "*":
             raise ValueError(f"a route needs a pattern such as 'room:*', got {pattern!r}")
-        self.routes.append(Route(pattern, factory, permissions or Permissions()))
+        if presence is not None and presence is not False and not isinstance(presence, Presence):
+            raise TypeError(f"presence= takes a hub.presence.Presence or False, got {presence!r}")
+        self.routes.append(
+            Route(pattern, factory, permissions=permissions or Permissions(), presence=presence)
+        )
 
     def actor(
         self,
@@ -313,6 +329,54 @@ class HubRuntime:
     ) -> int:
         """End every connection of `user` (Close `code`, `reason`); return how many there were."""
         return self.users.disconnect(user, code, reason)
+    async def presence(
+        self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Who is present in `topic` now (nobody if the topic is not live; it is not started).
+
+        Raises UnknownTopicError if no route serves `topic`, and
+        TopicWithoutPresenceError if its route keeps no presence.
+        """
+        ref = self._live_topic(topic)
+        if ref is None:
+            return PresenceSnapshot(topic, {})
+        try:
+            snapshot: PresenceSnapshot = await ref.call(ListPresence(), timeout=timeout)
+        except actors.ActorExitedError:
+            return PresenceSnapshot(topic, {})  # it stopped meanwhile: nobody is there
+        return snapshot
+
+    async def subscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> PresenceSnapshot:
+        """Send `subscriber` (a backend actor) `topic`'s presence changes; return who is here.
+
+        Starts the topic if it is not live, and keeps it live while
+        subscribed. The subscriber then receives `hub.presence.PresenceChanged`
+        messages (a `PresenceSnapshot` in place of changes it missed, and an
+        empty one when the topic ends). Raises as `publish` does, and
+        PresenceLimitError past `presence.max_subscribers` per topic.
+        """
+        route = self.topics.route_for(topic)
+        if route is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        ref = await self.topics.actor_for(topic, route)
+        snapshot: PresenceSnapshot = await ref.call(SubscribePresence(subscriber), timeout=timeout)
+        return snapshot
+
+    async def unsubscribe_presence(
+        self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
+    ) -> None:
+        """Stop sending `subscriber` the presence changes of `topic` (nothing if it is not live)."""
+        ref = self._live_topic(topic)
+        if ref is not None:
+            with contextlib.suppress(actors.ActorExitedError):
+                await ref.call(UnsubscribePresence(subscriber), timeout=timeout)
+
+    def _live_topic(self, topic: str) -> actors.ActorRef | None:
+        if self.topics.route_for(topic) is None:
+            raise UnknownTopicError(f"no service serves topic {topic!r}")
+        return self.topics.whereis(topic)
 
     async def start_topic(self, topic: str, init: Payload = None) -> None:
         """Start `topic` from the server with `init` (see `HubServices.start_topic`)."""
@@ -505,6 +569,17 @@ def gateway_config(config: HubConfig) -> GatewayConfig:
     )
 
 
+def presence_settings(config: HubConfig) -> PresenceSettings:
+    """The hub's presence defaults, under what each route declares."""
+    presence = config.presence
+    return PresenceSettings(
+        interval=presence.interval_seconds,
+        grace=presence.grace_seconds,
+        max_meta_bytes=presence.max_meta_bytes,
+        max_subscribers=presence.max_subscribers,
+    )
+
+
 def session_settings(config: HubConfig) -> SessionSettings:
     """Every session's part of the hub's settings (one object, shared)."""
     websocket, session, topics = config.websocket, config.session, config.topics
@@ -668,6 +743,7 @@ async def serve_hub(
             settings=TopicSettings(
                 empty_grace=config.topics.empty_grace_seconds,
                 hook_timeout=config.topics.hook_timeout_seconds,
+                presence=presence_settings(config),
                 history_max_read=config.topics.history_max_read,
             ),
             mailbox_capacity=config.topics.mailbox_capacity,

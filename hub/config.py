@@ -49,6 +49,12 @@ from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
 from hub.hooks import APP_HOOK_TIMEOUT_SECONDS
 from hub.notifications import INBOX_MAX_AGE_SECONDS, INBOX_MAX_PER_USER
+from hub.presence import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_META_BYTES,
+    DEFAULT_MAX_SUBSCRIBERS,
+)
 from hub.protocol import MALFORMED_WINDOW_SECONDS, MAX_MALFORMED, MAX_MESSAGE_BYTES, MAX_TOPICS
 from hub.protocol.machine import JOINS_PER_SECOND
 from hub.tokens import (
@@ -82,6 +88,7 @@ __all__ = [
     "LoggingConfig",
     "LongPollConfig",
     "NotificationsConfig",
+    "PresenceConfig",
     "ServerConfig",
     "SessionConfig",
     "TopicsConfig",
@@ -349,6 +356,17 @@ class NotificationsConfig(_Section):
     max_per_user: Count = INBOX_MAX_PER_USER
     #: How long an unacknowledged notification is kept before it is dropped.
     max_age_seconds: Seconds = INBOX_MAX_AGE_SECONDS
+class PresenceConfig(_Section):
+    """Presence defaults; each route's `Presence(...)` may choose its own (docs/presence.md)."""
+
+    #: How long an ended connection's entries stay; a client back within it shows no leave.
+    grace_seconds: SecondsOrZero = DEFAULT_GRACE_SECONDS
+    #: Coalesced and counts modes push at most once per this many seconds to each member.
+    interval_seconds: Seconds = DEFAULT_INTERVAL_SECONDS
+    #: The most one connection's presence meta may take, as msgpack.
+    max_meta_bytes: Count = DEFAULT_MAX_META_BYTES
+    #: Backend actors subscribed to one topic's presence at most.
+    max_subscribers: Count = DEFAULT_MAX_SUBSCRIBERS
 
 
 class LoggingConfig(_Section):
@@ -445,6 +463,7 @@ class HubConfig(_Section):
     topics: TopicsConfig = TopicsConfig()
     users: UsersConfig = UsersConfig()
     notifications: NotificationsConfig = NotificationsConfig()
+    presence: PresenceConfig = PresenceConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
     backplane: BackplaneConfig = BackplaneConfig()

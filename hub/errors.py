@@ -55,6 +55,9 @@ class ErrorCode(enum.StrEnum):
     """The topic has more requests queued than it takes; try again shortly."""
     TOPIC_LIMIT = "topic_limit"
     """The hub serves as many topics as it is allowed to; a new one cannot start now."""
+    NAME_TAKEN = "name_taken"
+    """The user name a join claims is held by a live connection of another identity
+    (also the Ended code of a membership displaced by the authenticated user of that name)."""
     FORBIDDEN = "forbidden"
     """The client may not do this: the route's permissions (or the service's `authorize`)
     do not allow the request, or it is another user's personal topic."""

@@ -46,9 +46,14 @@ DEFAULT_CONNECTIONS: Final = {
     "echo": 50,
     "fanout": 1000,
     "churn": 1000,
+    "presence": 500,
     "lobby": 200,
 }
-DEFAULT_ROOMS: Final = {"fanout": "room:bench", "churn": "room:bench-churn"}
+DEFAULT_ROOMS: Final = {
+    "fanout": "room:bench",
+    "churn": "room:bench-churn",
+    "presence": "room:bench-presence",
+}
 
 # The longest one run (one server, one load generator) may take, in seconds,
 # before its load generator is stopped and the run counted as failed.
@@ -66,9 +71,11 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         epilog="Scenarios: idle (connections held: memory and setup cost), echo (Calls to "
         "an echo topic: round trips/s and latency), fanout (one publisher, many room "
         "subscribers: deliveries/s, latency, losses), churn (waves of clients joining a "
-        "room and vanishing: does the server's memory come back?), lobby (bots matched into "
-        "ticking matches of the lobby example: tick lateness, state deliveries/s, server CPU "
-        "per delivery; run from the source tree).",
+        "room and vanishing: does the server's memory come back?), presence (members of a "
+        "room watch churners join and leave it: server CPU per presence change, pushes per "
+        "member per second; --room crowd:NAME for the demo's coalesced presence), lobby (bots "
+        "matched into ticking matches of the lobby example: tick lateness, state "
+        "deliveries/s, server CPU per delivery; run from the source tree).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -98,7 +105,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--connections",
         type=int,
         help="idle: connections; echo: connections calling; fanout: subscribers; churn: "
-        "clients per wave; lobby: bots (defaults: "
+        "clients per wave; presence: members watching; lobby: bots (defaults: "
         + ", ".join(f"{name} {count:,}" for name, count in DEFAULT_CONNECTIONS.items())
         + ")",
     )
@@ -137,13 +144,19 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     )
     parser.add_argument("--waves", type=int, default=10, help="churn: waves (default 10)")
     parser.add_argument(
+        "--churners",
+        type=int,
+        default=500,
+        help="presence: clients that each join the room and leave it (default 500)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
         help="fanout: seconds to wait for the last deliveries; churn: for the server to "
         "notice a wave's closes; lobby: for every bot to be matched (default 30)",
     )
-    parser.add_argument("--room", help="fanout and churn: the room to join")
+    parser.add_argument("--room", help="fanout, churn and presence: the room to join")
     parser.add_argument(
         "--json",
         nargs="?",
@@ -197,6 +210,7 @@ def _spec(
         rate=args.rate,
         drain_timeout=args.drain_timeout,
         waves=args.waves,
+        churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
         match_size=args.match_size,
     )
@@ -316,6 +330,11 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.connections:,} subscribers of {spec.room}, {spec.messages:,} messages "
                 f"({spec.payload_bytes}-byte text), {pace}"
             )
+        case "presence":
+            what = (
+                f"{spec.connections:,} members of {spec.room} watching {spec.churners:,} "
+                "clients join and leave it"
+            )
         case "lobby":
             what = (
                 f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
@@ -419,6 +438,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--server-pid goes with --url")
     if args.compare and args.url:
         parser.error("--compare starts every server itself: use --spawn, not --url")
+    if args.compare and args.scenario == "presence":
+        parser.error("presence is the hub's own: no baseline has it, so no --compare")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.longpoll and args.scenario != "fanout":

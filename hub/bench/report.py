@@ -81,6 +81,18 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("server_rss_growth_per_wave_mb", "server RSS growth per wave after the first (MiB)"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
+    "presence": (
+        Metric("presence_changes", "presence changes (a join and a leave per churner)"),
+        Metric("changes_per_s", "presence changes/s", "higher"),
+        Metric("server_cpu_per_change_us", "server CPU per presence change (us)", "lower"),
+        Metric("pushes_per_member", "presence pushes per member, in all"),
+        Metric("pushes_per_member_per_change", "presence pushes per member per change", "lower"),
+        Metric("pushes_per_member_per_s", "presence pushes per member per second", "lower"),
+        Metric("max_pushes_per_member_per_s", "most presence pushes any member got per second"),
+        Metric("members_in_sync", "members whose count of users came back right"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
     "lobby": (
         Metric("players", "players (bots)"),
         Metric("matches", "matches"),
@@ -105,6 +117,7 @@ THROUGHPUT: Final = {
     "echo": "round_trips_per_s",
     "fanout": "deliveries_per_s",
     "churn": "setup_rate",
+    "presence": "changes_per_s",
     "lobby": "state_deliveries_per_s",
 }
 

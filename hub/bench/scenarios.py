@@ -1,4 +1,4 @@
-"""The four scenarios, as the load generator plays them against one server.
+"""The scenarios, as the load generator plays them against one server.
 
 Each takes a LoadSpec and a Reporter and returns its figures as a flat dict
 of numbers (plus a latency histogram or a list per wave where it has one).
@@ -17,6 +17,8 @@ The same code drives the hub (the hub protocol, msgpack) and the baselines
   stays on a WebSocket).
 - churn: waves of clients join the room (connect to /fanout) and close their
   TCP connections without a Leave or a WebSocket close.
+- presence (the hub only): members of a room watch clients join it and
+  leave it again; server CPU per presence change, pushes per member per second.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ PROGRESS_INTERVAL_SECONDS: Final = 0.25
 # churn: how often the server's connection count is read while a wave's
 # closes are still being noticed, in seconds.
 SETTLE_POLL_SECONDS: Final = 0.05
+
+# presence: how long the members' own arrivals, and the churn's last
+# coalesced diff, are given to arrive (the demo's interval is 0.5 s).
+PRESENCE_SETTLE_SECONDS: Final = 1.5
 
 Figures = dict[str, Any]
 Reporter = Callable[[str, int, int], None]
@@ -596,9 +602,138 @@ async def run_churn(spec: LoadSpec, report: Reporter) -> Figures:
     return figures
 
 
+# --- presence --------------------------------------------------------------------------
+
+
+async def run_presence(spec: LoadSpec, report: Reporter) -> Figures:
+    """Members watch churners join the room and leave it: what each presence change costs.
+
+    `connections` members join the room asking for presence pushes and stay.
+    `churners` more clients connect first (not measured); then, measured,
+    each joins the room and leaves it again, `concurrency` at a time: two
+    presence changes each. The server's CPU over that window per change,
+    and the `$presence_diff` pushes each member got per second of it, are
+    the figures; a member's copy must come back to the members alone.
+    Pushes per second are over the window from the churn's start to the
+    last diff any member got (a coalesced diff comes up to an interval late).
+    """
+    if spec.dialect != "hub":
+        raise ScenarioError("presence is the hub's own: no baseline has it")
+    members = spec.connections
+    figures: Figures = {"members": members, "churners": spec.churners}
+    pushes = [0] * members
+    # Each member's users present, kept from its state and diffs.
+    known: list[dict[str, int]] = [{} for _ in range(members)]
+    last_push = 0.0
+    # Members whose copy holds the members alone (no churner), and whether
+    # the churn is over: then, all of them in sync is the end of the run.
+    in_sync: set[int] = set()
+    churned = False
+    settled = asyncio.Event()
+
+    def note(index: int) -> None:
+        if len(known[index]) == members:
+            in_sync.add(index)
+        else:
+            in_sync.discard(index)
+        if churned and len(in_sync) == members:
+            settled.set()
+
+    def watch(index: int, frame: wire.Frame) -> None:
+        nonlocal last_push
+        event = frame[2]
+        payload: Any = frame[3] if len(frame) > 3 else None
+        users = known[index]
+        if event == "$presence_state":
+            users.clear()
+            users.update({user: len(entries) for user, entries in payload.items()})
+        elif event == "$presence_diff":
+            pushes[index] += 1
+            last_push = time.monotonic()
+            for user, entries in payload["leaves"].items():
+                left = users.get(user, 0) - len(entries)
+                if left > 0:
+                    users[user] = left
+                else:
+                    users.pop(user, None)
+            for user, entries in payload["joins"].items():
+                users[user] = max(users.get(user, 0), len(entries))
+        note(index)
+
+    async def open_member(index: int) -> HubLink:
+        link = await open_hub_link(spec.url)
+        link.on_push = lambda frame: watch(index, frame)
+        await link.join(spec.room, {"user": f"member-{index}", "$presence": {}})
+        return link
+
+    async def open_churner(index: int) -> HubLink:
+        return await open_hub_link(spec.url)
+
+    watching = await _connect_all(
+        members, open_member, concurrency=spec.concurrency, report=report, phase="members"
+    )
+    churners = await _connect_all(
+        spec.churners, open_churner, concurrency=spec.concurrency, report=report, phase="churners"
+    )
+    # The members' own arrivals are pushed (coalesced ones within an interval):
+    # not counted.
+    await asyncio.sleep(PRESENCE_SETTLE_SECONDS)
+    pushes[:] = [0] * members
+
+    next_index = 0
+    done = 0
+
+    async def churn() -> None:
+        nonlocal next_index, done
+        while next_index < len(churners):
+            index = next_index
+            next_index += 1
+            link = churners[index]
+            await link.join(spec.room, {"user": f"churner-{index}"})
+            ref = link.next_ref()
+            reply = await link.request(ref, wire.leave(ref, spec.room))
+            if reply[0] != wire.REPLY or not reply[3]:
+                raise ScenarioError(f"a churner's leave was refused: {reply!r}")
+            done += 1
+            if done % 50 == 0:
+                report("churning", done, len(churners))
+
+    meter = _Meter(spec.server_pid)
+    meter.start()
+    started = time.monotonic()
+    await asyncio.gather(*(churn() for _ in range(min(spec.concurrency, len(churners)))))
+    seconds = meter.stop(figures)
+    report("churning", done, len(churners))
+    # Every member's copy comes back to the members alone once the pushes
+    # still on their way have arrived; then the last coalesced diff, if any,
+    # within an interval.
+    churned = True
+    for index in range(members):
+        note(index)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(spec.drain_timeout):
+            await settled.wait()
+    await asyncio.sleep(PRESENCE_SETTLE_SECONDS)
+    for link in (*watching, *churners):
+        link.close()
+    changes = 2 * len(churners)
+    figures["presence_changes"] = changes
+    figures["changes_per_s"] = changes / seconds
+    _per(figures, "server_cpu_per_change_us", "server_cpu_seconds", changes)
+    window = max(seconds, last_push - started)
+    figures["pushes_per_member"] = sum(pushes) / members
+    figures["pushes_per_member_per_change"] = sum(pushes) / members / changes
+    figures["pushes_per_member_per_s"] = sum(pushes) / members / window
+    figures["max_pushes_per_member_per_s"] = max(pushes) / window
+    expected = {f"member-{index}" for index in range(members)}
+    figures["members_in_sync"] = sum(1 for users in known if set(users) == expected)
+    return figures
+
+
 SCENARIO_RUNNERS: Final[dict[str, Callable[[LoadSpec, Reporter], Awaitable[Figures]]]] = {
     "idle": run_idle,
     "echo": run_echo,
     "fanout": run_fanout,
     "churn": run_churn,
+    "presence": run_presence,
 }

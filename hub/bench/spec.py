@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "lobby")
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby")
 
 #: How the load generator talks to a server: the hub protocol, or the
 #: baselines' plain messages (paths /echo, /fanout and /stats).
@@ -38,7 +38,7 @@ class LoadSpec:
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
-    #: churn: clients per wave; lobby: bots playing.
+    #: churn: clients per wave; presence: members watching the room; lobby: bots playing.
     connections: int = attrs.field(validator=_positive)
     #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
     #: a topic each. (A hub may limit how many topics it serves.)
@@ -63,8 +63,10 @@ class LoadSpec:
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
     #: churn: waves of `connections` clients.
     waves: int = attrs.field(default=10, validator=_positive)
-    #: fanout and churn: the room (the hub's RoomService; the baselines' /fanout).
+    #: fanout, churn and presence: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
+    #: presence: clients that each join the room and leave it again, measured.
+    churners: int = attrs.field(default=500, validator=_positive)
     #: fanout: the hub's subscribers over WebSockets, or long-polling (at /poll).
     transport: Transport = "websocket"
     #: lobby: players per match (the queue `queue:<match_size>p`).

@@ -22,6 +22,7 @@ from hub.protocol import (
     Error,
     Heartbeat,
     Join,
+    Leave,
     Publish,
     Push,
     Reply,
@@ -30,6 +31,7 @@ from hub.protocol import (
 SUBPROTOCOL: Final = SUBPROTOCOL_MSGPACK
 
 JOIN: Final = TAGS[Join]
+LEAVE: Final = TAGS[Leave]
 CALL: Final = TAGS[Call]
 PUBLISH: Final = TAGS[Publish]
 HEARTBEAT: Final = TAGS[Heartbeat]
@@ -55,6 +57,10 @@ def _pack(frame: list[Any]) -> bytes:
 
 def join(ref: int, topic: str, params: dict[str, Any]) -> bytes:
     return _pack([JOIN, ref, topic, params] if params else [JOIN, ref, topic])
+
+
+def leave(ref: int, topic: str) -> bytes:
+    return _pack([LEAVE, ref, topic])
 
 
 def call(ref: int, topic: str, event: str, payload: Any) -> bytes:

@@ -34,6 +34,7 @@ from hub.protocol.codec import (
     Message,
     MsgpackCodec,
     codec_for,
+    packed_size,
 )
 from hub.protocol.frames import (
     MAX_NAME_BYTES,
@@ -132,4 +133,5 @@ __all__ = [
     "ServerMachine",
     "UnknownSubprotocolError",
     "codec_for",
+    "packed_size",
 ]

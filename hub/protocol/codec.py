@@ -498,6 +498,17 @@ SUBPROTOCOLS: tuple[str, ...] = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
 offers, the gateway picks the first in this order (msgpack is smaller and
 faster, and carries bytes)."""
 
+def packed_size(payload: object) -> int:
+    """How many bytes `payload` takes as msgpack: the measure of the hub's limits on client data.
+
+    Raises EncodeError for a value msgpack cannot carry.
+    """
+    try:
+        return len(msgpack.packb(payload, use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as err:
+        raise EncodeError(ErrorCode.BAD_FIELD, f"cannot encode as msgpack: {err}") from err
+
+
 _CODECS: Mapping[str, Codec] = {MSGPACK.subprotocol: MSGPACK, JSON.subprotocol: JSON}
 
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 from hub.backplane import Recovery
 from hub.errors import ErrorCode, ServiceError
 from hub.permissions import Action
+from hub.presence import Presence
 from hub.protocol import EndCode, Payload
 from hub.topics import Member, Topic
 
@@ -21,8 +22,13 @@ class Service:
     `handle_call` to answer the client with an error. Any other exception,
     and a ServiceError from the other hooks, is a bug that crashes the topic
     (it is logged, its members are told, and their next join starts it afresh).
+
+    `presence` is how its topics keep presence unless their route says
+    otherwise (`app.route(..., presence=...)`; docs/presence.md): None keeps
+    none. Then `self.topic.presence` lists who is here.
     """
 
+    presence: ClassVar[Presence | None] = None
     #: The Ended code and reason the members of a crashed topic get.
     crash_code: ClassVar[str] = EndCode.TOPIC_CRASHED
     crash_reason: ClassVar[str] = "the topic ended unexpectedly; join again"

@@ -1,10 +1,12 @@
 // The demo chat page: rooms are topics `room:<name>` on the hub this page came from.
 //
-// Join params {user}; the Join Reply is {members}; then the room's recent
-// history arrives as ordinary `message` Pushes, and so does every message
-// anyone publishes: {user, text, at}.
+// Join params {user, $presence: {key, meta}}; after the Join Reply come the
+// room's presence state and its recent history, as ordinary `message`
+// Pushes, and so does every message anyone publishes: {user, text, at}.
+// Who is here, their status (online / away) and who is typing come from the
+// room's presence (docs/presence.md), which every page sees alike.
 
-import { TrioHub } from "./triohub.js";
+import { Presence, TrioHub } from "./triohub.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -14,6 +16,8 @@ const ui = {
   name: $("name"),
   room: $("room"),
   members: $("members"),
+  memberList: $("member-list"),
+  typing: $("typing"),
   messages: $("messages"),
   error: $("error"),
   composer: $("composer"),
@@ -25,9 +29,18 @@ const ROOM_NAME = /^[\p{L}\p{N}_.-]{1,64}$/u;
 const NAME_KEY = "triohub.demo.name";
 const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
 
+// A user who typed nothing for this long is no longer shown typing.
+const TYPING_IDLE_MS = 3000;
+
 let hub = null;
 let room = null; // the Topic of the room shown
+let presence = null; // the room's Presence
 let user = "";
+let typingTimer = null; // set while this page tells the room it is typing
+// Whether the name was chosen (?name=, or typed and joined): a name taken in
+// the room is then reported; a remembered or random one is replaced instead
+// (a second tab of the same browser remembers the same name).
+let nameChosen = new URLSearchParams(location.search).has("name");
 
 // For the curious, and for the browser tests: the live objects.
 window.chatDemo = {
@@ -36,6 +49,9 @@ window.chatDemo = {
   },
   get room() {
     return room;
+  },
+  get presence() {
+    return presence;
   },
   closes: [], // every "close" event of the hub, newest last
 };
@@ -124,6 +140,67 @@ function addNotice(text) {
   ui.messages.append(item);
 }
 
+// ------------------------------------------------------------ presence
+
+function myStatus() {
+  return document.visibilityState === "hidden" ? "away" : "online";
+}
+
+function renderPresence() {
+  if (!presence) return;
+  const members = presence.list();
+  ui.members.textContent = presence.count === 1 ? "1 member" : `${presence.count} members`;
+  const items = members.map(({ user: name, entries }) => {
+    const item = document.createElement("li");
+    // A user with several devices is online if any of them is.
+    const status = entries.some((e) => e.meta.status === "online") ? "online" : entries[0]?.meta.status || "online";
+    item.dataset.user = name;
+    item.dataset.status = status;
+    if (name === user) item.classList.add("me");
+    const label = document.createElement("span");
+    label.className = "presence-name";
+    label.textContent = name;
+    const state = document.createElement("span");
+    state.className = "presence-status";
+    state.textContent = status;
+    item.append(label, state);
+    if (entries.length > 1) item.title = `${entries.length} devices`;
+    return item;
+  });
+  ui.memberList.replaceChildren(...items);
+  const typing = members
+    .filter(({ user: name, entries }) => name !== user && entries.some((e) => e.meta.typing))
+    .map(({ user: name }) => name);
+  ui.typing.textContent =
+    typing.length === 0
+      ? ""
+      : typing.length === 1
+        ? `${typing[0]} is typing…`
+        : `${typing.slice(0, -1).join(", ")} and ${typing.at(-1)} are typing…`;
+}
+
+function updatePresence(meta) {
+  if (!presence || !room || room.state !== "joined" || !hub.connected) return;
+  presence.update(meta).catch((err) => console.warn("triohub: presence:", err.code, err.message));
+}
+
+function typed() {
+  if (!ui.message.value.trim()) {
+    stopTyping();
+    return;
+  }
+  if (typingTimer === null) updatePresence({ typing: true });
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+}
+
+function stopTyping() {
+  if (typingTimer === null) return;
+  clearTimeout(typingTimer);
+  typingTimer = null;
+  updatePresence({ typing: null });
+}
+
 // ------------------------------------------------------------ rooms
 
 async function enterRoom() {
@@ -146,31 +223,40 @@ async function enterRoom() {
   }
   ui.messages.replaceChildren(); // this room's history comes with the join
   ui.members.textContent = "";
+  ui.memberList.replaceChildren();
+  ui.typing.textContent = "";
+  clearTimeout(typingTimer);
+  typingTimer = null;
   showError("");
 
   // Handlers go on before the join, so no Push after the Reply is missed.
   const topic = hub.topic(`room:${roomName}`);
+  const here = new Presence(topic);
   topic.on("message", addMessage);
-  topic.on("members", (payload) => {
-    if (room === topic) ui.members.textContent = membersText(payload);
-  });
+  here.on("sync", () => room === topic && renderPresence());
+  here.on("join", (name) => room === topic && name !== user && addNotice(`${name} joined`));
+  here.on("leave", (name) => room === topic && name !== user && addNotice(`${name} left`));
   room = topic;
+  presence = here;
   showStatus();
   try {
-    const reply = await topic.join({ user });
-    if (room !== topic) return;
-    ui.members.textContent = membersText(reply);
+    // The key is this tab's: reconnecting, it takes its own entry back.
+    await topic.join({ user, $presence: { key: Presence.deviceKey(), meta: { status: myStatus() } } });
   } catch (err) {
     if (room !== topic) return;
-    showError(`Could not join #${roomName}: ${err.message || err.code}`);
+    if (err.code === "name_taken" && !nameChosen) {
+      ui.name.value = randomName();
+      nameChosen = true; // one new name; if that is taken too, say so
+      enterRoom();
+      return;
+    }
+    const why =
+      err.code === "name_taken"
+        ? `the name ${user} is taken there; choose another`
+        : err.message || err.code;
+    showError(`Could not join #${roomName}: ${why}`);
   }
   showStatus();
-}
-
-function membersText(reply) {
-  const count = reply && typeof reply.members === "number" ? reply.members : null;
-  if (count === null) return "";
-  return count === 1 ? "1 member" : `${count} members`;
 }
 
 async function sendMessage() {
@@ -178,6 +264,7 @@ async function sendMessage() {
   if (!text || !room) return;
   ui.send.disabled = true;
   try {
+    stopTyping();
     // The message shows up when the room broadcasts it back, like everyone's.
     await room.publish("message", { text }, { ack: true });
     ui.message.value = "";
@@ -196,10 +283,7 @@ function connectHub() {
   hub = new TrioHub(wsUrl);
   hub.on("state", showStatus);
   hub.on("joined", ({ topic, payload, rejoined }) => {
-    if (room && topic === room.name && rejoined) {
-      ui.members.textContent = membersText(payload);
-      addNotice("Reconnected.");
-    }
+    if (room && topic === room.name && rejoined) addNotice("Reconnected.");
     showStatus();
   });
   hub.on("unrecovered", ({ topic }) => {
@@ -230,6 +314,7 @@ function connectHub() {
 
 ui.identity.addEventListener("submit", (event) => {
   event.preventDefault();
+  nameChosen = true;
   const wanted = ui.room.value.trim();
   if (ROOM_NAME.test(wanted) && wanted !== roomFromHash()) {
     location.hash = wanted; // hashchange joins it
@@ -242,6 +327,10 @@ ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   sendMessage();
 });
+
+ui.message.addEventListener("input", typed);
+
+document.addEventListener("visibilitychange", () => updatePresence({ status: myStatus() }));
 
 window.addEventListener("hashchange", () => {
   if (hub && hub.state !== "closed") enterRoom();

@@ -9,6 +9,8 @@
 //     room.on("message", (payload, offset) => console.log(payload.text));
 //     await room.publish("message", { text: "hi" }, { ack: true });
 //
+// Presence (who is here, docs/presence.md): `new Presence(topic)`.
+//
 // It speaks the JSON codec (subprotocol `triohub.v1.json`, text messages) of
 // docs/protocol.md, over a WebSocket or, where one cannot be opened, over
 // HTTP long-polling (docs/protocol.md, "Long-polling"); docs/client-js.md
@@ -377,6 +379,7 @@ export class Topic extends Emitter {
     this.reply = undefined; // payload of the last ok Join Reply
     this._joinWaiters = [];
     this._rejoinTimer = null;
+    this._wantsPresence = false; // a Presence asks for presence pushes in every Join
   }
 
   /** Join the topic with `params`; resolves with the Join Reply's payload.
@@ -571,6 +574,152 @@ export class Inbox extends Emitter {
   _emitUnread() {
     this._emit("unread", { unread: this.unread, dropped: this.dropped, acked: this.acked });
   }
+}
+
+// ---------------------------------------------------------------- presence
+
+/** Who is present in a topic, kept from the hub's presence pushes.
+ *
+ * Create it before joining: its topic's Joins then ask for presence pushes
+ * (the `$presence` join param, added if the params lack it), and the state
+ * that follows the Join Reply is seen (docs/presence.md, docs/client-js.md):
+ *
+ *     const topic = hub.topic("room:lobby");
+ *     const presence = new Presence(topic);
+ *     presence.on("join", (user, entries) => ...);  // a user arrived (first entry)
+ *     presence.on("leave", (user, left) => ...);    // a user's last entry went
+ *     presence.on("update", (user, entries) => ...); // entries added, gone or changed
+ *     presence.on("sync", () => render(presence.list()));
+ *     await topic.join({ user: "ada", $presence: { key: Presence.deviceKey(), meta: { status: "online" } } });
+ *     await presence.update({ typing: true });       // merged into this connection's meta
+ *
+ * Entries are `{id, gen, meta}`, one per connection of the user. A diff's
+ * leaves remove entries by id, its joins add or replace them by id (the
+ * same rules as Phoenix's syncDiff). The state a re-join brings is compared
+ * with what was known: only real arrivals and departures are told.
+ * In counts mode, `counts` is `{users, connections}` and "sync" fires on each.
+ */
+export class Presence extends Emitter {
+  constructor(topic) {
+    super();
+    this.topic = topic;
+    this.counts = null;
+    this._users = new Map(); // user -> Map(entry id -> entry)
+    this._synced = false;
+    // Presence pushes go to members whose Join asks for them ($presence param).
+    topic._wantsPresence = true;
+    topic.on("$presence_state", (payload) => this._syncState(payload));
+    topic.on("$presence_diff", (payload) => this._syncDiff(payload));
+    topic.on("$presence_count", (payload) => {
+      this.counts = payload;
+      this._emit("sync");
+    });
+  }
+
+  /** A key for this tab (kept in sessionStorage): a reconnecting tab takes its own entry back. */
+  static deviceKey(storageKey = "triohub.presence.key") {
+    const fresh = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+    try {
+      let key = sessionStorage.getItem(storageKey);
+      if (!key) {
+        key = fresh();
+        sessionStorage.setItem(storageKey, key);
+      }
+      return key;
+    } catch {
+      return fresh(); // storage may be disabled
+    }
+  }
+
+  /** Whether the first state has arrived. */
+  get synced() {
+    return this._synced;
+  }
+
+  /** How many users are present (the hub's count in counts mode). */
+  get count() {
+    if (this.counts) return this.counts.users;
+    return this._users.size;
+  }
+
+  /** The users present: [{user, entries: [{id, gen, meta}]}], in arrival order. */
+  list() {
+    return [...this._users].map(([user, entries]) => ({ user, entries: [...entries.values()] }));
+  }
+
+  /** The entries of `user` ([] if absent). */
+  get(user) {
+    const entries = this._users.get(user);
+    return entries ? [...entries.values()] : [];
+  }
+
+  /** Merge `meta` into this connection's meta (a null value removes a key); resolves once applied. */
+  update(meta) {
+    return this.topic.publish("$presence", meta, { ack: true });
+  }
+
+  _syncState(payload) {
+    const before = new Map([...this._users].map(([user, entries]) => [user, entries]));
+    this._users = new Map();
+    this._apply(payload, true);
+    const quiet = !this._synced;
+    this._synced = true;
+    if (!quiet) {
+      for (const [user, entries] of this._users) {
+        if (!before.has(user)) this._emit("join", user, [...entries.values()]);
+        else if (!sameEntries(before.get(user), entries)) this._emit("update", user, [...entries.values()]);
+      }
+      for (const [user, entries] of before) {
+        if (!this._users.has(user)) this._emit("leave", user, [...entries.values()]);
+      }
+    }
+    this._emit("sync");
+  }
+
+  _syncDiff(payload) {
+    const leaves = (payload && payload.leaves) || {};
+    const joins = (payload && payload.joins) || {};
+    const present = new Set(this._users.keys());
+    const gone = new Map();
+    for (const [user, entries] of Object.entries(leaves)) {
+      const held = this._users.get(user);
+      if (!held) continue;
+      for (const entry of entries) held.delete(entry.id);
+      if (held.size === 0) {
+        this._users.delete(user);
+        gone.set(user, entries);
+      }
+    }
+    this._apply(joins, true);
+    for (const user of new Set([...Object.keys(joins), ...Object.keys(leaves)])) {
+      const now = this._users.get(user);
+      if (now && !present.has(user)) this._emit("join", user, [...now.values()]);
+      else if (!now && present.has(user)) this._emit("leave", user, gone.get(user) ?? []);
+      else if (now) this._emit("update", user, [...now.values()]);
+    }
+    this._emit("sync");
+  }
+
+  _apply(users, add) {
+    for (const [user, entries] of Object.entries(users || {})) {
+      let held = this._users.get(user);
+      if (!held) {
+        if (!add) continue;
+        held = new Map();
+        this._users.set(user, held);
+      }
+      for (const entry of entries) held.set(entry.id, entry);
+    }
+  }
+}
+
+function sameEntries(a, b) {
+  if (a.size !== b.size) return false;
+  for (const [id, entry] of a) {
+    const other = b.get(id);
+    if (!other || JSON.stringify(other.meta) !== JSON.stringify(entry.meta)) return false;
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- the hub
@@ -768,10 +917,12 @@ export class TrioHub extends Emitter {
     clearTimeout(topic._rejoinTimer);
     if (!this.connected) return; // sent by _onOpen once connected
     topic.state = "joining";
+    let params = topic.params;
+    if (topic._wantsPresence && !(params && "$presence" in params)) params = { ...params, $presence: {} };
     // From the last offset seen, in its epoch: the hub sends what was missed.
     const recovering = topic.offset != null;
     const epoch = recovering ? topic.epoch : null;
-    this._track((ref) => [JOIN, ref, topic.name, topic.params, topic.offset, epoch], {
+    this._track((ref) => [JOIN, ref, topic.name, params, topic.offset, epoch], {
       topic: topic.name,
       timeoutMs: this.options.joinTimeoutMs,
       isJoin: true,

@@ -28,6 +28,7 @@ from hub.topics.actor import (
     TopicActor,
     TopicLifecycle,
     TopicSettings,
+    TopicWithoutPresenceError,
     topic_name_key,
 )
 from hub.topics.crashes import TOPIC_CRASH_WINDOW_SECONDS, TOPIC_MAX_CRASHES, CrashLedger
@@ -98,6 +99,7 @@ __all__ = [
     "TopicActor",
     "TopicLifecycle",
     "TopicSettings",
+    "TopicWithoutPresenceError",
     "Topics",
     "call_deadline",
     "is_reserved",

@@ -14,6 +14,19 @@ import actors
 from hub.backplane import Backplane, History, recovery_for
 from hub.errors import EncodeError, ErrorCode, HubError, JoinRefusedError, ServiceError
 from hub.permissions import Action, Allow, action_of_call
+from hub.presence import (
+    META_EVENT,
+    ListPresence,
+    PresenceDue,
+    PresenceLimitError,
+    PresenceSettings,
+    SubscribePresence,
+    TopicPresence,
+    UnsubscribePresence,
+)
+from hub.presence import (
+    PARAM as PRESENCE_PARAM,
+)
 from hub.protocol import Error, Payload, Reply
 from hub.topics.crashes import CrashLedger
 from hub.topics.history import (
@@ -95,6 +108,8 @@ class TopicSettings:
     empty_grace: float = EMPTY_TOPIC_GRACE_SECONDS
     #: How long any one service hook may run; past it, the topic crashes.
     hook_timeout: float = HOOK_TIMEOUT_SECONDS
+    #: Presence defaults (`[presence]`), under what each route declares.
+    presence: PresenceSettings = attrs.field(factory=PresenceSettings)
     #: Most events one `$history` call returns.
     history_max_read: int = DEFAULT_HISTORY_MAX_READ
 
@@ -118,6 +133,10 @@ class _DeadlinePassed(Exception):
 
 class HookTimeoutError(HubError):
     """A service hook ran past the hub's hook timeout (it crashes its topic)."""
+
+
+class TopicWithoutPresenceError(HubError):
+    """A presence request for a topic whose route keeps no presence."""
 
 
 class ServiceExitError(HubError):
@@ -177,6 +196,12 @@ class TopicActor(actors.Actor):
         try:
             self.topic.position = await self._backplane.position(name)
             self.service = self._route.factory(self.topic)
+            presence = self._route.presence
+            if presence is None:
+                presence = getattr(self.service, "presence", None)
+            if presence:
+                settings = presence.settings(self._settings.presence)
+                self.topic.presence = TopicPresence(self.topic, settings, self.ctx)
             await self._hook("started", self.service.started)
         except BaseException:
             # A start that fails never reaches `stopped`: give the history
@@ -198,6 +223,8 @@ class TopicActor(actors.Actor):
                 code, text = self.service.crash_code, self.service.crash_reason
                 for member in self.topic.members.values():
                     member.connection.deliver(MembershipEnded(self.topic.name, code, text))
+        if self.topic.presence is not None:
+            self.topic.presence.stopped()
         try:
             if self.service is not None:
                 await self._hook("stopped", self.service.stopped)
@@ -252,14 +279,39 @@ class TopicActor(actors.Actor):
 
     async def handle(self, message: Any) -> None:
         await self._handle(message)
+        await self._after()
+
+    async def _after(self) -> None:
+        """What follows every message: the kicked leave, presence pushes what changed."""
         while self.topic._kicked:
             member = self.topic._kicked.pop()
             await self._remove(member.connection.ref, already_removed=member)
+        if self.topic.presence is not None:
+            self.topic.presence.after_message()
 
     async def handle_call(self, request: Any, call: actors.Call) -> Any:
+        presence = self.topic.presence
         match request:
             case ServerPublish(event=event, payload=payload, keep=keep):
                 return self.topic.broadcast(event, payload, keep=keep)
+            case ListPresence() if presence is not None:
+                return presence.snapshot()
+            case SubscribePresence(subscriber=subscriber) if presence is not None:
+                try:
+                    snapshot = presence.subscribe(subscriber)
+                except PresenceLimitError as error:
+                    call.fail(error)  # the caller's error, not this topic's
+                    return actors.NO_REPLY
+                await self._after()
+                return snapshot
+            case UnsubscribePresence(subscriber=subscriber) if presence is not None:
+                if presence.unsubscribe(subscriber):
+                    self._maybe_empty()
+                return None
+            case ListPresence() | SubscribePresence() | UnsubscribePresence():
+                message = f"topic {self.topic.name!r} keeps no presence (see its route's presence=)"
+                call.fail(TopicWithoutPresenceError(message))
+                return actors.NO_REPLY
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, request)
 
@@ -271,16 +323,22 @@ class TopicActor(actors.Actor):
                 member = topic.members.get(connection)
                 if member is None:
                     return  # left (or was kicked) while this was queued
-                if is_reserved(event):
-                    message = f"event {event!r} is the hub's: clients cannot publish '$' events"
+                if is_reserved(event) and (event != META_EVENT or topic.presence is None):
+                    message = (
+                        f"event {event!r} is the hub's: clients cannot publish '$' events "
+                        f"(but {META_EVENT!r} where the topic keeps presence)"
+                    )
                     _answer_error(member, ref, topic.name, ErrorCode.UNKNOWN_EVENT, message)
                     return
                 if not await self._authorized(member, Action.PUBLISH, ref):
                     return
                 try:
-                    await self._hook(
-                        "handle_event", self.service.handle_event, member, event, payload
-                    )
+                    if topic.presence is not None and event == META_EVENT:
+                        topic.presence.publish(member, payload)
+                    else:
+                        await self._hook(
+                            "handle_event", self.service.handle_event, member, event, payload
+                        )
                 except ServiceError as error:
                     _answer_error(member, ref, topic.name, error.code, error.message)
                 else:
@@ -292,18 +350,23 @@ class TopicActor(actors.Actor):
                 await self._join(message)
             case LeaveTopic(connection=connection):
                 await self._remove(connection)
-            case actors.Down(ref=connection):
-                # The session is gone, whichever of its monitors says so.
-                await self._remove(connection)
+            case actors.Down(ref=ref):
+                if topic.presence is not None and topic.presence.subscriber_down(ref):
+                    self._maybe_empty()
+                else:
+                    # The session is gone, whichever of its monitors says so.
+                    await self._remove(ref, ended=True)
             case TimerFired(event=event, payload=payload, timer=timer):
                 if timer is not None and timer.interval is not None:
                     self._count_tick(message, timer)
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
             case ServiceMessage(message=info):
                 await self._hook("handle_info", self.service.handle_info, info)
+            case PresenceDue() if topic.presence is not None:
+                topic.presence.timer_fired(message)
             case _CheckEmpty():
                 self._empty_timer = None
-                if topic.members:
+                if not self._empty():
                     return
                 left = self._empty_since + self._settings.empty_grace - trio.current_time()
                 if left <= 0:
@@ -312,6 +375,15 @@ class TopicActor(actors.Actor):
                     self._empty_timer = self.ctx.send_after(left, _CheckEmpty())
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
+
+    def _empty(self) -> bool:
+        """Nobody needs the topic: no member, no presence subscriber."""
+        presence = self.topic.presence
+        return not self.topic.members and (presence is None or not presence.subscribers)
+
+    def _maybe_empty(self) -> None:
+        if self._empty():
+            self._became_empty()
 
     def _count_tick(self, fired: TimerFired, timer: actors.Timer) -> None:
         """Account for one tick of a repeating timer: how late it runs, how many were missed."""
@@ -336,6 +408,7 @@ class TopicActor(actors.Actor):
         member = request.member
         connection = member.connection
         name = self.topic.name
+        presence = self.topic.presence
         try:
             if self._route.permissions.join is Allow.SERVICE and not await self._hook(
                 "authorize", self.service.authorize, member, Action.JOIN
@@ -344,6 +417,9 @@ class TopicActor(actors.Actor):
                     f"the service of topic {name!r} does not allow this connection to join",
                     code=ErrorCode.FORBIDDEN,
                 )
+            claim = None
+            if presence is not None:
+                member, claim = presence.admit(member)
             payload = await self._hook("join", self.service.join, member, dict(member.params))
         except (JoinRefusedError, ServiceError) as error:
             connection.deliver(
@@ -352,6 +428,13 @@ class TopicActor(actors.Actor):
             return
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
+        if presence is not None:
+            listen = PRESENCE_PARAM in member.params and await self._may_read_presence(member)
+            for displaced in presence.enter(member, claim, listen=listen):
+                other = self.topic.members.get(displaced)
+                if other is not None:
+                    reason = f"{member.user!r} joined as the authenticated user of that name"
+                    self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
         after = resume_after(request.offset, request.epoch, self.topic.position)
         try:
             history = await self._backplane.history(name, after=after)
@@ -367,6 +450,27 @@ class TopicActor(actors.Actor):
         for record in replayed(recovery, member.id):
             self.topic.push(member, record.event, record.payload, offset=record.offset)
         await self._hook("joined", self.service.joined, member, recovery)
+        if presence is not None and member.connection.ref in self.topic.members:
+            # After what `joined` replays: the missed events follow the Reply
+            # first, then who is here.
+            presence.send_state(member)
+
+    async def _may_read_presence(self, member: Member) -> bool:
+        """Whether the route's `presence` permission lets `member` have the presence pushes."""
+        assert self.service is not None
+        permissions, name = self._route.permissions, self.topic.name
+        if permissions.presence is not Allow.SERVICE:
+            refusal = permissions.refusal(
+                Action.PRESENCE, member.identity, name, self._route.pattern
+            )
+            return refusal is None
+        try:
+            allowed: bool = await self._hook(
+                "authorize", self.service.authorize, member, Action.PRESENCE
+            )
+        except ServiceError:
+            return False  # its join stands; it is not sent who is here
+        return allowed
 
     async def _authorized(self, member: Member, action: Action, ref: int) -> bool:
         """Ask the service about `action` if the route leaves it to the service; answer a no."""
@@ -385,8 +489,13 @@ class TopicActor(actors.Actor):
         return False
 
     async def _remove(
-        self, connection: actors.ActorRef, *, already_removed: Member | None = None
+        self,
+        connection: actors.ActorRef,
+        *,
+        already_removed: Member | None = None,
+        ended: bool = False,
     ) -> None:
+        """`connection` left, was kicked, or (`ended`) its session ended."""
         assert self.service is not None
         member = self.topic._remove(connection) or already_removed
         monitor = self._monitors.pop(connection, None)
@@ -395,9 +504,12 @@ class TopicActor(actors.Actor):
             # flushing would rebuild the mailbox on every leave.
             self.ctx.demonitor(monitor)
         if member is not None:
+            if self.topic.presence is not None:
+                # A connection that ended keeps its entry for the grace
+                # period; one that left on purpose (or was kicked) goes now.
+                self.topic.presence.left(connection, ended=ended)
             await self._hook("leave", self.service.leave, member)
-            if not self.topic.members:
-                self._became_empty()
+            self._maybe_empty()
 
     async def _call(self, request: CallService) -> None:
         assert self.service is not None
@@ -439,10 +551,15 @@ class TopicActor(actors.Actor):
         """Answer a Call of one of the hub's own `$` events; the service never sees these."""
         assert self.service is not None
         name = self.topic.name
+        presence = self.topic.presence
+        if request.event == META_EVENT and presence is not None:
+            # Who is here, whether or not the member asked for the pushes (the
+            # route's `presence` permission was checked, as for `$history`).
+            self._answer(member, request.ref, presence.wire_state())
+            return
         if request.event != HISTORY_EVENT:
-            message = (
-                f"{request.event!r} is not a call the hub answers (it answers {HISTORY_EVENT!r})"
-            )
+            answers = HISTORY_EVENT if presence is None else f"{HISTORY_EVENT!r} and {META_EVENT!r}"
+            message = f"{request.event!r} is not a call the hub answers (it answers {answers})"
             _answer_error(member, request.ref, name, ErrorCode.UNKNOWN_EVENT, message)
             return
         try:

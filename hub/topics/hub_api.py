@@ -9,6 +9,7 @@ from hub.protocol import Payload
 
 if TYPE_CHECKING:
     from hub.notifications import Notification
+    from hub.presence import PresenceSnapshot
     from hub.users import Whereabouts
 
 
@@ -26,6 +27,18 @@ class HubServices(Protocol):
         Returns the event's offset when it is kept. Raises
         UnknownTopicError if no service serves the topic.
         """
+        ...
+
+    async def presence(self, topic: str) -> PresenceSnapshot:
+        """Who is present in `topic` now (nobody if it is not live; it is not started)."""
+        ...
+
+    async def subscribe_presence(self, topic: str, subscriber: actors.ActorRef) -> PresenceSnapshot:
+        """Send `subscriber` `topic`'s presence changes from now on; return who is here."""
+        ...
+
+    async def unsubscribe_presence(self, topic: str, subscriber: actors.ActorRef) -> None:
+        """Stop sending `subscriber` the presence changes of `topic`."""
         ...
 
     async def start_topic(self, topic: str, init: Payload = None) -> None:

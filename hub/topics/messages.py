@@ -45,18 +45,28 @@ class Member:
 
     `id` is the connection's id, unique in this hub; `identity` is what the
     hub's authenticate hook returned for the connection (None without one);
-    `params` are the join's params as the client sent them.
+    `params` are the join's params as the client sent them. `claimed_user`
+    is the user name a join param claimed, set by the topic only where its
+    presence allows names from params (`Presence(user_param=...)`) and the
+    name is free (see `user`).
     """
 
     id: str
     identity: object
     params: Mapping[str, Payload]
     connection: Subscriber = attrs.field(repr=False)
+    claimed_user: str | None = None
 
     @property
     def user(self) -> str | None:
-        """The user this member speaks for (`hub.identity.user_of`), None if anonymous."""
-        return user_of(self.identity)
+        """The user this member speaks for, None if anonymous.
+
+        The identity's user (`hub.identity.user_of`) when the connection
+        authenticated as one: then never a join param. Otherwise the name its
+        join claimed, where the topic's presence takes names from a join
+        param; no live connection of another identity holds it.
+        """
+        return user_of(self.identity) or self.claimed_user
 
     @property
     def data(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
@@ -14,6 +14,7 @@ from hub.topics.messages import Member, MembershipEnded, outbound_for
 
 if TYPE_CHECKING:
     from hub.metrics import HubMetrics
+    from hub.presence import TopicPresence
     from hub.topics.hub_api import HubServices
 
 
@@ -79,6 +80,8 @@ class Topic:
     init: Payload = None
     #: How its repeating timers keep their rate (see `every`).
     ticks: TickStats = attrs.Factory(TickStats)
+    #: Who is present (`hub.presence.TopicPresence`), where the route keeps presence.
+    presence: TopicPresence | None = attrs.field(default=None, repr=False)
     _members: dict[actors.ActorRef, Member] = attrs.Factory(dict)
     # Kicked since the topic actor last looked: it calls their `leave` and
     # drops its monitors once the current handler returns.
@@ -158,6 +161,17 @@ class Topic:
         """Push `event` to one member (history replay passes the event's `offset`)."""
         record = Record(self.name, event, payload, self.position.epoch, offset)
         member.connection.deliver(outbound_for(record, (member.connection.codec,), self.metrics))
+
+    def push_each(self, members: Iterable[Member], event: str, payload: Payload = None) -> None:
+        """Push `event` to each of `members`, encoded once per codec among them."""
+        members = list(members)
+        if not members:
+            return
+        codecs = tuple({member.connection.codec: None for member in members})
+        record = Record(self.name, event, payload, self.position.epoch, None)
+        outbound = outbound_for(record, codecs, self.metrics)
+        for member in members:
+            member.connection.deliver(outbound)
 
     def kick(self, member: Member, reason: str, *, code: str = EndCode.KICKED) -> None:
         """End `member`'s membership: the client gets an Ended frame with `code`."""

@@ -126,6 +126,32 @@ def test_churn_reads_the_servers_memory_after_each_wave(tmp_path):
         assert run["back_within_10pct"] in (0, 1), name
 
 
+@pytest.mark.timeout(2 * BENCH_TIMEOUT + 30)
+def test_presence_counts_pushes_per_change_full_and_coalesced(tmp_path):
+    runs = {}
+    for room in ("room:bench-presence", "crowd:bench-presence"):
+        document = _bench(
+            "presence", "-n", "5", "--churners", "30", "--room", room, cwd=tmp_path
+        )
+        [figures] = _figures(document).values()
+        assert figures["presence_changes"] == 60, room
+        assert figures["members_in_sync"] == 5, room
+        # Present (its value may round to 0 at the clock's 10 ms ticks on a run this small).
+        assert figures["server_cpu_per_change_us"] >= 0, room
+        runs[room] = figures["pushes_per_member_per_change"]
+    # Full presence pushes every change; the demo's crowds coalesce them.
+    assert runs["room:bench-presence"] == pytest.approx(1.0)
+    assert runs["crowd:bench-presence"] < 0.5
+
+
+def test_presence_has_no_baseline_to_compare_with(tmp_path):
+    completed = subprocess.run(
+        [*BENCH, "presence", "--compare"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "no baseline has it" in completed.stderr
+
+
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
 def test_a_running_hub_is_measured_by_url_and_pid(tmp_path):
     with spawned(hub_kind("hub.demo:app"), log_dir=tmp_path) as server:

@@ -69,7 +69,9 @@ def test_chat_example_is_an_app_hub_serve_can_load() -> None:
     from hub.cli import load_app
 
     app = load_app("examples.chat:app")
-    assert [route.pattern for route in app.routes] == ["room:*", "help:*"]
+    assert [route.pattern for route in app.routes] == ["room:*", "help:*", "hall:*"]
+    presence = app.routes[2].presence
+    assert presence and presence.mode == "coalesced" and presence.user_param == "user"
 
 
 @pytest.mark.parametrize("attribute", ["app", "quick", "bench"])

@@ -92,7 +92,10 @@ async def test_a_poll_takes_every_waiting_message_in_one_answer(hub):
 async def test_a_session_whose_client_stops_polling_is_reaped_and_its_membership_ends(
     start_hub,
 ):
-    hub = await start_hub(longpoll={"reap_timeout": 0.3, "poll_timeout": 5})
+    # No presence grace: the ended session's name is to go with its membership.
+    hub = await start_hub(
+        longpoll={"reap_timeout": 0.3, "poll_timeout": 5}, presence={"grace_seconds": 0}
+    )
     with trio.fail_after(10):
         poller = await LongPollClient.open(hub.port)
         await poller.post(JSON.encode(Join(1, "room:reap", {"user": "gone"})))
@@ -258,7 +261,9 @@ async def test_a_malformed_msgpack_body_closes_the_session_with_1002(hub):
         await poller.aclose()
 
 
-async def test_delete_ends_the_session_and_its_memberships(hub):
+async def test_delete_ends_the_session_and_its_memberships(start_hub):
+    # No presence grace: the ended session's name is to go with its membership.
+    hub = await start_hub(presence={"grace_seconds": 0})
     with trio.fail_after(10):
         poller = await LongPollClient.open(hub.port)
         await poller.post(JSON.encode(Join(1, "room:d", {"user": "bob"})))

@@ -23,13 +23,15 @@ async def close_abruptly(client: RawWebSocket) -> None:
     await client.aclose()
 
 
-async def test_clients_that_vanish_leave_no_watch_behind_on_a_long_lived_topic(hub):
+async def test_clients_that_vanish_leave_no_watch_behind_on_a_long_lived_topic(start_hub):
     """Bug: a connection's monitor on its topic outlived the connection.
 
     A room that stays open (its first member stays) kept a watcher, with the
     departed client's actor reference and mailbox, for every client that had
-    closed without a Leave: 6,000 abrupt closes kept ~5 MB.
+    closed without a Leave: 6,000 abrupt closes kept ~5 MB. (No presence
+    grace here: the departed are to be gone at once, presence entries too.)
     """
+    hub = await start_hub(presence={"grace_seconds": 0})
     with trio.fail_after(60):
         async with hub.client() as keeper:
             await keeper.join_ok("room:long", {"user": "keeper"})
@@ -47,6 +49,7 @@ async def test_clients_that_vanish_leave_no_watch_behind_on_a_long_lived_topic(h
             await trio.testing.wait_all_tasks_blocked()
             assert len(topic_ref._watchers or {}) == watchers_before
             assert (await keeper.call("room:long", "members")).payload == ["keeper"]
+            assert (await hub.runtime.presence("room:long")).count == 1
 
 
 async def test_a_reconnect_storm_during_writes_crashes_no_session(hub):

@@ -14,6 +14,7 @@ from join_support import join_ok
 
 from hub.app import Hub
 from hub.errors import JoinRefusedError, ServiceError
+from hub.presence import Presence
 from hub.protocol import (
     MAX_BATCH_FRAMES,
     MAX_MESSAGE_BYTES,
@@ -346,7 +347,10 @@ async def test_abrupt_disconnect_removes_the_member_through_monitors(start_hub, 
     # Capacity: one name per leave in this test; send_nowait would fail loudly beyond it.
     left_send, left_receive = trio.open_memory_channel[str](8)
     app = Hub("cleanup")
-    app.route("room:*", lambda topic: TrackedRoom(topic, left_send))
+    # No presence grace: the ghost's name is to go with its membership here
+    # (tests/topics/test_presence.py tests the grace).
+    presence = Presence(user_param="user", grace=0)
+    app.route("room:*", lambda topic: TrackedRoom(topic, left_send), presence=presence)
     app.route("echo:*", EchoService)
     with trio.fail_after(10):
         hub = await start_hub(app)
