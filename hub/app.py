@@ -105,6 +105,9 @@ logger = logging.getLogger(__name__)
 # been stopped on shutdown.
 CLOSE_TIMEOUT_SECONDS: Final = 3.0
 
+# How long a starting hub waits for its Redis before it serves without it.
+REDIS_START_WAIT_SECONDS: Final = 5.0
+
 # How long `HubRuntime.publish` waits for the topic's actor to take an event.
 PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 
@@ -690,6 +693,10 @@ async def _open_backplane(config: HubConfig, nursery: trio.Nursery) -> Backplane
         prefix=config.backplane.prefix,
     )
     await nursery.start(redis.run)
+    # Normally Redis answers at once; if not, the hub serves its own clients
+    # (degraded, topics that need Redis refused) while it keeps trying.
+    with trio.move_on_after(REDIS_START_WAIT_SECONDS):
+        await redis.wait_healthy()
     return redis
 
 

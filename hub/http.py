@@ -141,6 +141,9 @@ class HttpConnection:
         self.stream = stream
         self._max_head_size = max_head_size
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_size)
+        # The request being answered is a HEAD: its response has no body
+        # (RFC 9110 §9.3.2), refusals included; h11 refuses to send one.
+        self._head = False
 
     async def next_request(self, *, timeout: float) -> h11.Request | None:
         """Read the next request head, or return None if the peer closed first.
@@ -152,11 +155,13 @@ class HttpConnection:
         """
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+        self._head = False  # a refusal of what comes next is no answer to the last HEAD
         received_any = False
         with trio.move_on_after(timeout):
             while True:
                 event = self._next_event()
                 if isinstance(event, h11.Request):
+                    self._head = event.method == b"HEAD"
                     _check_request(event, self._max_head_size)
                     return event
                 if isinstance(event, h11.ConnectionClosed):
@@ -218,7 +223,7 @@ class HttpConnection:
         return response or b"", bytes(data)
 
     async def send_response(self, response: HttpResponse, *, head_only: bool = False) -> None:
-        """Write `response`; with `head_only`, everything but the body."""
+        """Write `response`; with `head_only`, or to a HEAD request, everything but the body."""
         headers = [(name.lower(), value) for name, value in response.headers]
         if response.content_type is not None:
             headers.append(("content-type", response.content_type))
@@ -231,7 +236,7 @@ class HttpConnection:
         data = self._h11.send(
             h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
         ) or b""
-        if response.body and not head_only:
+        if response.body and not (head_only or self._head):
             data += self._h11.send(h11.Data(data=response.body)) or b""
         data += self._h11.send(h11.EndOfMessage()) or b""
         await self.stream.send_all(data)

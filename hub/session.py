@@ -347,8 +347,10 @@ class Session(actors.Actor):
         self._watch_token()
         while True:
             self._flush_requested = False
-            if self.transport.backlog:
-                await self._flush()
+            if self.transport.backlog and await self._flush():
+                if await self._serve_stalled():
+                    break  # asked to stop
+                continue
             try:
                 batch = await ctx.receive_batch()
             except trio.EndOfChannel:
@@ -405,24 +407,56 @@ class Session(actors.Actor):
             self._flush_requested = True
             self.ref.cast(_FLUSH)
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> bool:
         """Write the backlog as the socket takes it; evict a client that takes nothing.
 
         A client with only latest-value messages waiting (game state) is
-        slow, not behind: its backlog cannot grow, so it is waited for
-        (its liveness is the idle timeout's business), not evicted.
+        slow, not behind: its backlog cannot grow, so it is not evicted (its
+        liveness is the idle timeout's business). Returns True for such a
+        client, not written to within the write timeout (`_serve_stalled`).
         """
-        while True:
-            with trio.move_on_after(self._settings.write_timeout) as waited:
+        with trio.move_on_after(self._settings.write_timeout) as waited:
+            try:
+                await self.transport.flush()
+            except TransportClosed:
+                return False  # the client is gone; its reader ends the session
+        if not waited.cancelled_caught:
+            return False
+        if self.transport.behind:
+            self._evict()
+            return False
+        return True
+
+    async def _serve_stalled(self) -> bool:
+        """Handle the mailbox while the backlog of a stalled client is written; True at its end.
+
+        A client that reads nothing, with only latest-value state waiting,
+        must not hold up its session: its token's expiry, its topics' ends
+        and the hub's shutdown are handled as they come. The writing goes on
+        meanwhile, and still evicts the client once something that must be
+        written (a Reply, an Expiring frame) has waited a write timeout.
+        Returns once the backlog is written (False) or the mailbox is
+        closed (True).
+        """
+        async with trio.open_nursery() as nursery:
+
+            async def write() -> None:
+                while await self._flush():
+                    pass
+                nursery.cancel_scope.cancel()  # written (or evicted): back to the usual loop
+
+            nursery.start_soon(write)
+            closed = False
+            while not closed:
                 try:
-                    await self.transport.flush()
-                except TransportClosed:
-                    return  # the client is gone; its reader ends the session
-            if not waited.cancelled_caught:
-                return
-            if self.transport.behind:
-                self._evict()
-                return
+                    batch = await self.ctx.receive_batch()
+                except trio.EndOfChannel:
+                    nursery.cancel_scope.cancel()
+                    closed = True
+                    continue
+                for item in batch:
+                    self._handle(item)
+        return closed
 
     async def stopped(self, reason: actors.ExitReason) -> None:
         # This session's watches on its topics end with it: a long-lived topic

@@ -197,8 +197,9 @@ def _decode_record(topic: str, data: bytes) -> Record:
 class RedisBackplane(Backplane):
     """The backplane on a Redis or Valkey server at `url` (see the module docstring).
 
-    Run its tasks with `await nursery.start(backplane.run)` before use; it
-    connects (retrying with backoff) and reports ready once Redis answers.
+    Run its tasks with `await nursery.start(backplane.run)` before use; it is
+    ready at once and connects in the background, retrying with backoff
+    (`healthy` says when Redis answers; what is queued meanwhile waits).
     `clock` is the time the retention is measured in: wall-clock seconds,
     the same on every node (tests pass trio's clock).
     """
@@ -275,6 +276,10 @@ class RedisBackplane(Backplane):
     # --- the Backplane interface ----------------------------------------------------
 
     async def position(self, topic: str) -> Position:
+        if not self.connected:
+            # A topic cannot start without its history's position: its join
+            # is answered at once (an error) rather than held until Redis is back.
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
         epoch, offset = await self._call(
             _POSITION, self._keys(topic), [self.clock(), new_epoch(), self.retention_seconds]
         )
@@ -330,6 +335,10 @@ class RedisBackplane(Backplane):
             self._subscriptions_changed.set()
 
     async def history(self, topic: str, *, after: int, limit: int = MAX_HISTORY_READ) -> History:
+        if not self.connected:
+            # Not queued until Redis is back: the topic actor reading it
+            # answers its client (not recovered, or an error) at once.
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
         epoch, offset, first_kept, entries = await self._call(
             _HISTORY,
             self._keys(topic),
@@ -376,11 +385,13 @@ class RedisBackplane(Backplane):
         self._client = coredis.Redis.from_url(self.url, decode_responses=False)
         try:
             async with self._client:
+                # Ready at once: a node whose Redis is away at its start serves
+                # its own clients (degraded) while it keeps trying.
+                task_status.started()
                 await self._wait_for_redis()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_until_stopped)
-                    await nursery.start(self._listen)
-                    task_status.started()
+                    nursery.start_soon(self._listen)
         except* anyio.ClosedResourceError:
             # coredis's clean-up fails when its tasks are cancelled around it
             # (this task cancelled instead of stopped with `aclose`). The
@@ -398,11 +409,8 @@ class RedisBackplane(Backplane):
         await self._stopping.wait()
         scope.cancel()
 
-    async def _listen(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def _listen(self) -> None:
         """Hold the pub/sub connection; after an outage, open it again and resubscribe."""
-        started = False
         while not self._stopping.is_set():
             try:
                 async with self._client.pubsub() as pubsub:
@@ -411,9 +419,6 @@ class RedisBackplane(Backplane):
                     channels = [self._channel(topic) for topic in self._subscribers]
                     if channels:
                         await pubsub.subscribe(*channels)
-                    if not started:
-                        started = True
-                        task_status.started()
                     # Cancelled on `aclose` inside the pub/sub block, so that
                     # coredis closes it in order (it fails if cancelled itself).
                     async with trio.open_nursery() as nursery:
@@ -429,15 +434,17 @@ class RedisBackplane(Backplane):
                 await self._wait_for_redis()
 
     async def _wait_for_redis(self) -> None:
+        """Return once Redis answers a PING, or once `aclose` is asked (retrying with backoff)."""
         delay = 0.05
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._client.ping()
             except Exception as error:  # any failure to connect: try again
                 logger.warning(
                     "Redis at %s is not answering (%s); retrying", self.url, _brief(error)
                 )
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await self._stopping.wait()
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
                 continue
             self._set_connected(True)
@@ -484,6 +491,7 @@ class RedisBackplane(Backplane):
             if self.connected:
                 logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
             self._set_connected(False)
+            self._fail_calls()
             await self._wait_for_redis()
         else:
             self._set_connected(True)
@@ -503,6 +511,7 @@ class RedisBackplane(Backplane):
             lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
             for command in batch:
                 self._finish(command, None, lost)
+            self._fail_calls()
             await self._wait_for_redis()
             return
         self._set_connected(True)
@@ -513,6 +522,24 @@ class RedisBackplane(Backplane):
                 self._finish(command, None, error)
             else:
                 self._finish(command, value, None)
+
+    def _fail_calls(self) -> None:
+        """Answer the reads waiting in the queue with RedisUnavailableError (Redis went away).
+
+        Their callers (a topic reading a joiner's history, a `$history`
+        call) answer their clients now rather than wait for Redis to come
+        back; the writes stay queued, to be sent when it does.
+        """
+        if not any(command.done is not None for command in self._queue):
+            return
+        lost = RedisUnavailableError(f"Redis at {self.url} is not answering")
+        queue = self._queue
+        calls = [command for command in queue if command.done is not None]
+        writes = [command for command in queue if command.done is None]
+        queue.clear()  # in place: the writer holds this deque
+        queue.extend(writes)
+        for command in calls:
+            self._finish(command, None, lost)
 
     def _finish(self, command: _Command, value: Any, error: BaseException | None) -> None:
         if command.done is None:

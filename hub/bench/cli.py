@@ -48,7 +48,12 @@ DEFAULT_CONNECTIONS: Final = {
     "churn": 1000,
     "presence": 500,
     "lobby": 200,
+    "soak": 10_000,
 }
+# echo and lobby: seconds measured and before that; soak: seconds chatting,
+# the first of them warming up (not in the memory and task slopes).
+DEFAULT_DURATION: Final = {"echo": 5.0, "lobby": 5.0, "soak": 600.0}
+DEFAULT_WARMUP: Final = {"echo": 1.0, "lobby": 1.0, "soak": 120.0}
 DEFAULT_ROOMS: Final = {
     "fanout": "room:bench",
     "churn": "room:bench-churn",
@@ -75,7 +80,9 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "room watch churners join and leave it: server CPU per presence change, pushes per "
         "member per second; --room crowd:NAME for the demo's coalesced presence), lobby (bots "
         "matched into ticking matches of the lobby example: tick lateness, state "
-        "deliveries/s, server CPU per delivery; run from the source tree).",
+        "deliveries/s, server CPU per delivery; run from the source tree), soak (thousands "
+        "of clients chatting in rooms, leaving and coming back, for minutes: no loss, no "
+        "error, flat memory and tasks; hub only, see docs/reliability.md).",
     )
     parser.add_argument("scenario", choices=SCENARIOS)
     target = parser.add_mutually_exclusive_group()
@@ -113,13 +120,20 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "--topics",
         type=int,
         help="idle and echo: connections share this many echo topics, round robin "
-        "(default: a topic each; a hub may limit how many topics it serves)",
+        "(default: a topic each; a hub may limit how many topics it serves); soak: rooms "
+        "(default 100)",
     )
     parser.add_argument(
-        "--duration", type=float, default=5.0, help="echo and lobby: seconds measured"
+        "--duration",
+        type=float,
+        help="echo and lobby: seconds measured (default 5); soak: seconds chatting "
+        "(default 600)",
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="echo and lobby: seconds before that"
+        "--warmup",
+        type=float,
+        help="echo and lobby: seconds before that (default 1); soak: the first seconds, left "
+        "out of the memory and task slopes (default 120)",
     )
     parser.add_argument(
         "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
@@ -134,7 +148,16 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         "waits (default 8)",
     )
     parser.add_argument(
-        "--rate", type=float, help="fanout: publish this many messages/s instead of a window"
+        "--rate",
+        type=float,
+        help="fanout: publish this many messages/s instead of a window; soak: chat "
+        "messages/s across the rooms (default 100)",
+    )
+    parser.add_argument(
+        "--churn-rate",
+        type=float,
+        default=20.0,
+        help="soak: members leaving and coming back per second (default 20)",
     )
     parser.add_argument(
         "--payload-bytes", type=int, default=64, help="echoed string or chat text size (64)"
@@ -175,8 +198,8 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--run-timeout",
         type=float,
-        default=DEFAULT_RUN_TIMEOUT_SECONDS,
-        help=f"seconds one run may take (default {DEFAULT_RUN_TIMEOUT_SECONDS:g})",
+        help=f"seconds one run may take (default {DEFAULT_RUN_TIMEOUT_SECONDS:g}; soak: "
+        "its duration and as much again)",
     )
     return parser
 
@@ -202,13 +225,14 @@ def _spec(
         topics=args.topics,
         concurrency=args.concurrency,
         payload_bytes=args.payload_bytes,
-        duration=args.duration,
-        warmup=args.warmup,
+        duration=args.duration or DEFAULT_DURATION.get(args.scenario, 5.0),
+        warmup=args.warmup if args.warmup is not None else DEFAULT_WARMUP.get(args.scenario, 1.0),
         hold=args.hold,
         messages=args.messages,
         window=args.window,
         rate=args.rate,
         drain_timeout=args.drain_timeout,
+        churn_rate=args.churn_rate,
         waves=args.waves,
         churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
@@ -323,6 +347,12 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
                 f"{spec.connections:,} connections ({_topics(spec)}), one Call in flight each, "
                 f"{spec.payload_bytes}-byte payloads, {spec.duration:g} s after "
                 f"{spec.warmup:g} s warm-up"
+            )
+        case "soak":
+            what = (
+                f"{spec.connections:,} clients in {spec.topics or 100:,} rooms for "
+                f"{spec.duration:g} s ({spec.warmup:g} s warm-up), {spec.rate or 100:g} chat "
+                f"messages/s, {spec.churn_rate:g} members/s leaving and coming back"
             )
         case "fanout":
             pace = f"{spec.rate:g}/s" if spec.rate else f"window {spec.window}"
@@ -444,6 +474,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--repeats must be at least 1")
     if args.longpoll and args.scenario != "fanout":
         parser.error("--longpoll goes with the fanout scenario")
+    if args.compare and args.scenario == "soak":
+        parser.error("the soak speaks the hub protocol only: no --compare")
+    if args.run_timeout is None:
+        duration = args.duration or DEFAULT_DURATION.get(args.scenario, 0.0)
+        args.run_timeout = max(DEFAULT_RUN_TIMEOUT_SECONDS, 2 * duration)
     if args.compare and args.scenario == "lobby":
         parser.error("the baselines have no lobbies: lobby runs without --compare")
     try:

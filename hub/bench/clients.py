@@ -422,22 +422,48 @@ async def open_plain_link(url: str) -> PlainLink:
     return link
 
 
-async def hub_connection_count(url: str) -> int:
-    """The hub's open connections, from GET /healthz on the port of `url`."""
+async def _http_get(url: str, path: str) -> bytes:
+    """The body of GET `path` on the port of `url` (a plain, unchunked response)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(
-            f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
         )
         response = await reader.read()
     finally:
         writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
     if b"chunked" in head.lower():
-        raise RefusedError("GET /healthz answered chunked; the benchmark reads plain bodies")
-    count = json.loads(body)["connections"]
+        raise RefusedError(f"GET {path} answered chunked; the benchmark reads plain bodies")
+    status_line = head.split(b"\r\n", 1)[0]
+    if not status_line.startswith(b"HTTP/1.1 200 "):
+        raise RefusedError(f"GET {path}: {status_line!r}")
+    return body
+
+
+async def hub_metrics(url: str) -> dict[str, float]:
+    """The hub's /metrics samples by name, labelled samples of one name added up."""
+    samples: dict[str, float] = {}
+    for line in (await _http_get(url, "/metrics")).decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_and_labels, _, value = line.rpartition(" ")
+        name = name_and_labels.partition("{")[0]
+        samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+async def hub_health(url: str) -> dict[str, Any]:
+    """The hub's GET /healthz: status, open connections, live topics."""
+    health: dict[str, Any] = json.loads(await _http_get(url, "/healthz"))
+    return health
+
+
+async def hub_connection_count(url: str) -> int:
+    """The hub's open connections, from GET /healthz on the port of `url`."""
+    count = (await hub_health(url))["connections"]
     if not isinstance(count, int):
         raise RefusedError(f"GET /healthz: connections is {count!r}")
     return count

@@ -109,6 +109,29 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("closed_by_server", "bots closed by the server"),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
     ),
+    "soak": (
+        Metric("messages_sent", "chat messages sent"),
+        Metric("deliveries", "chat messages delivered"),
+        Metric("deliveries_per_s", "chat deliveries/s", "higher"),
+        Metric("deliveries_expected", "deliveries checked (members present)"),
+        Metric("lost", "lost messages"),
+        Metric("duplicates", "messages delivered twice"),
+        Metric("errors", "errors (error frames, refusals, server closes)"),
+        Metric("comebacks", "members that left and came back"),
+        Metric("memberships_dropped_unchecked", "memberships ended by a dropped connection"),
+        Metric("rss_start_mb", "server RSS before connecting (MiB)", "lower"),
+        Metric("rss_warm_mb", "server RSS after warm-up (MiB)", "lower"),
+        Metric("rss_end_mb", "server RSS at the end (MiB)", "lower"),
+        Metric("rss_slope_mb_per_min", "server RSS slope after warm-up (MiB/min)", "lower"),
+        Metric("rss_after_mb", "server RSS after every client left (MiB)", "lower"),
+        Metric("tasks_start", "server tasks before connecting"),
+        Metric("tasks_warm", "server tasks after warm-up"),
+        Metric("tasks_end", "server tasks at the end"),
+        Metric("tasks_slope_per_min", "server tasks slope after warm-up (per min)"),
+        Metric("tasks_after", "server tasks after every client left"),
+        Metric("server_busy", "server CPU (of a core)", percent=True),
+        Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+    ),
 }
 
 #: The figure each scenario's throughput plot shows.
@@ -119,6 +142,7 @@ THROUGHPUT: Final = {
     "churn": "setup_rate",
     "presence": "changes_per_s",
     "lobby": "state_deliveries_per_s",
+    "soak": "deliveries_per_s",
 }
 
 _LOADGEN_CPU: Final = {"idle": "setup_loadgen_cpu"}
@@ -329,6 +353,17 @@ def plot(document: dict[str, Any], path: Path) -> None:
         left.set_ylabel("server RSS (MiB)")
         left.set_title("server memory across waves")
         left.grid(True, alpha=0.3)
+    elif scenario == "soak":
+        for run in runs:
+            samples = (run.figures or {}).get("samples", [])
+            points = [(s["t"], s["rss_mb"]) for s in samples if "rss_mb" in s]
+            if points:
+                left.plot(*zip(*points, strict=True), label=f"{run.server} {run.repeat + 1}")
+        left.set_xlabel("seconds")
+        left.set_ylabel("server RSS (MiB)")
+        left.set_title("server memory over the soak")
+        left.grid(True, alpha=0.3)
+        left.legend()
     else:
         _bars(left, servers, document["summary"]["server_bytes_per_connection"])
         left.set_ylabel("bytes")

@@ -19,6 +19,9 @@ The same code drives the hub (the hub protocol, msgpack) and the baselines
   TCP connections without a Leave or a WebSocket close.
 - presence (the hub only): members of a room watch clients join it and
   leave it again; server CPU per presence change, pushes per member per second.
+- soak (hub only, in `hub.bench.soak`): thousands of clients chatting in
+  rooms, leaving and coming back, for minutes; losses, errors, and the
+  server's memory and tasks over time.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from hub.bench.clients import (
     plain_connection_count,
 )
 from hub.bench.procstat import cpu_seconds, rss_bytes
+from hub.bench.soak import run_soak
 from hub.bench.spec import LoadSpec
 from hub.bench.stats import latency_summary
 
@@ -736,4 +740,5 @@ SCENARIO_RUNNERS: Final[dict[str, Callable[[LoadSpec, Reporter], Awaitable[Figur
     "fanout": run_fanout,
     "churn": run_churn,
     "presence": run_presence,
+    "soak": run_soak,
 }

@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby")
+SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby", "soak")
 
 #: How the load generator talks to a server: the hub protocol, or the
 #: baselines' plain messages (paths /echo, /fanout and /stats).
@@ -38,29 +38,34 @@ class LoadSpec:
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
-    #: churn: clients per wave; presence: members watching the room; lobby: bots playing.
+    #: churn: clients per wave; presence: members watching the room; lobby: bots
+    #: playing; soak: clients.
     connections: int = attrs.field(validator=_positive)
     #: idle and echo: connection i joins `echo:bench-<i mod topics>`; None:
-    #: a topic each. (A hub may limit how many topics it serves.)
+    #: a topic each. (A hub may limit how many topics it serves.) soak: rooms.
     topics: int | None = attrs.field(default=None, validator=_positive)
     #: Connection setups (connect, handshake, join) under way at once.
     concurrency: int = attrs.field(default=64, validator=_positive)
     #: Payload size in bytes: the echoed string, or a chat message's text.
     payload_bytes: int = attrs.field(default=64, validator=_positive)
-    #: echo: seconds measured, after `warmup` seconds not measured.
+    #: echo: seconds measured, after `warmup` seconds not measured; soak:
+    #: seconds chatting, the first `warmup` of them not counted in the slopes.
     duration: float = attrs.field(default=5.0, validator=_positive)
     warmup: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     #: idle: seconds the connections are held before they are checked and
     #: the server's memory is read.
     hold: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     #: fanout: messages published, and either at most `window` of them not yet
-    #: delivered to every subscriber, or `rate` per second regardless.
+    #: delivered to every subscriber, or `rate` per second regardless; soak:
+    #: chat messages per second across the rooms.
     messages: int = attrs.field(default=200, validator=_positive)
     window: int = attrs.field(default=8, validator=_positive)
     rate: float | None = attrs.field(default=None, validator=_positive)
     #: fanout: how long to wait for the last deliveries before counting the
     #: missing ones lost; churn: for the server to notice a wave's closes.
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: soak: members leaving and coming back per second.
+    churn_rate: float = attrs.field(default=20.0, validator=_positive)
     #: churn: waves of `connections` clients.
     waves: int = attrs.field(default=10, validator=_positive)
     #: fanout, churn and presence: the room (the hub's RoomService; the baselines' /fanout).

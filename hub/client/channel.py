@@ -244,11 +244,22 @@ class Channel:
         """No more pushes: handlers finish what they have, then iteration ends."""
         self._done = True
         self._inbox_send.close()
+        if not self._taken.is_set():
+            # Nobody took the channel: its task ends now, and what it held
+            # waits for an `async for` that may still come.
+            self._taken.set()
 
     async def _serve(self) -> None:
         """Hand pushes to the handlers and the iterator (the channel's task in the client)."""
         try:
             await self._taken.wait()
+            if self._done and not (self._iterating or self._handlers or self._rejoin_handlers):
+                for item in self._held:
+                    if type(item) is Push:
+                        with contextlib.suppress(trio.WouldBlock):
+                            self._iter_send.send_nowait(item)
+                self._held.clear()
+                return
             while self._held:
                 await self._dispatch(self._held.popleft())
             async for item in self._inbox:

@@ -24,7 +24,7 @@ from hub.http import HttpRoute
 from hub.transport import WebSocketSettings
 from hub.transport.longpoll import LongPollSettings
 
-__all__ = ["GatewayHandle", "serve_gateway"]
+__all__ = ["GatewayHandle", "connection_server", "serve_gateway"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,45 +197,13 @@ async def serve_gateway(
     Raises OSError if the port cannot be bound, ssl.SSLError or OSError if
     the certificate cannot be loaded, ValueError for clashing routes.
     """
-    observe = observe or _ignore_event
-    routes = _index_routes(websocket_routes)
-    upgrader = Upgrader(
-        origins=config.origins,
+    server, longpoll = connection_server(
+        config,
+        websocket_routes=websocket_routes,
+        http_routes=http_routes,
+        longpoll_routes=longpoll_routes,
         authenticate=authenticate,
-        auth_timeout=config.auth_timeout,
-        # Shared by every WebSocket: their limits, and per route who hears of closes.
-        settings=WebSocketSettings(
-            max_message_size=config.max_message_size,
-            ping_interval=config.ping_interval,
-            idle_timeout=config.idle_timeout,
-            close_timeout=config.close_timeout,
-            outbox_capacity=config.outbox_capacity,
-        ),
-        observe=observe,
-        observers={path: RouteObserver(path, observe) for path in routes},
-    )
-    longpoll = LongPollGateway(
-        routes=tuple(longpoll_routes),
-        upgrader=upgrader,
-        settings=LongPollSettings(
-            max_message_size=config.max_message_size,
-            poll_timeout=config.poll_timeout,
-            reap_timeout=config.reap_timeout,
-            close_timeout=config.close_timeout,
-            outbox_capacity=config.outbox_capacity,
-        ),
-        max_sessions=config.max_longpoll_sessions,
-        observe=observe,
-    )
-    server = ConnectionServer(
-        config=config,
-        websocket_routes=routes,
-        http_routes=_check_http_routes([*longpoll.http_routes(), *http_routes]),
-        upgrader=upgrader,
-        observe=observe,
-        ssl_context=(
-            server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
-        ),
+        observe=observe or _ignore_event,
     )
     if config.reuse_port:
         listeners = await _open_shared_listeners(config.port, config.host)
@@ -290,6 +258,66 @@ async def _open_shared_listeners(port: int, host: str | None) -> list[trio.Socke
             listener.socket.close()
         raise
     return listeners
+
+
+def connection_server(
+    config: GatewayConfig,
+    *,
+    websocket_routes: Sequence[WebSocketRoute],
+    http_routes: Sequence[HttpRoute],
+    longpoll_routes: Sequence[LongPollRoute] = (),
+    authenticate: Authenticate | None,
+    observe: Callable[[GatewayEvent], None],
+) -> tuple[ConnectionServer, LongPollGateway]:
+    """Build what serves each accepted connection: the HTTP, WebSocket and long-polling routes.
+
+    Returns the per-connection server and the long-polling gateway, whose
+    `spawn` the caller sets before serving. `serve_gateway` serves every
+    connection it accepts with them; the fuzz harness
+    (fuzz/targets/http_request.py) serves its inputs with them too.
+    Raises ValueError for clashing routes, ssl.SSLError or OSError if the
+    certificate cannot be loaded.
+    """
+    routes = _index_routes(websocket_routes)
+    upgrader = Upgrader(
+        origins=config.origins,
+        authenticate=authenticate,
+        auth_timeout=config.auth_timeout,
+        # Shared by every WebSocket: their limits, and per route who hears of closes.
+        settings=WebSocketSettings(
+            max_message_size=config.max_message_size,
+            ping_interval=config.ping_interval,
+            idle_timeout=config.idle_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        ),
+        observe=observe,
+        observers={path: RouteObserver(path, observe) for path in routes},
+    )
+    longpoll = LongPollGateway(
+        routes=tuple(longpoll_routes),
+        upgrader=upgrader,
+        settings=LongPollSettings(
+            max_message_size=config.max_message_size,
+            poll_timeout=config.poll_timeout,
+            reap_timeout=config.reap_timeout,
+            close_timeout=config.close_timeout,
+            outbox_capacity=config.outbox_capacity,
+        ),
+        max_sessions=config.max_longpoll_sessions,
+        observe=observe,
+    )
+    server = ConnectionServer(
+        config=config,
+        websocket_routes=routes,
+        http_routes=_check_http_routes([*longpoll.http_routes(), *http_routes]),
+        upgrader=upgrader,
+        observe=observe,
+        ssl_context=(
+            server_ssl_context(config.certfile, config.keyfile) if config.certfile else None
+        ),
+    )
+    return server, longpoll
 
 
 def _ignore_event(_event: GatewayEvent) -> None:

@@ -570,8 +570,21 @@ class TopicActor(actors.Actor):
         # Who may read it was decided before: the route's `history`
         # permission (`hub.permissions`), by the session or `authorize`.
         start = read.start(self.topic.position)
-        history = await self._backplane.history(name, after=start, limit=read.limit)
-        self._answer(member, request.ref, history_answer(read, history))
+        # Bounded by the client's deadline, and answered when the backplane
+        # is away (Redis down): a read must neither hold up the topic's other
+        # members for long nor crash the topic.
+        with trio.move_on_at(request.deadline):
+            try:
+                history = await self._backplane.history(name, after=start, limit=read.limit)
+            except ConnectionError as error:
+                logger.warning("topic %r: history unavailable for a read: %s", name, error)
+                message = f"the history of topic {name!r} cannot be read now; try again"
+                _answer_error(member, request.ref, name, ErrorCode.OVERLOADED, message)
+                return
+            self._answer(member, request.ref, history_answer(read, history))
+            return
+        message = f"the history of topic {name!r} was not read in time"
+        _answer_error(member, request.ref, name, ErrorCode.CALL_TIMEOUT, message)
 
     def _answer(self, member: Member, ref: int, result: Payload) -> None:
         """Send a Call's ok Reply, or a `service_error` if the client's codec cannot carry it."""

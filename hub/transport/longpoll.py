@@ -269,6 +269,12 @@ class LongPollTransport(Transport):
         return len(self._outbox)
 
     @property
+    def behind(self) -> bool:
+        # Between polls something always waits: only reliable messages make
+        # the client behind (latest-value state is replaced in place).
+        return self._outbox.reliable > 0
+
+    @property
     def closing(self) -> bool:
         return self._closing or self._done
 

@@ -42,6 +42,7 @@ async def _open(
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(redis.run)
+        await redis.wait_healthy()
         yield redis
         await redis.aclose()
 

@@ -18,6 +18,7 @@ async def node(server: ValkeyServer, **options: object) -> AsyncIterator[RedisBa
     plane = RedisBackplane(server.url, **options)  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(plane.run)
+        await plane.wait_healthy()
         yield plane
         await plane.aclose()
 

@@ -187,6 +187,42 @@ def test_compare_refuses_a_url(tmp_path):
     assert "--compare starts every server itself" in completed.stderr
 
 
+@pytest.mark.timeout(BENCH_TIMEOUT + 30)
+def test_the_soak_loses_nothing_and_reads_memory_and_tasks(tmp_path, monkeypatch):
+    # Rooms stop one second after their last member leaves (the hub inherits
+    # this), so the soak's reading after every client left comes soon.
+    monkeypatch.setenv("TRIOHUB_TOPICS__EMPTY_GRACE_SECONDS", "1")
+    plot = tmp_path / "soak.png"
+    document = _bench(
+        "soak",
+        *("-n", "40", "--topics", "4", "--duration", "4", "--warmup", "1"),
+        *("--rate", "40", "--churn-rate", "10", "--plot", str(plot)),
+        cwd=tmp_path,
+    )
+    run = _figures(document)["hub"]
+    assert run["messages_sent"] > 0
+    assert run["messages_echoed"] == run["messages_sent"]
+    assert run["deliveries_expected"] > 0
+    assert (run["lost"], run["duplicates"], run["out_of_order"]) == (0, 0, 0)
+    assert run["errors"] == 0, run["error_kinds"]
+    assert min(run[f"comebacks_{mode}"] for mode in ("leave", "reconnect", "drop")) > 0
+    assert run["memberships_checked"] >= 40
+    assert run["rss_end_mb"] > 0
+    assert run["samples"] and "tasks" in run["samples"][0]
+    # Every client gone and the rooms stopped: the tasks they had are gone too.
+    assert run["tasks_warm"] > run["tasks_start"] + 40
+    assert run["tasks_after"] == run["tasks_start"]
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_the_soak_has_no_baselines_to_compare(tmp_path):
+    completed = subprocess.run(
+        [*BENCH, "soak", "--compare"], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "no --compare" in completed.stderr
+
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.bench import wire
-from hub.protocol import MSGPACK, Call, Heartbeat, Join, Publish, Push, Reply
+from hub.protocol import MSGPACK, Call, Heartbeat, Join, Leave, Publish, Push, Reply
 
 
 def test_requests_are_packed_as_the_codec_packs_them():
@@ -18,6 +18,7 @@ def test_requests_are_packed_as_the_codec_packs_them():
         Publish(0, "room:bench", "message", {"text": "hi"})
     )
     assert wire.heartbeat(9) == MSGPACK.encode(Heartbeat(9))
+    assert wire.leave(5, "room:bench") == MSGPACK.encode(Leave(5, "room:bench"))
 
 
 def test_server_frames_and_batches_read_as_lists():

@@ -396,3 +396,26 @@ async def test_a_slow_consumer_evicted_with_1013_ends_up_with_every_event_once_i
             assert seen == list(range(1, total + 1))
             assert hub.runtime.metrics.slow_consumers._value.get() >= 1
             assert ann.connections >= 2 and feed.recovered is True
+
+
+async def test_a_channel_ended_before_anyone_took_it_keeps_its_pushes_and_no_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with open_test_hub(app()) as hub, hub.connect() as ann:
+            assert ann._nursery is not None
+            nursery = ann._nursery
+
+            def channel_tasks() -> int:
+                return sum("Channel._serve" in task.name for task in nursery.child_tasks)
+
+            room = await ann.join("room:end", {"user": "ann"})
+            assert channel_tasks() == 1
+            await hub.runtime.publish("room:end", "message", {"text": "last words"})
+            await trio.testing.wait_all_tasks_blocked()
+            hub.drop(ann, code=1008, reason="gone")  # the client closes, and its channels
+            await ann.wait_closed()
+            await trio.testing.wait_all_tasks_blocked()
+            assert channel_tasks() == 0  # the channel's task has ended
+            texts = [push.payload["text"] async for push in room]  # type: ignore[index, call-overload]
+            assert texts == ["last words"]

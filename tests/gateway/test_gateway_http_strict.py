@@ -90,3 +90,37 @@ async def test_a_path_segment_the_file_system_refuses_is_404_without_a_traceback
         response = await http_get(gateway.port, "/" + "a" * 300)
         assert response.status == 404
         assert (await http_get(gateway.port, "/")).status == 200
+
+
+async def test_a_refused_head_request_is_answered_without_a_body(
+    start_gateway: StartGateway,
+) -> None:
+    """Found by fuzzing: a refusal of a HEAD (here, a HEAD asking for an upgrade) once
+    crashed the connection, since h11 will not send a body to a HEAD."""
+    with trio.fail_after(10):
+        gateway = await start_gateway()
+        request = upgrade_request("/echo").replace(b"GET", b"HEAD", 1)
+        answer = await request_until_eof(gateway.port, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, headers = parse_head(head)
+        assert status == 400
+        assert int(headers["content-length"]) > 0
+        assert body == b""
+
+
+async def test_a_malformed_request_after_a_head_gets_its_400_with_a_body(
+    start_gateway: StartGateway,
+) -> None:
+    """Found by fuzzing: the refusal of what follows a HEAD on a kept-alive connection
+    is no answer to that HEAD, and carries its reason."""
+    with trio.fail_after(10):
+        gateway = await start_gateway(http_routes=[HttpRoute("/metrics", metrics)])
+        answer = await request_until_eof(
+            gateway.port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n\0\0\0\0\r\n\r\n"
+        )
+        first, _, rest = answer.partition(b"\r\n\r\n")
+        assert parse_head(first)[0] == 200
+        second, _, body = rest.partition(b"\r\n\r\n")
+        status, headers = parse_head(second)
+        assert status == 400
+        assert len(body) == int(headers["content-length"]) > 0

@@ -7,7 +7,10 @@ import re
 
 import trio
 import trio_websocket
+from hub_support import wait_until
 from wire_support import http_get
+
+from hub.metrics import live_tasks
 
 
 async def test_healthz_reports_status_and_counts(hub):
@@ -57,6 +60,11 @@ async def test_metrics_are_prometheus_text_with_the_hubs_counters(hub):
                 "triohub_mailbox_depth",
             ):
                 _sample(text, name)
+            tasks_with_ann = _sample(text, "triohub_tasks")
+        # Ann's tasks (her connection's, her session's) end with her connection.
+        await wait_until(lambda: live_tasks() < tasks_with_ann)
+        response = await http_get(hub.port, "/metrics")
+        assert _sample(response.body.decode(), "triohub_tasks") < tasks_with_ann
         assert "# TYPE triohub_joins_total counter" in text
 
 

@@ -8,6 +8,7 @@ may run its own actor of the topic; see docs/deployment.md for kept history.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
 
 import trio
@@ -85,6 +86,7 @@ async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
     plane = running.runtime.backplane
     assert isinstance(plane, RedisBackplane)
     with trio.fail_after(30):
+        await plane.wait_healthy(True)
         body = json.loads((await http_get(running.port, "/healthz")).body)
         assert body["status"] == "ok"
         assert body["backplane"] == {"kind": "redis", "connected": True}
@@ -113,3 +115,54 @@ async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
                 await wait_for_nodes(plane, "shout:y", 2)
                 await ann.publish("shout:y", "back", 2)
                 assert (await bob.next_push("shout:y")).payload == 2
+
+
+async def test_a_history_read_while_redis_is_away_is_answered_and_the_topic_goes_on(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    valkey_server.flush()
+    running = await start_hub(shout_app(), backplane={"redis_url": valkey_server.url})
+    plane = running.runtime.backplane
+    assert isinstance(plane, RedisBackplane)
+    with trio.fail_after(30):
+        async with running.client() as ann:
+            await ann.join_ok("shout:h")
+            valkey_server.stop()
+            try:
+                await plane.wait_healthy(False)
+                # The topic must neither wait for Redis (its members would
+                # hear nothing meanwhile) nor crash: the reader is told.
+                reply = await ann.call("shout:h", "$history", {}, timeout=20)
+                assert not reply.ok
+                assert reply.error_code == "overloaded"
+                assert "history" in (reply.error_message or "")
+                await ann.publish("shout:h", "still", 1)
+                assert (await ann.next_push("shout:h")).payload == 1
+                assert running.runtime.topics.count() == 1
+            finally:
+                valkey_server.start()
+            await plane.wait_healthy(True)
+            # Back: the topic reads its history again.
+            reply = await ann.call("shout:h", "$history", {})
+            assert reply.ok, reply
+
+
+async def test_a_hub_whose_redis_is_away_at_start_serves_degraded_and_stops_promptly(
+    start_hub,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    running = await start_hub(
+        shout_app(), backplane={"redis_url": f"redis://127.0.0.1:{port}/0"}
+    )
+    with trio.fail_after(30):
+        body = json.loads((await http_get(running.port, "/healthz")).body)
+        assert body["status"] == "degraded"
+        assert body["backplane"] == {"kind": "redis", "connected": False}
+        async with running.client() as ann:
+            # A topic needs its history's position from Redis: refused at once.
+            reply = await ann.join("shout:z")
+            assert reply.error_code == "service_error"
+        running.runtime.request_shutdown()
+        await running.returned.wait()  # not held by the retries

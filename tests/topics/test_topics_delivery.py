@@ -18,12 +18,14 @@ from memory_support import connect_memory, read_frames
 
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig, ServerConfig, WebSocketConfig
+from hub.identity import Identity
 from hub.protocol import JSON, Join, Payload, Publish, Push, Reply
 from hub.services import Service
 from hub.topics import Member
 from hub.transport import TransportClosed
 
 WRITE_TIMEOUT = 1.0
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
 # Messages a stalled client's transport takes before they queue in its outbox.
 BUFFER = 2
 
@@ -52,8 +54,24 @@ async def runtime(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
     yield await nursery.start(serve_hub, app, config)
 
 
-async def _joined(runtime: HubRuntime, nursery: trio.Nursery, *, buffer: int = 64) -> object:
-    client, _done = await connect_memory(runtime, nursery, buffer=buffer)
+@pytest.fixture
+async def runtime_with_tokens(nursery: trio.Nursery) -> AsyncIterator[HubRuntime]:
+    app = Hub("delivery")
+    app.route("feed:*", Feed)
+    config = HubConfig.from_settings(
+        {
+            "server": {"port": 0},
+            "websocket": {"write_timeout": WRITE_TIMEOUT},
+            "auth": {"secret": SECRET, "refresh_lead_seconds": 0, "leeway_seconds": 0},
+        }
+    )
+    yield await nursery.start(serve_hub, app, config)
+
+
+async def _joined(
+    runtime: HubRuntime, nursery: trio.Nursery, *, buffer: int = 64, identity: object = None
+) -> object:
+    client, _done = await connect_memory(runtime, nursery, buffer=buffer, identity=identity)
     client.send(JSON.encode(Join(1, "feed:x", {})))
     [reply] = await read_frames(client, 1)
     assert isinstance(reply, Reply) and reply.ok
@@ -117,6 +135,37 @@ async def test_a_client_stalled_for_2_s_gets_the_newest_state_per_key_and_is_not
     # does); every later one found the client behind and was dropped.
     assert [p.payload["n"] for p in effects] == [0]
     assert runtime.metrics.volatile_dropped._value.get() == steps - 1
+
+
+async def test_a_client_stalled_on_latest_value_state_is_closed_when_its_token_expires(
+    runtime_with_tokens: HubRuntime,
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The stalled session goes on writing its state, but must still handle
+    # its timers: an expired token is not served on by reading nothing.
+    runtime = runtime_with_tokens
+    assert runtime.tokens is not None
+    ttl = 20
+    identity = runtime.tokens.verify(runtime.tokens.mint("ann", ttl=ttl))
+    assert isinstance(identity, Identity) and identity.expires_at is not None
+    with trio.fail_after(120):
+        slow = await _joined(runtime, nursery, buffer=BUFFER, identity=identity)
+        start = trio.current_time()
+        # It reads nothing, and sends its own state (no acknowledgement
+        # asked), which every member, itself too, gets as latest-value.
+        with pytest.raises(TransportClosed):
+            for step in range(round(3 * ttl / 0.05)):
+                frame = Publish(0, "feed:x", "state", {"key": "a", "n": step})
+                slow.send(JSON.encode(frame))  # type: ignore[attr-defined]
+                await trio.sleep(0.05)
+        stopped = trio.current_time() - start
+        with pytest.raises(TransportClosed) as closed:
+            while True:
+                await slow.receive()  # type: ignore[attr-defined]
+    assert (closed.value.code, closed.value.reason) == (1008, "token expired")
+    assert stopped <= ttl + WRITE_TIMEOUT
+    assert runtime.metrics.slow_consumers._value.get() == 0
 
 
 async def test_a_slow_client_gets_every_reliable_event_in_order_and_no_volatile_one(

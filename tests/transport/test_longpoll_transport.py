@@ -147,3 +147,12 @@ def test_bodies_round_trip_in_both_formats_and_refuse_what_they_must():
         with pytest.raises(LongPollBodyError) as refused:
             decode_body(body, binary=binary_, max_message_size=100)
         assert refused.value.code == code, body
+
+
+async def test_a_client_with_only_latest_value_messages_waiting_is_not_behind():
+    lp = transport()
+    lp.send(Wire("[7,1]"), key=("t", "state"))
+    lp.send(Wire("[7,2]"), key=("t", "state"))
+    assert lp.backlog and lp.queued == 1 and not lp.behind
+    lp.send(Wire("[7,3]"))
+    assert lp.behind
