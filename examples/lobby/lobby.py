@@ -1,9 +1,11 @@
 """`lobby:<id>` topics: a host's room of players with a capacity, settings, and a ready check.
 
 The first player to join is the host; its join params set the lobby up
-(`{"capacity": 4, "settings": {"target": 10}}`). Who is in, and who is
-ready, is the `lobby` state, pushed (latest-value) on every change. A full
-lobby refuses a join with code `lobby_full`.
+(`{"capacity": 4, "settings": {"target": 10}}`). Who is in is the hub's
+presence (`$presence_state` and `$presence_diff` for a join that asks with
+`$presence`; docs/presence.md); who is ready, who hosts and the settings
+are the `lobby` state, pushed (latest-value) on every change. A full lobby
+refuses a join with code `lobby_full`.
 
 Events: `ready` `{"ready": true}`; and the host's `kick` `{"player": name}`,
 `settings` `{"capacity": n, "settings": {...}}` and `start`, which opens a
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import actors
-from hub import HubError, JoinRefusedError, Member, Payload, Service, ServiceError, Topic
+from hub import HubError, JoinRefusedError, Member, Payload, Presence, Service, ServiceError, Topic
 from hub.backplane import Recovery
 
 from .players import player_of
@@ -58,6 +60,9 @@ def _settings(value: Payload) -> dict[str, int]:
 
 class LobbyService(Service):
     """One lobby: its players (in join order), their ready states, its host and settings."""
+
+    # Who is in: every player, by user (a reload within the grace is no leave).
+    presence = Presence()
 
     def __init__(
         self,

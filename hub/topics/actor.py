@@ -429,7 +429,7 @@ class TopicActor(actors.Actor):
         self.topic._add(member)
         self._monitors[connection.ref] = self.ctx.monitor(connection.ref)
         if presence is not None:
-            listen = PRESENCE_PARAM in member.params and await self._may_read_presence(member)
+            listen = PRESENCE_PARAM in member.params and await self._may(member, Action.PRESENCE)
             for displaced in presence.enter(member, claim, listen=listen):
                 other = self.topic.members.get(displaced)
                 if other is not None:
@@ -437,7 +437,12 @@ class TopicActor(actors.Actor):
                     self.topic.kick(other, reason, code=ErrorCode.NAME_TAKEN)
         after = resume_after(request.offset, request.epoch, self.topic.position)
         try:
-            history = await self._backplane.history(name, after=after)
+            if await self._may(member, Action.HISTORY):
+                history = await self._backplane.history(name, after=after)
+            else:
+                # Recovery replays history: not for a member the route does
+                # not let read it (it would be `$history` by another door).
+                history = History(self.topic.position, (), complete=False)
         except ConnectionError as error:
             # The backplane is away (Redis down): the member is in, but what
             # it missed cannot be read now; it is told it did not recover.
@@ -455,21 +460,17 @@ class TopicActor(actors.Actor):
             # first, then who is here.
             presence.send_state(member)
 
-    async def _may_read_presence(self, member: Member) -> bool:
-        """Whether the route's `presence` permission lets `member` have the presence pushes."""
+    async def _may(self, member: Member, action: Action) -> bool:
+        """Whether the route lets `member` have what `action` gives (presence pushes, history)."""
         assert self.service is not None
         permissions, name = self._route.permissions, self.topic.name
-        if permissions.presence is not Allow.SERVICE:
-            refusal = permissions.refusal(
-                Action.PRESENCE, member.identity, name, self._route.pattern
-            )
+        if permissions.rule(action) is not Allow.SERVICE:
+            refusal = permissions.refusal(action, member.identity, name, self._route.pattern)
             return refusal is None
         try:
-            allowed: bool = await self._hook(
-                "authorize", self.service.authorize, member, Action.PRESENCE
-            )
+            allowed: bool = await self._hook("authorize", self.service.authorize, member, action)
         except ServiceError:
-            return False  # its join stands; it is not sent who is here
+            return False  # its join stands; it is not given this
         return allowed
 
     async def _authorized(self, member: Member, action: Action, ref: int) -> bool:

@@ -117,3 +117,31 @@ async def test_everyone_ready_within_the_check_starts_a_match_they_can_join(
         [cy] = await players(runtime, nursery, "cy")
         refused = await cy.join(topic)
         assert not refused.ok and refused.error_code == "not_in_match"
+
+
+async def test_who_is_in_a_lobby_is_its_presence_and_a_reload_is_no_leave(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    with trio.fail_after(30):
+        ada, bob = await players(runtime, nursery, "ada", "bob")
+        assert (await ada.join("lobby:p", {"$presence": {}})).ok
+        assert set(await ada.next_push("lobby:p", "$presence_state")) == {"ada"}
+        assert (await bob.join("lobby:p", {"$presence": {}})).ok
+        assert set(await bob.next_push("lobby:p", "$presence_state")) == {"ada", "bob"}
+        joined = await ada.next_push("lobby:p", "$presence_diff")
+        while "bob" not in joined["joins"]:
+            joined = await ada.next_push("lobby:p", "$presence_diff")
+        assert not joined["leaves"]
+        # bob's connection drops and comes back within the presence grace:
+        # ada sees no leave, and the lobby has bob again.
+        bob.client.close()
+        await trio.sleep(1)
+        bob = await Player.connect(runtime, nursery, "bob")
+        assert (await bob.join("lobby:p", {"$presence": {}})).ok
+        assert set(await bob.next_push("lobby:p", "$presence_state")) == {"ada", "bob"}
+        await trio.sleep(10)
+        ada.drain_nowait()
+        diffs = ada.pushes("lobby:p", "$presence_diff")
+        assert not any("bob" in diff["leaves"] for diff in diffs)
+        state = await ada.latest("lobby:p", "lobby")
+        assert [p["name"] for p in state["players"]] == ["ada", "bob"]

@@ -308,6 +308,34 @@ async def test_the_history_permission_is_checked_for_history_reads(
         assert reply.error_code == "forbidden"
 
 
+async def test_a_rejoin_does_not_replay_history_the_route_does_not_let_the_member_read(
+    hub: TestHub, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Recovery is a history read: without the history permission a rejoin
+    # naming offset 0 gets nothing replayed (it would be `$history` by
+    # another door), and is told it did not recover.
+    with trio.fail_after(30):
+        ann = hub.open_raw()
+        epoch = (await answer(ann, Join(1, "private:r"))).payload["epoch"]
+        await publish_all(hub.runtime, "private:r", 3)
+        assert len(numbers(await read_frames(ann, 3))) == 3
+        assert (await answer(ann, Leave(2, "private:r"))).ok
+        rejoin = await answer(ann, Join(3, "private:r", {}, 0, epoch))
+        assert rejoin.payload["recovered"] is False
+        # Nothing was replayed: the next frame answers a call.
+        pong = await answer(ann, Call(4, "private:r", "ping"))
+        assert pong == Reply(4, "private:r", True, "pong")
+        # Where reading history is allowed, the same rejoin gets all three.
+        epoch = (await answer(ann, Join(5, "feed:r"))).payload["epoch"]
+        await publish_all(hub.runtime, "feed:r", 3)
+        await read_frames(ann, 3)
+        assert (await answer(ann, Leave(6, "feed:r"))).ok
+        send(ann, Join(7, "feed:r", {}, 0, epoch))
+        frames = await read_frames(ann, 4)
+        assert frames[0].payload["recovered"] is True  # type: ignore[union-attr]
+        assert numbers(frames[1:]) == [(1, 1), (2, 2), (3, 3)]
+
+
 async def test_a_slow_consumer_cut_with_1013_recovers_everything_on_reconnect(
     hub: TestHub, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -1,6 +1,6 @@
 // The lobby example's page: a lobby, a matchmaking queue, and a match drawn
 // on a canvas from the tick state the match actor broadcasts.
-import { TrioHub } from "/triohub.js";
+import { Presence, TrioHub } from "/triohub.js";
 
 const $ = (id) => document.getElementById(id);
 const COLORS = ["#f66", "#6cf", "#fc5", "#9e6", "#c8f", "#f9c", "#8ff", "#fa6"];
@@ -9,6 +9,8 @@ const INPUT_HZ = 20;
 let hub = null;
 let me = null;
 let lobby = null;
+let lobbyPresence = null;
+let lobbyState = null;
 let queue = null;
 let match = null;
 let state = null;
@@ -80,7 +82,10 @@ $("lobby-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!hub || lobby) return;
   const topic = hub.topic(`lobby:${$("lobby-id").value.trim()}`);
-  topic.on("lobby", renderLobby);
+  // Who is in comes from the hub's presence; who is ready from the lobby.
+  const presence = new Presence(topic);
+  presence.on("sync", () => renderLobby());
+  topic.on("lobby", (value) => { lobbyState = value; renderLobby(); });
   topic.on("ready_check", ({ seconds }) => say($("lobby-status"), `Ready check: ${seconds} s to be ready`));
   topic.on("ready_check_failed", ({ not_ready: late }) =>
     say($("lobby-status"), `Not ready in time: ${late.join(", ")}`, true));
@@ -95,15 +100,21 @@ $("lobby-form").addEventListener("submit", async (event) => {
     return;
   }
   lobby = topic;
+  lobbyPresence = presence;
+  renderLobby();
   say($("lobby-status"), `in ${topic.name}`);
   for (const id of ["ready", "start", "leave-lobby"]) $(id).disabled = false;
   $("join-lobby").disabled = true;
 });
 
-function renderLobby(value) {
+function renderLobby() {
+  const value = lobbyState;
+  if (!value || !lobbyPresence?.synced) return;
+  const ready = new Map(value.players.map((player) => [player.name, player.ready]));
   const list = $("players");
   list.replaceChildren();
-  for (const player of value.players) {
+  for (const { user } of lobbyPresence.list()) {
+    const player = { name: user, ready: ready.get(user) ?? false };
     const item = document.createElement("li");
     item.dataset.player = player.name;
     item.dataset.ready = player.ready;
@@ -143,6 +154,8 @@ $("leave-lobby").addEventListener("click", async () => {
 
 function leftLobby() {
   lobby = null;
+  lobbyPresence = null;
+  lobbyState = null;
   $("players").replaceChildren();
   for (const id of ["ready", "start", "leave-lobby"]) $(id).disabled = true;
   $("join-lobby").disabled = false;
