@@ -22,22 +22,27 @@ if TYPE_CHECKING:
         HttpConfig,
         HubConfig,
         LoggingConfig,
+        NotificationsConfig,
         PresenceConfig,
         ServerConfig,
         SessionConfig,
         TopicsConfig,
+        UsersConfig,
         WebSocketConfig,
         load_config,
     )
-    from hub.errors import HubError, JoinRefusedError, ServiceError
+    from hub.connections import Connection
+    from hub.errors import ConnectRefusedError, HubError, JoinRefusedError, ServiceError
     from hub.gateway import AuthenticationError, ConnectRequest
     from hub.identity import Identity
+    from hub.notifications import Notification
     from hub.permissions import PERSONAL, Allow, Permissions
     from hub.presence import Presence
     from hub.protocol import Payload
-    from hub.services import EchoService, RoomService, Service
+    from hub.services import EchoService, PersonalService, RoomService, Service
     from hub.tokens import TokenVerifier
     from hub.topics import Member, Topic
+    from hub.users import UserOffline
 
 _EXPORTS = {
     "Allow": "hub.permissions",
@@ -46,6 +51,13 @@ _EXPORTS = {
     "Permissions": "hub.permissions",
     "TokenVerifier": "hub.tokens",
     "AuthenticationError": "hub.gateway",
+    "ConnectRefusedError": "hub.errors",
+    "Connection": "hub.connections",
+    "Notification": "hub.notifications",
+    "NotificationsConfig": "hub.config",
+    "PersonalService": "hub.services",
+    "UserOffline": "hub.users",
+    "UsersConfig": "hub.config",
     "ConnectRequest": "hub.gateway",
     "EchoService": "hub.services",
     "Hub": "hub.app",
@@ -75,7 +87,9 @@ __all__ = [
     "PERSONAL",
     "Allow",
     "AuthenticationError",
+    "ConnectRefusedError",
     "ConnectRequest",
+    "Connection",
     "EchoService",
     "HttpConfig",
     "Hub",
@@ -86,8 +100,11 @@ __all__ = [
     "JoinRefusedError",
     "LoggingConfig",
     "Member",
+    "Notification",
+    "NotificationsConfig",
     "Payload",
     "Permissions",
+    "PersonalService",
     "Presence",
     "PresenceConfig",
     "RoomService",
@@ -98,6 +115,8 @@ __all__ = [
     "TokenVerifier",
     "Topic",
     "TopicsConfig",
+    "UserOffline",
+    "UsersConfig",
     "WebSocketConfig",
     "client",
     "load_config",

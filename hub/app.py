@@ -13,9 +13,14 @@ The actor tree of a running hub::
 
     system (root)
     └── hub (rest_for_one)
-        ├── services (one_for_one): the application's backend actors (`Hub.actor`)
+        ├── services (one_for_one): the hub's notifier, the application's backend actors
         ├── topics (one_for_one): one temporary actor per live topic
         └── sessions (one_for_one): one temporary actor per client
+
+Beside the tree, the hub knows its users (`runtime.users`, `hub.users`: who
+is connected where, who has gone offline) and their notification inboxes
+(`runtime.notifications`, `hub.notifications`), and runs the application's
+connection hooks (`hub.hooks`).
 
 At info level it logs a line per connection opened and closed and per topic
 started and stopped, rate-limited (`hub.logs`). With the observer on
@@ -30,6 +35,8 @@ import functools
 import gc
 import importlib.resources
 import json
+import logging
+import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from typing import Any, Final, Literal
 
@@ -37,10 +44,11 @@ import attrs
 import trio
 
 import actors
-from hub.admin import AdminGuard
+from hub.admin import AdminGuard, admin_routes
 from hub.backplane import Backplane, LocalBackplane
 from hub.config import HubConfig
-from hub.errors import NoSuchActorError, UnknownTopicError
+from hub.connections import Connection
+from hub.errors import ConnectRefusedError, NoSuchActorError, UnknownTopicError
 from hub.gateway import (
     Authenticate,
     ConnectInfo,
@@ -51,9 +59,18 @@ from hub.gateway import (
     serve_echo,
     serve_gateway,
 )
-from hub.http import HttpRequest, HttpResponse, HttpRoute, RemoteAddress, static_files
+from hub.hooks import ConnectHook, DisconnectHook, OfflineHook, run_hook
+from hub.http import HttpRequest, HttpResponse, HttpRoute, static_files
 from hub.logs import HubLog
 from hub.metrics import CONTENT_TYPE, HubMetrics
+from hub.notifications import (
+    NOTIFIER,
+    PERSONAL_PREFIX,
+    LocalInbox,
+    Notification,
+    Notifications,
+    Notifier,
+)
 from hub.observer import (
     OBSERVER_TOPIC,
     OBSERVER_WS_PATH,
@@ -63,7 +80,7 @@ from hub.observer import (
     observer_authenticate,
     observer_routes,
 )
-from hub.permissions import Permissions
+from hub.permissions import PERSONAL, Permissions
 from hub.presence import (
     ListPresence,
     Presence,
@@ -74,12 +91,15 @@ from hub.presence import (
 )
 from hub.protocol import SUBPROTOCOLS, CloseCode, Payload
 from hub.pubsub import Fanout
-from hub.services import Service
+from hub.services import PersonalService, Service
 from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serve_session
 from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
+from hub.users import DISCONNECT_REASON, Users, Whereabouts
 from hub.workers import worker_index
+
+logger = logging.getLogger(__name__)
 
 # How long the last connections may take to close once every session has
 # been stopped on shutdown.
@@ -104,6 +124,10 @@ class Hub:
     (docs/auth.md: a hub with `auth.secret` checks those itself) and returns
     the client's identity, which services see as `member.identity`; raising
     `hub.gateway.AuthenticationError` refuses the connection with 401.
+    `on_connect(connection)`, `on_disconnect(connection, code, reason)` and
+    `on_offline(offline)` are the application's hooks on connections and
+    users (`hub.hooks`); `on_connect` may refuse a client by raising
+    `hub.errors.ConnectRefusedError`.
     `http_routes` are plain HTTP routes of the application's own on the
     hub's port (`hub.http.HttpRoute`); `observer=True` serves the observer
     (docs/observer.md) whatever the settings say. The hub serves /healthz,
@@ -126,6 +150,12 @@ class Hub:
     demo_page: bool = False
     #: Serve the plain WebSocket echo (no hub protocol) at /echo, for testing clients.
     echo: bool = False
+    #: Runs as each client connects, before its first frame is read (`hub.hooks`).
+    on_connect: ConnectHook | None = None
+    #: Runs as each connection `on_connect` accepted ends, with its close code and reason.
+    on_disconnect: DisconnectHook | None = None
+    #: Runs once when a user has been gone past `users.offline_grace_seconds`.
+    on_offline: OfflineHook | None = None
 
     def route(
         self,
@@ -187,18 +217,6 @@ class Hub:
         )
 
 
-@attrs.define(eq=False, slots=True)
-class Connected:
-    """A connected client: its session, since when and from where (the log's, the observer's)."""
-
-    session: Session
-    #: When it connected, by trio's clock.
-    since: float
-    remote: RemoteAddress | None
-    #: Connected on the observer's path (the observer's own views).
-    observer: bool
-
-
 @attrs.define(eq=False)
 class HubRuntime:
     """A running hub: its actor system, topics, metrics and gateway."""
@@ -212,6 +230,10 @@ class HubRuntime:
     #: This node's sessions per topic, fed by the backplane.
     fanout: Fanout
     topics: Topics = attrs.field(init=False)
+    #: Who is connected where, and who has gone offline (`hub.users`).
+    users: Users = attrs.field(init=False)
+    #: The users' notification inboxes (`hub.notifications`).
+    notifications: Notifications = attrs.field(init=False)
     gateway: GatewayHandle | None = None
     #: The listener of /metrics alone, with `admin.metrics_address`.
     metrics_gateway: GatewayHandle | None = None
@@ -228,12 +250,27 @@ class HubRuntime:
     _shutdown: trio.Event = attrs.Factory(trio.Event)
     _stopping: bool = False
     # The clients connected, by their session's actor.
-    _sessions: dict[actors.ActorRef, Connected] = attrs.Factory(dict)
+    _sessions: dict[actors.ActorRef, Connection] = attrs.Factory(dict)
     _session_settings: SessionSettings = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._session_settings = session_settings(self.config)
         self.log = HubLog(self.config.logging.lines_per_second)
+        users, notifications = self.config.users, self.config.notifications
+        inbox = LocalInbox(
+            max_per_user=notifications.max_per_user,
+            max_age=notifications.max_age_seconds,
+            on_dropped=self.metrics.notification_dropped,
+        )
+        self.notifications = Notifications(inbox, metrics=self.metrics)
+        self.users = Users(
+            grace=users.offline_grace_seconds,
+            on_offline=self.app.on_offline,
+            hook_timeout=users.hook_timeout_seconds,
+            notifications=self.notifications,
+            metrics=self.metrics,
+            hub=self,
+        )
 
     @property
     def url(self) -> str:
@@ -285,6 +322,26 @@ class HubRuntime:
         offset: int | None = await ref.call(ServerPublish(event, payload, keep), timeout=timeout)
         return offset
 
+    async def notify(self, user: str, event: str, data: Payload = None) -> Notification:
+        """Send `user` a notification: kept until acknowledged, pushed to each of its devices.
+
+        Devices get it on the user's personal topic `user:<id>`, at once if
+        joined, else when one joins (docs/notifications.md). Returns the
+        notification with its offset once it is in the inbox. Raises
+        hub.errors.InvalidNotificationError for a user, event or data that
+        cannot be sent (an event starting with `$`, data JSON cannot carry).
+        """
+        return await self.notifications.notify(user, event, data)
+
+    def where(self, user: str) -> tuple[Whereabouts, ...]:
+        """Where `user` is connected now: each connection, oldest first (none: offline)."""
+        return self.users.where(user)
+
+    def disconnect(
+        self, user: str, code: int = CloseCode.POLICY_VIOLATION, reason: str = DISCONNECT_REASON
+    ) -> int:
+        """End every connection of `user` (Close `code`, `reason`); return how many there were."""
+        return self.users.disconnect(user, code, reason)
     async def presence(
         self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
     ) -> PresenceSnapshot:
@@ -361,7 +418,7 @@ class HubRuntime:
         connected = self._sessions.get(ref)
         return None if connected is None else connected.session
 
-    def connections(self) -> Iterable[Connected]:
+    def connections(self) -> Iterable[Connection]:
         """The clients connected now (a live view: copy it to keep it across a checkpoint)."""
         return self._sessions.values()
 
@@ -393,23 +450,69 @@ class HubRuntime:
             transport.close(CloseCode.TRY_AGAIN_LATER, "server restarting")
             return
         since = trio.current_time()
-        self._sessions[ref] = Connected(session, since, remote, observer)
+        connection = Connection(session, since, remote, observer, time.time())
+        self._sessions[ref] = connection
         self.metrics.connection_opened()
         self.log.connection_opened(session.id, transport, remote)
         closed: TransportClosed | None = None
+        accepted = False
         try:
+            accepted = await self._accept(connection)
             closed = await serve_session(session, ref)
             # The session closed its transport: finish (bounded; a no-op for
             # one its gateway finishes too). A memory client learns the code.
             await transport.aclose()
         finally:
+            if closed is None and ref.alive:
+                ref.kill()  # `_accept` was cancelled; serve_session ends it otherwise
             del self._sessions[ref]
+            if accepted:
+                self.users.disconnected(connection)
             self.metrics.connection_closed()
             seconds = trio.current_time() - since
             if closed is None:  # cancelled: the hub is ending at once
                 self.log.connection_closed(session.id, None, "the hub stopped", seconds)
             else:
                 self.log.connection_closed(session.id, closed.code, closed.reason, seconds)
+        if accepted and not observer and self.app.on_disconnect is not None:
+            assert closed is not None
+            await run_hook(
+                "on_disconnect",
+                self.app.on_disconnect,
+                connection,
+                closed.code,
+                closed.reason,
+                timeout=self.config.users.hook_timeout_seconds,
+                metrics=self.metrics,
+            )
+
+    async def _accept(self, connection: Connection) -> bool:
+        """Run the application's `on_connect`; count the client as its user's if it accepts.
+
+        A refusal closes the client with the refusal's code and reason; a
+        hook that fails (raises, or runs too long) closes it with 1011.
+        """
+        hook = self.app.on_connect
+        if hook is not None and not connection.observer:
+            try:
+                returned = await run_hook(
+                    "on_connect",
+                    hook,
+                    connection,
+                    timeout=self.config.users.hook_timeout_seconds,
+                    metrics=self.metrics,
+                )
+            except ConnectRefusedError as refusal:
+                self.metrics.connects_refused.inc()
+                connection.close(refusal.code, refusal.reason)
+                return False
+            if not returned:
+                connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+                return False
+        if connection.session.ended:
+            return False  # gone while the hook ran
+        self.users.connected(connection)
+        return True
 
     async def healthz(self, request: HttpRequest) -> HttpResponse:
         """200 `ok` (or `degraded`: no backplane); 503 `shutting_down`, or `full` with the
@@ -559,6 +662,21 @@ def _the_session(session: Session) -> Session:
     return session
 
 
+def _personal_topics_free(routes: Iterable[Route]) -> bool:
+    """Whether no application route serves personal topics (`user:...`); say so if one does."""
+    for route in routes:
+        if route.pattern.startswith(PERSONAL_PREFIX) or route.matches(PERSONAL_PREFIX + "x"):
+            logger.warning(
+                "the application routes %r itself, so the hub does not serve %s* as personal "
+                "topics: notifications wait in their inboxes, and reach no device (set "
+                "notifications.personal_topics = false to say this is meant)",
+                route.pattern,
+                PERSONAL_PREFIX,
+            )
+            return False
+    return True
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -642,6 +760,11 @@ async def serve_hub(
         admin = config.admin
         guard = AdminGuard(None if admin.token is None else admin.token.get_secret_value())
         routes = tuple(app.routes)
+        if config.notifications.personal_topics and _personal_topics_free(routes):
+            # First, so that the personal topics are always the hub's own.
+            personal = functools.partial(PersonalService, notifications=runtime.notifications)
+            routes = (Route(PERSONAL_PREFIX + "*", personal, PERSONAL), *routes)
+            runtime.notifications.personal_topics = True
         if runtime.observer:
             snapshots = Snapshotter(runtime, interval=admin.observer_interval_seconds)
             # First, so that no route of the application's can take the topic.
@@ -671,11 +794,24 @@ async def serve_hub(
             ),
             lifecycle=runtime.log,
         )
+        runtime.notifications.topics = runtime.topics
         await system.start_supervisor(
             [
                 # The application's backend actors first: topics and
-                # sessions may call them from their first message on.
-                actors.Supervisor.spec("services", app.backend_actors),
+                # sessions may call them from their first message on. The
+                # hub's notifier before them: they may notify from the start.
+                actors.Supervisor.spec(
+                    "services",
+                    [
+                        actors.ChildSpec(
+                            id=NOTIFIER,
+                            start=functools.partial(Notifier, runtime.notifications),
+                            label="notifications",
+                            register=NOTIFIER,
+                        ),
+                        *app.backend_actors,
+                    ],
+                ),
                 # These hold temporary children only (topics are started by
                 # a join, sessions by a client): nothing under them is
                 # restarted, so no client can drain a restart budget.
@@ -692,6 +828,7 @@ async def serve_hub(
         http_routes = [
             HttpRoute("/healthz", runtime.healthz),
             *((metrics_route,) if on_port else ()),
+            *admin_routes(runtime, guard),
             *(observer_routes(guard) if runtime.observer else ()),
             *app.http_routes,
             # The demo page, or the JS client alone (applications load it).
@@ -721,6 +858,8 @@ async def serve_hub(
         async with trio.open_nursery() as nursery:
             runtime.topics.nursery = nursery
             nursery.start_soon(runtime.log.serve_summaries)
+            await nursery.start(runtime.users.serve)
+            await nursery.start(runtime.notifications.serve)
             if listen:
                 runtime.gateway = await nursery.start(
                     functools.partial(

@@ -1,5 +1,6 @@
 """The `hub` command: `hub serve` runs a hub, `hub top` watches one, `hub bench` measures one,
-`hub token` mints a development token.
+`hub token` mints a development token, `hub notify` and `hub where` ask one about
+its users.
 
 Every error a user can cause, on the command line or in a settings file,
 ends `hub` with one line on stderr that names the cause and what to do,
@@ -285,6 +286,25 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
             "live. The hub must serve the observer (hub serve --observer).",
         )
     )
+    from hub.admin_client import add_notify_arguments, add_where_arguments
+
+    add_notify_arguments(
+        commands.add_parser(
+            "notify",
+            help="send a user a notification through a running hub",
+            description="Send USER a notification (EVENT, with JSON data) through a running "
+            "hub's admin endpoint: it reaches each of the user's devices, or waits in the "
+            "user's inbox. docs/notifications.md says what is guaranteed.",
+        )
+    )
+    add_where_arguments(
+        commands.add_parser(
+            "where",
+            help="show where a user is connected to a running hub",
+            description="Show USER's connections to a running hub: transport, address, "
+            "since when, topics.",
+        )
+    )
     token = commands.add_parser(
         "token",
         help="print a signed connection token for USER (for development and tests)",
@@ -431,6 +451,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hub.top import main as top_main
 
         return top_main(args)
+    if args.command == "notify":
+        from hub.admin_client import notify_main
+
+        return notify_main(args)
+    if args.command == "where":
+        from hub.admin_client import where_main
+
+        return where_main(args)
     if args.command == "token":
         return _token(args)
     return _serve(args, arguments)
@@ -545,6 +573,8 @@ def _failure(
     if len(leaves) != 1:
         return None
     (leaf,) = leaves
+    if isinstance(leaf, ConfigError):
+        return EXIT_USAGE, str(leaf)  # the application and the settings disagree
     if isinstance(leaf, OSError) and not progress.listening:
         return _listen_failure(leaf, config)  # None for another OSError: a bug
     if isinstance(leaf, actors.StartError):

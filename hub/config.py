@@ -7,6 +7,8 @@
     [session]    one client's protocol: rates, topics, joins, calls, malformed frames
     [limits]     connections per client address and in all, handshakes per second
     [topics]     topic actors: mailboxes, lifetimes, hooks, crashes, calls, history
+    [users]      who is connected: the offline grace period, connection hooks
+    [notifications]  personal topics and per-user inboxes: their limits
     [logging]    what `hub serve` logs, and how
     [admin]      the operator's views: /metrics, the observer, and their token
     [auth]       signed connection tokens: the secret, whether one is required, expiry
@@ -47,6 +49,8 @@ from pydantic_core import ErrorDetails
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
 from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
+from hub.hooks import APP_HOOK_TIMEOUT_SECONDS
+from hub.notifications import INBOX_MAX_AGE_SECONDS, INBOX_MAX_PER_USER
 from hub.presence import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_INTERVAL_SECONDS,
@@ -81,6 +85,7 @@ from hub.topics import (
     TOPIC_START_TIMEOUT_SECONDS,
 )
 from hub.transport import DEFAULT_OUTBOX_CAPACITY
+from hub.users import OFFLINE_GRACE_SECONDS
 
 __all__ = [
     "CONFIG_VARIABLE",
@@ -92,10 +97,12 @@ __all__ = [
     "LimitsConfig",
     "LoggingConfig",
     "LongPollConfig",
+    "NotificationsConfig",
     "PresenceConfig",
     "ServerConfig",
     "SessionConfig",
     "TopicsConfig",
+    "UsersConfig",
     "WebSocketConfig",
     "env_name",
     "format_toml",
@@ -411,6 +418,25 @@ class TopicsConfig(_Section):
     history_max_read: Count = DEFAULT_HISTORY_MAX_READ
 
 
+class UsersConfig(_Section):
+    """Who is connected: when a user counts as gone, and the application's connection hooks."""
+
+    #: How long after a user's last connection ends before the user is offline
+    #: (the `on_offline` hook); a connection within it carries on as if none ended.
+    offline_grace_seconds: SecondsOrZero = OFFLINE_GRACE_SECONDS
+    #: How long an `on_connect`, `on_disconnect` or `on_offline` hook may run.
+    hook_timeout_seconds: Seconds = APP_HOOK_TIMEOUT_SECONDS
+
+
+class NotificationsConfig(_Section):
+    """Personal topics (`user:<id>`) and the per-user inboxes behind them."""
+
+    #: Serve `user:*` as personal topics (only the user's own connections may join).
+    personal_topics: Switch = True
+    #: Unacknowledged notifications kept per user; a new one past it drops the oldest.
+    max_per_user: Count = INBOX_MAX_PER_USER
+    #: How long an unacknowledged notification is kept before it is dropped.
+    max_age_seconds: Seconds = INBOX_MAX_AGE_SECONDS
 class PresenceConfig(_Section):
     """Presence defaults; each route's `Presence(...)` may choose its own (docs/presence.md)."""
 
@@ -521,6 +547,8 @@ class HubConfig(_Section):
     session: SessionConfig = SessionConfig()
     limits: LimitsConfig = LimitsConfig()
     topics: TopicsConfig = TopicsConfig()
+    users: UsersConfig = UsersConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     presence: PresenceConfig = PresenceConfig()
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()

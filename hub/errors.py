@@ -59,7 +59,8 @@ class ErrorCode(enum.StrEnum):
     """The user name a join claims is held by a live connection of another identity
     (also the Ended code of a membership displaced by the authenticated user of that name)."""
     FORBIDDEN = "forbidden"
-    """The route's permissions (or the service's `authorize`) do not allow this request."""
+    """The client may not do this: the route's permissions (or the service's `authorize`)
+    do not allow the request, or it is another user's personal topic."""
     INVALID_TOKEN = "invalid_token"
     """A Refresh's token is expired, forged or malformed (the message says which)."""
 
@@ -181,6 +182,30 @@ class UnknownTopicError(HubError, LookupError):
 
 class NoSuchActorError(HubError, LookupError):
     """No backend actor of that name is running."""
+
+
+class InvalidNotificationError(HubError, ValueError):
+    """A notification cannot be sent as given (its user, event or data); the message says why."""
+
+
+class ConnectRefusedError(HubError):
+    """Raised by an `on_connect` hook to refuse a connection: it is closed with `code`.
+
+    `code` is 1008 (policy violation) unless given; an application's own
+    codes are 4000-4999 (RFC 6455 7.4.2). `reason` (at most 123 UTF-8 bytes)
+    is the close reason the client sees.
+
+        raise ConnectRefusedError("this account is suspended", code=4003)
+    """
+
+    def __init__(self, reason: str, *, code: int = 1008) -> None:
+        if code != 1008 and not 4000 <= code <= 4999:
+            raise ValueError(f"a refusal's close code is 1008 or 4000-4999, got {code!r}")
+        if len(reason.encode()) > 123:
+            raise ValueError(f"a close reason is at most 123 UTF-8 bytes, got {brief_repr(reason)}")
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
 
 
 class ConfigError(HubError):

@@ -191,9 +191,40 @@ class HubMetrics:
             registry=r,
         )
 
+        self.hook_failures = Counter(
+            "triohub_hook_failures",
+            "Application hooks that raised or ran too long, by hook",
+            ["hook"],
+            registry=r,
+        )
+        self.connects_refused = Counter(
+            "triohub_connects_refused", "Connections the on_connect hook refused", registry=r
+        )
+        self.users_offline = Counter(
+            "triohub_users_offline",
+            "Users gone past the offline grace period (on_offline reports)",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "triohub_notifications", "Notifications added to users' inboxes", registry=r
+        )
+        self.notifications_acked = Counter(
+            "triohub_notifications_acks", "Acknowledgements of notifications by clients", registry=r
+        )
+        self.notifications_dropped = Counter(
+            "triohub_notifications_dropped",
+            "Notifications dropped unacknowledged by the inbox limits, by reason (full, expired)",
+            ["reason"],
+            registry=r,
+        )
+
     def limit_hit(self, limit: str) -> None:
         """Count one client running into `limit` ("messages", "handshakes_per_address"...)."""
         self.limit_hits.labels(limit=limit).inc()
+
+    def notification_dropped(self, user: str, count: int, reason: str) -> None:
+        """Count notifications an inbox dropped (its `on_dropped`)."""
+        self.notifications_dropped.labels(reason=reason).inc(count)
 
     def connection_opened(self) -> None:
         self.connections.inc()

@@ -180,6 +180,7 @@ class Session(actors.Actor):
     # One per client: slots, not an instance dict.
     __slots__ = (
         "_calls",
+        "_data",
         "_ending",
         "_flush_requested",
         "_joins",
@@ -232,6 +233,8 @@ class Session(actors.Actor):
         self._flush_requested = False
         # True from the actor's start until its stop hook.
         self._running = False
+        # The application's data bag, made on first use (most sessions need none).
+        self._data: dict[str, Any] | None = None
         # The next timer of the connection's token (Expiring, then the close), if any.
         self._token_timer: actors.Timer | None = None
 
@@ -239,6 +242,17 @@ class Session(actors.Actor):
     def topics(self) -> tuple[str, ...]:
         """The topics the client has joined or is joining (for the observer)."""
         return tuple(self._topics)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The application's own data for this connection (`on_connect` fills it)."""
+        if self._data is None:
+            self._data = {}
+        return self._data
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """End the session from the server: the client gets a Close with `code` and `reason`."""
+        self._end(code, reason)
 
     @property
     def ended(self) -> bool:

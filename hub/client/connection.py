@@ -249,6 +249,24 @@ class Client:
         """
         return await self.channel(topic).join(params, timeout=timeout)
 
+    async def inbox(self, user: str, *, timeout: float | None = None) -> Channel:
+        """Join `user`'s personal topic (`user:<id>`): its notifications (docs/notifications.md).
+
+        Each notification comes as a Push of its own event with its offset
+        (iterate the Channel to see offsets); what is not acknowledged comes
+        again on every join, rejoins included. Raises ReplyError `forbidden`
+        for another user's.
+        """
+        return await self.join(f"user:{user}", timeout=timeout)
+
+    async def ack(self, user: str, offset: int, *, timeout: float | None = None) -> Payload:
+        """Acknowledge `user`'s notifications up to `offset`, for all its devices.
+
+        Returns the inbox's status (`unread`, `dropped`, `acked`, ...); each
+        joined device is pushed it as `$unread`.
+        """
+        return await self.call(f"user:{user}", "ack", {"offset": offset}, timeout=timeout)
+
     async def publish(
         self,
         topic: str,

@@ -8,6 +8,7 @@ one at a time, so a service's state needs no locks.
 
 from hub.services.base import Service
 from hub.services.echo import EchoService
+from hub.services.personal import PersonalService
 from hub.services.rooms import RoomService
 
-__all__ = ["EchoService", "RoomService", "Service"]
+__all__ = ["EchoService", "PersonalService", "RoomService", "Service"]

@@ -75,6 +75,12 @@ class Service:
             f"{type(self).__name__} set a timer ({event!r}) but does not override handle_timer"
         )
 
+    async def handle_info(self, message: object) -> None:
+        """A `hub.topics.ServiceMessage` sent to the topic's actor arrived with `message`."""
+        raise TypeError(
+            f"{type(self).__name__} was sent {message!r} but does not override handle_info"
+        )
+
     async def leave(self, member: Member) -> None:
         """`member` left, was kicked, or its connection ended."""
 

@@ -480,6 +480,102 @@ export class Topic extends Emitter {
   }
 }
 
+// ---------------------------------------------------------------- notifications
+
+/** A user's notifications, on the personal topic `user:<id>` (docs/notifications.md).
+ *
+ * Get one with `await hub.inbox(userId)`: it joins the topic, which only the
+ * user's own connections may join (others get HubError "forbidden"), and
+ * joins it again after each reconnect. `notifications` holds what the user
+ * has not acknowledged (offset -> {event, data, offset}); `unread` is their
+ * count, `dropped` how many the server's limits dropped since the user last
+ * acknowledged.
+ *
+ * Events (inbox.on(name, handler)):
+ * - "notification" ({event, data, offset}): once per notification, the first
+ *   time this page sees it (the server sends what is not acknowledged again
+ *   after a reconnect; those already seen are not emitted twice);
+ * - "unread" ({unread, dropped, acked}): the count changed, here or because
+ *   another device of the user acknowledged.
+ */
+export class Inbox extends Emitter {
+  constructor(hub, user) {
+    super();
+    this.hub = hub;
+    this.user = user;
+    this.topic = hub.topic(`user:${user}`);
+    this.notifications = new Map();
+    this.dropped = 0;
+    this.acked = 0;
+    this.epoch = null;
+    this.topic.on("*", (payload, offset, event) => this._pushed(event, payload, offset));
+    hub.on("joined", ({ topic, payload }) => {
+      if (topic === this.topic.name) this._status(payload);
+    });
+  }
+
+  /** Notifications not acknowledged yet. */
+  get unread() {
+    return this.notifications.size;
+  }
+
+  /** The offset of the latest notification seen (0: none). */
+  get latest() {
+    let latest = 0;
+    for (const offset of this.notifications.keys()) latest = Math.max(latest, offset);
+    return Math.max(latest, this.acked);
+  }
+
+  /** Join the personal topic; resolves with this Inbox once its Reply came. */
+  async open() {
+    if (this.topic.state === "idle") await this.topic.join({});
+    return this;
+  }
+
+  /** Acknowledge every notification up to `offset` (default: the latest seen), on all devices.
+   *
+   * Resolves with the inbox's status ({unread, dropped, acked, offset, epoch}).
+   */
+  async ack(offset = this.latest) {
+    const status = await this.topic.call("ack", { offset, epoch: this.epoch });
+    this._status(status);
+    return status;
+  }
+
+  _pushed(event, data, offset) {
+    if (event === "$unread") {
+      this._status(data);
+      return;
+    }
+    if (event.startsWith("$") || offset == null || offset <= this.acked) return;
+    if (this.notifications.has(offset)) return; // sent again after a reconnect
+    const notification = { event, data, offset };
+    this.notifications.set(offset, notification);
+    this._emit("notification", notification);
+    this._emitUnread();
+  }
+
+  _status(status) {
+    if (!status || typeof status !== "object") return;
+    if (status.epoch !== undefined && status.epoch !== this.epoch) {
+      // Another inbox (the server restarted): what we held is not its.
+      if (this.epoch !== null) this.notifications.clear();
+      this.epoch = status.epoch;
+      this.acked = 0;
+    }
+    this.acked = Math.max(this.acked, status.acked ?? 0);
+    for (const offset of [...this.notifications.keys()]) {
+      if (offset <= this.acked) this.notifications.delete(offset);
+    }
+    this.dropped = status.dropped ?? 0;
+    this._emitUnread();
+  }
+
+  _emitUnread() {
+    this._emit("unread", { unread: this.unread, dropped: this.dropped, acked: this.acked });
+  }
+}
+
 // ---------------------------------------------------------------- presence
 
 /** Who is present in a topic, kept from the hub's presence pushes.
@@ -670,6 +766,7 @@ export class TrioHub extends Emitter {
     this._nextRef = 1;
     this._pending = new Map(); // ref -> {settle(error, payload), timer, topic, isJoin}
     this._topics = new Map(); // name -> Topic, for every topic we want to be in
+    this._inboxes = new Map(); // personal topic name -> Inbox (hub.inbox)
     this._inbox = []; // decoded frames not handled yet (see _drain)
     this._deferred = false;
     this._timers = { heartbeat: null, reconnect: null, stable: null, connect: null };
@@ -752,6 +849,20 @@ export class TrioHub extends Emitter {
     const topic = this.topic(name);
     await topic.join(params, options);
     return topic;
+  }
+
+  /** The notifications of user `user` (its personal topic); resolves once joined.
+   *
+   * See Inbox, and "Notifications" in docs/client-js.md.
+   */
+  async inbox(user) {
+    const name = `user:${user}`;
+    let inbox = this._inboxes.get(name);
+    if (!inbox || this._topics.get(name) !== inbox.topic) {
+      inbox = new Inbox(this, user);
+      this._inboxes.set(name, inbox);
+    }
+    return inbox.open();
   }
 
   // -------------------------------------------------------------- sending

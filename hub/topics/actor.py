@@ -89,6 +89,17 @@ class ServerPublish:
     keep: bool = True
 
 
+@attrs.frozen(eq=False)
+class ServiceMessage:
+    """A message for the topic's service from the hub or a backend: `handle_info` runs.
+
+    Send it to a live topic's actor (`Topics.whereis`): Erlang's handle_info,
+    for news that is not a member's (an inbox that changed, a match found).
+    """
+
+    message: object
+
+
 @attrs.frozen
 class TopicSettings:
     """The limits of every topic actor (from the hub's configuration)."""
@@ -349,6 +360,8 @@ class TopicActor(actors.Actor):
                 if timer is not None and timer.interval is not None:
                     self._count_tick(message, timer)
                 await self._hook("handle_timer", self.service.handle_timer, event, payload)
+            case ServiceMessage(message=info):
+                await self._hook("handle_info", self.service.handle_info, info)
             case PresenceDue() if topic.presence is not None:
                 topic.presence.timer_fired(message)
             case _CheckEmpty():

@@ -8,7 +8,9 @@ import actors
 from hub.protocol import Payload
 
 if TYPE_CHECKING:
+    from hub.notifications import Notification
     from hub.presence import PresenceSnapshot
+    from hub.users import Whereabouts
 
 
 class HubServices(Protocol):
@@ -51,6 +53,17 @@ class HubServices(Protocol):
         service serves it, and TopicUnavailableError / TopicLimitError /
         actors.StartError if it cannot start.
         """
+        ...
+
+    async def notify(self, user: str, event: str, data: Payload = None) -> Notification:
+        """Send `user` a notification, kept until acknowledged (docs/notifications.md).
+
+        Raises InvalidNotificationError for what cannot be sent.
+        """
+        ...
+
+    def where(self, user: str) -> tuple[Whereabouts, ...]:
+        """Where `user` is connected now: each connection, oldest first (none: offline)."""
         ...
 
     def actor(self, name: str) -> actors.ActorRef:

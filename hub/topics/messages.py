@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
@@ -31,6 +31,9 @@ class Subscriber(Protocol):
 
     @property
     def codec(self) -> Codec: ...
+
+    @property
+    def data(self) -> dict[str, Any]: ...
 
     def deliver(self, item: Outbound | ToConnection) -> None:
         """Queue `item` for the client without waiting (slow consumers are evicted)."""
@@ -64,6 +67,11 @@ class Member:
         param; no live connection of another identity holds it.
         """
         return user_of(self.identity) or self.claimed_user
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The connection's data bag, as the application's `on_connect` hook filled it."""
+        return self.connection.data
 
 
 # --- what connections send to topic actors -------------------------------------
