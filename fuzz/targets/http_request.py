@@ -31,6 +31,7 @@ import trio
 import trio.testing
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
+from fuzz.targets.peer import read_all, send_reads
 from hub.gateway import AuthenticationError, ConnectRequest, GatewayConfig, WebSocketRoute
 from hub.gateway.serve import connection_server
 from hub.gateway.server import ConnectionServer
@@ -147,33 +148,11 @@ async def _run(choices: int, stream: bytes) -> bytes:
     # -timeout (and pytest's, in the replay).
     with client:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_all, client, written)
-            nursery.start_soon(_send_reads, client, reads, bool(choices & 0x80))
+            nursery.start_soon(read_all, client, written)
+            nursery.start_soon(send_reads, client, reads, bool(choices & 0x80))
             server_stream = trio.SocketStream(trio.socket.from_stdlib_socket(server_socket))
             await _server().serve_connection(server_stream)
     return bytes(written)
-
-
-async def _send_reads(client: trio.socket.SocketType, reads: list[bytes], eof: bool) -> None:
-    for data in reads:
-        try:
-            await client.send(data)
-        except OSError:
-            return  # the server closed: what it wrote is still checked
-        await trio.testing.wait_all_tasks_blocked()
-    if eof:
-        client.shutdown(socket.SHUT_WR)
-
-
-async def _read_all(client: trio.socket.SocketType, written: bytearray) -> None:
-    while True:
-        try:
-            data = await client.recv(65536)
-        except OSError:
-            return
-        if not data:
-            return
-        written += data
 
 
 def _requests(stream: bytes) -> list[bytes]:

@@ -23,6 +23,7 @@ import trio
 import trio.testing
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
+from fuzz.targets.peer import read_all, send_reads
 from hub.transport import TransportClosed, WebSocketSettings, WebSocketTransport
 
 # Small limits, so that the paths past them are reached with small inputs.
@@ -66,8 +67,8 @@ async def _run(choices: int, stream: bytes) -> None:
     closed: TransportClosed | None = None
     with trio.fail_after(3600), client_socket:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_read_all, client_socket, written)
-            nursery.start_soon(_send_reads, client_socket, reads, bool(choices & 0x80))
+            nursery.start_soon(read_all, client_socket, written)
+            nursery.start_soon(send_reads, client_socket, reads, bool(choices & 0x80))
             try:
                 await transport.serve(messages.append)
             except TransportClosed as error:
@@ -78,29 +79,6 @@ async def _run(choices: int, stream: bytes) -> None:
             nursery.cancel_scope.cancel()
     assert closed is not None
     _check_outcome(messages, closed, bytes(written))
-
-
-async def _send_reads(client: trio.socket.SocketType, reads: list[bytes], eof: bool) -> None:
-    for data in reads:
-        try:
-            await client.send(data)
-        except OSError:
-            return  # the server closed: what it wrote is still checked
-        # Let the server take this read before the next one, so reads stay apart.
-        await trio.testing.wait_all_tasks_blocked()
-    if eof:
-        client.shutdown(socket.SHUT_WR)
-
-
-async def _read_all(client: trio.socket.SocketType, written: bytearray) -> None:
-    while True:
-        try:
-            data = await client.recv(65536)
-        except OSError:
-            return
-        if not data:
-            return
-        written += data
 
 
 def _check_outcome(messages: list[str | bytes], closed: TransportClosed, written: bytes) -> None:
