@@ -188,8 +188,10 @@ def _say_observer(runtime: HubRuntime) -> None:
         return
     _say(f"triohub: observer at {page}; `hub top {runtime.url}`")
     if not _is_loopback(runtime.config.server.host):
+        metrics_here = admin.metrics and admin.metrics_address is None
+        what = "the observer and /metrics are" if metrics_here else "the observer is"
         _complain(
-            "warning: the observer and /metrics are open to whoever reaches this port: "
+            f"warning: {what} open to whoever reaches this port: "
             "set admin.token (TRIOHUB_ADMIN__TOKEN), or listen on 127.0.0.1"
         )
 

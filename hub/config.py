@@ -471,8 +471,8 @@ class AdminConfig(_Section):
     observer: Switch = False
     #: How often the observer's views get a new snapshot, in seconds.
     observer_interval_seconds: Seconds = 1.0
-    #: Serve Prometheus metrics at /metrics.
-    metrics: Switch = True
+    #: Serve Prometheus metrics at /metrics (only where asked: off by default).
+    metrics: Switch = False
     #: Serve /metrics at this `host:port` alone, not on the hub's port (None: the hub's port).
     metrics_address: ListenAddress = None
 

@@ -80,6 +80,8 @@ _NO_LIMITS: Final = (
     "session.max_calls_in_flight=1000000",
     "limits.max_connections=0",
     "limits.max_handshakes_per_second=0",
+    # The benchmarks read the server's task count and connections there.
+    "admin.metrics=true",
 )
 
 

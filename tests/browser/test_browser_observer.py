@@ -32,7 +32,11 @@ SCREENSHOT = "observer.png"
 def observed_hub() -> Iterator[HubProcess]:
     with running_hub(
         app="tests.browser.observer_app:app",
-        environ={"TRIOHUB_ADMIN__TOKEN": TOKEN, "TRIOHUB_ADMIN__OBSERVER_INTERVAL_SECONDS": "0.5"},
+        environ={
+            "TRIOHUB_ADMIN__TOKEN": TOKEN,
+            "TRIOHUB_ADMIN__OBSERVER_INTERVAL_SECONDS": "0.5",
+            "TRIOHUB_ADMIN__METRICS": "true",
+        },
     ) as hub:
         yield hub
 

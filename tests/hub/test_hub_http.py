@@ -42,8 +42,14 @@ def _sample(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def test_metrics_are_prometheus_text_with_the_hubs_counters(hub):
+async def test_metrics_are_off_unless_asked_for(hub):
     with trio.fail_after(10):
+        assert (await http_get(hub.port, "/metrics")).status == 404
+
+
+async def test_metrics_are_prometheus_text_with_the_hubs_counters(start_hub):
+    with trio.fail_after(10):
+        hub = await start_hub(admin={"metrics": True})
         async with hub.client() as ann:
             await ann.join_ok("room:m", {"user": "ann"})
             await ann.publish_acked("room:m", "message", {"text": "hi"})
@@ -106,7 +112,7 @@ async def test_metrics_can_be_turned_off(start_hub):
 
 async def test_metrics_on_an_address_of_their_own_and_not_on_the_hubs_port(start_hub):
     with trio.fail_after(10):
-        hub = await start_hub(admin={"metrics_address": "127.0.0.1:0"})
+        hub = await start_hub(admin={"metrics": True, "metrics_address": "127.0.0.1:0"})
         assert (await http_get(hub.port, "/metrics")).status == 404
         metrics_port = hub.runtime.metrics_gateway.port
         assert metrics_port != hub.port

@@ -49,7 +49,7 @@ async def test_off_by_default_there_is_no_page_and_no_observer_socket(
         port = port_of(runtime)
         assert (await get(port, "/observer/")).status == 404
         assert (await get(port, "/observer/static/observer.js")).status == 404
-        assert (await get(port, "/metrics")).status == 200  # open, as it always was
+        assert (await get(port, "/metrics")).status == 404  # served only where asked for
         with pytest.raises(client.ConnectError) as rejected:
             async with client.connect(f"ws://127.0.0.1:{port}/observer/ws"):
                 pass
@@ -82,7 +82,7 @@ async def test_with_a_token_metrics_the_page_and_the_socket_ask_for_it(
     nursery: trio.Nursery,
 ) -> None:
     with trio.fail_after(30):
-        runtime = await start(nursery, observer=True, token=TOKEN)
+        runtime = await start(nursery, observer=True, token=TOKEN, metrics=True)
         port = port_of(runtime)
         for path in ("/metrics", "/observer/"):
             refused = await get(port, path)
