@@ -116,15 +116,16 @@ class Context:
         """
         return self.system.timers.send_after(self.ref, delay, message)
 
-    def every(self, interval: float, message: Any) -> Timer:
+    def every(self, interval: float, message: Any, *, first: float | None = None) -> Timer:
         """Deliver `message` to this actor every `interval` seconds, at a fixed rate.
 
-        The first tick comes `interval` seconds from now; each deadline is the
-        previous one plus `interval`. At most one tick waits in the mailbox:
+        The first tick comes `first` seconds from now (`interval` by default:
+        a `first` per timer spreads timers of one rate over the interval);
+        each deadline is the previous one plus `interval`. At most one tick waits in the mailbox:
         a tick due while the previous one is still queued is not delivered
         but counted in the Timer's `missed`. The timer ends with the actor.
         """
-        return self.system.timers.every(self.ref, interval, message)
+        return self.system.timers.every(self.ref, interval, message, first=first)
 
     # --- monitors, links, names ------------------------------------------
 

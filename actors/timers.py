@@ -171,8 +171,13 @@ class TimerService:
         _check_delay("delay", delay, zero_ok=True)
         return self._add(Timer(ref, message, None, trio.current_time() + delay))
 
-    def every(self, ref: ActorRef, interval: float, message: Any) -> Timer:
-        """Deliver `message` to `ref` every `interval` seconds, first in `interval` seconds.
+    def every(
+        self, ref: ActorRef, interval: float, message: Any, *, first: float | None = None
+    ) -> Timer:
+        """Deliver `message` to `ref` every `interval` seconds, first in `first` (or `interval`).
+
+        `first` sets the timer's phase: many timers of one rate, each with its
+        own `first` within the interval, come due spread out, not all at once.
 
         Fixed rate: each deadline is the previous one plus `interval`, however
         late a tick was taken. A tick due while the previous one still waits
@@ -180,8 +185,11 @@ class TimerService:
         timer belongs to `ref`, as for `send_after`.
         """
         _check_delay("interval", interval, zero_ok=False)
+        if first is not None:
+            _check_delay("first", first, zero_ok=True)
         now = trio.current_time()
-        return self._add(Timer(ref, message, interval, now + interval, start=now, tick=1))
+        start = now + (interval if first is None else first) - interval
+        return self._add(Timer(ref, message, interval, start + interval, start=start, tick=1))
 
     def _add(self, timer: Timer) -> Timer:
         owner = timer.owner

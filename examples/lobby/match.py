@@ -27,6 +27,7 @@ its dot and score; past it the match goes on without them.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -103,7 +104,11 @@ class MatchService(Service):
         for name in players:
             self.game.players[name].present = False
             self.away[name] = self.topic.send_after(self.grace, "grace_over", name)
-        self.ticker = self.topic.every(1.0 / self.tick_hz, "tick")
+        # Each match ticks in a phase of its own within the interval: matches
+        # started together must not all come due at once and wait for each other.
+        interval = 1.0 / self.tick_hz
+        phase = interval * (zlib.crc32(self.topic.name.encode()) % 1024 + 1) / 1025
+        self.ticker = self.topic.every(interval, "tick", first=phase)
         self.topic.send_after(self.max_seconds, "time_up")
 
     # --- membership --------------------------------------------------------------

@@ -187,8 +187,15 @@ class Topic:
         """
         return self._context().send_after(delay, TimerFired(event, payload))
 
-    def every(self, interval: float, event: str, payload: Payload = None) -> actors.Timer:
+    def every(
+        self, interval: float, event: str, payload: Payload = None, *, first: float | None = None
+    ) -> actors.Timer:
         """Call `handle_timer(event, payload)` every `interval` seconds, at a fixed rate.
+
+        The first call comes `first` seconds from now (`interval` by default).
+        Topics that tick at one rate (matches) should each take a `first` of
+        their own within the interval, so that their ticks do not all come
+        due at the same instant and wait for one another.
 
         A tick that comes due while the previous one is still waiting is
         counted in the timer's `missed` (and `topic.ticks.missed`), not
@@ -196,7 +203,7 @@ class Topic:
         hub's `triohub_tick_lateness_seconds` histogram.
         """
         fired = TimerFired(event, payload)
-        fired.timer = self._context().every(interval, fired)
+        fired.timer = self._context().every(interval, fired, first=first)
         return fired.timer
 
     def _context(self) -> actors.Context:

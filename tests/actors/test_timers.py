@@ -73,6 +73,31 @@ async def test_every_keeps_a_fixed_rate_when_each_tick_takes_time(autojump_clock
             assert timer.deadline == start + 6
 
 
+async def test_every_with_a_first_delay_ticks_in_its_own_phase(autojump_clock: Any) -> None:
+    received: Received = []
+
+    async def worker(ctx: actors.Context) -> None:
+        ctx.every(1.0, "phased", first=0.25)
+        ctx.every(1.0, "default")
+        async for message in ctx:
+            received.append((message, trio.current_time()))
+
+    with trio.fail_after(TEST_SECONDS):
+        async with actors.open_system(handle_signals=False) as system:
+            start = trio.current_time()
+            ref = await system.spawn(worker)
+            await trio.sleep_until(start + 2.5)
+            assert received == [
+                ("phased", start + 0.25),
+                ("default", start + 1),
+                ("phased", start + 1.25),
+                ("default", start + 2),
+                ("phased", start + 2.25),
+            ]
+            with pytest.raises(ValueError, match="first"):
+                system.timers.every(ref, 1.0, "never", first=-1.0)
+
+
 async def test_a_late_timer_service_keeps_the_schedule_and_counts_the_ticks_it_slept_through(
     autojump_clock: Any,
 ) -> None:

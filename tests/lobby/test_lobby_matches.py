@@ -58,8 +58,10 @@ async def test_a_60_hz_match_runs_exactly_600_ticks_in_10_s(
         await match(runtime, "match:hz", ["ada"], tick_hz=60)
         ada = await Player.connect(runtime, nursery, "ada", buffer=1)
         assert (await ada.join("match:hz")).payload["tick_hz"] == 60
-        # Half a tick past 10 s; ada reads nothing meanwhile (latest-value state).
-        await trio.sleep_until(started + 10 + 1 / 120)
+        # 10 s on: the match's first tick came within its first interval (its
+        # own phase), so 600 have run and the 601st is still ahead. Ada reads
+        # nothing meanwhile (latest-value state).
+        await trio.sleep_until(started + 10)
         await trio.testing.wait_all_tasks_blocked()
         ada.drain_nowait()
         await trio.testing.wait_all_tasks_blocked()
