@@ -496,12 +496,15 @@ class WebSocketTransport(Transport):
         raise TransportClosed(self._close_code, self._close_reason)
 
     def _over_limit(self, limit: str, reason: str) -> NoReturn:
-        """The peer ran into one of the hub's limits: Close 1008 now, read nothing more."""
+        """The peer ran into one of the hub's limits while a frame was read: close, stop reading."""
+        self._close_for_limit(limit, reason)
+        raise TransportClosed(_POLICY_VIOLATION, reason)
+
+    def _close_for_limit(self, limit: str, reason: str) -> None:
+        """Close 1008 now (which also ends the reading: see `close`), counted once."""
         if self._observer is not None and not self._closing:
             self._observer.limit(limit)
-        self.close(1008, reason)
-        self._done = True
-        raise TransportClosed(1008, reason)
+        self.close(_POLICY_VIOLATION, reason)
 
     def _violation(self, code: int, reason: str) -> None:
         """The peer broke the protocol: Close with `code` now, read nothing more."""
@@ -597,9 +600,8 @@ class WebSocketTransport(Transport):
         settings = self._settings
         started = self._message_started
         if started is not None and now >= started + settings.message_timeout:
-            if self._observer is not None:
-                self._observer.limit("message_timeout")
-            self.close(1008, f"message not complete within {settings.message_timeout:g} s")
+            reason = f"message not complete within {settings.message_timeout:g} s"
+            self._close_for_limit("message_timeout", reason)
         elif now >= self._last_received + settings.idle_timeout:
             if self._observer is not None:
                 self._observer.idle()
