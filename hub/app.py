@@ -342,6 +342,7 @@ class HubRuntime:
     ) -> int:
         """End every connection of `user` (Close `code`, `reason`); return how many there were."""
         return self.users.disconnect(user, code, reason)
+
     async def presence(
         self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
     ) -> PresenceSnapshot:

@@ -426,8 +426,7 @@ def _check(user: str, event: str, data: Payload) -> None:
         raise InvalidNotificationError(f"cannot notify {user!r} of {event!r}: {error}") from None
     except (EncodeError, ValueError) as error:
         raise InvalidNotificationError(
-            f"a notification's data must be JSON (every device must be able to receive it): "
-            f"{error}"
+            f"a notification's data must be JSON (every device must be able to receive it): {error}"
         ) from None
 
 
