@@ -183,6 +183,7 @@ class WebSocketTransport(Transport):
         "_close_received",
         "_closing",
         "_done",
+        "_drained",
         "_fd",
         "_fragments",
         "_frames",
@@ -226,6 +227,8 @@ class WebSocketTransport(Transport):
         # A plain TCP socket is read and written directly; TLS goes through its stream.
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._fd = None if self._socket is None else self._socket.fileno()
+        # Whether the last read emptied the socket (it took less than it asked for).
+        self._drained = False
         self._frames = FrameProtocol(client=False, extensions=[])
         # Bytes read and not parsed yet, from `_pending_at` on, that wsproto
         # has not seen: while it is between messages, whole small data frames
@@ -618,10 +621,27 @@ class WebSocketTransport(Transport):
 
     async def _recv(self) -> bytes | bytearray:
         """The next bytes from the peer; empty when it has closed or reset."""
+        fd = self._fd
         try:
-            if self._socket is not None:
-                return await self._socket.recv(RECEIVE_SIZE)
-            return await self._stream.receive_some(RECEIVE_SIZE)
+            if fd is None:
+                return await self._stream.receive_some(RECEIVE_SIZE)
+            # A read that emptied the socket is followed by a wait for it to
+            # be readable, not by a read that fails first: a client that
+            # waits for each answer (a call, a game's input) is nearly always
+            # in this case, and the failed read is a system call and an
+            # exception per message.
+            if self._drained:
+                await trio.lowlevel.wait_readable(fd)
+            else:
+                await trio.lowlevel.checkpoint()
+            while True:
+                try:
+                    data = os.read(fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(fd)
+                    continue
+                self._drained = len(data) < RECEIVE_SIZE
+                return data
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return b""  # reset by the peer, or closed under us: the end either way
 
