@@ -128,8 +128,6 @@ class Permissions:
             return None  # the common case, answered before anything else
         doing = _DOING[action]
         match rule:
-            case Allow.ANYONE | Allow.SERVICE:
-                return None
             case Allow.AUTHENTICATED:
                 if user_of(identity) is not None:
                     return None
