@@ -28,12 +28,13 @@ Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import attrs
@@ -66,6 +67,14 @@ MAX_RECONNECT_DELAY: Final = 5.0
 
 # How often an idle node checks that Redis still answers, in seconds.
 PING_INTERVAL: Final = 1.0
+
+# How long one round trip to Redis (a pipelined batch, a PING) may take, by
+# the wall clock, before Redis counts as gone (`call_timeout`): a Redis that
+# accepts and never answers must not hold the topic actors waiting on it.
+CALL_TIMEOUT_SECONDS: Final = 10.0
+
+# How often the watchdog looks at the round trips in flight, at most.
+_WATCH_INTERVAL: Final = 0.5
 
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
@@ -211,6 +220,10 @@ class RedisBackplane(Backplane):
     clock: Callable[[], float] = time.time
     #: This node's id, in every record it publishes (so it skips its own).
     node: str = attrs.Factory(lambda: secrets.token_hex(8))
+    #: How long one round trip may take, in wall-clock seconds (measured
+    #: with time.monotonic, not trio's clock: a test's autojump clock would
+    #: fire a trio timeout while Redis is still answering).
+    call_timeout: float = CALL_TIMEOUT_SECONDS
     _client: Any = attrs.field(default=None, init=False)
     _pubsub: Any = attrs.field(default=None, init=False)
     _queue: deque[_Command] = attrs.field(factory=deque, init=False)
@@ -234,6 +247,8 @@ class RedisBackplane(Backplane):
     # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
     _listening: bool = attrs.field(default=False, init=False)
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The round trips in flight: their cancel scopes and wall-clock deadlines.
+    _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -388,8 +403,9 @@ class RedisBackplane(Backplane):
                 # Ready at once: a node whose Redis is away at its start serves
                 # its own clients (degraded) while it keeps trying.
                 task_status.started()
-                await self._wait_for_redis()
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_round_trips)
+                    await self._wait_for_redis()
                     nursery.start_soon(self._write_until_stopped)
                     nursery.start_soon(self._listen)
         except* anyio.ClosedResourceError:
@@ -399,6 +415,42 @@ class RedisBackplane(Backplane):
             if trio.current_effective_deadline() != -math.inf:
                 raise
         self._stopped.set()
+
+    async def _watch_round_trips(self) -> None:
+        """Cut short every round trip past its deadline, until `aclose`.
+
+        The writer and the listener wait on Redis inside `_answer_within`;
+        this task, not a trio timeout, ends a wait that has gone on too
+        long, by the wall clock, so that a test's autojump clock cannot.
+        """
+        interval = min(_WATCH_INTERVAL, self.call_timeout / 4)
+        while not self._stopping.is_set():
+            with trio.move_on_after(interval):
+                await self._stopping.wait()
+            now = time.monotonic()
+            for scope, deadline in list(self._in_flight.items()):
+                if now >= deadline:
+                    scope.cancel()
+
+    @contextlib.contextmanager
+    def _answer_within(self) -> Iterator[None]:
+        """Raise RedisUnavailableError if Redis takes over `call_timeout` to answer inside.
+
+        coredis drops the connection of a round trip cut short (its
+        `disconnect_on_cancellation`), so a reply that comes later is never
+        read as the answer to the next command (the test checks this).
+        """
+        scope = trio.CancelScope()
+        self._in_flight[scope] = time.monotonic() + self.call_timeout
+        try:
+            with scope:
+                yield
+        finally:
+            del self._in_flight[scope]
+        if scope.cancelled_caught:
+            raise RedisUnavailableError(
+                f"Redis at {self.url} did not answer within {self.call_timeout} s"
+            )
 
     async def _write_until_stopped(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -438,7 +490,8 @@ class RedisBackplane(Backplane):
         delay = 0.05
         while not self._stopping.is_set():
             try:
-                await self._client.ping()
+                with self._answer_within():
+                    await self._client.ping()
             except Exception as error:  # any failure to connect: try again
                 logger.warning(
                     "Redis at %s is not answering (%s); retrying", self.url, _brief(error)
@@ -486,7 +539,8 @@ class RedisBackplane(Backplane):
 
     async def _ping(self) -> None:
         try:
-            await self._client.ping()
+            with self._answer_within():
+                await self._client.ping()
         except Exception as error:
             if self.connected:
                 logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
@@ -499,12 +553,13 @@ class RedisBackplane(Backplane):
     async def _send(self, batch: list[_Command]) -> None:
         results: list[Any] = []
         try:
-            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                for command in batch:
-                    if command.script == "PUBLISH":
-                        results.append(pipe.publish(*command.args))
-                    else:
-                        results.append(pipe.eval(command.script, command.keys, command.args))
+            with self._answer_within():
+                async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    for command in batch:
+                        if command.script == "PUBLISH":
+                            results.append(pipe.publish(*command.args))
+                        else:
+                            results.append(pipe.eval(command.script, command.keys, command.args))
         except Exception as error:  # Redis went away mid-batch
             self._set_connected(False)
             logger.warning("Redis at %s: a round trip failed (%s)", self.url, _brief(error))
