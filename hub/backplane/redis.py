@@ -156,6 +156,13 @@ return owners
 """
 
 
+# ARGV: message -> how many subscribers got it (a PUBLISH whose count is read).
+_PUBLISH = "return redis.call('PUBLISH', KEYS[1], ARGV[1])"
+
+# What marks a request (`RedisBackplane.request`) among a topic's records.
+_REQUEST: Final = "request"
+
+
 @attrs.define(eq=False)
 class _Command:
     """One queued command; `done` is set once its `result` (or `error`) is in."""
@@ -247,6 +254,9 @@ class RedisBackplane(Backplane):
     # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
     _listening: bool = attrs.field(default=False, init=False)
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Told of each request sent to a topic this node subscribes to (`request`),
+    #: with the topic and the request's bytes; must not wait.
+    on_request: Callable[[str, bytes], None] | None = attrs.field(default=None, init=False)
     # The round trips in flight: their cancel scopes and wall-clock deadlines.
     _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
 
@@ -377,6 +387,29 @@ class RedisBackplane(Backplane):
         self._queue_command(
             _Command(_RELEASE, self._keys(topic), [self.clock(), self.retention_seconds, gc_ms])
         )
+
+    # --- beyond the interface: what the hub's Redis-backed parts use ---------------
+
+    async def run_script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the Lua `script` on Redis, in the next pipelined round trip; its answer.
+
+        Raises RedisUnavailableError at once while Redis is away, or when it
+        goes away or does not answer within `call_timeout`, and coredis's
+        error for a script that fails.
+        """
+        if not self.connected:
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
+        return await self._call(script, keys, args)
+
+    async def request(self, topic: str, data: bytes) -> int:
+        """Send `data` to the nodes subscribed to `topic`: how many nodes got it.
+
+        Not a record: no node delivers it to a client; each hands it to its
+        `on_request` (the hub's, for `hub publish` from outside the hub).
+        """
+        message = msgpack.packb([self.node, data, _REQUEST], use_bin_type=True)
+        receivers = await self.run_script(_PUBLISH, [self._channel(topic).decode()], [message])
+        return int(receivers)
 
     async def aclose(self) -> None:
         """Stop `run`'s loops and wait for its connections to close."""
@@ -614,9 +647,13 @@ class RedisBackplane(Backplane):
             if message is None or message["type"] != "message":
                 continue
             topic = message["channel"][prefix_length:].decode()
-            node, data = msgpack.unpackb(message["data"], raw=False)
+            node, data, *kind = msgpack.unpackb(message["data"], raw=False)
             if node == self.node:
                 continue  # delivered locally when published
+            if kind:  # a request from outside the hub (`request`), not a record
+                if kind == [_REQUEST] and self.on_request is not None:
+                    self.on_request(topic, data)
+                continue
             deliver = self._subscribers.get(topic)
             if deliver is not None:
                 deliver(_decode_record(topic, data))
