@@ -879,6 +879,13 @@ async def serve_hub(
             nursery.start_soon(runtime.log.serve_summaries)
             await nursery.start(runtime.users.serve)
             await nursery.start(runtime.notifications.serve)
+            if backplane.kind == "redis":
+                # `hub publish` and `hub.publisher`, from outside the hub.
+                from hub.backplane.redis import RedisBackplane
+                from hub.publish_requests import PublishRequests
+
+                assert isinstance(backplane, RedisBackplane)
+                await nursery.start(PublishRequests(backplane, runtime.topics).serve)
             if listen:
                 runtime.gateway = await nursery.start(
                     functools.partial(

@@ -257,6 +257,9 @@ class RedisBackplane(Backplane):
     #: Told of each request sent to a topic this node subscribes to (`request`),
     #: with the topic and the request's bytes; must not wait.
     on_request: Callable[[str, bytes], None] | None = attrs.field(default=None, init=False)
+    # The topics whose subscriptions Redis has confirmed (`wait_subscribed`).
+    _subscribed: set[str] = attrs.field(factory=set, init=False)
+    _subscribed_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The round trips in flight: their cancel scopes and wall-clock deadlines.
     _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
 
@@ -411,6 +414,10 @@ class RedisBackplane(Backplane):
         receivers = await self.run_script(_PUBLISH, [self._channel(topic).decode()], [message])
         return int(receivers)
 
+    async def flush(self) -> None:
+        """Return once everything published before has been written to Redis."""
+        await self.run_script("return 1", [], [])  # queued behind them: answered after
+
     async def aclose(self) -> None:
         """Stop `run`'s loops and wait for its connections to close."""
         self._subscribers.clear()
@@ -501,9 +508,11 @@ class RedisBackplane(Backplane):
                 async with self._client.pubsub() as pubsub:
                     # What this node wants now, whatever changed while it was away.
                     self._subscriptions.clear()
-                    channels = [self._channel(topic) for topic in self._subscribers]
-                    if channels:
-                        await pubsub.subscribe(*channels)
+                    self._subscribed.clear()
+                    topics = set(self._subscribers)
+                    if topics:
+                        await pubsub.subscribe(*(self._channel(topic) for topic in topics))
+                        self._subscribed_now(topics)
                     # Cancelled on `aclose` inside the pub/sub block, so that
                     # coredis closes it in order (it fails if cancelled itself).
                     async with trio.open_nursery() as nursery:
@@ -667,5 +676,17 @@ class RedisBackplane(Backplane):
             topic, wanted = changes.popleft()
             if wanted:
                 await pubsub.subscribe(self._channel(topic))
+                self._subscribed_now({topic})
             else:
                 await pubsub.unsubscribe(self._channel(topic))
+                self._subscribed.discard(topic)
+
+    def _subscribed_now(self, topics: set[str]) -> None:
+        self._subscribed |= topics
+        self._subscribed_changed.set()
+        self._subscribed_changed = trio.Event()
+
+    async def wait_subscribed(self, topic: str) -> None:
+        """Return once Redis has confirmed this node's subscription to `topic`."""
+        while topic not in self._subscribed:
+            await self._subscribed_changed.wait()
