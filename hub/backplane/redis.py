@@ -121,10 +121,27 @@ return {epoch, offset, first_kept, records}
 )
 
 # ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message
+#
+# A position that is gone while its owner publishes means Redis lost its data
+# (a restart without persistence): the owner's position is the truth, and the
+# history starts again at this record, in the owner's epoch (what was kept
+# before is gone, and clients that missed it are told: not recovered). The
+# very record already appended (a round trip that failed after Redis applied
+# it, sent again) is skipped; another record at its offset is refused.
 _APPEND = (
-    _LOAD_POSITION
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'offset', tonumber(ARGV[5]) - 1,
+             'owners', 1, 'expires', -1)
+end
+"""
+    + _LOAD_POSITION
     + """
 local want_epoch, want_offset = ARGV[4], tonumber(ARGV[5])
+if epoch == want_epoch and want_offset <= offset then
+  local kept = redis.call('XRANGE', hist, want_offset .. '-0', want_offset .. '-0')
+  if #kept > 0 and kept[1][2][2] == ARGV[7] then return want_offset end
+end
 if epoch ~= want_epoch or want_offset ~= offset + 1 then
   return redis.error_reply('OUT_OF_SEQUENCE ' .. epoch .. ':' .. offset)
 end
@@ -606,8 +623,15 @@ class RedisBackplane(Backplane):
             self._set_connected(False)
             logger.warning("Redis at %s: a round trip failed (%s)", self.url, _brief(error))
             lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
+            # Kept records go again, first and in order, once Redis is back
+            # (appending one twice is harmless: the script skips it), so
+            # that the history has no hole where the outage began. The rest
+            # (live-only records, reads) are not sent twice.
+            again = [command for command in batch if command.script is _APPEND]
+            self._queue.extendleft(reversed(again))
             for command in batch:
-                self._finish(command, None, lost)
+                if command.script is not _APPEND:
+                    self._finish(command, None, lost)
             self._fail_calls()
             await self._wait_for_redis()
             return
