@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
-from conftest import StartHub
+from running_hub import StartHub
 from valkey_support import ValkeyServer
 
 from hub.app import Hub

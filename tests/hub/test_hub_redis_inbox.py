@@ -8,7 +8,7 @@ one clears it for all.
 from __future__ import annotations
 
 import trio
-from conftest import StartHub
+from running_hub import StartHub
 from valkey_support import ValkeyServer
 
 from hub.app import Hub

@@ -18,8 +18,8 @@ import json
 
 import pytest
 import trio
-from conftest import StartHub
 from hub_support import HubClient
+from running_hub import StartHub
 from test_hub_redis import wait_for_nodes
 from valkey_support import ValkeyServer
 from wire_support import http_get
