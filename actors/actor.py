@@ -100,6 +100,8 @@ class Context:
                 if self._stop_requested:
                     # As in Actor.run: the rest of the batch is never handled.
                     return
+            # Not kept while waiting for the next batch (see Actor.run).
+            del batch, message
 
     def stop(self) -> None:
         """End this actor with NORMAL after the message being handled."""
@@ -237,6 +239,10 @@ class Actor:
                     # The rest of the batch is never handled: callers among
                     # it learn of the exit through their watch on this actor.
                     return
+            # Not kept while waiting for the next batch: an idle actor would
+            # keep its last messages alive, and whatever they hold (a
+            # supervisor, the sessions whose exits it last handled).
+            del batch, message
 
     async def _dispatch_call(self, call: Call) -> None:
         if call.abandoned or call.deadline <= trio.current_time():

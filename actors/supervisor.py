@@ -316,15 +316,10 @@ class Supervisor(Actor):
                         await self._start_new(_Child(spec.id, spec, dynamic=False))
                 ctx.ready()
                 async for message in ctx:
-                    match message:
-                        case _ChildExited(child=child, ref=ref, reason=reason):
-                            async with self._lock:
-                                await self._child_exited(child, ref, reason)
-                        case _RestartDue() as due:
-                            async with self._lock:
-                                await self._start_again(self._still_due(due))
-                        case _:
-                            raise UnexpectedMessageError(ctx.name, message)
+                    await self._handle(message)
+                    # Not kept while the supervisor waits: the last exit would
+                    # keep its child's actor (a departed client's session) alive.
+                    del message
             except Exception as error:
                 failure = error
             finally:
@@ -334,6 +329,17 @@ class Supervisor(Actor):
                     supervisors.pop(ctx.ref, None)
         if failure is not None:
             raise failure
+
+    async def _handle(self, message: object) -> None:
+        match message:
+            case _ChildExited(child=child, ref=ref, reason=reason):
+                async with self._lock:
+                    await self._child_exited(child, ref, reason)
+            case _RestartDue() as due:
+                async with self._lock:
+                    await self._start_again(self._still_due(due))
+            case _:
+                raise UnexpectedMessageError(self.ctx.name, message)
 
     # --- starting ------------------------------------------------------------
 

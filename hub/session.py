@@ -379,6 +379,7 @@ class Session(actors.Actor):
                 break  # asked to stop: write what is queued, then close
             for item in batch:
                 self._handle(item)
+            del batch, item  # not kept while waiting (see actors.Actor.run)
         if self.transport.backlog:
             await self._flush()
 
@@ -478,6 +479,7 @@ class Session(actors.Actor):
                     continue
                 for item in batch:
                     self._handle(item)
+                del batch, item
         return closed
 
     async def stopped(self, reason: actors.ExitReason) -> None:
