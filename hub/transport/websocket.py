@@ -7,8 +7,11 @@ The gateway reads the opening handshake with h11 and answers it (see
 reserved bits, opcodes, control frame rules, UTF-8), but for the one kind
 nearly every client frame is: a whole, final, masked text or binary frame,
 taken here in a fifth of the time when wsproto is between messages (see
-`_take_plain_frame`). The closing handshake's state is kept here. Writing is
-the project's own, because that is where a hub spends its time:
+`_take_plain_frame`). A connection's parser is made on its first other
+frame, so most connections never have one (it is about 1.5 KB, and a
+reference cycle that only the garbage collector's rare full pass frees).
+The closing handshake's state is kept here. Writing, control frames
+included, is the project's own, because that is where a hub spends its time:
 
 - A server's frames are unmasked, so the bytes of one message are the same
   for every client: `build_frame` makes them once per `Wire` and every
@@ -81,6 +84,19 @@ _POLICY_VIOLATION: Final = 1008
 # The outbox key of the pong waiting to go out, when one waits.
 _PONG: Final = ("", "pong")
 
+# RFC 6455 §5.2 opcodes of the control frames a server sends, with FIN set.
+_CLOSE_FIRST: Final = 0x88
+_PING_FIRST: Final = 0x89
+_PONG_FIRST: Final = 0x8A
+
+# RFC 6455 §7.4.1: "no status code", and codes that are never sent, only noted.
+_NO_STATUS: Final = 1005
+_LOCAL_ONLY: Final = (1006, 1015)
+
+# RFC 6455 §5.5: a control frame's payload is at most 125 bytes; a Close
+# frame's reason is what is left after its 2-byte code.
+_MAX_CONTROL_PAYLOAD: Final = 125
+
 
 def valid_key(key: str | None) -> bool:
     """Whether `key` is a Sec-WebSocket-Key: base64 of 16 bytes (RFC 6455 §4.1)."""
@@ -120,6 +136,28 @@ def build_frame(message: Message) -> bytes:
     else:
         header = struct.pack("!BBQ", first, 127, length)
     return header + payload
+
+
+def _control_frame(first: int, payload: bytes) -> bytes:
+    """An unmasked control frame (ping, pong, Close): its payload must fit in 125 bytes."""
+    if len(payload) > _MAX_CONTROL_PAYLOAD:
+        raise ValueError(f"a control frame carries at most 125 bytes, not {len(payload)}")
+    return bytes((first, len(payload))) + payload
+
+
+def _close_frame(code: int, reason: str = "") -> bytes:
+    """A Close frame with `code` and as much of `reason` as fits, cut at a character.
+
+    As wsproto made them: 1005 (no code) is sent without one, and the codes
+    that only say what happened locally (1006, 1015) as 1000.
+    """
+    if code == _NO_STATUS:
+        return _control_frame(_CLOSE_FIRST, b"")
+    if code in _LOCAL_ONLY:
+        code = 1000
+    encoded = reason.encode()[: _MAX_CONTROL_PAYLOAD - 2]
+    encoded = encoded.decode(errors="ignore").encode()
+    return _control_frame(_CLOSE_FIRST, code.to_bytes(2, "big") + encoded)
 
 
 def _framed(wire: Wire) -> bytes:
@@ -229,7 +267,8 @@ class WebSocketTransport(Transport):
         self._fd = None if self._socket is None else self._socket.fileno()
         # Whether the last read emptied the socket (it took less than it asked for).
         self._drained = False
-        self._frames = FrameProtocol(client=False, extensions=[])
+        # wsproto's parser, made on the first frame that is not plain (`_parser`).
+        self._frames: FrameProtocol | None = None
         # Bytes read and not parsed yet, from `_pending_at` on, that wsproto
         # has not seen: while it is between messages, whole small data frames
         # are taken here (`_take_plain_frame`); anything else goes to it.
@@ -424,9 +463,18 @@ class WebSocketTransport(Transport):
         """
         if self._pending:
             return True
+        if self._frames is None:
+            return False
         decoder = getattr(self._frames, "_frame_decoder", None)
         buffer = getattr(decoder, "buffer", None)
         return buffer is None or len(buffer) > 0
+
+    def _parser(self) -> FrameProtocol:
+        """wsproto's parser of this connection's frames, made on first use."""
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = FrameProtocol(client=False, extensions=[])
+        return frames
 
     def _next_message(self) -> Message | None:
         """Parse frames until a whole message is in; None if more data is needed."""
@@ -434,6 +482,8 @@ class WebSocketTransport(Transport):
             message = self._take_plain_frame()
             if message is not None:
                 return message
+        if self._frames is None:
+            return None  # nothing was handed over: all is parsed
         try:
             for frame in self._frames.received_frames():
                 if self._done:
@@ -445,7 +495,7 @@ class WebSocketTransport(Transport):
                 if opcode is Opcode.PING:
                     if not self._closing:
                         assert isinstance(payload, (bytes, bytearray))
-                        pong = bytes(self._frames.pong(bytes(payload)))
+                        pong = _control_frame(_PONG_FIRST, bytes(payload))
                         self._send_control(pong, key=_PONG)
                         if self.on_frame is not None:
                             self.on_frame()
@@ -562,7 +612,7 @@ class WebSocketTransport(Transport):
             self._closing = True
             self._close_code, self._close_reason = code, reason
             reply = code if _sendable(code) else 1000
-            self._send_control(bytes(self._frames.close(reply)))
+            self._send_control(_close_frame(reply))
         raise TransportClosed(self._close_code, self._close_reason)
 
     def _over_limit(self, limit: str, reason: str) -> NoReturn:
@@ -666,7 +716,7 @@ class WebSocketTransport(Transport):
         data = data if type(data) is bytes else bytes(data)
         if self._pending or self._parts or self._frames_busy():
             self._hand_over()
-            self._frames.receive_bytes(data)
+            self._parser().receive_bytes(data)
         else:
             self._pending = data
             self._pending_at = 0
@@ -675,11 +725,13 @@ class WebSocketTransport(Transport):
         """Give wsproto the bytes not parsed yet: from here on it parses them."""
         if self._pending:
             at = self._pending_at
-            self._frames.receive_bytes(self._pending[at:] if at else self._pending)
+            self._parser().receive_bytes(self._pending[at:] if at else self._pending)
             self._pending, self._pending_at = b"", 0
 
     def _frames_busy(self) -> bool:
         """Whether wsproto holds part of a frame or message (so what comes next is its to parse)."""
+        if self._frames is None:
+            return False
         decoder = getattr(self._frames, "_frame_decoder", None)
         return decoder is None or decoder.header is not None or len(decoder.buffer) > 0
 
@@ -714,7 +766,7 @@ class WebSocketTransport(Transport):
         elif not self._pinged and now >= self._last_received + settings.ping_interval:
             self._pinged = True
             payload = (next(_ping_payloads) & 0xFFFFFFFF).to_bytes(8, "big")
-            self._send_control(bytes(self._frames.ping(payload)))
+            self._send_control(_control_frame(_PING_FIRST, payload))
 
     # --- closing ---------------------------------------------------------------
 
@@ -726,7 +778,7 @@ class WebSocketTransport(Transport):
         if discard and self._outbox is not None:
             self._outbox.clear()
         if not self._lost and not self._close_received:
-            self._send_control(bytes(self._frames.close(code, reason or None)))
+            self._send_control(_close_frame(code, reason))
         self._close_deadline = trio.current_time() + self._settings.close_timeout
         if code == _POLICY_VIOLATION:
             # A peer closed for abuse (a flood, a limit) is not read any more:
@@ -735,6 +787,18 @@ class WebSocketTransport(Transport):
         scope = self._receive_scope
         if scope is not None:
             scope.deadline = min(scope.deadline, self._close_deadline)
+
+    def _drop_parser(self) -> None:
+        """Forget wsproto's parser, ending its parsing generator.
+
+        The generator holds its parser, which holds it: left as it is, the
+        pair waits for the garbage collector's full pass, which can be long
+        in coming (`server.gc_threshold`), with its buffer.
+        """
+        frames, self._frames = self._frames, None
+        parsing = getattr(frames, "_parse_more", None)
+        if parsing is not None:
+            parsing.close()
 
     async def aclose(self) -> None:
         if self._released:
@@ -754,6 +818,7 @@ class WebSocketTransport(Transport):
                     pass
         finally:
             self._released = True
+            self._drop_parser()
             if self._lost and self._socket is not None:
                 # The peer is gone (EOF or reset): nothing of ours is in
                 # flight that a lingering close would protect.

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from wire_support import OPCODE_BINARY, OPCODE_CLOSE, OPCODE_TEXT, client_frame, parse_frame
+from wire_support import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_TEXT,
+    client_frame,
+    parse_frame,
+)
+from wsproto.frame_protocol import FrameProtocol
 
 import hub.transport.websocket as websocket_module
 from hub.transport import (
@@ -271,3 +283,63 @@ def test_a_released_key_keeps_its_place_and_is_no_longer_replaced() -> None:
         b"leave reply",
         b"new state",
     ]
+
+
+async def test_only_a_frame_that_is_not_plain_makes_a_parser_and_aclose_frees_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Most connections never need wsproto's parser (about 1.5 KB); one that did frees it at once.
+
+    The parser and its parsing generator refer to each other: left alone, the
+    pair waits for the garbage collector's full pass. The collector is off
+    here, so only reference counting frees it.
+    """
+    made: list[weakref.ref[FrameProtocol]] = []
+
+    class CountedFrameProtocol(FrameProtocol):
+        def __init__(self, client: bool, extensions: list[Any]) -> None:
+            super().__init__(client, extensions)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(websocket_module, "FrameProtocol", CountedFrameProtocol)
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with trio.fail_after(5):
+            for text in (b"one", b"two"):
+                await client.send(client_frame(OPCODE_TEXT, text))
+                assert await transport.receive() == text.decode()
+            assert made == []
+
+            await client.send(client_frame(OPCODE_PING, b"are you there"))
+            await client.send(client_frame(OPCODE_TEXT, b"three"))
+            assert await transport.receive() == "three"
+            assert len(made) == 1
+            assert frames_in(await client.recv(1024)) == [(OPCODE_PONG, b"are you there")]
+
+            await client.send(client_frame(OPCODE_CLOSE, (1000).to_bytes(2, "big")))
+            with pytest.raises(TransportClosed):
+                await transport.receive()
+            client.close()
+            await transport.aclose()
+        assert made[0]() is None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+async def test_a_close_reason_too_long_for_a_control_frame_is_cut_at_a_character() -> None:
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream)
+    reason = "\u00e9" * 100  # 200 bytes of UTF-8
+    with trio.fail_after(5):
+        transport.close(4000, reason)
+        [(opcode, payload)] = frames_in(await client.recv(1024))
+    assert opcode == OPCODE_CLOSE
+    assert payload[:2] == (4000).to_bytes(2, "big")
+    assert len(payload) == 2 + 122  # 123 bytes would split a character
+    assert payload[2:].decode() == reason[:61]
+    client.close()
+    await transport.aclose()
