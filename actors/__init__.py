@@ -45,6 +45,7 @@ from .supervisor import (
     Supervisor,
 )
 from .system import CRASH_REPORTS_KEPT, ActorInfo, CrashReport, System, open_system
+from .tables import compacted
 from .timers import Timer, TimerService
 
 __all__ = [
@@ -94,6 +95,7 @@ __all__ = [
     "Timer",
     "TimerService",
     "UnexpectedMessageError",
+    "compacted",
     "demonitor",
     "link",
     "monitor",

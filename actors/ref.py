@@ -18,6 +18,7 @@ import trio
 
 from .errors import ActorExitedError, CallTimeoutError, MailboxFullError
 from .mailbox import Envelope, Mailbox
+from .tables import compacted
 
 # How long `call` waits for a reply unless told otherwise, in seconds.
 DEFAULT_CALL_TIMEOUT: Final = 5.0
@@ -232,6 +233,7 @@ class ActorRef:
     def _unwatch(self, key: object) -> None:
         if self._watchers is not None:
             self._watchers.pop(key, None)
+            self._watchers = compacted(self._watchers)
 
     def _request_stop(self) -> None:
         """Ask the actor to finish: it drains its mailbox, then ends with SHUTDOWN."""

@@ -31,6 +31,7 @@ from .errors import (
 )
 from .mailbox import DEFAULT_MAILBOX_CAPACITY, Overflow
 from .ref import SHUTDOWN, ActorRef, Crashed, ExitReason
+from .tables import compacted
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +279,7 @@ class Supervisor(Actor):
                 child.ref._kill(SHUTDOWN)
             if self._children.get(child_id) is child:
                 del self._children[child_id]
+                self._children = compacted(self._children)
 
     def which_children(self, limit: int | None = None) -> list[ChildInfo]:
         """The current children in start order (the first `limit` of them, if given)."""
@@ -418,6 +420,8 @@ class Supervisor(Actor):
             restart is Restart.TRANSIENT and not isinstance(reason, Crashed)
         ):
             del self._children[child.id]
+            # A thousand clients gone at once leave a table sized for them.
+            self._children = compacted(self._children)
             return
         self._count_restart(child)
         children = list(self._children.values())

@@ -462,6 +462,7 @@ class HubRuntime:
             if closed is None and ref.alive:
                 ref.kill()  # `_accept` was cancelled; serve_session ends it otherwise
             del self._sessions[ref]
+            self._sessions = actors.compacted(self._sessions)
             if accepted:
                 self.users.disconnected(connection)
             self.metrics.connection_closed()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+import actors
 from hub.backplane import Backplane, Record
 from hub.protocol import Codec
 from hub.topics.messages import Subscriber, outbound_for
@@ -64,6 +65,7 @@ class Fanout:
         subscriber = local.members.pop(member_id, None)
         if subscriber is None:
             return
+        local.members = actors.compacted(local.members)
         codec = subscriber.codec
         left = local.codecs[codec] - 1
         if left:

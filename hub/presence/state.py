@@ -25,6 +25,7 @@ from collections.abc import Hashable, Iterator, Mapping
 
 import attrs
 
+from actors import compacted
 from hub.protocol import Payload
 
 __all__ = [
@@ -251,6 +252,7 @@ class PresenceState:
         slot = self._holders.pop(holder, None)
         if slot is None:
             return None
+        self._holders = compacted(self._holders)
         if grace_until is None:
             self.remove(slot.entry.id, slot.entry.gen)
         else:
@@ -356,6 +358,11 @@ class PresenceState:
         del slots[entry_id]
         if not slots:
             del self._users[slot.user]
+        # After a crowd has gone, the tables give their memory back.
+        self._slots = compacted(self._slots)
+        self._ghosts = compacted(self._ghosts)
+        self._holders = compacted(self._holders)
+        self._users = compacted(self._users)
 
 
 def _same(one: Entry | None, other: Entry | None) -> bool:

@@ -513,6 +513,7 @@ class TopicActor(actors.Actor):
         assert self.service is not None
         member = self.topic._remove(connection) or already_removed
         monitor = self._monitors.pop(connection, None)
+        self._monitors = actors.compacted(self._monitors)
         if monitor is not None:
             # No flush: a Down already queued is harmless (see `_handle`), and
             # flushing would rebuild the mailbox on every leave.

@@ -91,7 +91,11 @@ class Topic:
 
     @property
     def members(self) -> Mapping[actors.ActorRef, Member]:
-        """The current members, by session, in join order."""
+        """The current members, by session, in join order.
+
+        Read it within one hook: the topic may replace the mapping between
+        hooks (when many have left, to give its memory back).
+        """
         return self._members
 
     @property
@@ -215,4 +219,7 @@ class Topic:
         self._members[member.connection.ref] = member
 
     def _remove(self, connection: actors.ActorRef) -> Member | None:
-        return self._members.pop(connection, None)
+        member = self._members.pop(connection, None)
+        # A table that held a crowd gives its memory back once it has left.
+        self._members = actors.compacted(self._members)
+        return member
