@@ -522,12 +522,17 @@ class WebSocketTransport(Transport):
         bits, shorter than 64 KiB and the message size limit, text that is
         valid UTF-8, while no fragmented message is under way and we have not
         closed. That is nearly every frame a client sends, and taking it here
-        costs a fraction of wsproto's generic parse. Anything else (control
+        costs a fraction of wsproto's generic parse. Pongs before it are
+        taken here too (`_take_pongs`). Anything else (other control
         frames, fragments, bad bits or text, a frame not all read yet) goes
         to wsproto with whatever follows it, and from there on wsproto parses
         until it is between messages again, so every check it makes still
         applies to every frame that is not plain.
         """
+        if not self._parts and not self._closing:
+            self._take_pongs()
+            if not self._pending:
+                return None
         data, at = self._pending, self._pending_at
         end = len(data)
         if end - at >= 6 and not self._parts and not self._closing:
@@ -567,6 +572,34 @@ class WebSocketTransport(Transport):
                     return message
         self._hand_over()
         return None
+
+    def _take_pongs(self) -> None:
+        """Take the whole pongs at the head of `_pending`: each is life, and nothing else.
+
+        Every quiet client answers the hub's ping with one, and every quiet
+        client of a room is pinged at nearly the same moment; parsed here,
+        a pong costs a few comparisons, and no connection makes wsproto's
+        parser for it. A pong that is not a plain one (unmasked, reserved
+        bits, a long length) is left to wsproto, which closes for it.
+        """
+        data = self._pending
+        end = len(data)
+        while not self._closing:
+            at = self._pending_at
+            if end - at < 6 or data[at] != _PONG_FIRST:
+                return
+            second = data[at + 1]
+            length = second & 0x7F
+            if not second & 0x80 or length > _MAX_CONTROL_PAYLOAD or at + 6 + length > end:
+                return
+            at += 6 + length
+            self._pending_at = at
+            self._last_received = self._received_at
+            if self.on_frame is not None:
+                self.on_frame()  # charged to the rate, as every frame is
+            if at == end:
+                self._pending, self._pending_at = b"", 0
+                return
 
     def _take_fragment(self, frame: Frame) -> Message | None:
         data = frame.payload

@@ -343,3 +343,41 @@ async def test_a_close_reason_too_long_for_a_control_frame_is_cut_at_a_character
     assert payload[2:].decode() == reason[:61]
     client.close()
     await transport.aclose()
+
+
+async def test_pongs_are_life_and_frames_and_make_no_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every quiet client answers the hub's pings: its pongs are taken without wsproto."""
+    made: list[object] = []
+
+    class CountedFrameProtocol(FrameProtocol):
+        def __init__(self, client: bool, extensions: list[Any]) -> None:
+            super().__init__(client, extensions)
+            made.append(self)
+
+    monkeypatch.setattr(websocket_module, "FrameProtocol", CountedFrameProtocol)
+    stream, client = await socket_pair()
+    transport = WebSocketTransport(stream)
+    frames = 0
+
+    def on_frame() -> None:
+        nonlocal frames
+        frames += 1
+
+    transport.on_frame = on_frame
+    pongs = client_frame(OPCODE_PONG, b"1") + client_frame(OPCODE_PONG, b"") * 2
+    with trio.fail_after(5):
+        await client.send(pongs + client_frame(OPCODE_TEXT, b"after"))
+        assert await transport.receive() == "after"
+        assert frames == 3  # each pong is charged to the rate, as any frame is
+        assert made == []
+
+        # A pong that breaks the rules goes to wsproto, which closes for it.
+        await client.send(client_frame(OPCODE_PONG, b"bad", masked=False))
+        with pytest.raises(TransportClosed) as closed:
+            await transport.receive()
+    assert closed.value.code == 1002
+    assert len(made) == 1
+    client.close()
+    await transport.aclose()
