@@ -101,7 +101,8 @@ def _serve(out: str, argv: list[str]) -> int:
     def fire_and_note(timer: Any, now: float) -> None:
         if timer.interval is not None and not timer._queued:
             late = trio.current_time() - timer.deadline
-            fired[timer] = (clock(), late, len(timer.owner._mailbox))
+            by_timer_task = "TimerService" in trio.lowlevel.current_task().name
+            fired[timer] = (clock(), late, len(timer.owner._mailbox), by_timer_task)
         fire(timer, now)
 
     count_tick = topic_actor.TopicActor._count_tick
@@ -109,7 +110,7 @@ def _serve(out: str, argv: list[str]) -> int:
     def count_and_note(actor: Any, message: Any, timer: Any) -> None:
         note = fired.get(timer)
         if note is not None:
-            at, fire_delay, ahead = note
+            at, fire_delay, ahead, by_timer_task = note
             now = clock()
             step = step_started.get(trio.lowlevel.current_task(), now)
             late = trio.current_time() - timer.due
@@ -121,6 +122,7 @@ def _serve(out: str, argv: list[str]) -> int:
                     max(0.0, step - at) * 1000,
                     (now - max(step, at)) * 1000,
                     ahead,
+                    by_timer_task,
                 )
             )
         count_tick(actor, message, timer)
@@ -164,6 +166,8 @@ def _report(seen: dict[str, list[Any]], start: float, end: float) -> None:
     names = ("lateness ms", "fire delay ms", "wait to run ms", "in the step ms", "queued ahead")
     for index, name in enumerate(names, start=1):
         print(f"  {name:14s} {_spread([row[index] for row in ticks])}")
+    by_timer_task = sum(1 for row in ticks if row[6])
+    print(f"  put in the mailbox by the timer task: {by_timer_task} (the rest by their actor)")
     worst = sorted(ticks, key=lambda row: -row[1])[: max(1, len(ticks) // 100)]
     if worst:
         means = [sum(row[i] for row in worst) / len(worst) for i in range(1, 6)]

@@ -405,3 +405,45 @@ async def _idle(ctx: actors.Context) -> None:
 def _timers_of(system: actors.System) -> list[actors.Timer]:
     """The active timers in the system's heap."""
     return [entry[2] for entry in system.timers._heap if entry[2] is not None]
+
+
+class _Passes(trio.abc.Instrument):
+    """Counts the scheduler's passes, and notes when each began."""
+
+    def __init__(self) -> None:
+        self.started: list[float] = []
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.started.append(trio.current_time())
+
+
+async def test_a_waiting_actor_takes_its_tick_in_the_schedulers_first_pass_after_it_is_due(
+    autojump_clock: Any,
+) -> None:
+    # Put in by the timer task, a tick would wake its actor a pass later:
+    # the actor wakes at the deadline by itself (Mailbox.wake_by) instead.
+    passes = _Passes()
+    taken: list[tuple[float, int]] = []
+    timers: list[actors.Timer] = []
+
+    async def ticker(ctx: actors.Context) -> None:
+        timers.append(ctx.every(1.0, "tick", first=0.5))
+        async for _message in ctx:
+            taken.append((timers[0].due, len(passes.started)))
+            if len(taken) == 3:
+                return
+
+    trio.lowlevel.add_instrument(passes)
+    try:
+        with trio.fail_after(TEST_SECONDS):
+            async with actors.open_system(handle_signals=False) as system:
+                ref = await system.spawn(ticker)
+                await ref.wait_exit()
+    finally:
+        trio.lowlevel.remove_instrument(passes)
+    assert [due for due, _ in taken] == [
+        pytest.approx(t) for t in (taken[0][0], taken[0][0] + 1, taken[0][0] + 2)
+    ]
+    for due, pass_number in taken:
+        first_after_due = next(i for i, at in enumerate(passes.started, 1) if at >= due)
+        assert pass_number == first_after_due
