@@ -211,7 +211,12 @@ class TimerService:
         entry = [timer.deadline, next(self._sequence), timer]
         timer._entry = entry
         heapq.heappush(self._heap, entry)
-        timer.owner._mailbox.wake_by(timer.deadline, self._due, now=now)
+        if timer.interval is not None:
+            # A repeating timer's owner (a match's tick) wakes at the deadline
+            # by itself: its tick runs a scheduler pass sooner. Not for
+            # one-shot timers, mostly far off (grace periods, retries): while
+            # a wake-up is set, each wait of the owner costs a cancel scope.
+            timer.owner._mailbox.wake_by(timer.deadline, self._due, now=now)
         sleep = self._sleep
         if sleep is not None and timer.deadline < sleep.deadline:
             sleep.deadline = timer.deadline
