@@ -1,4 +1,4 @@
-"""./scripts/demo: installed once, then it starts without installing, quietly, and says where `hub` is."""
+"""./scripts/demo: installed once, then it starts without installing, and says where `hub` is."""
 
 from __future__ import annotations
 
