@@ -120,9 +120,6 @@ class Mailbox:
     # drops one; holding each keeps its id from being reused meanwhile.
     # Created on first use, like the queue.
     _runtime: dict[int, Any] | None = attrs.field(init=False, default=None)
-    # (deadline, due): a waiting reader wakes by itself at `deadline` and
-    # calls `due()` to put in what is due then (see `wake_by`).
-    _wake: tuple[float, Callable[[], None]] | None = attrs.field(init=False, default=None)
 
     @capacity.validator
     def _check_capacity(self, _attribute: object, value: int) -> None:
@@ -288,21 +285,6 @@ class Mailbox:
         if self._receiver is not None:
             self._wake_receiver()
 
-    def wake_by(self, deadline: float, due: Callable[[], None], *, now: float) -> None:
-        """Have the reader, while it waits, wake by itself at `deadline` and call `due()`.
-
-        For the runtime's timers: `due()` delivers what has come due (it
-        may deliver nothing, if that was cancelled or delivered already).
-        Woken by its own deadline, the reader's task runs in the scheduler's
-        next pass and finds the message there; put in by another task at
-        that moment, the message would wake the reader a pass later.
-        Keeps the earlier of `deadline` and the wake-up set already, unless
-        that one has passed by `now`.
-        """
-        wake = self._wake
-        if wake is None or deadline < wake[0] or wake[0] <= now:
-            self._wake = (deadline, due)
-
     def close(self, reason: Any) -> None:
         """Take no more messages; the reader still drains what is queued.
 
@@ -403,8 +385,7 @@ class Mailbox:
         messages queued yields once (cancel-shielded) before it returns; a
         reader that waited returns in the very task step it was woken in,
         so a message's wake-up costs the reader one pass of trio's scheduler,
-        not two. Waiting with a wake-up set (`wake_by`), the reader calls its
-        `due()` at the deadline itself, then takes what that put in.
+        not two.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
@@ -412,17 +393,8 @@ class Mailbox:
             if self._closed_reason is not None:
                 raise trio.EndOfChannel
             waited = True
-            wake = self._wake
             self._become_receiver()
-            if wake is None:
-                await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
-                continue
-            with trio.CancelScope(deadline=wake[0]) as waiting:
-                await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
-            if waiting.cancelled_caught:
-                if self._wake is wake:
-                    self._wake = None
-                wake[1]()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
         queue = self._queue
         if self.overflow is Overflow.CONFLATE:
             count = min(len(queue), max_messages)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 import attrs
@@ -154,12 +154,6 @@ class TimerService:
     _tombstones: int = 0
     # The serving task's sleep, whose deadline an earlier timer brings forward.
     _sleep: trio.CancelScope | None = None
-    # What an owner's mailbox calls when its reader wakes at a timer's
-    # deadline (Mailbox.wake_by): fire what is due.
-    _due: Callable[[], None] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._due = self._fire_now
 
     def __repr__(self) -> str:
         return f"<TimerService {self._active} active, {len(self._heap)} in the heap>"
@@ -204,19 +198,13 @@ class TimerService:
         timer._service = self
         self._active += 1
         owner._watch(timer, timer._owner_exited)
-        self._push(timer, trio.current_time())
+        self._push(timer)
         return timer
 
-    def _push(self, timer: Timer, now: float) -> None:
+    def _push(self, timer: Timer) -> None:
         entry = [timer.deadline, next(self._sequence), timer]
         timer._entry = entry
         heapq.heappush(self._heap, entry)
-        if timer.interval is not None:
-            # A repeating timer's owner (a match's tick) wakes at the deadline
-            # by itself: its tick runs a scheduler pass sooner. Not for
-            # one-shot timers, mostly far off (grace periods, retries): while
-            # a wake-up is set, each wait of the owner costs a cancel scope.
-            timer.owner._mailbox.wake_by(timer.deadline, self._due, now=now)
         sleep = self._sleep
         if sleep is not None and timer.deadline < sleep.deadline:
             sleep.deadline = timer.deadline
@@ -264,7 +252,4 @@ class TimerService:
             timer._entry = None
             timer._fire(now)
             if timer.active:
-                self._push(timer, now)
-
-    def _fire_now(self) -> None:
-        self._fire_due(trio.current_time())
+                self._push(timer)

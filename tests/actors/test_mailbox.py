@@ -579,69 +579,7 @@ async def test_spec_settings_and_class_defaults_shape_an_actors_mailbox(
     assert default.mailbox_capacity == actors.DEFAULT_MAILBOX_CAPACITY
 
 
-# --- waking by a deadline (for the runtime's timers) -----------------------------
-
-
-async def test_a_waiting_reader_wakes_at_its_deadline_and_calls_due_in_its_own_task(
-    autojump_clock: Any,
-) -> None:
-    mailbox = Mailbox(owner="ticker")
-    calls: list[tuple[float, trio.lowlevel.Task]] = []
-
-    def due() -> None:
-        calls.append((trio.current_time(), trio.lowlevel.current_task()))
-        mailbox.deliver_system("tick")
-
-    start = trio.current_time()
-    mailbox.wake_by(start + 5, due, now=start)
-    with trio.fail_after(60):
-        assert await mailbox.receive() == "tick"
-    assert calls == [(start + 5, trio.lowlevel.current_task())]
-    assert trio.current_time() == start + 5
-
-
-async def test_a_wake_that_delivers_nothing_leaves_the_reader_waiting(autojump_clock: Any) -> None:
-    mailbox = Mailbox(owner="ticker")
-    woken: list[float] = []
-    start = trio.current_time()
-    mailbox.wake_by(start + 1, lambda: woken.append(trio.current_time()), now=start)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(mailbox.receive)
-        await trio.sleep(3)
-        assert woken == [start + 1]  # once: the wake-up is spent
-        mailbox.send_nowait("late")
-    assert len(mailbox) == 0
-
-
-def test_wake_by_keeps_the_earlier_deadline_unless_it_has_passed() -> None:
-    mailbox = Mailbox(owner="ticker")
-
-    def first() -> None: ...
-
-    def second() -> None: ...
-
-    mailbox.wake_by(10.0, first, now=0.0)
-    mailbox.wake_by(20.0, second, now=0.0)
-    assert mailbox._wake == (10.0, first)
-    mailbox.wake_by(5.0, second, now=0.0)
-    assert mailbox._wake == (5.0, second)
-    mailbox.wake_by(30.0, first, now=6.0)  # 5.0 has passed
-    assert mailbox._wake == (30.0, first)
-
-
-async def test_a_reader_cancelled_while_waiting_for_its_deadline_calls_nothing(
-    autojump_clock: Any,
-) -> None:
-    mailbox = Mailbox(owner="ticker")
-    calls: list[float] = []
-    start = trio.current_time()
-    mailbox.wake_by(start + 10, lambda: calls.append(trio.current_time()), now=start)
-    with trio.move_on_after(2) as scope:
-        await mailbox.receive()
-    assert scope.cancelled_caught
-    assert calls == []
-    mailbox.send_nowait("next")  # the reader slot is free again
-    assert await mailbox.receive() == "next"
+# --- scheduling ----------------------------------------------------------------
 
 
 async def test_a_reader_that_waited_takes_its_message_in_the_pass_it_is_woken_in() -> None:
