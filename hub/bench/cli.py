@@ -27,6 +27,7 @@ from hub.bench.progress import ProgressBar
 from hub.bench.report import (
     Ratio,
     Run,
+    cross_ratio,
     derive,
     plot,
     summarise,
@@ -424,6 +425,37 @@ def workers_ratios(workers: int) -> list[Ratio]:
     return [Ratio(f"{above} / {below}", above, below) for above, below in pairs]
 
 
+def workers_findings(runs: list[Run], workers: int) -> dict[str, Any]:
+    """The issue's two targets, per repeat: N workers' gain, and the Redis hop's share of CPU.
+
+    - `hop_share` (per server on Redis): 1 - in-process CPU per delivery /
+      that server's, the part of a delivery's CPU the Redis hop adds.
+    - `cpu_bound_gain`: in-process CPU per delivery / the busiest worker's
+      CPU per delivery of the whole fan-out: the gain N workers would show
+      if each had a core of its own and the load generator ran elsewhere
+      (CPU-bound), read from CPU time rather than from the wall clock.
+    """
+    several = f"{workers} on Redis"
+    hop_share = {}
+    for server in (ONE_ON_REDIS_RUNS, several):
+        kept = cross_ratio(
+            runs, (IN_PROCESS_RUNS, "server_cpu_per_op_us"), (server, "server_cpu_per_op_us")
+        )
+        if kept is not None:
+            # 1 - x turns the largest ratio into the smallest share.
+            hop_share[server] = {
+                "median": 1 - kept["median"],
+                "min": 1 - kept["max"],
+                "max": 1 - kept["min"],
+            }
+    gain = cross_ratio(
+        runs,
+        (IN_PROCESS_RUNS, "server_cpu_per_op_us"),
+        (several, "busiest_worker_cpu_per_op_us"),
+    )
+    return {"hop_share": hop_share, "cpu_bound_gain": gain}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every repeat of every server; return the results document."""
     raise_file_limit()
@@ -467,6 +499,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
     spec = _spec(args, None, args.url or "", None)
     summaries = summarise(args.scenario, servers, runs, ratios)
+    findings = workers_findings(runs, args.workers) if args.workers else None
     now = datetime.datetime.now(datetime.UTC)
     return {
         "title": f"hub bench {args.scenario}",
@@ -479,6 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings_line": _settings_line(spec, args.repeats, order),
         "servers": servers,
         "ratios": None if ratios is None else [attrs.asdict(ratio) for ratio in ratios],
+        "workers": findings,
         "descriptions": descriptions,
         "date": now.isoformat(timespec="seconds"),
         "machine": {
@@ -515,6 +549,8 @@ def render(document: dict[str, Any]) -> str:
         "",
         table(document["scenario"], servers, document["summary"], columns),
     ]
+    if document.get("workers"):
+        parts += ["", *_workers_lines(document)]
     if document["scenario"] == "churn":
         waves = wave_table(servers, runs)
         if waves:
@@ -522,6 +558,42 @@ def render(document: dict[str, Any]) -> str:
     if document["warnings"]:
         parts += ["", "Warnings:", *(f"- {warning}" for warning in document["warnings"])]
     return "\n".join(parts) + "\n"
+
+
+def _range(entry: dict[str, float], show: str) -> str:
+    text = format(entry["median"], show)
+    if entry["min"] != entry["max"]:
+        text += f" ({format(entry['min'], show)} .. {format(entry['max'], show)})"
+    return text
+
+
+def _workers_lines(document: dict[str, Any]) -> list[str]:
+    """`--workers`: the issue's targets, said in words under the table."""
+    findings = document["workers"]
+    several = document["servers"][-1]
+    lines = []
+    throughput = document["summary"]["deliveries_per_s"]["ratios"].get(
+        f"{several} / {IN_PROCESS_RUNS}"
+    )
+    if throughput is not None:
+        lines.append(
+            f"- {several} / {IN_PROCESS_RUNS}, deliveries/s (target at least 1.7x): "
+            f"{_range(throughput, '.2f')}x, by the wall clock, so only where the machine has "
+            "a core for each worker besides the load generator's (see its CPU per delivery)."
+        )
+    gain = findings["cpu_bound_gain"]
+    if gain is not None:
+        lines.append(
+            f"- CPU-bound gain of {several}: {_range(gain, '.2f')}x ({IN_PROCESS_RUNS}'s "
+            "server CPU per delivery over the busiest worker's CPU per delivery of the "
+            "whole fan-out): what the workers would deliver, each on a core of its own."
+        )
+    for server, share in findings["hop_share"].items():
+        lines.append(
+            f"- The Redis hop's share of a delivery's server CPU, {server} (target at most "
+            f"20%): {_range({k: v * 100 for k, v in share.items()}, '.0f')}%."
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:

@@ -70,7 +70,11 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("redis_cpu_per_op_us", "Redis server CPU per delivery (us)", "lower"),
         Metric("busiest_worker_share", "connections on the busiest worker", percent=True),
         Metric("busiest_process_busy", "busiest worker's CPU (of a core)", percent=True),
+        Metric(
+            "busiest_worker_cpu_per_op_us", "busiest worker's CPU per delivery of the whole (us)"
+        ),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+        Metric("loadgen_cpu_per_op_us", "load generator CPU per delivery (us)"),
         Metric("load_1m", "machine load average (1 min) at the run's start"),
     ),
     "churn": (
@@ -224,6 +228,20 @@ def summarise(
             entry["ratios"] = found
         result[metric.key] = entry
     return result
+
+
+def cross_ratio(
+    runs: Sequence[Run], numerator: tuple[str, str], denominator: tuple[str, str]
+) -> dict[str, float] | None:
+    """One server's figure over another server's (another) figure, per repeat, summarised.
+
+    `numerator` and `denominator` are (server, figure key) pairs; None when
+    no repeat has both.
+    """
+    above = _values(runs, *numerator)
+    below = _values(runs, *denominator)
+    paired = [above[repeat] / below[repeat] for repeat in above if below.get(repeat)]
+    return summary(paired) if paired else None
 
 
 def warnings(scenario: str, runs: Sequence[Run]) -> list[str]:

@@ -107,7 +107,9 @@ class _Meter:
         """Add `<prefix>seconds`, server and own CPU figures; return the seconds."""
         elapsed = time.monotonic() - self.started
         figures[f"{prefix}seconds"] = elapsed
-        figures[f"{prefix}loadgen_cpu"] = (time.process_time() - self.own_cpu) / elapsed
+        own = time.process_time() - self.own_cpu
+        figures[f"{prefix}loadgen_cpu"] = own / elapsed
+        figures[f"{prefix}loadgen_cpu_seconds"] = own
         if self.server_pid is not None and self.server_cpu:
             now = cpu_seconds_each(family(self.server_pid))
             gone = sorted(set(self.server_cpu) - set(now))
@@ -121,6 +123,7 @@ class _Meter:
             figures[f"{prefix}server_cpu_seconds"] = sum(spent.values())
             if len(spent) > 1:
                 figures[f"{prefix}server_processes"] = len(spent)
+                figures[f"{prefix}busiest_process_cpu_seconds"] = max(spent.values())
                 figures[f"{prefix}busiest_process_busy"] = max(spent.values()) / elapsed
         if self.redis_pid is not None and self.redis_cpu is not None:
             figures[f"{prefix}redis_cpu_seconds"] = cpu_seconds(self.redis_pid) - self.redis_cpu
@@ -536,6 +539,8 @@ async def run_fanout(spec: LoadSpec, report: Reporter) -> Figures:
     figures["closed_by_server"] = closed
     _per(figures, "server_cpu_per_op_us", "server_cpu_seconds", delivered)
     _per(figures, "redis_cpu_per_op_us", "redis_cpu_seconds", delivered)
+    _per(figures, "busiest_worker_cpu_per_op_us", "busiest_process_cpu_seconds", delivered)
+    _per(figures, "loadgen_cpu_per_op_us", "loadgen_cpu_seconds", delivered)
     summary = latency_summary(latencies)
     figures["p50_ms"] = summary["p50"] * 1e3
     figures["p99_ms"] = summary["p99"] * 1e3
