@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_bench_smoke import BENCH, BENCH_TIMEOUT, _bench, _figures
 
+from hub.bench.cli import render
 from hub.bench.procstat import LISTENING, connections, family
 from hub.bench.servers import hub_kind, spawned
 
@@ -56,6 +57,10 @@ def test_workers_runs_three_hubs_and_counts_every_delivery(tmp_path):
     assert sum(several["connections_per_worker"]) == subscribers + 1
     assert min(several["connections_per_worker"]) > 0
     assert 0.5 <= several["busiest_worker_share"] < 1
+    assert 0 < several["busiest_worker_cpu_per_op_us"] <= several["server_cpu_per_op_us"]
+    findings = document["workers"]
+    assert set(findings["hop_share"]) == {"1 on Redis", "2 on Redis"}
+    assert findings["cpu_bound_gain"]["median"] > 0
     ratios = document["summary"]["deliveries_per_s"]["ratios"]
     assert set(ratios) == {
         "2 on Redis / 1 in-process",
@@ -63,6 +68,7 @@ def test_workers_runs_three_hubs_and_counts_every_delivery(tmp_path):
         "1 on Redis / 1 in-process",
     }
     assert document["machine"]["load_average_at_end"]
+    assert "Redis hop's share of a delivery's server CPU" in render(document)
 
 
 @pytest.mark.timeout(60)
