@@ -109,10 +109,11 @@ def _check_outcome(messages: list[str | bytes], closed: TransportClosed, written
 
 
 def _reference(stream: bytes) -> tuple[list[str | bytes], int | None]:
-    """The messages wsproto alone parses from `stream`, and the code it fails with (if it does).
+    """The messages wsproto alone parses from `stream`, and the code the stream ends with.
 
-    Stops at a Close from the client (None) or at the first violation: the
-    limit on a message's size is applied as the transport applies it.
+    That code is the first violation's (the limit on a message's size
+    applied as the transport applies it), or the code of the client's Close;
+    None if the stream ends with neither.
     """
     frames = FrameProtocol(client=False, extensions=[])
     frames.receive_bytes(stream)
@@ -121,7 +122,8 @@ def _reference(stream: bytes) -> tuple[list[str | bytes], int | None]:
     try:
         for frame in frames.received_frames():
             if frame.opcode is Opcode.CLOSE:
-                return messages, None
+                assert isinstance(frame.payload, tuple)
+                return messages, int(frame.payload[0])
             if frame.opcode in (Opcode.PING, Opcode.PONG):
                 continue
             payload = frame.payload
@@ -146,11 +148,12 @@ def _reference(stream: bytes) -> tuple[list[str | bytes], int | None]:
 def _check_against_wsproto(
     messages: list[str | bytes], closed: TransportClosed, stream: bytes
 ) -> None:
-    expected, failure = _reference(stream)
+    expected, end = _reference(stream)
     # The transport may stop sooner (a limit on fragments or time, the peer's silence).
     assert messages == expected[: len(messages)], "the messages differ from wsproto's"
     if closed.code in (1002, 1007, 1009):
-        assert (len(messages), closed.code) == (len(expected), failure), (
+        # A violation, or the client's own Close with one of these codes.
+        assert (len(messages), closed.code) == (len(expected), end), (
             f"closed {closed.code} after {len(messages)} messages; wsproto: "
-            f"{failure} after {len(expected)}"
+            f"{end} after {len(expected)}"
         )
