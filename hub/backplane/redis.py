@@ -22,8 +22,17 @@ when an unowned history has outlived its retention: a client coming back with
 the old epoch is told that what it missed is gone. Offsets are given out by
 the topic's owner, one node at a time, and checked again by the script.
 
+For the cluster (`hub.cluster`): a topic's lease is a key holding its
+owner's node id, set with an expiry and renewed by that node; a node's
+heartbeat is a key that expires unless renewed; messages for one node go on
+its own channel, on the same pub/sub connection as the topics' (so a node
+reads everything in the order Redis published it, and one node's messages to
+another follow the records it published before them: one command connection).
+
 Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
-`<prefix>:hist:<topic>` (stream); channel `<prefix>:topic:<topic>`.
+`<prefix>:hist:<topic>` (stream), `<prefix>:owner:<topic>` (a topic's lease),
+`<prefix>:alive:<node>` (a node's heartbeat); channels
+`<prefix>:topic:<topic>` and `<prefix>:node:<node>`.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -45,6 +54,7 @@ from hub.backplane.base import (
     Backplane,
     Deliver,
     History,
+    NodeHandler,
     Position,
     Record,
 )
@@ -63,6 +73,10 @@ MAX_BATCH: Final = 1_000
 
 # How long to wait between attempts to reach Redis, at most.
 MAX_RECONNECT_DELAY: Final = 5.0
+
+# How long a stopping node may take to send what it queued (its last records,
+# its leases given back) before its connections close.
+STOP_FLUSH_SECONDS: Final = 2.0
 
 # How often an idle node checks that Redis still answers, in seconds.
 PING_INTERVAL: Final = 1.0
@@ -147,6 +161,46 @@ return owners
 """
 
 
+# ARGV: node, ttl ms -> the holder: take the lease if free or ours.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+
+# ARGV: node, ttl ms -> the indexes (1-based) of the KEYS another node holds.
+# A lease that expired meanwhile (Redis restarted empty, say) is taken again.
+_RENEW = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if (not holder) or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    lost[#lost + 1] = i
+  end
+end
+return lost
+"""
+
+# ARGV: node -- give the lease back if it is still ours.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: any -> their values (MGET, as a script so that it is queued like the rest).
+_READ = "return redis.call('MGET', unpack(KEYS))\n"
+
+# ARGV: ttl ms -- this node is alive.
+_HEARTBEAT = "return redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
+
+
 @attrs.define(eq=False)
 class _Command:
     """One queued command; `done` is set once its `result` (or `error`) is in."""
@@ -163,6 +217,10 @@ def _brief(error: BaseException) -> str:
     """An error in one line: coredis's messages can carry whole exception groups."""
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _encode_record(record: Record) -> bytes:
@@ -234,6 +292,14 @@ class RedisBackplane(Backplane):
     # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
     _listening: bool = attrs.field(default=False, init=False)
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _node_handler: NodeHandler | None = attrs.field(default=None, init=False)
+    _node_channel: bytes = attrs.field(default=b"", init=False)
+    # Topics whose SUBSCRIBE Redis has confirmed on the current pub/sub connection.
+    _live_topics: set[str] = attrs.field(factory=set, init=False)
+    _live_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # Whether the writer has a batch out, and the event of its end.
+    _sending: bool = attrs.field(default=False, init=False)
+    _sent: trio.Event = attrs.field(factory=trio.Event, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -241,6 +307,7 @@ class RedisBackplane(Backplane):
         if self.retention_seconds < 0:
             raise ValueError(f"retention_seconds must be >= 0, got {self.retention_seconds}")
         self._channel_prefix = f"{self.prefix}:topic:".encode()
+        self._node_channel = self._node_channel_of(self.node)
 
     @property
     def kind(self) -> str:
@@ -272,6 +339,15 @@ class RedisBackplane(Backplane):
 
     def _channel(self, topic: str) -> bytes:
         return self._channel_prefix + topic.encode()
+
+    def _node_channel_of(self, node: str) -> bytes:
+        return f"{self.prefix}:node:{node}".encode()
+
+    def _lease_key(self, topic: str) -> str:
+        return f"{self.prefix}:owner:{topic}"
+
+    def _alive_key(self, node: str) -> str:
+        return f"{self.prefix}:alive:{node}"
 
     # --- the Backplane interface ----------------------------------------------------
 
@@ -325,12 +401,14 @@ class RedisBackplane(Backplane):
 
     def subscribe(self, topic: str, deliver: Deliver) -> None:
         if topic not in self._subscribers:
+            self._live_topics.discard(topic)  # live again once Redis confirms
             self._subscriptions.append((topic, True))
             self._subscriptions_changed.set()
         self._subscribers[topic] = deliver
 
     def unsubscribe(self, topic: str) -> None:
         if self._subscribers.pop(topic, None) is not None:
+            self._live_topics.discard(topic)
             self._subscriptions.append((topic, False))
             self._subscriptions_changed.set()
 
@@ -362,6 +440,56 @@ class RedisBackplane(Backplane):
         self._queue_command(
             _Command(_RELEASE, self._keys(topic), [self.clock(), self.retention_seconds, gc_ms])
         )
+
+    async def subscribed(self, topic: str) -> None:
+        while topic not in self._live_topics:
+            if topic not in self._subscribers:
+                raise ValueError(f"this node is not subscribing to topic {topic!r}")
+            await self._live_changed.wait()
+
+    def _subscriptions_live(self) -> None:
+        self._live_changed.set()
+        self._live_changed = trio.Event()
+
+    # --- the cluster -------------------------------------------------------------------
+
+    def send_to_node(self, node: str, message: bytes) -> None:
+        self._queue_command(_Command("PUBLISH", [], [self._node_channel_of(node), message]))
+
+    def on_node_message(self, handler: NodeHandler | None) -> None:
+        self._node_handler = handler
+
+    async def acquire_lease(self, topic: str, *, ttl: float) -> str:
+        if not self.connected:
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
+        holder = await self._call(_ACQUIRE, [self._lease_key(topic)], [self.node, _ms(ttl)])
+        return str(holder.decode())
+
+    async def renew_leases(self, topics: Sequence[str], *, ttl: float) -> list[str]:
+        if not topics:
+            return []
+        topics = list(topics)
+        keys = [self._lease_key(topic) for topic in topics]
+        lost = await self._call(_RENEW, keys, [self.node, _ms(ttl)])
+        return [topics[int(index) - 1] for index in lost]
+
+    def release_lease(self, topic: str) -> None:
+        self._queue_command(_Command(_RELEASE_LEASE, [self._lease_key(topic)], [self.node]))
+
+    async def lease_holders(self, topics: Sequence[str]) -> list[str | None]:
+        if not topics:
+            return []
+        values = await self._call(_READ, [self._lease_key(topic) for topic in topics], [])
+        return [None if value is None else value.decode() for value in values]
+
+    async def heartbeat(self, *, ttl: float) -> None:
+        await self._call(_HEARTBEAT, [self._alive_key(self.node)], [_ms(ttl)])
+
+    async def nodes_alive(self, nodes: Sequence[str]) -> list[bool]:
+        if not nodes:
+            return []
+        values = await self._call(_READ, [self._alive_key(node) for node in nodes], [])
+        return [value is not None for value in values]
 
     async def aclose(self) -> None:
         """Stop `run`'s loops and wait for its connections to close."""
@@ -402,8 +530,16 @@ class RedisBackplane(Backplane):
 
     async def _write_until_stopped(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            nursery.start_soon(self._flush_then_cancel, nursery.cancel_scope)
             await self._write()
+
+    async def _flush_then_cancel(self, scope: trio.CancelScope) -> None:
+        """On `aclose`, let the writer send what is queued (bounded), then stop it."""
+        await self._stopping.wait()
+        with trio.move_on_after(STOP_FLUSH_SECONDS):
+            while (self._queue or self._sending) and self.connected:
+                await self._sent.wait()
+        scope.cancel()
 
     async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
         await self._stopping.wait()
@@ -416,9 +552,11 @@ class RedisBackplane(Backplane):
                 async with self._client.pubsub() as pubsub:
                     # What this node wants now, whatever changed while it was away.
                     self._subscriptions.clear()
-                    channels = [self._channel(topic) for topic in self._subscribers]
-                    if channels:
-                        await pubsub.subscribe(*channels)
+                    topics = list(self._subscribers)
+                    channels = [self._channel(topic) for topic in topics]
+                    await pubsub.subscribe(self._node_channel, *channels)
+                    self._live_topics = set(topics)
+                    self._subscriptions_live()
                     # Cancelled on `aclose` inside the pub/sub block, so that
                     # coredis closes it in order (it fails if cancelled itself).
                     async with trio.open_nursery() as nursery:
@@ -429,6 +567,7 @@ class RedisBackplane(Backplane):
                         await self._read(pubsub)
             except Exception as error:  # the connection to Redis was lost
                 self._listening = False
+                self._live_topics = set()
                 self._health_changed_now()
                 logger.warning("Redis at %s: subscriptions lost (%s)", self.url, _brief(error))
                 await self._wait_for_redis()
@@ -482,7 +621,13 @@ class RedisBackplane(Backplane):
                     await self._ping()  # idle: notice an outage before a client does
                     continue
             batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-            await self._send(batch)
+            self._sending = True
+            try:
+                await self._send(batch)
+            finally:
+                self._sending = False
+                self._sent.set()
+                self._sent = trio.Event()
 
     async def _ping(self) -> None:
         try:
@@ -558,6 +703,11 @@ class RedisBackplane(Backplane):
             message = await pubsub.get_message(ignore_subscribe_messages=True)
             if message is None or message["type"] != "message":
                 continue
+            if message["channel"] == self._node_channel:
+                handler = self._node_handler
+                if handler is not None:
+                    handler(message["data"])
+                continue
             topic = message["channel"][prefix_length:].decode()
             node, data = msgpack.unpackb(message["data"], raw=False)
             if node == self.node:
@@ -575,5 +725,10 @@ class RedisBackplane(Backplane):
             topic, wanted = changes.popleft()
             if wanted:
                 await pubsub.subscribe(self._channel(topic))
+                # Live unless a later change of it waits (an unsubscribe).
+                if topic in self._subscribers and all(later != topic for later, _ in changes):
+                    self._live_topics.add(topic)
+                    self._subscriptions_live()
             else:
+                self._live_topics.discard(topic)
                 await pubsub.unsubscribe(self._channel(topic))
