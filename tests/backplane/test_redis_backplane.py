@@ -102,3 +102,60 @@ async def test_two_owners_of_one_topic_cannot_both_give_out_an_offset(
         history = await first.history("room:z", after=0)
         assert [record.payload for record in history.records] in (["first"], ["second"])
         assert first.failed_writes + second.failed_writes == 1
+
+
+async def test_a_lease_has_one_holder_until_it_expires_or_is_released(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        assert await one.acquire_lease("room:l", ttl=30) == one.node
+        assert await two.acquire_lease("room:l", ttl=30) == one.node
+        assert await two.renew_leases(["room:l"], ttl=30) == ["room:l"]  # not two's
+        assert await two.lease_holders(["room:l", "room:free"]) == [one.node, None]
+        # Released: the other takes it.
+        one.release_lease("room:l")
+        with trio.fail_after(5):
+            while await two.acquire_lease("room:l", ttl=0.2) != two.node:
+                await trio.lowlevel.checkpoint()
+        # Not renewed: it expires, and the first takes it back.
+        with trio.fail_after(10):
+            while await one.acquire_lease("room:l", ttl=30) != one.node:
+                await trio.lowlevel.checkpoint()
+        # A release by a node that does not hold it changes nothing.
+        two.release_lease("room:l")
+        assert await two.lease_holders(["room:l"]) == [one.node]
+
+
+async def test_a_node_message_reaches_only_its_node_after_the_records_sent_before_it(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        events: list[object] = []
+        got = trio.Event()
+
+        def on_message(message: bytes) -> None:
+            events.append(message)
+            got.set()
+
+        two.subscribe("room:n", events.append)
+        await two.subscribed("room:n")
+        with pytest.raises(ValueError, match="not subscribing"):
+            await two.subscribed("room:never")
+        two.on_node_message(on_message)
+        one.on_node_message(lambda message: events.append(("one", message)))
+        position = await one.position("room:n")
+        one.publish(Record("room:n", "e", 1, position.epoch, 1))
+        one.send_to_node(two.node, b"after")
+        with trio.fail_after(5):
+            await got.wait()
+        assert [type(event) for event in events] == [Record, bytes]
+        assert events[1] == b"after"
+
+
+async def test_a_node_that_stops_beating_is_not_alive_after_its_ttl(server: ValkeyServer) -> None:
+    async with node(server) as one, node(server) as two:
+        await one.heartbeat(ttl=0.2)
+        assert await two.nodes_alive([one.node]) == [True]
+        with trio.fail_after(10):
+            while await two.nodes_alive([one.node]) != [False]:
+                await trio.lowlevel.checkpoint()
