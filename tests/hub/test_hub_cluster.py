@@ -14,7 +14,7 @@ from valkey_support import ValkeyServer
 
 from hub.app import Hub
 from hub.backplane.redis import RedisBackplane
-from hub.protocol import Payload, Push
+from hub.protocol import Ended, Payload, Push
 from hub.services import RoomService, Service
 from hub.topics import Member
 
@@ -185,3 +185,29 @@ async def test_a_member_of_a_relay_gets_pushes_replies_and_kicks_as_locally(
                     lambda frame: isinstance(frame, Push) and frame.event == "news"
                 )
                 assert push.offset == offset
+
+
+async def test_a_node_that_stops_gracefully_gives_its_topics_back_at_once(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    one, two = await start_two(start_hub, valkey_server)
+    with trio.fail_after(30):
+        async with two.client() as bob:
+            async with one.client() as ann:
+                await ann.join_ok("room:g", {"user": "ann"})
+                await bob.join_ok("room:g", {"user": "bob"})
+                await ann.publish("room:g", "message", {"text": "before"})
+                before = await bob.wait_for(
+                    lambda frame: isinstance(frame, Push) and frame.event == "message"
+                )
+                one.runtime.request_shutdown()
+                await one.returned.wait()
+            # Released as it stopped, not left to expire; its relay's member is told.
+            assert await lease_holder(plane_of(two), "room:g") is None
+            ended = await bob.wait_for(
+                lambda frame: isinstance(frame, Ended) and frame.topic == "room:g"
+            )
+            assert ended.code == "topic_crashed"
+            rejoined = await bob.join_ok("room:g", {"user": "bob"}, offset=before.offset)
+            assert rejoined.payload["offset"] == before.offset  # type: ignore[index]
+            assert await lease_holder(plane_of(two), "room:g") == plane_of(two).node
