@@ -809,7 +809,7 @@ async def serve_hub(
             runtime.cluster = runtime.topics.cluster = ClusterNode(
                 backplane,
                 runtime.fanout,
-                runtime.topics.whereis,
+                runtime.topics.started,
                 lambda: _child_supervisor(system, "cluster"),
                 ClusterSettings(
                     lease_seconds=config.backplane.lease_seconds,

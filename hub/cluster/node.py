@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import attrs
@@ -143,13 +143,14 @@ class ClusterNode:
     """This node's part in the cluster (see the module docstring).
 
     Run `serve` in the hub's nursery. `supervisor_of` gives the supervisor
-    the stand-ins of remote members run under; `whereis` finds a topic's
+    the stand-ins of remote members run under; `started` finds a topic's
     actor on this node.
     """
 
     backplane: Backplane
     fanout: Fanout
-    whereis: Callable[[str], actors.ActorRef | None]
+    #: The live actor of a topic on this node (after its start, if one is in progress).
+    started: Callable[[str], Awaitable[actors.ActorRef | None]]
     supervisor_of: Callable[[], actors.Supervisor]
     settings: ClusterSettings = attrs.Factory(ClusterSettings)
     #: Told of each topic's start and end, after this node (the hub's log).
@@ -221,7 +222,7 @@ class ClusterNode:
     async def _beat(self) -> None:
         await self.backplane.heartbeat(ttl=self.settings.lease_seconds)
         for topic in await self.leases.renew():
-            ref = self.whereis(topic)
+            ref = await self.started(topic)
             if ref is not None and topic not in self._relays:
                 logger.warning("cluster: another node took the lease of topic %r", topic)
                 ref.kill(LeaseLostError(f"another node took the lease of topic {topic!r}"))
@@ -353,7 +354,9 @@ class ClusterNode:
 
     async def _join(self, join: JoinFromNode) -> None:
         topic, node = join.topic, join.node
-        topic_ref = self.whereis(topic)
+        # A topic whose lease this node has just taken may still be starting:
+        # its first remote joins wait for it (bounded by the topics' start timeout).
+        topic_ref = await self.started(topic)
         if topic_ref is None or not self.leases.holds(topic) or topic in self._relays:
             # Not run here (any more): the relay ends, its joins try again.
             self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CLOSED, "not run here"))
@@ -404,7 +407,7 @@ class ClusterNode:
             self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CLOSED, "not run here"))
 
     async def _answer_ask(self, ask: Ask) -> None:
-        topic_ref = self.whereis(ask.topic)
+        topic_ref = await self.started(ask.topic)
         if topic_ref is None or not self.leases.holds(ask.topic):
             self.send(ask.node, Answer(ask.topic, self.node, ask.ask, False, "not run here"))
             return

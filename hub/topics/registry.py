@@ -87,6 +87,13 @@ class Topics:
         """The live actor of topic `name`, or None if it is not running."""
         return self.registry.whereis(topic_name_key(name))
 
+    async def started(self, name: str) -> actors.ActorRef | None:
+        """The live actor of topic `name`, once a start in progress is over (None: none)."""
+        starting = self._starting.get(name)
+        if starting is not None:
+            await starting.wait()
+        return self.whereis(name)
+
     async def actor_for(
         self, name: str, route: Route, *, init: Payload = None, new: bool = False
     ) -> actors.ActorRef:

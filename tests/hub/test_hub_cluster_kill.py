@@ -62,6 +62,7 @@ def redis_get(server: ValkeyServer, key: str) -> bytes | None:
 async def hub_process(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[trio.Process, int]]:
     (tmp_path / "rooms_app.py").write_text(textwrap.dedent(APP))
     port = free_port()
+    log = tmp_path / f"hub-{port}.log"
     process = await trio.lowlevel.open_process(
         [
             sys.executable,
@@ -76,8 +77,8 @@ async def hub_process(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[tri
         ],
         cwd=tmp_path,
         env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         while True:  # until it answers
@@ -88,6 +89,9 @@ async def hub_process(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[tri
             if json.loads(response.body)["backplane"]["connected"]:
                 break
         yield process, port
+    except BaseException:
+        print(f"--- hub on port {port}:\n{log.read_text()}")  # what the hub said, for the failure
+        raise
     finally:
         if process.returncode is None:
             process.kill()
