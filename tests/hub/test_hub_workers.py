@@ -1,6 +1,7 @@
 """`hub serve --workers N`: real worker processes on one port, on a real Valkey.
 
-Each topic runs on one worker, the others relay to it (docs/deployment.md#ownership-one-node-per-topic).
+Each topic runs on one worker, the others relay to it
+(docs/deployment.md#ownership-one-node-per-topic).
 """
 
 from __future__ import annotations
