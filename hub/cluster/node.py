@@ -269,10 +269,14 @@ class ClusterNode:
     def _received(self, data: bytes) -> None:
         try:
             message = decode(data)
-        except ValueError as error:
+            self._route(message)
+        except Exception as error:
+            # Bytes from another process (another version, say): refused and
+            # logged here, never raised into the backplane's reader.
             self.dropped += 1
-            logger.warning("cluster: dropped a message: %s", error)
-            return
+            logger.warning("cluster: dropped a message: %r", error)
+
+    def _route(self, message: NodeMessage) -> None:
         match message:
             case ToMember(topic=topic) | TopicEnded(topic=topic):
                 relay = self._relays.get(topic)
@@ -309,36 +313,51 @@ class ClusterNode:
 
     async def _serve_inbox(self) -> None:
         async for message in self._inbox_receive:
-            match message:
-                case JoinFromNode():
-                    await self._join(message)
-                case LeaveFromNode(topic=topic, member=member, ended=ended):
-                    remote = self._remotes.pop((topic, member), None)
-                    if remote is not None:
-                        if not ended:
-                            remote.topic_ref.notify(LeaveTopic(remote.connection.ref))
-                        # Its end is the topic's Down: a connection that ended.
-                        remote.connection.ref.kill()
-                case PublishFromNode(topic=topic, member=member, ref=ref):
-                    remote = self._remotes.get((topic, member))
-                    if remote is not None:
-                        request = PublishEvent(
-                            remote.connection.ref, ref, message.event, message.payload
-                        )
-                        self._to_topic(remote, ref, request)
-                case CallFromNode(topic=topic, member=member, ref=ref):
-                    remote = self._remotes.get((topic, member))
-                    if remote is not None:
-                        deadline = trio.current_time() + message.timeout
-                        call = CallService(
-                            remote.connection.ref, ref, message.event, message.payload, deadline
-                        )
-                        self._to_topic(remote, ref, call)
-                case Ask():
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._answer_ask, message)
-                case _:
-                    raise actors.UnexpectedMessageError("cluster node", message)
+            try:
+                await self._take(message)
+            except Exception as error:
+                # From another process (another version, mid-upgrade, say):
+                # what it sent is refused and logged, and this node goes on.
+                self.dropped += 1
+                logger.warning(
+                    "cluster: a %s from node %s failed: %r",
+                    type(message).__name__,
+                    message.node,
+                    error,
+                )
+
+    async def _take(self, message: NodeMessage) -> None:
+        """Apply one request of another node's member to a topic run here, in arrival order."""
+        match message:
+            case JoinFromNode():
+                await self._join(message)
+            case LeaveFromNode(topic=topic, member=member, ended=ended):
+                remote = self._remotes.pop((topic, member), None)
+                if remote is not None:
+                    if not ended:
+                        remote.topic_ref.notify(LeaveTopic(remote.connection.ref))
+                    # Its end is the topic's Down: a connection that ended.
+                    remote.connection.ref.kill()
+            case PublishFromNode(topic=topic, member=member, ref=ref):
+                remote = self._remotes.get((topic, member))
+                if remote is not None:
+                    request = PublishEvent(
+                        remote.connection.ref, ref, message.event, message.payload
+                    )
+                    self._to_topic(remote, ref, request)
+            case CallFromNode(topic=topic, member=member, ref=ref):
+                remote = self._remotes.get((topic, member))
+                if remote is not None:
+                    deadline = trio.current_time() + message.timeout
+                    call = CallService(
+                        remote.connection.ref, ref, message.event, message.payload, deadline
+                    )
+                    self._to_topic(remote, ref, call)
+            case Ask():
+                assert self._nursery is not None
+                self._nursery.start_soon(self._answer_ask, message)
+            case _:
+                raise actors.UnexpectedMessageError("cluster node", message)
 
     def _to_topic(self, remote: _Remote, ref: int, request: PublishEvent | CallService) -> None:
         try:
