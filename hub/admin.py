@@ -122,6 +122,8 @@ def admin_routes(runtime: HubRuntime, guard: AdminGuard) -> list[HttpRoute]:
             notification = await runtime.notify(user, event, body.get("data"))
         except InvalidNotificationError as error:
             return _json_error(400, str(error))
+        except ConnectionError as error:  # the inboxes are in Redis, and it is away
+            return _json_error(503, f"the inboxes cannot be reached now: {error}")
         answer = {
             "user": user,
             "offset": notification.offset,

@@ -5,8 +5,9 @@
 
 They speak plain HTTP to the hub's port, with the admin token (`--token`
 or TRIOHUB_ADMIN__TOKEN) if the hub has one. Across processes (a hub of
-several workers) a notification reaches the users of the hub asked;
-the Redis backplane, later, carries it to every worker.
+several workers on Redis) the notification goes into the user's inbox in
+Redis and reaches the user's devices on every worker. `hub notify --redis
+URL` goes through Redis itself, no hub endpoint needed (`hub.publisher_cli`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def add_notify_arguments(parser: argparse.ArgumentParser) -> None:
         "data", metavar="JSON", nargs="?", default="null", help="its data, as JSON (default null)"
     )
     _add_common(parser)
+    from hub.publisher_cli import add_redis_arguments
+
+    add_redis_arguments(
+        parser,
+        required_help="go through this Redis (redis://HOST:PORT/DB), as `hub publish` does, "
+        "instead of one hub's admin endpoint (--url)",
+    )
 
 
 def add_where_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +78,10 @@ def add_where_arguments(parser: argparse.ArgumentParser) -> None:
 
 def notify_main(args: argparse.Namespace) -> int:
     """Run `hub notify`; return the exit status."""
+    if args.redis is not None:
+        from hub.publisher_cli import notify_main as notify_through_redis
+
+        return notify_through_redis(args)
     try:
         try:
             data = json.loads(args.data)

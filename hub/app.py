@@ -261,13 +261,8 @@ class HubRuntime:
     def __attrs_post_init__(self) -> None:
         self._session_settings = session_settings(self.config)
         self.log = HubLog(self.config.logging.lines_per_second)
-        users, notifications = self.config.users, self.config.notifications
-        inbox = LocalInbox(
-            max_per_user=notifications.max_per_user,
-            max_age=notifications.max_age_seconds,
-            on_dropped=self.metrics.notification_dropped,
-        )
-        self.notifications = Notifications(inbox, metrics=self.metrics)
+        users = self.config.users
+        self.notifications = _notifications(self.config, self.backplane, self.metrics)
         self.users = Users(
             grace=users.offline_grace_seconds,
             on_offline=self.app.on_offline,
@@ -347,6 +342,7 @@ class HubRuntime:
     ) -> int:
         """End every connection of `user` (Close `code`, `reason`); return how many there were."""
         return self.users.disconnect(user, code, reason)
+
     async def presence(
         self, topic: str, *, timeout: float = PUBLISH_TIMEOUT_SECONDS
     ) -> PresenceSnapshot:
@@ -704,6 +700,30 @@ def _child_supervisor(
     raise actors.NoSuchChildError(parent.ctx.name, child_id)
 
 
+def _notifications(config: HubConfig, backplane: Backplane, metrics: HubMetrics) -> Notifications:
+    """The users' inboxes: in Redis with the Redis backplane (shared by every node), else here."""
+    limits = config.notifications
+    if backplane.kind == "redis":
+        from hub.backplane.redis import RedisBackplane
+        from hub.redis_inbox import RedisInbox
+
+        assert isinstance(backplane, RedisBackplane)
+        shared = RedisInbox(
+            backplane.run_script,
+            prefix=backplane.prefix,
+            max_per_user=limits.max_per_user,
+            max_age=limits.max_age_seconds,
+            on_dropped=metrics.notification_dropped,
+        )
+        return Notifications(shared, metrics=metrics, backplane=backplane)
+    inbox = LocalInbox(
+        max_per_user=limits.max_per_user,
+        max_age=limits.max_age_seconds,
+        on_dropped=metrics.notification_dropped,
+    )
+    return Notifications(inbox, metrics=metrics)
+
+
 @contextlib.asynccontextmanager
 async def _running_backplane(config: HubConfig) -> AsyncIterator[Backplane]:
     """The hub's backplane, running for as long as the hub does (closed after its actors)."""
@@ -890,6 +910,13 @@ async def serve_hub(
             await nursery.start(runtime.notifications.serve)
             if runtime.cluster is not None:
                 await nursery.start(runtime.cluster.serve)
+            if backplane.kind == "redis":
+                # `hub publish` and `hub.publisher`, from outside the hub.
+                from hub.backplane.redis import RedisBackplane
+                from hub.publish_requests import PublishRequests
+
+                assert isinstance(backplane, RedisBackplane)
+                await nursery.start(PublishRequests(backplane, runtime.topics).serve)
             if listen:
                 runtime.gateway = await nursery.start(
                     functools.partial(

@@ -293,10 +293,25 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     add_notify_arguments(
         commands.add_parser(
             "notify",
-            help="send a user a notification through a running hub",
-            description="Send USER a notification (EVENT, with JSON data) through a running "
-            "hub's admin endpoint: it reaches each of the user's devices, or waits in the "
-            "user's inbox. docs/notifications.md says what is guaranteed.",
+            help="send a user a notification through a hub's admin endpoint, or its Redis",
+            description="Send USER a notification (EVENT, with JSON data): it reaches each of "
+            "the user's devices, or waits in the user's inbox. By default through a running "
+            "hub's admin endpoint (--url, --token); with --redis URL through the hub's Redis "
+            "instead, with no hub endpoint (the hub must run on that Redis). "
+            "docs/notifications.md says what is guaranteed.",
+        )
+    )
+    from hub.publisher_cli import add_publish_arguments
+
+    add_publish_arguments(
+        commands.add_parser(
+            "publish",
+            help="publish an event to a topic through a hub's Redis (no WebSocket)",
+            description="Publish EVENT with JSON data to TOPIC, from outside the hub, through "
+            "the Redis its nodes share (--redis, or TRIOHUB_BACKPLANE__REDIS_URL): the node "
+            "running the topic gives it the topic's next offset and broadcasts it to every "
+            "member, as a server-side publish. If no node serves the topic (nobody is joined), "
+            "nothing is delivered or kept and the exit status is 1. docs/deployment.md.",
         )
     )
     add_where_arguments(
@@ -457,6 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hub.admin_client import notify_main
 
         return notify_main(args)
+    if args.command == "publish":
+        from hub.publisher_cli import publish_main
+
+        return publish_main(args)
     if args.command == "where":
         from hub.admin_client import where_main
 

@@ -181,9 +181,7 @@ SecondsOrZero = Annotated[
 Count = Annotated[int, _NUMBER, Field(ge=1), _Expect("an integer >= 1")]
 CountOrZero = Annotated[int, _NUMBER, Field(ge=0), _Expect("an integer >= 0")]
 Rate = Annotated[float, _NUMBER, Field(gt=0, allow_inf_nan=False), _Expect("a number > 0")]
-RateOrZero = Annotated[
-    float, _NUMBER, Field(ge=0, allow_inf_nan=False), _Expect("a number >= 0")
-]
+RateOrZero = Annotated[float, _NUMBER, Field(ge=0, allow_inf_nan=False), _Expect("a number >= 0")]
 Port = Annotated[int, _NUMBER, Field(ge=0, le=65535), _Expect("an integer in 0..65535")]
 HeadSize = Annotated[
     int,
@@ -225,6 +223,8 @@ LogFormat = Annotated[
     Literal["text", "json"], BeforeValidator(_lower), _Expect("one of text, json")
 ]
 Switch = Annotated[bool, _Expect("true or false")]
+
+
 # A Redis URL may hold a password: kept secret like a token.
 def _check_redis_url(value: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
     if value is not None and not value.get_secret_value().startswith(
@@ -438,6 +438,8 @@ class NotificationsConfig(_Section):
     max_per_user: Count = INBOX_MAX_PER_USER
     #: How long an unacknowledged notification is kept before it is dropped.
     max_age_seconds: Seconds = INBOX_MAX_AGE_SECONDS
+
+
 class PresenceConfig(_Section):
     """Presence defaults; each route's `Presence(...)` may choose its own (docs/presence.md)."""
 

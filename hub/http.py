@@ -233,9 +233,12 @@ class HttpConnection:
         except ValueError:
             phrase = ""
         # One write for the whole response: a long-polling client waits on it.
-        data = self._h11.send(
-            h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
-        ) or b""
+        data = (
+            self._h11.send(
+                h11.Response(status_code=response.status, headers=headers, reason=phrase.encode())
+            )
+            or b""
+        )
         if response.body and not (head_only or self._head):
             data += self._h11.send(h11.Data(data=response.body)) or b""
         data += self._h11.send(h11.EndOfMessage()) or b""

@@ -29,8 +29,13 @@ event, data)`, or a `Notify` message of their own (`send` to go on at once,
 `call` to learn the offset).
 
 `Inbox` is the seam where inboxes live: `LocalInbox` keeps them in this
-process; a Redis one (later) shares them across processes, as the
-backplane does topics. Its methods are async for that reason.
+process; `hub.redis_inbox.RedisInbox` keeps them in Redis, shared by
+every node of a hub on the Redis backplane, so a user's inbox is the same
+whichever worker the user connects to. With a shared inbox, the news that
+a user's inbox changed goes to every node through the backplane (a record
+on `WAKE_TOPIC`, which no client can join), and each node tells its own
+live personal topic of the user, which reads the inbox and pushes what is
+new to its members.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import attrs
 import trio
 
 import actors
+from hub.backplane import Backplane, Record
 from hub.backplane.local import new_epoch
 from hub.errors import EncodeError, InvalidFieldError, InvalidNotificationError
 from hub.identity import user_of
@@ -65,6 +71,7 @@ __all__ = [
     "NOTIFIER",
     "PERSONAL_PREFIX",
     "SYNC",
+    "WAKE_TOPIC",
     "DropReason",
     "Inbox",
     "InboxStatus",
@@ -73,6 +80,7 @@ __all__ = [
     "Notifications",
     "Notifier",
     "Notify",
+    "check_notification",
     "notify_via",
     "personal_topic",
 ]
@@ -97,6 +105,16 @@ INBOX_MAX_AGE_SECONDS: Final = 86_400.0
 # How long `notify` waits for a busy personal topic to take the news; past
 # it the notification waits in the inbox for the next one, or the next join.
 WAKE_TIMEOUT_SECONDS: Final = 5.0
+
+#: Where the news that a user's inbox changed crosses nodes (a shared inbox):
+#: a backplane record whose payload is the user id. Not a topic any client
+#: can name (topics hold no spaces).
+WAKE_TOPIC: Final = "$notifications wake"
+
+# Users whose personal topics are still to be told of news from another
+# node; past this, news is dropped (logged): the next news, or the next
+# join, pushes what the inbox holds.
+MAX_WAKES_WAITING: Final = 10_000
 
 # Expired notifications are looked for at most this often, and at least
 # this often (a tenth of the age limit in between).
@@ -356,6 +374,11 @@ class Notifications:
     #: Whether the hub serves `user:*` as personal topics (`PersonalService`):
     #: if not, a live `user:` topic is the application's, and is not woken.
     personal_topics: bool = False
+    #: With an inbox shared by several nodes: the backplane that tells every
+    #: node of a change (`WAKE_TOPIC`). None: this node alone needs telling.
+    backplane: Backplane | None = None
+    _waiting: dict[str, None] = attrs.Factory(dict)
+    _wakes_came: trio.Event = attrs.Factory(trio.Event)
 
     async def notify(self, user: str, event: str, data: Payload = None) -> Notification:
         """Send `event` with `data` to `user`: kept until acknowledged, pushed to each device.
@@ -366,7 +389,7 @@ class Notifications:
         hub's), or data JSON cannot carry (every device must be able to
         receive it).
         """
-        _check(user, event, data)
+        check_notification(user, event, data)
         notification = await self.inbox.add(user, event, data)
         if self.metrics is not None:
             self.metrics.notifications.inc()
@@ -386,17 +409,64 @@ class Notifications:
         return pending, status.dropped
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Drop expired notifications as they come due, until cancelled (with the hub)."""
+        """Drop expired notifications as they come due, until cancelled (with the hub).
+
+        With a shared inbox, also tell this node's personal topics of the
+        news from other nodes. A sweep that cannot reach the inbox (Redis
+        away) is logged and tried again at the next.
+        """
         max_age = getattr(self.inbox, "max_age", math.inf)
         interval = min(_SWEEP_MAX_SECONDS, max(_SWEEP_MIN_SECONDS, max_age / 10))
-        task_status.started()
+        backplane = self.backplane
+        if backplane is not None:
+            backplane.subscribe(WAKE_TOPIC, self._woken)
+        try:
+            async with trio.open_nursery() as nursery:
+                if backplane is not None:
+                    nursery.start_soon(self._wake_here_as_told)
+                task_status.started()
+                while True:
+                    try:
+                        users = await self.inbox.expire()
+                    except ConnectionError as error:  # a shared inbox is away
+                        logger.warning("notification inboxes not swept: %s", error)
+                        users = ()
+                    for user in users:
+                        await self._wake(user)
+                    await trio.sleep(interval)
+        finally:
+            if backplane is not None:
+                backplane.unsubscribe(WAKE_TOPIC)
+
+    def _woken(self, record: Record) -> None:
+        """A node said a user's inbox changed: tell the user's personal topic here (soon)."""
+        user = record.payload
+        if not isinstance(user, str):
+            logger.warning("a wake on %r named no user: %r", WAKE_TOPIC, user)
+            return
+        if len(self._waiting) >= MAX_WAKES_WAITING and user not in self._waiting:
+            logger.warning("%d users' news waiting already: %r's dropped", len(self._waiting), user)
+            return
+        self._waiting[user] = None  # news for one user comes together
+        self._wakes_came.set()
+
+    async def _wake_here_as_told(self) -> None:
         while True:
-            await trio.sleep(interval)
-            for user in await self.inbox.expire():
-                await self._wake(user)
+            await self._wakes_came.wait()
+            self._wakes_came = trio.Event()
+            users, self._waiting = self._waiting, {}
+            for user in users:
+                await self._wake_here(user)
 
     async def _wake(self, user: str) -> None:
-        """Tell `user`'s personal topic, if it runs, that the inbox changed.
+        """Tell `user`'s personal topics that the inbox changed: on every node, if it is shared."""
+        if self.backplane is None:
+            await self._wake_here(user)
+        elif self.personal_topics:
+            self.backplane.publish(Record(WAKE_TOPIC, "changed", user, ""))
+
+    async def _wake_here(self, user: str) -> None:
+        """Tell `user`'s personal topic on this node, if it runs, that the inbox changed.
 
         Waits (at most `wake_timeout`) for room in its mailbox: a backend
         that notifies faster than the topic pushes is slowed, not queued
@@ -413,7 +483,8 @@ class Notifications:
             await ref.send(ServiceMessage(SYNC))
 
 
-def _check(user: str, event: str, data: Payload) -> None:
+def check_notification(user: str, event: str, data: Payload) -> None:
+    """Raise InvalidNotificationError unless `user` may be sent `event` with `data`."""
     if user_of(user) is None:
         raise InvalidNotificationError(f"a notification needs a user id, got {user!r}")
     if event.startswith("$"):
@@ -426,8 +497,7 @@ def _check(user: str, event: str, data: Payload) -> None:
         raise InvalidNotificationError(f"cannot notify {user!r} of {event!r}: {error}") from None
     except (EncodeError, ValueError) as error:
         raise InvalidNotificationError(
-            f"a notification's data must be JSON (every device must be able to receive it): "
-            f"{error}"
+            f"a notification's data must be JSON (every device must be able to receive it): {error}"
         ) from None
 
 

@@ -37,12 +37,13 @@ Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -80,6 +81,14 @@ STOP_FLUSH_SECONDS: Final = 2.0
 
 # How often an idle node checks that Redis still answers, in seconds.
 PING_INTERVAL: Final = 1.0
+
+# How long one round trip to Redis (a pipelined batch, a PING) may take, by
+# the wall clock, before Redis counts as gone (`call_timeout`): a Redis that
+# accepts and never answers must not hold the topic actors waiting on it.
+CALL_TIMEOUT_SECONDS: Final = 10.0
+
+# How often the watchdog looks at the round trips in flight, at most.
+_WATCH_INTERVAL: Final = 0.5
 
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
@@ -126,10 +135,27 @@ return {epoch, offset, first_kept, records}
 )
 
 # ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message
+#
+# A position that is gone while its owner publishes means Redis lost its data
+# (a restart without persistence): the owner's position is the truth, and the
+# history starts again at this record, in the owner's epoch (what was kept
+# before is gone, and clients that missed it are told: not recovered). The
+# very record already appended (a round trip that failed after Redis applied
+# it, sent again) is skipped; another record at its offset is refused.
 _APPEND = (
-    _LOAD_POSITION
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'offset', tonumber(ARGV[5]) - 1,
+             'owners', 1, 'expires', -1)
+end
+"""
+    + _LOAD_POSITION
     + """
 local want_epoch, want_offset = ARGV[4], tonumber(ARGV[5])
+if epoch == want_epoch and want_offset <= offset then
+  local kept = redis.call('XRANGE', hist, want_offset .. '-0', want_offset .. '-0')
+  if #kept > 0 and kept[1][2][2] == ARGV[7] then return want_offset end
+end
 if epoch ~= want_epoch or want_offset ~= offset + 1 then
   return redis.error_reply('OUT_OF_SEQUENCE ' .. epoch .. ':' .. offset)
 end
@@ -200,6 +226,12 @@ _READ = "return redis.call('MGET', unpack(KEYS))\n"
 # ARGV: ttl ms -- this node is alive.
 _HEARTBEAT = "return redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
 
+# ARGV: message -> how many subscribers got it (a PUBLISH whose count is read).
+_PUBLISH = "return redis.call('PUBLISH', KEYS[1], ARGV[1])"
+
+# What marks a request (`RedisBackplane.request`) among a topic's records.
+_REQUEST: Final = "request"
+
 
 @attrs.define(eq=False)
 class _Command:
@@ -269,6 +301,10 @@ class RedisBackplane(Backplane):
     clock: Callable[[], float] = time.time
     #: This node's id, in every record it publishes (so it skips its own).
     node: str = attrs.Factory(lambda: secrets.token_hex(8))
+    #: How long one round trip may take, in wall-clock seconds (measured
+    #: with time.monotonic, not trio's clock: a test's autojump clock would
+    #: fire a trio timeout while Redis is still answering).
+    call_timeout: float = CALL_TIMEOUT_SECONDS
     _client: Any = attrs.field(default=None, init=False)
     _pubsub: Any = attrs.field(default=None, init=False)
     _queue: deque[_Command] = attrs.field(factory=deque, init=False)
@@ -294,12 +330,17 @@ class RedisBackplane(Backplane):
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
     _node_handler: NodeHandler | None = attrs.field(default=None, init=False)
     _node_channel: bytes = attrs.field(default=b"", init=False)
-    # Topics whose SUBSCRIBE Redis has confirmed on the current pub/sub connection.
-    _live_topics: set[str] = attrs.field(factory=set, init=False)
-    _live_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # Whether the writer has a batch out, and the event of its end.
     _sending: bool = attrs.field(default=False, init=False)
     _sent: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Told of each request sent to a topic this node subscribes to (`request`),
+    #: with the topic and the request's bytes; must not wait.
+    on_request: Callable[[str, bytes], None] | None = attrs.field(default=None, init=False)
+    # The topics whose subscriptions Redis has confirmed (`wait_subscribed`).
+    _subscribed: set[str] = attrs.field(factory=set, init=False)
+    _subscribed_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # The round trips in flight: their cancel scopes and wall-clock deadlines.
+    _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -401,14 +442,14 @@ class RedisBackplane(Backplane):
 
     def subscribe(self, topic: str, deliver: Deliver) -> None:
         if topic not in self._subscribers:
-            self._live_topics.discard(topic)  # live again once Redis confirms
+            self._subscribed.discard(topic)  # live again once Redis confirms
             self._subscriptions.append((topic, True))
             self._subscriptions_changed.set()
         self._subscribers[topic] = deliver
 
     def unsubscribe(self, topic: str) -> None:
         if self._subscribers.pop(topic, None) is not None:
-            self._live_topics.discard(topic)
+            self._subscribed.discard(topic)
             self._subscriptions.append((topic, False))
             self._subscriptions_changed.set()
 
@@ -442,14 +483,10 @@ class RedisBackplane(Backplane):
         )
 
     async def subscribed(self, topic: str) -> None:
-        while topic not in self._live_topics:
+        while topic not in self._subscribed:
             if topic not in self._subscribers:
                 raise ValueError(f"this node is not subscribing to topic {topic!r}")
-            await self._live_changed.wait()
-
-    def _subscriptions_live(self) -> None:
-        self._live_changed.set()
-        self._live_changed = trio.Event()
+            await self._subscribed_changed.wait()
 
     # --- the cluster -------------------------------------------------------------------
 
@@ -491,6 +528,33 @@ class RedisBackplane(Backplane):
         values = await self._call(_READ, [self._alive_key(node) for node in nodes], [])
         return [value is not None for value in values]
 
+    # --- beyond the interface: what the hub's Redis-backed parts use ---------------
+
+    async def run_script(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the Lua `script` on Redis, in the next pipelined round trip; its answer.
+
+        Raises RedisUnavailableError at once while Redis is away, or when it
+        goes away or does not answer within `call_timeout`, and coredis's
+        error for a script that fails.
+        """
+        if not self.connected:
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
+        return await self._call(script, keys, args)
+
+    async def request(self, topic: str, data: bytes) -> int:
+        """Send `data` to the nodes subscribed to `topic`: how many nodes got it.
+
+        Not a record: no node delivers it to a client; each hands it to its
+        `on_request` (the hub's, for `hub publish` from outside the hub).
+        """
+        message = msgpack.packb([self.node, data, _REQUEST], use_bin_type=True)
+        receivers = await self.run_script(_PUBLISH, [self._channel(topic).decode()], [message])
+        return int(receivers)
+
+    async def flush(self) -> None:
+        """Return once everything published before has been written to Redis."""
+        await self.run_script("return 1", [], [])  # queued behind them: answered after
+
     async def aclose(self) -> None:
         """Stop `run`'s loops and wait for its connections to close."""
         self._subscribers.clear()
@@ -516,8 +580,9 @@ class RedisBackplane(Backplane):
                 # Ready at once: a node whose Redis is away at its start serves
                 # its own clients (degraded) while it keeps trying.
                 task_status.started()
-                await self._wait_for_redis()
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_round_trips)
+                    await self._wait_for_redis()
                     nursery.start_soon(self._write_until_stopped)
                     nursery.start_soon(self._listen)
         except* anyio.ClosedResourceError:
@@ -527,6 +592,42 @@ class RedisBackplane(Backplane):
             if trio.current_effective_deadline() != -math.inf:
                 raise
         self._stopped.set()
+
+    async def _watch_round_trips(self) -> None:
+        """Cut short every round trip past its deadline, until `aclose`.
+
+        The writer and the listener wait on Redis inside `_answer_within`;
+        this task, not a trio timeout, ends a wait that has gone on too
+        long, by the wall clock, so that a test's autojump clock cannot.
+        """
+        interval = min(_WATCH_INTERVAL, self.call_timeout / 4)
+        while not self._stopping.is_set():
+            with trio.move_on_after(interval):
+                await self._stopping.wait()
+            now = time.monotonic()
+            for scope, deadline in list(self._in_flight.items()):
+                if now >= deadline:
+                    scope.cancel()
+
+    @contextlib.contextmanager
+    def _answer_within(self) -> Iterator[None]:
+        """Raise RedisUnavailableError if Redis takes over `call_timeout` to answer inside.
+
+        coredis drops the connection of a round trip cut short (its
+        `disconnect_on_cancellation`), so a reply that comes later is never
+        read as the answer to the next command (the test checks this).
+        """
+        scope = trio.CancelScope()
+        self._in_flight[scope] = time.monotonic() + self.call_timeout
+        try:
+            with scope:
+                yield
+        finally:
+            del self._in_flight[scope]
+        if scope.cancelled_caught:
+            raise RedisUnavailableError(
+                f"Redis at {self.url} did not answer within {self.call_timeout} s"
+            )
 
     async def _write_until_stopped(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -552,11 +653,13 @@ class RedisBackplane(Backplane):
                 async with self._client.pubsub() as pubsub:
                     # What this node wants now, whatever changed while it was away.
                     self._subscriptions.clear()
-                    topics = list(self._subscribers)
-                    channels = [self._channel(topic) for topic in topics]
-                    await pubsub.subscribe(self._node_channel, *channels)
-                    self._live_topics = set(topics)
-                    self._subscriptions_live()
+                    self._subscribed.clear()
+                    topics = set(self._subscribers)
+                    # This node's own channel too: messages other nodes send it.
+                    await pubsub.subscribe(
+                        self._node_channel, *(self._channel(topic) for topic in topics)
+                    )
+                    self._subscribed_now(topics)
                     # Cancelled on `aclose` inside the pub/sub block, so that
                     # coredis closes it in order (it fails if cancelled itself).
                     async with trio.open_nursery() as nursery:
@@ -567,7 +670,7 @@ class RedisBackplane(Backplane):
                         await self._read(pubsub)
             except Exception as error:  # the connection to Redis was lost
                 self._listening = False
-                self._live_topics = set()
+                self._subscribed.clear()
                 self._health_changed_now()
                 logger.warning("Redis at %s: subscriptions lost (%s)", self.url, _brief(error))
                 await self._wait_for_redis()
@@ -577,7 +680,8 @@ class RedisBackplane(Backplane):
         delay = 0.05
         while not self._stopping.is_set():
             try:
-                await self._client.ping()
+                with self._answer_within():
+                    await self._client.ping()
             except Exception as error:  # any failure to connect: try again
                 logger.warning(
                     "Redis at %s is not answering (%s); retrying", self.url, _brief(error)
@@ -631,7 +735,8 @@ class RedisBackplane(Backplane):
 
     async def _ping(self) -> None:
         try:
-            await self._client.ping()
+            with self._answer_within():
+                await self._client.ping()
         except Exception as error:
             if self.connected:
                 logger.warning("Redis at %s stopped answering (%s)", self.url, _brief(error))
@@ -644,18 +749,26 @@ class RedisBackplane(Backplane):
     async def _send(self, batch: list[_Command]) -> None:
         results: list[Any] = []
         try:
-            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                for command in batch:
-                    if command.script == "PUBLISH":
-                        results.append(pipe.publish(*command.args))
-                    else:
-                        results.append(pipe.eval(command.script, command.keys, command.args))
+            with self._answer_within():
+                async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    for command in batch:
+                        if command.script == "PUBLISH":
+                            results.append(pipe.publish(*command.args))
+                        else:
+                            results.append(pipe.eval(command.script, command.keys, command.args))
         except Exception as error:  # Redis went away mid-batch
             self._set_connected(False)
             logger.warning("Redis at %s: a round trip failed (%s)", self.url, _brief(error))
             lost = RedisUnavailableError(f"Redis at {self.url} did not answer ({_brief(error)})")
+            # Kept records go again, first and in order, once Redis is back
+            # (appending one twice is harmless: the script skips it), so
+            # that the history has no hole where the outage began. The rest
+            # (live-only records, reads) are not sent twice.
+            again = [command for command in batch if command.script is _APPEND]
+            self._queue.extendleft(reversed(again))
             for command in batch:
-                self._finish(command, None, lost)
+                if command.script is not _APPEND:
+                    self._finish(command, None, lost)
             self._fail_calls()
             await self._wait_for_redis()
             return
@@ -709,9 +822,13 @@ class RedisBackplane(Backplane):
                     handler(message["data"])
                 continue
             topic = message["channel"][prefix_length:].decode()
-            node, data = msgpack.unpackb(message["data"], raw=False)
+            node, data, *kind = msgpack.unpackb(message["data"], raw=False)
             if node == self.node:
                 continue  # delivered locally when published
+            if kind:  # a request from outside the hub (`request`), not a record
+                if kind == [_REQUEST] and self.on_request is not None:
+                    self.on_request(topic, data)
+                continue
             deliver = self._subscribers.get(topic)
             if deliver is not None:
                 deliver(_decode_record(topic, data))
@@ -727,8 +844,17 @@ class RedisBackplane(Backplane):
                 await pubsub.subscribe(self._channel(topic))
                 # Live unless a later change of it waits (an unsubscribe).
                 if topic in self._subscribers and all(later != topic for later, _ in changes):
-                    self._live_topics.add(topic)
-                    self._subscriptions_live()
+                    self._subscribed_now({topic})
             else:
-                self._live_topics.discard(topic)
+                self._subscribed.discard(topic)
                 await pubsub.unsubscribe(self._channel(topic))
+
+    def _subscribed_now(self, topics: set[str]) -> None:
+        self._subscribed |= topics
+        self._subscribed_changed.set()
+        self._subscribed_changed = trio.Event()
+
+    async def wait_subscribed(self, topic: str) -> None:
+        """Return once Redis has confirmed this node's subscription to `topic`."""
+        while topic not in self._subscribed:
+            await self._subscribed_changed.wait()

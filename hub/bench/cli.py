@@ -126,8 +126,7 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--duration",
         type=float,
-        help="echo and lobby: seconds measured (default 5); soak: seconds chatting "
-        "(default 600)",
+        help="echo and lobby: seconds measured (default 5); soak: seconds chatting (default 600)",
     )
     parser.add_argument(
         "--warmup",

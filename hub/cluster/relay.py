@@ -110,6 +110,7 @@ class Relay(actors.Actor):
         self._owner_gone = False
         self._held = False
         self._empty_timer: actors.Timer | None = None
+        self._said_unportable = False
 
     async def run(self) -> None:
         self.ctx.register(topic_name_key(self.topic))
@@ -201,13 +202,19 @@ class Relay(actors.Actor):
                 try:
                     msgpack.packb(info, use_bin_type=True)
                 except (TypeError, ValueError, OverflowError):
-                    # Only what crosses a wire can reach a service on another node.
-                    logger.warning(
-                        "topic %r runs on node %s: a service message %r cannot reach it",
-                        self.topic,
-                        self.owner,
-                        info,
-                    )
+                    # Only what crosses a wire can reach a service on another
+                    # node; said once per relay. (The hub's own wakes of
+                    # personal topics need no relay: they reach every node,
+                    # the owner's included: hub.notifications.)
+                    if not self._said_unportable:
+                        self._said_unportable = True
+                        logger.warning(
+                            "topic %r runs on node %s: service messages such as %r cannot "
+                            "reach it from here (only what msgpack carries crosses nodes)",
+                            self.topic,
+                            self.owner,
+                            info,
+                        )
                     return
                 self._cluster.ask(self.topic, self.owner, ["info", info], None)
             case _CheckEmpty():

@@ -249,9 +249,7 @@ class LongPollGateway:
                 case _:
                     # HEAD, which the routes allow with GET: a poll whose body
                     # would be dropped would lose messages.
-                    return _text(
-                        405, "use GET, POST or DELETE", (("allow", "GET, POST, DELETE"),)
-                    )
+                    return _text(405, "use GET, POST or DELETE", (("allow", "GET, POST, DELETE"),))
         except PollError as err:
             return _text(err.status, err.message)
 
@@ -292,4 +290,3 @@ def _quote(text: str) -> str:
 
 def _text(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
     return HttpResponse.text(message + "\n", status=status, headers=(*headers, _NO_STORE))
-

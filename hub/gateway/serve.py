@@ -83,9 +83,7 @@ class GatewayHandle:
         """Open TCP connections, HTTP and WebSocket alike, and long-polling sessions."""
         return self._connections
 
-    def _spawner(
-        self, nursery: trio.Nursery
-    ) -> Callable[[Callable[[], Awaitable[None]]], None]:
+    def _spawner(self, nursery: trio.Nursery) -> Callable[[Callable[[], Awaitable[None]]], None]:
         """Run tasks in `nursery` counted as connections (long-polling sessions): draining waits."""
 
         async def run_counted(run: Callable[[], Awaitable[None]]) -> None:

@@ -498,6 +498,7 @@ SUBPROTOCOLS: tuple[str, ...] = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
 offers, the gateway picks the first in this order (msgpack is smaller and
 faster, and carries bytes)."""
 
+
 def packed_size(payload: object) -> int:
     """How many bytes `payload` takes as msgpack: the measure of the hub's limits on client data.
 

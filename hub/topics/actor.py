@@ -39,6 +39,7 @@ from hub.topics.history import (
     replayed,
     resume_after,
 )
+from hub.topics.hooks import may_wait
 from hub.topics.messages import (
     CallService,
     JoinAnswered,
@@ -253,6 +254,14 @@ class TopicActor(actors.Actor):
         KI-protected, so a real Ctrl+C is delivered to the hub's main task,
         never into a service: a KeyboardInterrupt seen here is the service's own.
         """
+        if not may_wait(function):
+            # It cannot reach a checkpoint, so no scope could cancel it (`hub.topics.hooks`).
+            try:
+                return await function(*args)
+            except (Exception, trio.Cancelled):
+                raise
+            except BaseException as error:
+                raise self._service_exit(hook, error) from error
         timeout = self._settings.hook_timeout
         hook_deadline = trio.current_time() + timeout
         with trio.CancelScope(deadline=min(deadline, hook_deadline)):
@@ -261,14 +270,18 @@ class TopicActor(actors.Actor):
             except (Exception, trio.Cancelled):
                 raise
             except BaseException as error:
-                raise ServiceExitError(
-                    f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
-                ) from error
+                raise self._service_exit(hook, error) from error
         if deadline <= hook_deadline:
             raise _DeadlinePassed
         raise HookTimeoutError(
             f"the service of topic {self.topic.name!r} did not return from {hook} "
             f"within {timeout} s"
+        )
+
+    def _service_exit(self, hook: str, error: BaseException) -> ServiceExitError:
+        """The crash of a service that raised `error` (SystemExit, say) in `hook`."""
+        return ServiceExitError(
+            f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
         )
 
     def _became_empty(self) -> None:

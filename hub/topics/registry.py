@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 # the join that started it fails.
 TOPIC_START_TIMEOUT_SECONDS: Final = 10.0
 
+# How many topic names' routes are remembered at most (see `Topics.route_for`).
+_ROUTES_REMEMBERED: Final = 4096
+
 # Most topics live at once in one hub.
 MAX_LIVE_TOPICS: Final = 10_000
 
@@ -70,6 +73,9 @@ class Topics:
     #: topic starts where its lease is taken, and elsewhere a relay stands in.
     cluster: ClusterNode | None = None
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
+    #: The route of each topic name looked up lately: every Publish and
+    #: Call looks its topic's route up again, for its permission.
+    _route_of: dict[str, Route | None] = attrs.Factory(dict)
 
     def start_soon(self, async_fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run `async_fn(*args)` in the hub's nursery (a join waiting for its topic to start)."""
@@ -78,10 +84,16 @@ class Topics:
 
     def route_for(self, name: str) -> Route | None:
         """The first route matching `name`, in declaration order."""
-        for route in self.routes:
-            if route.matches(name):
-                return route
-        return None
+        routes = self._route_of
+        try:
+            return routes[name]
+        except KeyError:
+            pass
+        found = next((route for route in self.routes if route.matches(name)), None)
+        if len(routes) >= _ROUTES_REMEMBERED:
+            routes.clear()  # names clients made up must not grow it: start again
+        routes[name] = found
+        return found
 
     def whereis(self, name: str) -> actors.ActorRef | None:
         """The live actor of topic `name`, or None if it is not running."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 from valkey_support import ValkeyServer
 
 from hub.backplane import Position, Record
-from hub.backplane.redis import RedisBackplane
+from hub.backplane.redis import RedisBackplane, RedisUnavailableError
 
 
 @asynccontextmanager
@@ -159,3 +161,65 @@ async def test_a_node_that_stops_beating_is_not_alive_after_its_ttl(server: Valk
         with trio.fail_after(10):
             while await two.nodes_alive([one.node]) != [False]:
                 await trio.lowlevel.checkpoint()
+@attrs.define(eq=False)
+class SilentProxy:
+    """A TCP proxy in front of Valkey that can stop passing anything on (a Redis that hangs)."""
+
+    target_port: int
+    port: int = 0
+    passing: trio.Event = attrs.Factory(trio.Event)
+
+    def hang(self) -> None:
+        self.passing = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.passing.set()
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        async with (
+            client,
+            await trio.open_tcp_stream("127.0.0.1", self.target_port) as server,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+            nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+
+    async def _pump(
+        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+    ) -> None:
+        # Either side closing (the client dropping a connection that hung) ends both.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some():
+                await self.passing.wait()  # held while hanging: no command, no answer
+                await sink.send_all(data)
+        both.cancel()
+
+
+async def test_a_redis_that_stops_answering_fails_a_waiting_read_within_the_call_timeout(
+    server: ValkeyServer,
+) -> None:
+    proxy = SilentProxy(server.port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        plane = RedisBackplane(f"redis://127.0.0.1:{proxy.port}/0", call_timeout=0.5)
+        await nursery.start(plane.run)
+        with trio.fail_after(20):
+            await plane.wait_healthy()
+            await plane.position("room:h")
+            proxy.hang()
+            # Without a deadline this read would wait for as long as Redis hangs.
+            with pytest.raises(RedisUnavailableError, match=r"did not answer within 0\.5 s"):
+                await plane.history("room:h", after=0)
+            assert not plane.connected
+            proxy.passing.set()
+            await plane.wait_healthy()
+            # The connection that hung was dropped: the next answers are the right ones.
+            history = await plane.history("room:h", after=0)
+            assert history.records == []
+            assert (await plane.position("room:h")).offset == 0
+            await plane.aclose()
+        nursery.cancel_scope.cancel()

@@ -13,64 +13,16 @@ with the nursery when the test returns.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import attrs
 import pytest
 import trio
-from hub_support import HubClient, open_client
 from log_support import fail_on_logged_errors
+from running_hub import RunningHub, StartHub, default_app
 
 from hub.app import Hub, HubRuntime, serve_hub
 from hub.config import HubConfig
-from hub.services import EchoService, RoomService
-
-
-def default_app() -> Hub:
-    """Chat rooms and echo, as the demo serves them."""
-    app = Hub("test hub")
-    app.route("room:*", RoomService)
-    app.route("echo:*", EchoService)
-    return app
-
-
-@attrs.define(eq=False)
-class RunningHub:
-    """A hub started by `start_hub`."""
-
-    runtime: HubRuntime
-    #: Set when `serve_hub` returns on its own (after a graceful shutdown).
-    returned: trio.Event
-
-    @property
-    def port(self) -> int:
-        assert self.runtime.gateway is not None
-        return self.runtime.gateway.port
-
-    @property
-    def websocket_url(self) -> str:
-        return self.runtime.websocket_url
-
-    @property
-    def metrics(self) -> Any:
-        return self.runtime.metrics
-
-    def client(
-        self,
-        codec: str = "json",
-        *,
-        query: str = "",
-        subprotocols: Sequence[str] | None = None,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> contextlib.AbstractAsyncContextManager[HubClient]:
-        """Connect a HubClient speaking `codec` ("json" or "msgpack") to this hub."""
-        url = self.websocket_url + (f"?{query}" if query else "")
-        return open_client(url, codec, subprotocols=subprotocols, headers=headers)
-
-
-StartHub = Callable[..., Awaitable[RunningHub]]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import jwt
 import pytest
 import trio
 import trio_websocket
-from conftest import RunningHub, StartHub
+from running_hub import RunningHub, StartHub
 
 from hub.app import Hub
 from hub.gateway import ConnectRequest

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import attrs
 import pytest
 import trio
-from conftest import RunningHub, StartHub
+from running_hub import RunningHub, StartHub
 from wire_support import http_get
 
 from hub.app import Hub

@@ -132,8 +132,9 @@ async def test_a_client_close_ends_receiving_at_once():
 
 
 def test_bodies_round_trip_in_both_formats_and_refuse_what_they_must():
-    assert decode_body(encode_body(["[1]", '["é"]'], binary=False), binary=False,
-                       max_message_size=100) == ["[1]", '["é"]']
+    assert decode_body(
+        encode_body(["[1]", '["é"]'], binary=False), binary=False, max_message_size=100
+    ) == ["[1]", '["é"]']
     binary = encode_body([b"\x91\x01", b""], binary=True)
     assert binary == b"\x00\x00\x00\x02\x91\x01\x00\x00\x00\x00"
     assert decode_body(binary, binary=True, max_message_size=100) == [b"\x91\x01", b""]
