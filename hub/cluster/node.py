@@ -207,16 +207,27 @@ class ClusterNode:
                 self.backplane.on_node_message(None)
 
     async def _serve_liveness(self) -> None:
+        heartbeat, lease = self.settings.heartbeat_seconds, self.settings.lease_seconds
+        # Until when a key found missing proves nothing: after Redis was away
+        # (it may have come back empty, and the other nodes renew theirs once
+        # they are back too), nobody is judged dead for one lease.
+        quiet_until = trio.current_time() + lease
         while True:
-            await trio.sleep(self.settings.heartbeat_seconds)  # a timer: nothing to wait on
+            await trio.sleep(heartbeat)  # a timer: nothing to wait on
+            started = trio.current_time()
             # Bounded: a Redis that does not answer holds the round, not the node.
-            with trio.move_on_after(self.settings.lease_seconds):
+            with trio.move_on_after(lease) as round_scope:
                 try:
                     await self._beat()
-                    await self._check_owners()
-                    await self._check_member_nodes()
+                    judge = self.backplane.healthy and trio.current_time() >= quiet_until
+                    await self._check_owners(judge=judge)
+                    await self._check_member_nodes(judge=judge)
                 except ConnectionError as error:
                     logger.warning("cluster: this node's round failed: %s", error)
+                    quiet_until = trio.current_time() + lease
+            slow = trio.current_time() - started > heartbeat
+            if round_scope.cancelled_caught or slow or not self.backplane.healthy:
+                quiet_until = trio.current_time() + lease
             self._forget_abandoned_asks()
 
     async def _beat(self) -> None:
@@ -227,19 +238,21 @@ class ClusterNode:
                 logger.warning("cluster: another node took the lease of topic %r", topic)
                 ref.kill(LeaseLostError(f"another node took the lease of topic {topic!r}"))
 
-    async def _check_owners(self) -> None:
+    async def _check_owners(self, *, judge: bool) -> None:
+        """End the relays whose owner no longer holds the lease (another node's: always)."""
         relayed = list(self._relays.items())
         if not relayed:
             return
         holders = await self.backplane.lease_holders([topic for topic, _ in relayed])
         for (topic, relay), holder in zip(relayed, holders, strict=True):
-            if holder != relay.owner:
+            if holder != relay.owner and (judge or holder is not None):
                 reason = f"the node that ran topic {topic!r} stopped; join again"
                 relay.ref.notify(OwnerGone(EndCode.TOPIC_CRASHED, reason))
 
-    async def _check_member_nodes(self) -> None:
+    async def _check_member_nodes(self, *, judge: bool) -> None:
+        """Remove the members of nodes whose heartbeat has lapsed (`judge`: not while quiet)."""
         nodes = sorted({remote.node for remote in self._remotes.values()})
-        if not nodes:
+        if not nodes or not judge:
             return
         alive = await self.backplane.nodes_alive(nodes)
         for node, beating in zip(nodes, alive, strict=True):

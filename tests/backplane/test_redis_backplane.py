@@ -223,3 +223,35 @@ async def test_a_redis_that_stops_answering_fails_a_waiting_read_within_the_call
             assert (await plane.position("room:h")).offset == 0
             await plane.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_node_messages_and_records_reach_a_node_again_after_redis_restarts_empty(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        got: list[object] = []
+        arrived = trio.Event()
+
+        def keep(item: object) -> None:
+            got.append(item)
+            arrived.set()
+
+        one.on_node_message(keep)
+        one.subscribe("room:back", keep)
+        await one.subscribed("room:back")
+        server.stop()
+        try:
+            await one.wait_healthy(False)
+            await two.wait_healthy(False)
+        finally:
+            server.start()
+        await one.wait_healthy(True)
+        await two.wait_healthy(True)
+        with trio.fail_after(10):
+            await one.subscribed("room:back")
+            while not got:
+                arrived = trio.Event()
+                two.send_to_node(one.node, b"back")
+                with trio.move_on_after(0.5):
+                    await arrived.wait()
+        assert got[0] == b"back"
