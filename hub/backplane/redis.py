@@ -90,6 +90,16 @@ CALL_TIMEOUT_SECONDS: Final = 10.0
 # How often the watchdog looks at the round trips in flight, at most.
 _WATCH_INTERVAL: Final = 0.5
 
+# How long node messages that reached no one are held and sent again, at
+# most, in seconds. A node's pub/sub connection is down for a moment after
+# an outage (it subscribes again); a node silent for longer is dead to the
+# cluster (its lease and heartbeat run out sooner: hub.cluster), and what
+# was held for it is dropped (counted in `dropped_node_messages`).
+NODE_MESSAGE_HOLD_SECONDS: Final = 30.0
+
+# How often held node messages are tried again, in seconds.
+_RESEND_INTERVAL: Final = 0.05
+
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
 
@@ -243,6 +253,8 @@ class _Command:
     done: trio.Event | None = None
     result: Any = None
     error: BaseException | None = None
+    #: The node a node message is for (`send_to_node`): held if it reaches no one.
+    node: str | None = None
 
 
 def _brief(error: BaseException) -> str:
@@ -341,6 +353,13 @@ class RedisBackplane(Backplane):
     _subscribed_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The round trips in flight: their cancel scopes and wall-clock deadlines.
     _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
+    # Node messages that reached no one, per node, in order, and since when
+    # (time.monotonic) the oldest has waited; sent again by `_resend_held`.
+    _held: dict[str, deque[bytes]] = attrs.field(factory=dict, init=False)
+    _held_since: dict[str, float] = attrs.field(factory=dict, init=False)
+    _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
+    dropped_node_messages: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -491,7 +510,72 @@ class RedisBackplane(Backplane):
     # --- the cluster -------------------------------------------------------------------
 
     def send_to_node(self, node: str, message: bytes) -> None:
-        self._queue_command(_Command("PUBLISH", [], [self._node_channel_of(node), message]))
+        held = self._held.get(node)
+        if held is not None:
+            held.append(message)  # behind the ones not received yet: in order
+            return
+        channel = self._node_channel_of(node)
+        self._queue_command(_Command("PUBLISH", [], [channel, message], node=node))
+
+    def _hold(self, node: str, messages: list[bytes]) -> None:
+        """Keep node messages that reached no one, to send again (`_resend_held`), in order.
+
+        Pub/sub is fire and forget: a message published while its node is
+        not subscribed (its connection to Redis lost, and not yet back) is
+        gone, so the sender holds it. Messages to that node still queued
+        are held behind it, and later ones too until the held are through.
+        """
+        held = self._held.get(node)
+        if held is None:
+            held = self._held[node] = deque()
+            self._held_since[node] = time.monotonic()
+        held.extend(messages)
+        queued = [command for command in self._queue if command.node == node]
+        if queued:
+            rest = [command for command in self._queue if command.node != node]
+            self._queue.clear()  # in place: the writer holds this deque
+            self._queue.extend(rest)
+            held.extend(command.args[1] for command in queued)
+        self._held_waiting.set()
+
+    async def _resend_held(self) -> None:
+        """Send held node messages again, oldest first, one at a time, until `aclose`."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            while True:
+                if not self._held:
+                    self._held_waiting = trio.Event()
+                    await self._held_waiting.wait()
+                    continue
+                await trio.sleep(_RESEND_INTERVAL)
+                for node in list(self._held):
+                    await self._resend_to(node)
+
+    async def _resend_to(self, node: str) -> None:
+        held = self._held[node]
+        channel = self._node_channel_of(node)
+        while held:
+            try:
+                receivers = await self._call("PUBLISH", [], [channel, held[0]])
+            except RedisUnavailableError:
+                return  # Redis away: try again later
+            if receivers:
+                held.popleft()
+                self._held_since[node] = time.monotonic()
+                continue
+            if time.monotonic() - self._held_since[node] > NODE_MESSAGE_HOLD_SECONDS:
+                self.dropped_node_messages += len(held)
+                logger.warning(
+                    "node %s has not listened for %.0f s: %d messages for it dropped",
+                    node,
+                    NODE_MESSAGE_HOLD_SECONDS,
+                    len(held),
+                )
+                held.clear()
+            else:
+                return
+        del self._held[node]
+        del self._held_since[node]
 
     def on_node_message(self, handler: NodeHandler | None) -> None:
         self._node_handler = handler
@@ -585,6 +669,7 @@ class RedisBackplane(Backplane):
                     await self._wait_for_redis()
                     nursery.start_soon(self._write_until_stopped)
                     nursery.start_soon(self._listen)
+                    nursery.start_soon(self._resend_held)
         except* anyio.ClosedResourceError:
             # coredis's clean-up fails when its tasks are cancelled around it
             # (this task cancelled instead of stopped with `aclose`). The
@@ -648,9 +733,14 @@ class RedisBackplane(Backplane):
 
     async def _listen(self) -> None:
         """Hold the pub/sub connection; after an outage, open it again and resubscribe."""
+        from coredis.retry import NoRetryPolicy
+
         while not self._stopping.is_set():
             try:
-                async with self._client.pubsub() as pubsub:
+                # No retries of coredis's own: a lost connection ends this
+                # block, so that this node knows (it is degraded until it is
+                # subscribed again) and what it missed meanwhile is seen to.
+                async with self._client.pubsub(retry_policy=NoRetryPolicy()) as pubsub:
                     # What this node wants now, whatever changed while it was away.
                     self._subscriptions.clear()
                     self._subscribed.clear()
@@ -766,20 +856,38 @@ class RedisBackplane(Backplane):
             # (live-only records, reads) are not sent twice.
             again = [command for command in batch if command.script is _APPEND]
             self._queue.extendleft(reversed(again))
+            # Node messages, too, are held to go again (one Redis ran before
+            # it went away reaches its node twice: rare, and harmless to the
+            # cluster's messages, which say what is, not what changes).
+            self._hold_unreceived(batch, [0] * len(batch))
             for command in batch:
-                if command.script is not _APPEND:
+                if command.script is not _APPEND and command.node is None:
                     self._finish(command, None, lost)
             self._fail_calls()
             await self._wait_for_redis()
             return
         self._set_connected(True)
+        values: list[Any] = []
         for command, pending in zip(batch, results, strict=True):
             try:
                 value = await pending
             except Exception as error:
+                values.append(None)
                 self._finish(command, None, error)
             else:
-                self._finish(command, value, None)
+                values.append(value)
+                if command.node is None:
+                    self._finish(command, value, None)
+        self._hold_unreceived(batch, values)
+
+    def _hold_unreceived(self, batch: list[_Command], receivers: list[Any]) -> None:
+        """Hold the batch's node messages that no node received (PUBLISH answered 0)."""
+        unreceived: dict[str, list[bytes]] = {}
+        for command, count in zip(batch, receivers, strict=True):
+            if command.node is not None and not count:
+                unreceived.setdefault(command.node, []).append(command.args[1])
+        for node, messages in unreceived.items():
+            self._hold(node, messages)
 
     def _fail_calls(self) -> None:
         """Answer the reads waiting in the queue with RedisUnavailableError (Redis went away).

@@ -161,6 +161,8 @@ async def test_a_node_that_stops_beating_is_not_alive_after_its_ttl(server: Valk
         with trio.fail_after(10):
             while await two.nodes_alive([one.node]) != [False]:
                 await trio.lowlevel.checkpoint()
+
+
 @attrs.define(eq=False)
 class SilentProxy:
     """A TCP proxy in front of Valkey that can stop passing anything on (a Redis that hangs)."""
@@ -255,3 +257,36 @@ async def test_node_messages_and_records_reach_a_node_again_after_redis_restarts
                 with trio.move_on_after(0.5):
                     await arrived.wait()
         assert got[0] == b"back"
+
+
+async def test_node_messages_for_a_node_not_listening_yet_are_held_and_arrive_in_order(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one:
+        # Nobody listens on node "late"'s channel yet: Redis takes each
+        # message and gives it to no one, so `one` holds them.
+        for n in range(5):
+            one.send_to_node("late", b"%d" % n)
+        with trio.fail_after(5):
+            while len(one._held.get("late", ())) < 5:
+                await trio.lowlevel.checkpoint()
+        got: list[bytes] = []
+        all_in = trio.Event()
+
+        def on_message(message: bytes) -> None:
+            got.append(message)
+            if len(got) == 7:
+                all_in.set()
+
+        late = RedisBackplane(server.url, node="late")
+        late.on_node_message(on_message)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(late.run)
+            # Sent while the first five wait: after them, not before.
+            one.send_to_node("late", b"5")
+            one.send_to_node("late", b"6")
+            with trio.fail_after(10):
+                await all_in.wait()
+            assert got == [b"%d" % n for n in range(7)]
+            assert "late" not in one._held and one.dropped_node_messages == 0
+            await late.aclose()
