@@ -37,6 +37,8 @@ class LoadSpec:
     url: str
     #: The server's process, for its CPU time and memory; None: not measured.
     server_pid: int | None = None
+    #: fanout: the Redis server the hub's workers share, for its CPU time; None: none.
+    redis_pid: int | None = None
     #: idle: connections held; echo: connections calling; fanout: subscribers;
     #: churn: clients per wave; presence: members watching the room; lobby: bots
     #: playing; soak: clients.

@@ -1,8 +1,7 @@
 """Hubs on one Redis: two hub nodes in this process, each with its own RedisBackplane.
 
 A real Valkey server (tests/support/valkey_support.py), real sockets, real
-clients. The topics here broadcast without keeping (no offsets), so each node
-may run its own actor of the topic; see docs/deployment.md for kept history.
+clients. One node runs each topic, the other relays to it (tests/hub/test_hub_cluster.py).
 """
 
 from __future__ import annotations
