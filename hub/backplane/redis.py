@@ -53,6 +53,7 @@ import trio
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
+    BackplaneStats,
     Deliver,
     History,
     NodeHandler,
@@ -377,6 +378,14 @@ class RedisBackplane(Backplane):
     def healthy(self) -> bool:
         """Whether both connections (commands, and subscriptions) are up."""
         return self.connected and self._listening
+
+    def stats(self) -> BackplaneStats:
+        return BackplaneStats(
+            dropped=self.dropped,
+            failed_writes=self.failed_writes,
+            held_node_messages=sum(len(held) for held in self._held.values()),
+            dropped_node_messages=self.dropped_node_messages,
+        )
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
