@@ -360,7 +360,7 @@ class Session(actors.Actor):
     # --- the actor -----------------------------------------------------------------
 
     async def run(self) -> None:
-        self.id = f"c{self.ref.id}"
+        self.id = f"c{self.ref.id}{self._runtime.member_suffix}"
         self.transport.on_backlog = self._request_flush
         self.transport.on_frame = self._frame
         ctx = self.ctx
