@@ -46,6 +46,7 @@ import trio
 import actors
 from hub.admin import AdminGuard, admin_routes
 from hub.backplane import Backplane, LocalBackplane
+from hub.cluster import ClusterNode, ClusterSettings
 from hub.config import HubConfig
 from hub.connections import Connection
 from hub.errors import ConnectRefusedError, NoSuchActorError, UnknownTopicError
@@ -252,6 +253,10 @@ class HubRuntime:
     # The clients connected, by their session's actor.
     _sessions: dict[actors.ActorRef, Connection] = attrs.Factory(dict)
     _session_settings: SessionSettings = attrs.field(init=False)
+    #: This node in a cluster of hubs on a shared backplane (None in process alone).
+    cluster: ClusterNode | None = None
+    #: What makes a session's id unique in the cluster: "" alone, "@<node>" in a cluster.
+    member_suffix: str = ""
 
     def __attrs_post_init__(self) -> None:
         self._session_settings = session_settings(self.config)
@@ -348,6 +353,11 @@ class HubRuntime:
         """
         ref = self._live_topic(topic)
         if ref is None:
+            if self.cluster is not None:
+                # Not relayed here: the node that runs it (if one does) knows.
+                elsewhere = await self.cluster.presence(topic, timeout=timeout)
+                if elsewhere is not None:
+                    return elsewhere
             return PresenceSnapshot(topic, {})
         try:
             snapshot: PresenceSnapshot = await ref.call(ListPresence(), timeout=timeout)
@@ -816,6 +826,22 @@ async def serve_hub(
             lifecycle=runtime.log,
         )
         runtime.notifications.topics = runtime.topics
+        if backplane.kind != "local":
+            runtime.cluster = runtime.topics.cluster = ClusterNode(
+                backplane,
+                runtime.fanout,
+                runtime.topics.started,
+                lambda: _child_supervisor(system, "cluster"),
+                ClusterSettings(
+                    lease_seconds=config.backplane.lease_seconds,
+                    heartbeat_seconds=config.backplane.heartbeat_seconds,
+                ),
+                lifecycle=runtime.log,
+                metrics=metrics,
+            )
+            # The topics this node runs tell the cluster when they end (it gives their lease back).
+            runtime.topics.lifecycle = runtime.cluster
+            runtime.member_suffix = f"@{backplane.node}"
         await system.start_supervisor(
             [
                 # The application's backend actors first: topics and
@@ -837,12 +863,18 @@ async def serve_hub(
                 # a join, sessions by a client): nothing under them is
                 # restarted, so no client can drain a restart budget.
                 actors.Supervisor.spec("topics"),
+                # The stand-ins of other nodes' members in the topics run here.
+                *((actors.Supervisor.spec("cluster"),) if runtime.cluster is not None else ()),
                 actors.Supervisor.spec("sessions"),
             ],
             id="hub",
             strategy=actors.Strategy.REST_FOR_ONE,
         )
         metrics.watch_actors(system.snapshot)
+        cluster = runtime.cluster
+        metrics.watch_backplane(
+            backplane, (lambda: cluster.dropped) if cluster is not None else lambda: 0
+        )
         static = static_files(importlib.resources.files("hub") / "static", prefix="/")
         metrics_route = HttpRoute("/metrics", guard.protect(runtime.serve_metrics))
         on_port = admin.metrics and admin.metrics_address is None
@@ -881,6 +913,8 @@ async def serve_hub(
             nursery.start_soon(runtime.log.serve_summaries)
             await nursery.start(runtime.users.serve)
             await nursery.start(runtime.notifications.serve)
+            if runtime.cluster is not None:
+                await nursery.start(runtime.cluster.serve)
             if backplane.kind == "redis":
                 # `hub publish` and `hub.publisher`, from outside the hub.
                 from hub.backplane.redis import RedisBackplane

@@ -47,6 +47,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_core import ErrorDetails
 
 from hub.backplane import DEFAULT_HISTORY_SIZE, DEFAULT_RETENTION_SECONDS
+from hub.cluster.node import DEFAULT_HEARTBEAT_SECONDS, DEFAULT_LEASE_SECONDS
 from hub.errors import ConfigError
 from hub.gateway.config import MAX_HEAD_SIZE_LIMIT
 from hub.hooks import APP_HOOK_TIMEOUT_SECONDS
@@ -486,6 +487,12 @@ class BackplaneConfig(_Section):
     redis_url: RedisUrl = None
     #: What every key and channel of this hub starts with in Redis (hubs sharing one Redis differ).
     prefix: Prefix = "triohub"
+    #: How long a node's heartbeat and its topics' leases hold unrenewed, in seconds:
+    #: a node that dies has its topics taken over, and its members removed
+    #: elsewhere, within this plus `heartbeat_seconds`.
+    lease_seconds: Seconds = DEFAULT_LEASE_SECONDS
+    #: How often a node renews its heartbeat and leases, and checks on other nodes.
+    heartbeat_seconds: Seconds = DEFAULT_HEARTBEAT_SECONDS
 
 
 class AuthConfig(_Section):
@@ -577,6 +584,14 @@ class HubConfig(_Section):
                 f"setting server.workers is {server.workers} but the workers would not see "
                 "each other's clients: each is a process of its own, and they share topics "
                 "only through Redis; set backplane.redis_url (--redis redis://host:6379/0)",
+            )
+        backplane = self.backplane
+        if backplane.lease_seconds < 2 * backplane.heartbeat_seconds:
+            raise _Clash(
+                "backplane.lease_seconds",
+                f"setting backplane.lease_seconds ({backplane.lease_seconds}) must be at least "
+                f"twice backplane.heartbeat_seconds ({backplane.heartbeat_seconds}), or one "
+                "slow renewal would lose a node its topics",
             )
         if server.workers > 1 and server.port == 0:
             raise _Clash(

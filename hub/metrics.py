@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import actors
+from hub.backplane import Backplane
 from hub.gateway import (
     GatewayEvent,
     IdleClosed,
@@ -49,6 +50,50 @@ class _ActorTreeCollector(Collector):
         )
         yield CounterMetricFamily(
             "triohub_restarts", "Restarts of the live actors by their supervisors", value=restarts
+        )
+
+
+class _BackplaneCollector(Collector):
+    """Reads the backplane at scrape time: whether it reaches the other nodes, what it lost."""
+
+    def __init__(self, backplane: Backplane, node_messages_refused: Callable[[], int]) -> None:
+        self._backplane = backplane
+        self._refused = node_messages_refused
+
+    def collect(self) -> Iterator[Metric]:
+        backplane = self._backplane
+        stats = backplane.stats()
+        connected = GaugeMetricFamily(
+            "triohub_backplane_connected",
+            "Whether the backplane reaches the other nodes now (1) or not (0), by kind",
+            labels=["kind"],
+        )
+        connected.add_metric([backplane.kind], 1 if backplane.healthy else 0)
+        yield connected
+        yield CounterMetricFamily(
+            "triohub_backplane_dropped",
+            "Records refused because too much waited to be written to the backplane",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "triohub_backplane_failed_writes",
+            "Backplane writes refused, or taken by a lost connection",
+            value=stats.failed_writes,
+        )
+        yield GaugeMetricFamily(
+            "triohub_node_messages_held",
+            "Messages for other nodes that reached no one yet, held to be sent again",
+            value=stats.held_node_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_dropped",
+            "Messages for other nodes dropped after being held as long as allowed",
+            value=stats.dropped_node_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_refused",
+            "Messages from other nodes refused: a full inbox, or bytes that do not decode",
+            value=self._refused(),
         )
 
 
@@ -236,6 +281,12 @@ class HubMetrics:
     def watch_actors(self, snapshot: Callable[[], actors.ActorInfo | None]) -> None:
         """Report the actor tree's drops and restarts at each scrape."""
         self.registry.register(_ActorTreeCollector(snapshot))
+
+    def watch_backplane(
+        self, backplane: Backplane, node_messages_refused: Callable[[], int] = lambda: 0
+    ) -> None:
+        """Report the backplane's health and losses at each scrape."""
+        self.registry.register(_BackplaneCollector(backplane, node_messages_refused))
 
     def observe_gateway(self, event: GatewayEvent) -> None:
         """Count a gateway event (the gateway's `observe` hook)."""

@@ -33,6 +33,8 @@ class _LocalTopic:
 
     members: dict[str, Subscriber] = attrs.Factory(dict)
     codecs: dict[Codec, int] = attrs.Factory(dict)
+    #: Holds on the subscription without a member (a relay's, `Fanout.hold`).
+    holds: int = 0
     #: Records fanned out here since the node subscribed (the observer's rates).
     records: int = 0
 
@@ -72,7 +74,30 @@ class Fanout:
             local.codecs[codec] = left
         else:
             del local.codecs[codec]
-        if not local.members:
+        if not local.members and not local.holds:
+            del self._topics[topic]
+            self.backplane.unsubscribe(topic)
+
+    def hold(self, topic: str) -> None:
+        """Subscribe the node to `topic` now, before any member is added, until `unhold`.
+
+        A relay (`hub.cluster`) holds its topic from its start, so that the
+        broadcasts that follow a member's join reply are not published before
+        this node listens.
+        """
+        local = self._topics.get(topic)
+        if local is None:
+            local = self._topics[topic] = _LocalTopic()
+            self.backplane.subscribe(topic, functools.partial(self._deliver, local))
+        local.holds += 1
+
+    def unhold(self, topic: str) -> None:
+        """Let go of a `hold`; the node unsubscribes once no hold and no member is left."""
+        local = self._topics.get(topic)
+        if local is None or not local.holds:
+            return
+        local.holds -= 1
+        if not local.members and not local.holds:
             del self._topics[topic]
             self.backplane.unsubscribe(topic)
 

@@ -360,7 +360,7 @@ class Session(actors.Actor):
     # --- the actor -----------------------------------------------------------------
 
     async def run(self) -> None:
-        self.id = f"c{self.ref.id}"
+        self.id = f"c{self.ref.id}{self._runtime.member_suffix}"
         self.transport.on_backlog = self._request_flush
         self.transport.on_frame = self._frame
         ctx = self.ctx
@@ -548,7 +548,10 @@ class Session(actors.Actor):
     def _dispatch(self, frame: Join | Leave | Publish | Call | Refresh) -> None:
         match frame:
             case Refresh(ref=ref, token=token):
+                before = self.identity
                 self._send_frame(self._refresh(ref, token))
+                if self.identity is not before:
+                    self._recheck_memberships()
             case Join():
                 self._join(frame, attempt=1)
             case Leave(topic=topic):
@@ -603,6 +606,26 @@ class Session(actors.Actor):
         assert identity.expires_at is not None
         left = identity.expires_at + self._settings.token_leeway - time.time()
         return Reply(ref, None, True, {"expires_in": max(left, 0.0)})
+
+    def _recheck_memberships(self) -> None:
+        """End each membership the connection's refreshed token no longer allows.
+
+        A refresh may narrow the grants a join was allowed by: such a topic
+        is left, and the client told with an Ended frame (`forbidden`, and why).
+        """
+        topics = self._runtime.topics
+        for topic in list(self._topics):
+            route = topics.route_for(topic)
+            if route is None:
+                continue
+            refusal = route.permissions.refusal(Action.JOIN, self.identity, topic, route.pattern)
+            if refusal is None:
+                continue
+            topic_ref = self._forget(topic)
+            if topic_ref is not None:
+                topic_ref.notify(LeaveTopic(self.ref))
+            reason = f"the refreshed token does not allow this: {refusal}"
+            self._send_actions(self._machine.ended(topic, code=ErrorCode.FORBIDDEN, reason=reason))
 
     def _permitted(
         self, frame: Join | Publish | Call, action: Action, route: Route | None = None

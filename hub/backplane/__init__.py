@@ -4,13 +4,15 @@
   `Position`, `History`), and `Recovery`, what a rejoining client missed;
 - `local`: `LocalBackplane`, in process, the default: nothing to install.
 
-A Redis backplane (several workers and machines) implements the same
-interface and passes the same test suite (tests/backplane).
+- `redis`: `RedisBackplane`, several workers and machines on one Redis:
+  the same interface, the same test suite (tests/backplane), and what the
+  cluster needs (`hub.cluster`).
 """
 
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
+    BackplaneStats,
     Deliver,
     History,
     Position,
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_RETENTION_SECONDS",
     "MAX_HISTORY_READ",
     "Backplane",
+    "BackplaneStats",
     "Deliver",
     "History",
     "LocalBackplane",

@@ -17,6 +17,19 @@ clients use and writes it to them (`hub.pubsub`).
   fills again carries on where it was.
 - `history(topic, after=offset)` reads what was kept after an offset, bounded.
 
+Across nodes (docs/deployment.md#ownership), each topic runs on one node at a
+time: the node that holds its lease. The backplane gives the cluster what it
+needs for that (`hub.cluster` decides what to do with it):
+
+- `node` is this node's id; `send_to_node(node, message)` sends bytes to one
+  node, whose `on_node_message` handler gets them, in the order sent; never waits.
+- `acquire_lease(topic)` takes a topic's lease if it is free (or ours) and
+  says who holds it; `renew_leases` renews this node's in one round trip
+  and says which it lost; `release_lease` gives one back at once.
+- `heartbeat` says this node is alive for a while; `nodes_alive` reads it.
+
+The in-process backplane is the one-node case: it is always the owner.
+
 Offsets count up from 1 within an epoch. An epoch names one incarnation of a
 topic's history: when the history is dropped (nobody used the topic for
 longer than the retention), the next one starts with a new epoch at offset
@@ -37,8 +50,10 @@ from hub.protocol import Payload
 __all__ = [
     "MAX_HISTORY_READ",
     "Backplane",
+    "BackplaneStats",
     "Deliver",
     "History",
+    "NodeHandler",
     "Position",
     "Record",
     "Recovery",
@@ -123,7 +138,24 @@ def recovery_for(history: History, epoch: str | None, offset: int | None) -> Rec
     return Recovery(recovered, history.position, history.records, epoch, offset)
 
 
+@attrs.frozen
+class BackplaneStats:
+    """A backplane's counts since it started (`Backplane.stats`), read at each metrics scrape."""
+
+    #: Records refused because too much waited to be written (the other nodes away or slow).
+    dropped: int = 0
+    #: Writes the other side refused, or that a lost connection took.
+    failed_writes: int = 0
+    #: Messages for another node that reached no one yet, held to be sent again.
+    held_node_messages: int = 0
+    #: Messages for another node dropped after being held as long as allowed.
+    dropped_node_messages: int = 0
+
+
 Deliver = Callable[[Record], None]
+
+#: What a node does with a message another node sent it (`Backplane.send_to_node`).
+NodeHandler = Callable[[bytes], None]
 
 
 class Backplane(abc.ABC):
@@ -162,6 +194,56 @@ class Backplane(abc.ABC):
     def claim(self, topic: str) -> None:
         """An owner has started for `topic`: its history is kept while it runs."""
 
+    @abc.abstractmethod
+    async def subscribed(self, topic: str) -> None:
+        """Return once this node's subscription to `topic` takes effect (records reach it)."""
+
+    # --- the cluster: nodes and who runs a topic (see the module docstring) ---------
+
+    @property
+    @abc.abstractmethod
+    def node(self) -> str:
+        """This node's id, unique among the nodes on one backplane."""
+
+    @abc.abstractmethod
+    def send_to_node(self, node: str, message: bytes) -> None:
+        """Send `message` to node `node`'s handler; never waits.
+
+        Messages to one node arrive in the order sent, and after the records
+        this node published before them. A message to a node that is gone is lost.
+        """
+
+    @abc.abstractmethod
+    def on_node_message(self, handler: NodeHandler | None) -> None:
+        """Hand each message sent to this node to `handler` from now on (None: drop them)."""
+
+    @abc.abstractmethod
+    async def acquire_lease(self, topic: str, *, ttl: float) -> str:
+        """Take `topic`'s lease for `ttl` seconds if nobody (or this node) holds it.
+
+        Returns the node that holds it now: this node's id when taken.
+        """
+
+    @abc.abstractmethod
+    async def renew_leases(self, topics: Sequence[str], *, ttl: float) -> list[str]:
+        """Renew this node's leases on `topics` for `ttl` seconds; return those another holds."""
+
+    @abc.abstractmethod
+    def release_lease(self, topic: str) -> None:
+        """Give `topic`'s lease back now, if this node holds it; never waits."""
+
+    @abc.abstractmethod
+    async def lease_holders(self, topics: Sequence[str]) -> list[str | None]:
+        """Who holds each topic's lease now (None: nobody)."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, *, ttl: float) -> None:
+        """Say that this node is alive for the next `ttl` seconds."""
+
+    @abc.abstractmethod
+    async def nodes_alive(self, nodes: Sequence[str]) -> list[bool]:
+        """Whether each node's last heartbeat still holds."""
+
     async def aclose(self) -> None:
         """Release what the backplane holds (connections to a server, say)."""
         return None
@@ -175,3 +257,7 @@ class Backplane(abc.ABC):
     def healthy(self) -> bool:
         """Whether the other nodes can be reached now (always, in process)."""
         return True
+
+    def stats(self) -> BackplaneStats:
+        """What the backplane has lost or holds back so far, for the metrics (none, in process)."""
+        return BackplaneStats()

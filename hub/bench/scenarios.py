@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import gc
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, TypeVar
@@ -50,7 +51,7 @@ from hub.bench.clients import (
     open_plain_link,
     plain_connection_count,
 )
-from hub.bench.procstat import cpu_seconds, rss_bytes
+from hub.bench.procstat import connections, cpu_seconds, cpu_seconds_each, family, rss_bytes
 from hub.bench.soak import run_soak
 from hub.bench.spec import LoadSpec
 from hub.bench.stats import latency_summary
@@ -78,25 +79,54 @@ class ScenarioError(Exception):
 
 @attrs.define
 class _Meter:
-    """Wall time, this process's CPU time and the server's, over one window."""
+    """Wall time, this process's CPU time and the server's, over one window.
+
+    The server's CPU is summed over its process and every descendant (the
+    workers of `hub serve --workers N`, and their parent); a process that
+    ends inside the window makes the figure wrong, so `stop` raises
+    ScenarioError then. `redis_pid`: a Redis server whose CPU is reported
+    apart (`redis_cpu_seconds`).
+    """
 
     server_pid: int | None
+    redis_pid: int | None = None
     started: float = 0.0
     own_cpu: float = 0.0
-    server_cpu: float | None = None
+    server_cpu: dict[int, float] = attrs.Factory(dict)
+    redis_cpu: float | None = None
 
     def start(self) -> None:
         self.started = time.monotonic()
         self.own_cpu = time.process_time()
-        self.server_cpu = None if self.server_pid is None else cpu_seconds(self.server_pid)
+        if self.server_pid is not None:
+            self.server_cpu = cpu_seconds_each(family(self.server_pid))
+        if self.redis_pid is not None:
+            self.redis_cpu = cpu_seconds(self.redis_pid)
 
     def stop(self, figures: Figures, prefix: str = "") -> float:
         """Add `<prefix>seconds`, server and own CPU figures; return the seconds."""
         elapsed = time.monotonic() - self.started
         figures[f"{prefix}seconds"] = elapsed
-        figures[f"{prefix}loadgen_cpu"] = (time.process_time() - self.own_cpu) / elapsed
-        if self.server_pid is not None and self.server_cpu is not None:
-            figures[f"{prefix}server_cpu_seconds"] = cpu_seconds(self.server_pid) - self.server_cpu
+        own = time.process_time() - self.own_cpu
+        figures[f"{prefix}loadgen_cpu"] = own / elapsed
+        figures[f"{prefix}loadgen_cpu_seconds"] = own
+        if self.server_pid is not None and self.server_cpu:
+            now = cpu_seconds_each(family(self.server_pid))
+            gone = sorted(set(self.server_cpu) - set(now))
+            if gone:
+                raise ScenarioError(
+                    f"server process(es) {', '.join(map(str, gone))} ended during the "
+                    "measurement: its CPU time cannot be counted"
+                )
+            # A process started inside the window (a worker restarted) counts from 0.
+            spent = {pid: cpu - self.server_cpu.get(pid, 0.0) for pid, cpu in now.items()}
+            figures[f"{prefix}server_cpu_seconds"] = sum(spent.values())
+            if len(spent) > 1:
+                figures[f"{prefix}server_processes"] = len(spent)
+                figures[f"{prefix}busiest_process_cpu_seconds"] = max(spent.values())
+                figures[f"{prefix}busiest_process_busy"] = max(spent.values()) / elapsed
+        if self.redis_pid is not None and self.redis_cpu is not None:
+            figures[f"{prefix}redis_cpu_seconds"] = cpu_seconds(self.redis_pid) - self.redis_cpu
         return elapsed
 
 
@@ -455,6 +485,7 @@ async def run_fanout(spec: LoadSpec, report: Reporter) -> Figures:
         # A baseline has no join to answer: wait until it counts everyone.
         await _settle(spec, subscribers + 1, spec.drain_timeout)
     gc.freeze()
+    _spread(spec, figures)
 
     def message(seq: int) -> bytes:
         text = _message_text(token, seq, clock_ns(), spec.payload_bytes)
@@ -462,7 +493,7 @@ async def run_fanout(spec: LoadSpec, report: Reporter) -> Figures:
             return wire.publish(0, spec.room, "message", {"text": text})
         return text.encode().ljust(push_size, b"x")
 
-    meter = _Meter(spec.server_pid)
+    meter = _Meter(spec.server_pid, spec.redis_pid)
     meter.start()
     started = time.monotonic()
     figures["mode"] = "rate" if spec.rate else "window"
@@ -507,11 +538,37 @@ async def run_fanout(spec: LoadSpec, report: Reporter) -> Figures:
     figures["duplicates"] = tally.duplicates
     figures["closed_by_server"] = closed
     _per(figures, "server_cpu_per_op_us", "server_cpu_seconds", delivered)
+    _per(figures, "redis_cpu_per_op_us", "redis_cpu_seconds", delivered)
+    _per(figures, "busiest_worker_cpu_per_op_us", "busiest_process_cpu_seconds", delivered)
+    _per(figures, "loadgen_cpu_per_op_us", "loadgen_cpu_seconds", delivered)
     summary = latency_summary(latencies)
     figures["p50_ms"] = summary["p50"] * 1e3
     figures["p99_ms"] = summary["p99"] * 1e3
     figures["latency_histogram"] = summary["histogram"]
     return figures
+
+
+def _spread(spec: LoadSpec, figures: Figures) -> None:
+    """Add how the server's connections are spread over its workers (several processes only).
+
+    `connections_per_worker`: each worker's established connections to the
+    server's port (/proc), fewest first; `busiest_worker_share`: the largest
+    fraction of them on one worker (1/N when the kernel spread them evenly).
+    """
+    if spec.server_pid is None:
+        return
+    processes = family(spec.server_pid)
+    if len(processes) < 2:
+        return
+    port = urllib.parse.urlsplit(spec.url).port
+    if port is None:
+        return
+    # The parent of `hub serve --workers` serves nothing: its workers are the rest.
+    held = connections(processes[1:], port)
+    total = sum(held.values())
+    figures["connections_per_worker"] = sorted(held.values())
+    if total:
+        figures["busiest_worker_share"] = max(held.values()) / total
 
 
 async def _open_room_link(spec: LoadSpec, user: str) -> Link:

@@ -4,6 +4,12 @@ Each run starts its server afresh as a process of its own (so that its CPU
 time and memory are its own, and one run's leftovers do not weigh on the
 next), waits for the line that gives its WebSocket URL, and stops it with
 SIGTERM afterwards. Its stderr goes to a log file, kept when it is not empty.
+
+A hub on Redis (`ServerKind.redis`) gets a Valkey server of its own for the
+run (`hub.devredis`), started before it and stopped after it. A hub of N
+workers (`hub serve --workers N`) is given a free port (it refuses port 0:
+its workers must share one), and is ready once every worker has printed its
+URL, each after it listens.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Final
 
 import attrs
 
 from hub.bench.spec import Dialect
+from hub.devredis import DevRedisError, ValkeyServer, free_port, running_valkey
 
 # How long a server may take to print its URL, and to stop, in seconds.
 START_TIMEOUT_SECONDS: Final = 30.0
@@ -55,15 +62,32 @@ class ServerKind:
     #: Longer name for the report's header, such as the hub's app.
     description: str
     dialect: Dialect
+    #: The command, without its port (`--port P` is added at the start).
     command: tuple[str, ...]
+    #: The hub's worker processes (`--workers`): above 1, a fixed free port.
+    workers: int = 1
+    #: Whether the hub runs on a Redis (`--redis URL`) started for the run.
+    redis: bool = False
+
+    def command_for(self, port: int, redis_url: str | None) -> list[str]:
+        """The command line that starts this server on `port` (on `redis_url`, if redis)."""
+        command = [*self.command, "--port", str(port)]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+        if redis_url is not None:
+            command += ["--redis", redis_url]
+        return command
 
 
 @attrs.frozen
 class RunningServer:
     url: str
+    #: The server's process (with --workers: the parent of the workers).
     pid: int
     log: Path
     _process: subprocess.Popen[bytes] = attrs.field(eq=False, repr=False)
+    #: The Redis server started for this run, if any.
+    redis: ValkeyServer | None = attrs.field(default=None, eq=False)
 
     def running(self) -> bool:
         """Whether the server has not exited yet."""
@@ -85,15 +109,26 @@ _NO_LIMITS: Final = (
 )
 
 
-def hub_kind(app: str) -> ServerKind:
-    """`hub serve APP` on a free port of 127.0.0.1, its limits on clients lifted."""
-    command = (sys.executable, "-m", "hub", "serve", app, "--host", "127.0.0.1", "--port", "0")
+def hub_kind(app: str, *, name: str = "hub", workers: int = 1, redis: bool = False) -> ServerKind:
+    """`hub serve APP` on a free port of 127.0.0.1, its limits on clients lifted.
+
+    With `workers` above 1, `--workers N`; with `redis`, on a Redis started
+    for each run (`--redis URL`).
+    """
+    command = (sys.executable, "-m", "hub", "serve", app, "--host", "127.0.0.1")
     settings = tuple(part for setting in _NO_LIMITS for part in ("--set", setting))
+    description = f"hub serve {app}"
+    if workers > 1:
+        description += f" --workers {workers}"
+    if redis:
+        description += " --redis (a Valkey of its own)"
     return ServerKind(
-        name="hub",
-        description=f"hub serve {app}",
+        name=name,
+        description=description,
         dialect="hub",
         command=(*command, *settings, "--log-level", "warning"),
+        workers=workers,
+        redis=redis,
     )
 
 
@@ -113,23 +148,31 @@ def baseline_kinds(directory: Path = DEFAULT_BASELINES) -> list[ServerKind]:
                 name=name,
                 description=f"{name} baseline ({path.name})",
                 dialect="plain",
-                command=(sys.executable, str(path), "--port", "0"),
+                command=(sys.executable, str(path)),
             )
         )
     return kinds
 
 
-def _read_url(process: subprocess.Popen[bytes], timeout: float) -> str:
-    """Read the server's stdout until a ws:// URL; raise ServerStartError if none comes."""
+def _read_url(process: subprocess.Popen[bytes], timeout: float, count: int = 1) -> str:
+    """Read the server's stdout until `count` whole lines with a ws:// URL; return the first.
+
+    Each worker of `hub serve --workers N` prints its line once it listens,
+    so with `count` N every worker is ready. Raises ServerStartError if they
+    do not all come within `timeout` seconds, or the server exits.
+    """
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     seen = b""
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
         while True:
-            match = _URL.search(seen.decode(errors="replace"))
-            if match is not None and b"\n" in seen:
-                return match.group(0)
+            lines = seen.decode(errors="replace").split("\n")[:-1]  # whole lines only
+            # Workers share the pipe: one's line can land inside another's
+            # before its newline does, so count every URL, not one per line.
+            urls = [match.group(0) for line in lines for match in _URL.finditer(line)]
+            if len(urls) >= count:
+                return urls[0]
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not selector.select(remaining):
                 raise ServerStartError(f"no URL within {timeout:g} s; it printed {seen!r}")
@@ -144,20 +187,40 @@ def spawned(kind: ServerKind, *, log_dir: Path | None = None) -> Iterator[Runnin
     """Start `kind`'s server; yield where it listens; stop it (SIGTERM, then SIGKILL).
 
     Its stderr goes to a file in `log_dir` (a temporary directory if None),
-    which is deleted if the server wrote nothing there.
+    which is deleted if the server wrote nothing there. A kind on Redis gets
+    a Valkey server of its own, stopped after the server.
     """
+    with ExitStack() as stack:
+        redis = None
+        if kind.redis:
+            try:
+                redis = stack.enter_context(running_valkey())
+            except DevRedisError as error:
+                raise ServerStartError(f"{kind.description}: {error}") from None
+        # Port 0 lets the system choose, but the workers of one hub must share
+        # a port: they get one that was free a moment ago.
+        port = free_port() if kind.workers > 1 else 0
+        command = kind.command_for(port, redis.url if redis else None)
+        yield stack.enter_context(_spawned_process(kind, command, redis, log_dir))
+
+
+@contextmanager
+def _spawned_process(
+    kind: ServerKind, command: list[str], redis: ValkeyServer | None, log_dir: Path | None
+) -> Iterator[RunningServer]:
     directory = Path(log_dir or tempfile.gettempdir())
-    log = Path(tempfile.mkstemp(prefix=f"hub-bench-{kind.name}-", suffix=".log", dir=directory)[1])
+    name = re.sub(r"[^\w.-]+", "-", kind.name)
+    log = Path(tempfile.mkstemp(prefix=f"hub-bench-{name}-", suffix=".log", dir=directory)[1])
     with log.open("wb") as log_file:
-        process = subprocess.Popen(kind.command, stdout=subprocess.PIPE, stderr=log_file)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file)
     try:
         try:
-            url = _read_url(process, START_TIMEOUT_SECONDS)
+            url = _read_url(process, START_TIMEOUT_SECONDS, kind.workers)
         except ServerStartError as error:
             raise ServerStartError(
                 f"{kind.description}: {error}; its log: {log.read_text()[-2000:]}"
             ) from None
-        yield RunningServer(url=url, pid=process.pid, log=log, process=process)
+        yield RunningServer(url=url, pid=process.pid, log=log, process=process, redis=redis)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

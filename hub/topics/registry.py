@@ -25,6 +25,7 @@ from hub.topics.crashes import CrashLedger
 from hub.topics.routes import Route
 
 if TYPE_CHECKING:
+    from hub.cluster import ClusterNode
     from hub.metrics import HubMetrics
     from hub.topics.hub_api import HubServices
 
@@ -68,6 +69,9 @@ class Topics:
     nursery: trio.Nursery | None = None
     #: Told of each topic's start and end (the hub's log).
     lifecycle: TopicLifecycle | None = None
+    #: This node in a cluster of hubs (None on the in-process backplane): a
+    #: topic starts where its lease is taken, and elsewhere a relay stands in.
+    cluster: ClusterNode | None = None
     _starting: dict[str, trio.Event] = attrs.Factory(dict)
     #: The route of each topic name looked up lately: every Publish and
     #: Call looks its topic's route up again, for its permission.
@@ -94,6 +98,13 @@ class Topics:
     def whereis(self, name: str) -> actors.ActorRef | None:
         """The live actor of topic `name`, or None if it is not running."""
         return self.registry.whereis(topic_name_key(name))
+
+    async def started(self, name: str) -> actors.ActorRef | None:
+        """The live actor of topic `name`, once a start in progress is over (None: none)."""
+        starting = self._starting.get(name)
+        if starting is not None:
+            await starting.wait()
+        return self.whereis(name)
 
     async def actor_for(
         self, name: str, route: Route, *, init: Payload = None, new: bool = False
@@ -134,28 +145,9 @@ class Topics:
             # not answer) must not hold its joiners, and the joiners waiting
             # behind them, forever. A start cut short cancels the child.
             with trio.move_on_after(self.start_timeout):
-                return await self.supervisor_of().start_child(
-                    actors.ChildSpec(
-                        id=None,
-                        start=functools.partial(
-                            TopicActor,
-                            hub=self.hub,
-                            crashes=self.crashes,
-                            settings=self.settings,
-                            lifecycle=self.lifecycle,
-                            init=init,
-                        ),
-                        args=(name, route, self.backplane, self.metrics),
-                        # Not restarted by the supervisor: a topic that crashed has
-                        # lost its members and state, its members are told and
-                        # join again, and that join starts it afresh. So a topic
-                        # a client can crash at will never drains a restart
-                        # budget that every topic shares.
-                        restart=actors.Restart.TEMPORARY,
-                        mailbox_capacity=self.mailbox_capacity,
-                        label=f"topic {name}",
-                    )
-                )
+                if self.cluster is not None:
+                    return await self._start_in_cluster(self.cluster, name, route, init, new)
+                return await self.supervisor_of().start_child(self._topic_spec(name, route, init))
             raise actors.StartError(name, TimeoutError(f"not ready within {self.start_timeout} s"))
         except actors.StartError:
             self.crashes.record(name, trio.current_time())
@@ -163,6 +155,56 @@ class Topics:
         finally:
             del self._starting[name]
             starting.set()
+
+    def _topic_spec(self, name: str, route: Route, init: Payload) -> actors.ChildSpec:
+        return actors.ChildSpec(
+            id=None,
+            start=functools.partial(
+                TopicActor,
+                hub=self.hub,
+                crashes=self.crashes,
+                settings=self.settings,
+                lifecycle=self.lifecycle,
+                init=init,
+            ),
+            args=(name, route, self.backplane, self.metrics),
+            # Not restarted by the supervisor: a topic that crashed has
+            # lost its members and state, its members are told and
+            # join again, and that join starts it afresh. So a topic
+            # a client can crash at will never drains a restart
+            # budget that every topic shares.
+            restart=actors.Restart.TEMPORARY,
+            mailbox_capacity=self.mailbox_capacity,
+            label=f"topic {name}",
+        )
+
+    async def _start_in_cluster(
+        self, cluster: ClusterNode, name: str, route: Route, init: Payload, new: bool
+    ) -> actors.ActorRef:
+        """Run the topic here if this node takes its lease, else a relay to the node holding it."""
+        try:
+            holder = await cluster.leases.acquire(name)
+        except ConnectionError as error:
+            raise actors.StartError(name, error) from error
+        supervisor = self.supervisor_of()
+        if holder != cluster.node:
+            if new:
+                raise TopicExistsError(f"topic {name!r} is live already (on node {holder})")
+            return await supervisor.start_child(
+                cluster.relay_spec(
+                    name,
+                    holder,
+                    empty_grace=self.settings.empty_grace,
+                    mailbox_capacity=self.mailbox_capacity,
+                )
+            )
+        try:
+            return await supervisor.start_child(self._topic_spec(name, route, init))
+        except BaseException:
+            # A topic that never started is no topic: its lease goes back
+            # (one that started gives it back when it ends: ClusterNode.topic_stopped).
+            cluster.leases.release(name)
+            raise
 
     def count(self) -> int:
         return self.supervisor_of().count_children()

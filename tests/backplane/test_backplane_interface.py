@@ -153,3 +153,52 @@ async def test_a_rejoin_is_judged_by_epoch_and_offset(
     # An offset from the future of this epoch: the client is confused; not recovered.
     ahead = await backplane.history("t:rejoin", after=99)
     assert not recovery_for(ahead, position.epoch, 99).recovered
+
+
+# --- the cluster's calls: node messages, leases, heartbeats ---------------------------
+
+
+async def test_a_subscription_takes_effect_before_subscribed_returns(
+    backplane: Backplane,
+) -> None:
+    received: list[Record] = []
+    backplane.subscribe("t:live", received.append)
+    with trio.fail_after(5):
+        await backplane.subscribed("t:live")
+    position = await backplane.position("t:live")
+    backplane.publish(record("t:live", position, 1))
+    with trio.fail_after(5):
+        while not received:
+            await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_messages_sent_to_a_node_reach_its_handler_in_order(backplane: Backplane) -> None:
+    received: list[bytes] = []
+    backplane.on_node_message(received.append)
+    sent = [f"m{n}".encode() for n in range(30)]
+    for message in sent:
+        backplane.send_to_node(backplane.node, message)
+    with trio.fail_after(5):
+        while len(received) < len(sent):
+            await trio.testing.wait_all_tasks_blocked()
+    assert received == sent
+    backplane.on_node_message(None)
+    backplane.send_to_node(backplane.node, b"dropped")
+    assert received == sent
+
+
+async def test_a_lease_is_taken_renewed_and_given_back(backplane: Backplane) -> None:
+    me = backplane.node
+    assert await backplane.acquire_lease("t:lease", ttl=30) == me
+    assert await backplane.acquire_lease("t:lease", ttl=30) == me  # ours already
+    assert await backplane.lease_holders(["t:lease"]) == [me]
+    assert await backplane.renew_leases(["t:lease"], ttl=30) == []
+    backplane.release_lease("t:lease")
+    # Free again (in process, this node is the one node: always the holder).
+    assert await backplane.acquire_lease("t:lease", ttl=30) == me
+
+
+async def test_a_heartbeat_says_which_nodes_are_alive(backplane: Backplane) -> None:
+    await backplane.heartbeat(ttl=30)
+    assert await backplane.nodes_alive([backplane.node, "no-such-node"]) == [True, False]
+    assert await backplane.nodes_alive([]) == []

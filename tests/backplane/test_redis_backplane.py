@@ -106,6 +106,63 @@ async def test_two_owners_of_one_topic_cannot_both_give_out_an_offset(
         assert first.failed_writes + second.failed_writes == 1
 
 
+async def test_a_lease_has_one_holder_until_it_expires_or_is_released(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        assert await one.acquire_lease("room:l", ttl=30) == one.node
+        assert await two.acquire_lease("room:l", ttl=30) == one.node
+        assert await two.renew_leases(["room:l"], ttl=30) == ["room:l"]  # not two's
+        assert await two.lease_holders(["room:l", "room:free"]) == [one.node, None]
+        # Released: the other takes it.
+        one.release_lease("room:l")
+        with trio.fail_after(5):
+            while await two.acquire_lease("room:l", ttl=0.2) != two.node:
+                await trio.lowlevel.checkpoint()
+        # Not renewed: it expires, and the first takes it back.
+        with trio.fail_after(10):
+            while await one.acquire_lease("room:l", ttl=30) != one.node:
+                await trio.lowlevel.checkpoint()
+        # A release by a node that does not hold it changes nothing.
+        two.release_lease("room:l")
+        assert await two.lease_holders(["room:l"]) == [one.node]
+
+
+async def test_a_node_message_reaches_only_its_node_after_the_records_sent_before_it(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        events: list[object] = []
+        got = trio.Event()
+
+        def on_message(message: bytes) -> None:
+            events.append(message)
+            got.set()
+
+        two.subscribe("room:n", events.append)
+        await two.subscribed("room:n")
+        with pytest.raises(ValueError, match="not subscribing"):
+            await two.subscribed("room:never")
+        two.on_node_message(on_message)
+        one.on_node_message(lambda message: events.append(("one", message)))
+        position = await one.position("room:n")
+        one.publish(Record("room:n", "e", 1, position.epoch, 1))
+        one.send_to_node(two.node, b"after")
+        with trio.fail_after(5):
+            await got.wait()
+        assert [type(event) for event in events] == [Record, bytes]
+        assert events[1] == b"after"
+
+
+async def test_a_node_that_stops_beating_is_not_alive_after_its_ttl(server: ValkeyServer) -> None:
+    async with node(server) as one, node(server) as two:
+        await one.heartbeat(ttl=0.2)
+        assert await two.nodes_alive([one.node]) == [True]
+        with trio.fail_after(10):
+            while await two.nodes_alive([one.node]) != [False]:
+                await trio.lowlevel.checkpoint()
+
+
 @attrs.define(eq=False)
 class SilentProxy:
     """A TCP proxy in front of Valkey that can stop passing anything on (a Redis that hangs)."""
@@ -168,3 +225,68 @@ async def test_a_redis_that_stops_answering_fails_a_waiting_read_within_the_call
             assert (await plane.position("room:h")).offset == 0
             await plane.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_node_messages_and_records_reach_a_node_again_after_redis_restarts_empty(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one, node(server) as two:
+        got: list[object] = []
+        arrived = trio.Event()
+
+        def keep(item: object) -> None:
+            got.append(item)
+            arrived.set()
+
+        one.on_node_message(keep)
+        one.subscribe("room:back", keep)
+        await one.subscribed("room:back")
+        server.stop()
+        try:
+            await one.wait_healthy(False)
+            await two.wait_healthy(False)
+        finally:
+            server.start()
+        await one.wait_healthy(True)
+        await two.wait_healthy(True)
+        with trio.fail_after(10):
+            await one.subscribed("room:back")
+            while not got:
+                arrived = trio.Event()
+                two.send_to_node(one.node, b"back")
+                with trio.move_on_after(0.5):
+                    await arrived.wait()
+        assert got[0] == b"back"
+
+
+async def test_node_messages_for_a_node_not_listening_yet_are_held_and_arrive_in_order(
+    server: ValkeyServer,
+) -> None:
+    async with node(server) as one:
+        # Nobody listens on node "late"'s channel yet: Redis takes each
+        # message and gives it to no one, so `one` holds them.
+        for n in range(5):
+            one.send_to_node("late", b"%d" % n)
+        with trio.fail_after(5):
+            while len(one._held.get("late", ())) < 5:
+                await trio.lowlevel.checkpoint()
+        got: list[bytes] = []
+        all_in = trio.Event()
+
+        def on_message(message: bytes) -> None:
+            got.append(message)
+            if len(got) == 7:
+                all_in.set()
+
+        late = RedisBackplane(server.url, node="late")
+        late.on_node_message(on_message)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(late.run)
+            # Sent while the first five wait: after them, not before.
+            one.send_to_node("late", b"5")
+            one.send_to_node("late", b"6")
+            with trio.fail_after(10):
+                await all_in.wait()
+            assert got == [b"%d" % n for n in range(7)]
+            assert "late" not in one._held and one.dropped_node_messages == 0
+            await late.aclose()

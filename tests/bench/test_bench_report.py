@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.bench.report import Run, summarise, table, warnings
+from hub.bench.report import Ratio, Run, summarise, table, warnings
 from hub.bench.stats import histogram_edges, latency_summary, percentile
 
 
@@ -50,3 +50,24 @@ def test_table_and_warnings_say_what_happened():
     found = warnings("echo", runs)
     assert any("hub run 1" in line and "saturation" in line for line in found)
     assert any("hub run 3 failed: the server exited" in line for line in found)
+
+
+def test_ratios_may_pair_any_two_servers_and_name_their_columns():
+    runs = [
+        Run("one", 0, {"deliveries_per_s": 100.0}),
+        Run("redis", 0, {"deliveries_per_s": 80.0}),
+        Run("two", 0, {"deliveries_per_s": 170.0}),
+        Run("one", 1, {"deliveries_per_s": 100.0}),
+        Run("redis", 1, {"deliveries_per_s": 100.0}),
+        Run("two", 1, {"deliveries_per_s": 150.0}),
+    ]
+    servers = ["one", "redis", "two"]
+    columns = [Ratio("two / one", "two", "one"), Ratio("redis / one", "redis", "one")]
+    summaries = summarise("fanout", servers, runs, columns)
+    rate = summaries["deliveries_per_s"]
+    assert rate["ratios"]["two / one"] == {"median": 1.6, "min": 1.5, "max": 1.7}
+    assert rate["ratios"]["redis / one"] == {"median": 0.9, "min": 0.8, "max": 1.0}
+    text = table("fanout", servers, summaries, columns)
+    assert "| figure | one | redis | two | two / one | redis / one | better |" in text
+    row = "| deliveries/s | 100 | 90 (80 .. 100) | 160 (150 .. 170) | 1.60x (1.50x .. 1.70x) |"
+    assert row in text

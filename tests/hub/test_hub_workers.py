@@ -1,7 +1,7 @@
 """`hub serve --workers N`: real worker processes on one port, on a real Valkey.
 
-The app broadcasts without keeping history, so every worker may run its own
-actor of a topic (see docs/deployment.md on topics that keep history).
+Each topic runs on one worker, the others relay to it
+(docs/deployment.md#ownership-one-node-per-topic).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from hub.permissions import PERSONAL, Action, Allow, Permissions
 from hub.protocol import (
     JSON,
     Call,
+    Ended,
     Error,
     Expiring,
     Frame,
@@ -160,6 +161,30 @@ async def test_a_refresh_for_the_same_user_keeps_the_connection(
     assert isinstance(expiring, Expiring)
     assert 1000 - LEAD - 1 <= trio.current_time() - refreshed_at <= 1000 - LEAD
     assert (await closed(client)).code == 1008
+
+
+async def test_a_refresh_that_narrows_the_grants_ends_the_memberships_it_no_longer_allows(
+    runtime: HubRuntime, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    ann = identity_of(runtime, "ann", topics=["granted:a", "granted:b"])
+    client, _done = await connect_memory(runtime, nursery, identity=ann)
+    for ref, topic in enumerate(("granted:a", "granted:b", "open:x"), start=1):
+        assert (await request(client, Join(ref, topic))).ok  # type: ignore[union-attr]
+    narrower = tokens(runtime).mint("ann", ttl=1000, topics=["granted:b"])
+    reply = await request(client, Refresh(4, narrower))
+    assert isinstance(reply, Reply) and reply.ok
+    [ended] = await read_frames(client, 1)
+    assert ended == Ended(
+        "granted:a",
+        "the refreshed token does not allow this: "
+        "the token does not grant 'join' on topic 'granted:a'",
+        "forbidden",
+    )
+    # The others go on; the one ended takes no more requests until joined again.
+    assert (await request(client, Publish(5, "granted:b", "e", 1))) == Reply(5, "granted:b", True)
+    assert (await request(client, Publish(6, "open:x", "e", 1))) == Reply(6, "open:x", True)
+    refused = await request(client, Publish(7, "granted:a", "e", 1))
+    assert isinstance(refused, Reply) and refused.error_code == "not_joined"
 
 
 async def test_a_refresh_for_another_user_is_forbidden(

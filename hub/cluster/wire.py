@@ -1,0 +1,210 @@
+"""The messages nodes send each other about topics, and their msgpack form.
+
+A relay (a node that does not run a topic) sends its members' requests to
+the topic's owner; the owner answers one member at a time (`ToMember`), says
+when the topic has ended (`TopicEnded`), and answers the hub's own calls
+(`Ask`/`Answer`). Broadcasts do not travel here: the owner publishes them on
+the topic's channel like any node (`hub.backplane`).
+
+Every message names the node that sent it (where answers go) and its topic.
+A member travels as its id (unique in the cluster), its identity, its join's
+params and its codec's name; what reaches one member travels already
+encoded with that member's codec when the owner had it encoded anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, TypeAlias
+
+import attrs
+import msgpack
+
+from hub.identity import Identity, user_of
+from hub.protocol import Payload
+
+__all__ = [
+    "Answer",
+    "Ask",
+    "CallFromNode",
+    "JoinFromNode",
+    "LeaveFromNode",
+    "NodeMessage",
+    "PublishFromNode",
+    "ToMember",
+    "TopicEnded",
+    "decode",
+    "encode",
+    "identity_from_wire",
+    "identity_to_wire",
+]
+
+
+# --- from a relay to the topic's owner -------------------------------------------
+
+
+@attrs.frozen
+class JoinFromNode:
+    topic: str
+    node: str
+    member: str
+    identity: Any
+    params: Mapping[str, Payload]
+    subprotocol: str
+    data: Mapping[str, Any]
+    ref: int
+    offset: int | None
+    epoch: str | None
+
+
+@attrs.frozen
+class LeaveFromNode:
+    """The member left (`ended`: its connection ended, its presence keeps the grace)."""
+
+    topic: str
+    node: str
+    member: str
+    ended: bool
+
+
+@attrs.frozen
+class PublishFromNode:
+    topic: str
+    node: str
+    member: str
+    ref: int
+    event: str
+    payload: Payload
+
+
+@attrs.frozen
+class CallFromNode:
+    topic: str
+    node: str
+    member: str
+    ref: int
+    event: str
+    payload: Payload
+    #: Seconds the client has left (clocks differ between nodes, durations do not).
+    timeout: float
+
+
+@attrs.frozen
+class Ask:
+    """A call of the hub's to the topic's actor: `request` is ["publish", event, payload, keep]
+    or ["presence"]; answered with an `Answer` of the same `ask`."""
+
+    topic: str
+    node: str
+    ask: int
+    request: list[Any]
+
+
+# --- from the owner to a relay's node ---------------------------------------------
+
+
+@attrs.frozen
+class ToMember:
+    """Something for one member: `item` is one of
+
+    ["joined", ok, payload, code, message], ["reply", ref, ok, payload, wire],
+    ["error", ref, code, message, wire], ["push", event, wire, key, volatile],
+    ["ended", code, reason].
+    """
+
+    topic: str
+    node: str
+    member: str
+    item: list[Any]
+
+
+@attrs.frozen
+class TopicEnded:
+    """The topic's actor on the owner has ended: its relays end, their members are told `code`."""
+
+    topic: str
+    node: str
+    code: str
+    reason: str
+
+
+@attrs.frozen
+class Answer:
+    topic: str
+    node: str
+    ask: int
+    ok: bool
+    value: Any
+
+
+NodeMessage: TypeAlias = (
+    JoinFromNode
+    | LeaveFromNode
+    | PublishFromNode
+    | CallFromNode
+    | Ask
+    | ToMember
+    | TopicEnded
+    | Answer
+)
+
+_TAGS: Final[dict[type[Any], int]] = {
+    JoinFromNode: 1,
+    LeaveFromNode: 2,
+    PublishFromNode: 3,
+    CallFromNode: 4,
+    Ask: 5,
+    ToMember: 6,
+    TopicEnded: 7,
+    Answer: 8,
+}
+_TYPES: Final = {tag: kind for kind, tag in _TAGS.items()}
+
+
+def encode(message: NodeMessage) -> bytes:
+    """The message as bytes. Raises ValueError for a payload msgpack cannot carry."""
+    fields = attrs.astuple(message, recurse=False)
+    try:
+        data: bytes = msgpack.packb([_TAGS[type(message)], *fields], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(f"a {type(message).__name__} cannot cross nodes: {error}") from error
+    return data
+
+
+def decode(data: bytes) -> NodeMessage:
+    """The message in `data`. Raises ValueError for bytes no node of this version sends."""
+    try:
+        tag, *fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        kind = _TYPES[tag]
+        message: NodeMessage = kind(*fields)
+    except Exception as error:  # whatever malformed bytes make msgpack or the class raise
+        raise ValueError(f"not a node message: {error!r}") from error
+    return message
+
+
+def identity_to_wire(identity: object) -> Any:
+    """A connection's identity as it crosses nodes.
+
+    An `Identity` keeps its user, claims and expiry; a str or None is itself;
+    another value of the application's crosses if msgpack carries it, else
+    as its user (`user_of`), which is what the hub's own features read.
+    """
+    if isinstance(identity, Identity):
+        return ["identity", identity.user, dict(identity.claims), identity.expires_at]
+    if identity is None or isinstance(identity, str):
+        return identity
+    try:
+        msgpack.packb(identity, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return user_of(identity)
+    return ["value", identity]
+
+
+def identity_from_wire(value: Any) -> object:
+    match value:
+        case ["identity", user, claims, expires_at]:
+            return Identity(user, claims, expires_at)
+        case ["value", identity]:
+            return identity
+        case _:
+            return value
