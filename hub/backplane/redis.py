@@ -292,6 +292,16 @@ def _decode_record(topic: str, data: bytes) -> Record:
     event, payload, epoch, offset, exclude, latest_only, key, volatile = (
         fields if len(fields) == 8 else [*fields, None, False]
     )
+    if not (
+        isinstance(event, str)
+        and isinstance(epoch, str)
+        and (offset is None or (isinstance(offset, int) and not isinstance(offset, bool)))
+        and (exclude is None or isinstance(exclude, str))
+        and isinstance(latest_only, bool)
+        and (key is None or isinstance(key, str))
+        and isinstance(volatile, bool)
+    ):
+        raise ValueError(f"not a record of topic {topic!r}: {fields!r:.200}")
     return Record(topic, event, payload, epoch, offset, exclude, latest_only, key, volatile)
 
 
@@ -360,6 +370,8 @@ class RedisBackplane(Backplane):
     _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
     dropped_node_messages: int = attrs.field(default=0, init=False)
+    #: Messages on a topic's channel that did not decode (not sent by a node of this version).
+    refused_messages: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -929,17 +941,32 @@ class RedisBackplane(Backplane):
                 if handler is not None:
                     handler(message["data"])
                 continue
-            topic = message["channel"][prefix_length:].decode()
-            node, data, *kind = msgpack.unpackb(message["data"], raw=False)
-            if node == self.node:
-                continue  # delivered locally when published
-            if kind:  # a request from outside the hub (`request`), not a record
-                if kind == [_REQUEST] and self.on_request is not None:
-                    self.on_request(topic, data)
+            try:
+                topic = message["channel"][prefix_length:].decode()
+                node, data, *kind = msgpack.unpackb(message["data"], raw=False)
+                if node == self.node:
+                    continue  # delivered locally when published
+                if kind:  # a request from outside the hub (`request`), not a record
+                    if kind == [_REQUEST] and self.on_request is not None:
+                        self.on_request(topic, data)
+                    continue
+                deliver = self._subscribers.get(topic)
+                record = None if deliver is None else _decode_record(topic, data)
+            except Exception as error:  # whatever malformed bytes make msgpack or Record raise
+                # Anything that can write to Redis can publish here: bytes no
+                # node of this version sent are refused and counted, never
+                # raised into this loop (which would drop the connection,
+                # and the records behind them with it).
+                self.refused_messages += 1
+                logger.warning(
+                    "Redis at %s: refused a message on %r: %s",
+                    self.url,
+                    message["channel"],
+                    _brief(error),
+                )
                 continue
-            deliver = self._subscribers.get(topic)
-            if deliver is not None:
-                deliver(_decode_record(topic, data))
+            if deliver is not None and record is not None:
+                deliver(record)
 
     async def _apply_subscriptions(self, pubsub: Any) -> None:
         changes = self._subscriptions

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
+import msgpack
 import pytest
 import trio
 from valkey_support import ValkeyServer
@@ -290,3 +291,72 @@ async def test_node_messages_for_a_node_not_listening_yet_are_held_and_arrive_in
             assert got == [b"%d" % n for n in range(7)]
             assert "late" not in one._held and one.dropped_node_messages == 0
             await late.aclose()
+
+
+async def test_bytes_on_a_topic_channel_that_do_not_decode_are_refused_and_counted(
+    server: ValkeyServer,
+) -> None:
+    # Anything that can write to Redis can publish on a topic's channel. What
+    # does not decode is refused and counted; it does not cost the node its
+    # pub/sub connection (and the records published meanwhile with it).
+    async with node(server) as one, node(server) as two:
+        got: list[Record] = []
+        arrived = trio.Event()
+
+        def deliver(record: Record) -> None:
+            got.append(record)
+            arrived.set()
+
+        one.subscribe("room:g", deliver)
+        await one.subscribed("room:g")
+        went_unhealthy = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await one.wait_healthy(False)
+                went_unhealthy.set()
+
+            nursery.start_soon(watch)
+            position = await two.position("room:g")
+            assert two._client is not None
+            channel = one._channel("room:g")
+            for garbage in (
+                b"\xc1",  # not msgpack
+                msgpack.packb(7),  # not a list
+                msgpack.packb(["other", b"\xc1"]),  # a record that is not one
+                msgpack.packb(["other", msgpack.packb([1, 2])]),  # too few fields
+                # Eight fields, of the wrong kinds (an event that is not a name).
+                msgpack.packb(["other", msgpack.packb([7, None, "e", 1, None, False, None, 0])]),
+            ):
+                await two._client.publish(channel, garbage)
+            two.publish(Record("room:g", "m", "after", position.epoch, 1))
+            with trio.fail_after(5):
+                await arrived.wait()
+            assert [record.payload for record in got] == ["after"]
+            assert one.refused_messages == 5
+            assert not went_unhealthy.is_set()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_node_whose_lease_another_node_took_cannot_append_to_the_topic_history(
+    server: ValkeyServer,
+) -> None:
+    # A zombie owner: its lease lapsed (it stalled, or lost Redis a while)
+    # and another node took the topic. Until it learns so (its next renewal),
+    # what it appends must not take the new owner's offsets.
+    async with node(server) as stale, node(server) as owner:
+        assert await stale.acquire_lease("room:z2", ttl=0.2) == stale.node
+        stale_position = await stale.position("room:z2")
+        with trio.fail_after(10):
+            while await owner.acquire_lease("room:z2", ttl=30) != owner.node:
+                await trio.lowlevel.checkpoint()
+        position = await owner.position("room:z2")
+        assert position == stale_position
+        stale.publish(Record("room:z2", "m", "stale", stale_position.epoch, 1))
+        await stale.flush()
+        owner.publish(Record("room:z2", "m", "owner", position.epoch, 1))
+        await owner.flush()
+        history = await owner.history("room:z2", after=0)
+        assert [record.payload for record in history.records] == ["owner"]
+        assert stale.failed_writes == 1
+        assert owner.failed_writes == 0
