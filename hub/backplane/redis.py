@@ -144,8 +144,15 @@ return {epoch, offset, first_kept, records}
 """
 )
 
-# ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message
+# KEYS: position, history, channel, lease
+# ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message, node
 #
+# Only the lease's holder appends (fencing): a node whose lease lapsed and
+# was taken by another (it stalled, or lost Redis for longer than a lease)
+# is refused until it learns so at its next renewal and stops the topic; its
+# offsets would otherwise take the new owner's, whose appends Redis would
+# then refuse. A lease nobody holds (it expired, or Redis restarted empty)
+# does not refuse: its owner takes it again at its next renewal.
 # A position that is gone while its owner publishes means Redis lost its data
 # (a restart without persistence): the owner's position is the truth, and the
 # history starts again at this record, in the owner's epoch (what was kept
@@ -154,6 +161,10 @@ return {epoch, offset, first_kept, records}
 # it, sent again) is skipped; another record at its offset is refused.
 _APPEND = (
     """
+local leased = redis.call('GET', KEYS[4])
+if leased and leased ~= ARGV[9] then
+  return redis.error_reply('NOT_OWNER ' .. leased)
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'offset', tonumber(ARGV[5]) - 1,
              'owners', 1, 'expires', -1)
@@ -455,7 +466,7 @@ class RedisBackplane(Backplane):
         if record.offset is None:
             self._queue_command(_Command("PUBLISH", [], [self._channel(topic), message]))
         else:
-            keys = [*self._keys(topic), self._channel(topic).decode()]
+            keys = [*self._keys(topic), self._channel(topic).decode(), self._lease_key(topic)]
             args = [
                 self.clock(),
                 new_epoch(),
@@ -465,6 +476,7 @@ class RedisBackplane(Backplane):
                 max(self.history_size, 1),
                 _encode_record(record),
                 message,
+                self.node,
             ]
             self._queue_command(_Command(_APPEND, keys, args))
         deliver = self._subscribers.get(topic)
