@@ -870,6 +870,7 @@ async def serve_hub(
             strategy=actors.Strategy.REST_FOR_ONE,
         )
         metrics.watch_actors(system.snapshot)
+        metrics.watch_backplane(backplane, runtime.cluster)
         static = static_files(importlib.resources.files("hub") / "static", prefix="/")
         metrics_route = HttpRoute("/metrics", guard.protect(runtime.serve_metrics))
         on_port = admin.metrics and admin.metrics_address is None

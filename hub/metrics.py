@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -18,6 +19,10 @@ from hub.gateway import (
     RequestRejected,
     WebSocketAccepted,
 )
+
+if TYPE_CHECKING:
+    from hub.backplane import Backplane
+    from hub.cluster import ClusterNode
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -59,6 +64,70 @@ class _TasksCollector(Collector):
         yield GaugeMetricFamily(
             "triohub_tasks", "Live trio tasks in the hub's process", value=live_tasks()
         )
+
+
+class _BackplaneCollector(Collector):
+    """Reads the backplane and this node's part in the cluster at scrape time."""
+
+    def __init__(self, backplane: Backplane, cluster: ClusterNode | None) -> None:
+        self._backplane = backplane
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        from hub.backplane.redis import RedisBackplane
+
+        plane = self._backplane
+        yield GaugeMetricFamily(
+            "triohub_backplane_connected",
+            "Whether the backplane reaches the other nodes now (1), or not (0: Redis away)",
+            value=int(plane.healthy),
+        )
+        if isinstance(plane, RedisBackplane):
+            counters = (
+                ("dropped", "Commands refused because too many waited for Redis", plane.dropped),
+                (
+                    "failed_writes",
+                    "Writes Redis refused or an outage took (each logged)",
+                    plane.failed_writes,
+                ),
+                (
+                    "refused_messages",
+                    "Messages on topic channels that did not decode, refused",
+                    plane.refused_messages,
+                ),
+                (
+                    "node_messages_dropped",
+                    "Messages to a node that did not listen for the hold time, dropped",
+                    plane.dropped_node_messages,
+                ),
+            )
+            for name, text, value in counters:
+                yield CounterMetricFamily(f"triohub_backplane_{name}", text, value=value)
+            yield GaugeMetricFamily(
+                "triohub_backplane_node_messages_held",
+                "Messages to other nodes that reached no one yet, held to be sent again",
+                value=plane.held_node_messages(),
+            )
+        cluster = self._cluster
+        if cluster is not None:
+            yield CounterMetricFamily(
+                "triohub_cluster_dropped_node_messages",
+                "Messages from other nodes dropped: a full inbox, or bytes that did not decode",
+                value=cluster.dropped,
+            )
+            yield GaugeMetricFamily(
+                "triohub_cluster_leases", "Topic leases this node holds", value=len(cluster.leases)
+            )
+            yield GaugeMetricFamily(
+                "triohub_cluster_relays",
+                "Topics run on another node that this node relays",
+                value=cluster.relays(),
+            )
+            yield GaugeMetricFamily(
+                "triohub_cluster_remote_members",
+                "Members of other nodes in the topics this node runs",
+                value=cluster.remote_members(),
+            )
 
 
 def live_tasks() -> int:
@@ -236,6 +305,10 @@ class HubMetrics:
     def watch_actors(self, snapshot: Callable[[], actors.ActorInfo | None]) -> None:
         """Report the actor tree's drops and restarts at each scrape."""
         self.registry.register(_ActorTreeCollector(snapshot))
+
+    def watch_backplane(self, backplane: Backplane, cluster: ClusterNode | None) -> None:
+        """Report the backplane's state and drops, and the cluster's, at each scrape."""
+        self.registry.register(_BackplaneCollector(backplane, cluster))
 
     def observe_gateway(self, event: GatewayEvent) -> None:
         """Count a gateway event (the gateway's `observe` hook)."""

@@ -601,6 +601,10 @@ class RedisBackplane(Backplane):
         del self._held[node]
         del self._held_since[node]
 
+    def held_node_messages(self) -> int:
+        """How many messages to other nodes are held now, to be sent again."""
+        return sum(len(held) for held in self._held.values())
+
     def on_node_message(self, handler: NodeHandler | None) -> None:
         self._node_handler = handler
 

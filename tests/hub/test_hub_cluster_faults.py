@@ -58,3 +58,42 @@ async def test_a_publish_of_a_member_its_topics_owner_judged_gone_ends_its_membe
             await bob.send(Publish(0, "room:z", "message", {"text": "lost?"}))
             ended = await bob.wait_for(lambda frame: isinstance(frame, Ended))
             assert ended.topic == "room:z" and ended.code == "topic_crashed"
+
+
+def metric(running, name: str) -> float | None:  # type: ignore[no-untyped-def]
+    value: float | None = running.runtime.metrics.registry.get_sample_value(name, {})
+    return value
+
+
+async def test_the_metrics_say_what_the_backplane_and_the_cluster_dropped_and_hold(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    one, two = await start_two(start_hub, valkey_server)
+    with trio.fail_after(30):
+        async with one.client() as ann, two.client() as bob:
+            await ann.join_ok("count:m")
+            await bob.join_ok("count:m")
+            assert metric(one, "triohub_backplane_connected") == 1
+            assert metric(one, "triohub_cluster_remote_members") == 1
+            assert metric(one, "triohub_cluster_leases") == 1
+            assert metric(two, "triohub_cluster_relays") == 1
+            assert metric(two, "triohub_cluster_leases") == 0
+            for name in (
+                "triohub_backplane_dropped_total",
+                "triohub_backplane_failed_writes_total",
+                "triohub_backplane_refused_messages_total",
+                "triohub_backplane_node_messages_dropped_total",
+                "triohub_backplane_node_messages_held",
+                "triohub_cluster_dropped_node_messages_total",
+            ):
+                assert metric(one, name) == 0, name
+            # A node message that does not decode: refused and counted.
+            plane = plane_of(two)
+            plane.send_to_node(plane_of(one).node, b"\xc1")
+            while metric(one, "triohub_cluster_dropped_node_messages_total") != 1:
+                await trio.lowlevel.checkpoint()  # a round trip through Redis
+            # A topic channel's message that does not decode: likewise.
+            assert plane._client is not None
+            await plane._client.publish(plane._channel("count:m"), b"\xc1")
+            while metric(one, "triohub_backplane_refused_messages_total") != 1:
+                await trio.lowlevel.checkpoint()
