@@ -96,6 +96,11 @@ class _BackplaneCollector(Collector):
                     plane.refused_messages,
                 ),
                 (
+                    "node_messages_duplicate",
+                    "Messages from other nodes had already (sent again), dropped",
+                    plane.duplicate_node_messages,
+                ),
+                (
                     "node_messages_dropped",
                     "Messages to a node that did not listen for the hold time, dropped",
                     plane.dropped_node_messages,

@@ -100,6 +100,11 @@ NODE_MESSAGE_HOLD_SECONDS: Final = 30.0
 # How often held node messages are tried again, in seconds.
 _RESEND_INTERVAL: Final = 0.05
 
+# How many of each sender's latest node message numbers a node remembers, to
+# act on each message once: one sent again (its round trip failed after Redis
+# ran it) is dropped. Past any reordering a batch can make (MAX_BATCH).
+_SEEN_WINDOW: Final = 4 * 1_000
+
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
 
@@ -268,6 +273,28 @@ class _Command:
     node: str | None = None
 
 
+@attrs.define
+class _Seen:
+    """The node message numbers one sender's latest messages had (`_SEEN_WINDOW`)."""
+
+    highest: int = 0
+    numbers: set[int] = attrs.Factory(set)
+    heard: float = 0.0
+
+    def first_time(self, number: int, now: float) -> bool:
+        """Whether message `number` is new (not had before); remember it if so."""
+        self.heard = now
+        if number <= self.highest - _SEEN_WINDOW or number in self.numbers:
+            return False
+        self.numbers.add(number)
+        if number > self.highest:
+            self.highest = number
+            if len(self.numbers) > 2 * _SEEN_WINDOW:
+                floor = self.highest - _SEEN_WINDOW
+                self.numbers = {seen for seen in self.numbers if seen > floor}
+        return True
+
+
 def _brief(error: BaseException) -> str:
     """An error in one line: coredis's messages can carry whole exception groups."""
     first = str(error).splitlines()[0] if str(error) else ""
@@ -381,8 +408,15 @@ class RedisBackplane(Backplane):
     _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
     dropped_node_messages: int = attrs.field(default=0, init=False)
-    #: Messages on a topic's channel that did not decode (not sent by a node of this version).
+    #: Messages on a topic's or this node's channel that did not decode
+    #: (not sent by a node of this version).
     refused_messages: int = attrs.field(default=0, init=False)
+    #: Node messages had already (sent again after a round trip Redis ran), dropped.
+    duplicate_node_messages: int = attrs.field(default=0, init=False)
+    # The number of the next node message this node sends (any node).
+    _node_message_number: int = attrs.field(default=0, init=False)
+    # Per node heard from: the numbers of its latest messages (`_Seen`).
+    _seen: dict[str, _Seen] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -534,6 +568,9 @@ class RedisBackplane(Backplane):
     # --- the cluster -------------------------------------------------------------------
 
     def send_to_node(self, node: str, message: bytes) -> None:
+        # Numbered, so that its node acts on it once however often it is sent.
+        self._node_message_number += 1
+        message = msgpack.packb([self.node, self._node_message_number, message], use_bin_type=True)
         held = self._held.get(node)
         if held is not None:
             held.append(message)  # behind the ones not received yet: in order
@@ -885,8 +922,8 @@ class RedisBackplane(Backplane):
             again = [command for command in batch if command.script is _APPEND]
             self._queue.extendleft(reversed(again))
             # Node messages, too, are held to go again (one Redis ran before
-            # it went away reaches its node twice: rare, and harmless to the
-            # cluster's messages, which say what is, not what changes).
+            # it went away reaches its node twice, which acts on it once:
+            # they are numbered, `_node_message`).
             self._hold_unreceived(batch, [0] * len(batch))
             for command in batch:
                 if command.script is not _APPEND and command.node is None:
@@ -953,9 +990,7 @@ class RedisBackplane(Backplane):
             if message is None or message["type"] != "message":
                 continue
             if message["channel"] == self._node_channel:
-                handler = self._node_handler
-                if handler is not None:
-                    handler(message["data"])
+                self._node_message(message["data"])
                 continue
             try:
                 topic = message["channel"][prefix_length:].decode()
@@ -983,6 +1018,34 @@ class RedisBackplane(Backplane):
                 continue
             if deliver is not None and record is not None:
                 deliver(record)
+
+    def _node_message(self, data: bytes) -> None:
+        """Hand a message another node sent to the handler, once (`send_to_node`)."""
+        try:
+            sender, number, message = msgpack.unpackb(data, raw=False)
+            if not (isinstance(sender, str) and isinstance(number, int)):
+                raise ValueError(f"not a node message: {data!r:.100}")
+        except Exception as error:  # whatever malformed bytes make msgpack raise
+            self.refused_messages += 1
+            logger.warning("Redis at %s: refused a node message: %s", self.url, _brief(error))
+            return
+        now = time.monotonic()
+        seen = self._seen.get(sender)
+        if seen is None:
+            # A node not heard from for twice the hold time sends nothing again.
+            for gone in [
+                node
+                for node, it in self._seen.items()
+                if now - it.heard > 2 * NODE_MESSAGE_HOLD_SECONDS
+            ]:
+                del self._seen[gone]
+            seen = self._seen[sender] = _Seen()
+        if not seen.first_time(number, now):
+            self.duplicate_node_messages += 1
+            return
+        handler = self._node_handler
+        if handler is not None:
+            handler(message)
 
     async def _apply_subscriptions(self, pubsub: Any) -> None:
         changes = self._subscriptions

@@ -13,7 +13,7 @@ import trio
 from valkey_support import ValkeyServer
 
 from hub.backplane import Position, Record
-from hub.backplane.redis import RedisBackplane, RedisUnavailableError
+from hub.backplane.redis import RedisBackplane, RedisUnavailableError, _Seen
 
 
 @asynccontextmanager
@@ -171,8 +171,15 @@ class SilentProxy:
     target_port: int
     port: int = 0
     passing: trio.Event = attrs.Factory(trio.Event)
+    #: Whether Redis's answers are held too (else only the commands are).
+    replies_only: bool = False
 
     def hang(self) -> None:
+        self.passing = trio.Event()
+
+    def hold_replies(self) -> None:
+        """Pass commands on, hold Redis's answers: Redis runs what the client thinks lost."""
+        self.replies_only = True
         self.passing = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -188,16 +195,21 @@ class SilentProxy:
             await trio.open_tcp_stream("127.0.0.1", self.target_port) as server,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
-            nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope, False)
+            nursery.start_soon(self._pump, server, client, nursery.cancel_scope, True)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        both: trio.CancelScope,
+        replies: bool,
     ) -> None:
         # Either side closing (the client dropping a connection that hung) ends both.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await source.receive_some():
-                await self.passing.wait()  # held while hanging: no command, no answer
+                if replies or not self.replies_only:
+                    await self.passing.wait()  # held while hanging
                 await sink.send_all(data)
         both.cancel()
 
@@ -360,3 +372,47 @@ async def test_a_node_whose_lease_another_node_took_cannot_append_to_the_topic_h
         assert [record.payload for record in history.records] == ["owner"]
         assert stale.failed_writes == 1
         assert owner.failed_writes == 0
+
+
+async def test_a_node_message_redis_ran_in_a_round_trip_that_timed_out_arrives_once(
+    server: ValkeyServer,
+) -> None:
+    # Redis runs the PUBLISH but its answer is held past the call timeout:
+    # the sender counts the round trip lost and sends the message again.
+    # The receiver must act on it once (a relayed publish or call twice is
+    # a chat message twice, a game move made twice).
+    proxy = SilentProxy(server.port)
+    async with trio.open_nursery() as nursery, node(server) as receiver:
+        got: list[bytes] = []
+        receiver.on_node_message(got.append)
+        await nursery.start(proxy.serve)
+        sender = RedisBackplane(f"redis://127.0.0.1:{proxy.port}/0", call_timeout=0.5)
+        await nursery.start(sender.run)
+        with trio.fail_after(20):
+            await sender.wait_healthy()
+            sender.send_to_node(receiver.node, b"once")
+            await sender.flush()
+            proxy.hold_replies()
+            sender.send_to_node(receiver.node, b"twice?")
+            while not got[1:]:
+                await trio.lowlevel.checkpoint()  # Redis ran it: the receiver has it
+            await sender.wait_healthy(False)  # the sender's round trip timed out
+            proxy.passing.set()
+            await sender.wait_healthy()
+            sender.send_to_node(receiver.node, b"after")
+            while got[-1:] != [b"after"]:
+                await trio.lowlevel.checkpoint()
+        assert got == [b"once", b"twice?", b"after"]
+        await sender.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_a_node_acts_on_each_numbered_message_once_even_out_of_order() -> None:
+    # In one batch a message can reach no one (its node subscribing again)
+    # and the next reach it: the first, sent again, still counts as new.
+    seen = _Seen()
+    assert [seen.first_time(number, 0.0) for number in (1, 2, 4, 3, 4, 3, 1)] == [
+        True, True, True, True, False, False, False,
+    ]  # fmt: skip
+    assert seen.first_time(10_000, 0.0)
+    assert not seen.first_time(5, 0.0)  # older than any reordering: sent long ago

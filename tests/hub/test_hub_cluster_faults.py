@@ -83,6 +83,7 @@ async def test_the_metrics_say_what_the_backplane_and_the_cluster_dropped_and_ho
                 "triohub_backplane_failed_writes_total",
                 "triohub_backplane_refused_messages_total",
                 "triohub_backplane_node_messages_dropped_total",
+                "triohub_backplane_node_messages_duplicate_total",
                 "triohub_backplane_node_messages_held",
                 "triohub_cluster_dropped_node_messages_total",
             ):
