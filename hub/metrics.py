@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 import actors
+from hub.backplane import Backplane
 from hub.gateway import (
     GatewayEvent,
     IdleClosed,
@@ -21,7 +22,6 @@ from hub.gateway import (
 )
 
 if TYPE_CHECKING:
-    from hub.backplane import Backplane
     from hub.cluster import ClusterNode
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,6 +57,83 @@ class _ActorTreeCollector(Collector):
         )
 
 
+class _BackplaneCollector(Collector):
+    """Reads the backplane at scrape time: whether it reaches the other nodes, what it lost."""
+
+    def __init__(self, backplane: Backplane, node_messages_refused: Callable[[], int]) -> None:
+        self._backplane = backplane
+        self._refused = node_messages_refused
+
+    def collect(self) -> Iterator[Metric]:
+        backplane = self._backplane
+        stats = backplane.stats()
+        connected = GaugeMetricFamily(
+            "triohub_backplane_connected",
+            "Whether the backplane reaches the other nodes now (1) or not (0), by kind",
+            labels=["kind"],
+        )
+        connected.add_metric([backplane.kind], 1 if backplane.healthy else 0)
+        yield connected
+        yield CounterMetricFamily(
+            "triohub_backplane_dropped",
+            "Records refused because too much waited to be written to the backplane",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "triohub_backplane_failed_writes",
+            "Backplane writes refused, or taken by a lost connection",
+            value=stats.failed_writes,
+        )
+        yield GaugeMetricFamily(
+            "triohub_node_messages_held",
+            "Messages for other nodes that reached no one yet, held to be sent again",
+            value=stats.held_node_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_dropped",
+            "Messages for other nodes dropped after being held as long as allowed",
+            value=stats.dropped_node_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_backplane_refused_messages",
+            "Messages on topic channels refused: bytes that do not decode",
+            value=stats.refused_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_duplicate",
+            "Messages from other nodes had already (sent again after all), dropped",
+            value=stats.duplicate_node_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_refused",
+            "Messages from other nodes refused: a full inbox, or bytes that do not decode",
+            value=self._refused(),
+        )
+
+
+class _ClusterCollector(Collector):
+    """Reads this node's part in the cluster at scrape time (several nodes on Redis)."""
+
+    def __init__(self, cluster: ClusterNode) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster
+        yield GaugeMetricFamily(
+            "triohub_cluster_leases", "Topic leases this node holds", value=len(cluster.leases)
+        )
+        yield GaugeMetricFamily(
+            "triohub_cluster_relays",
+            "Topics run on another node that this node relays",
+            value=cluster.relays(),
+        )
+        yield GaugeMetricFamily(
+            "triohub_cluster_remote_members",
+            "Members of other nodes in the topics this node runs",
+            value=cluster.remote_members(),
+        )
+
+
 class _TasksCollector(Collector):
     """Counts the process's live trio tasks at scrape time (a leak shows as a climb)."""
 
@@ -64,75 +141,6 @@ class _TasksCollector(Collector):
         yield GaugeMetricFamily(
             "triohub_tasks", "Live trio tasks in the hub's process", value=live_tasks()
         )
-
-
-class _BackplaneCollector(Collector):
-    """Reads the backplane and this node's part in the cluster at scrape time."""
-
-    def __init__(self, backplane: Backplane, cluster: ClusterNode | None) -> None:
-        self._backplane = backplane
-        self._cluster = cluster
-
-    def collect(self) -> Iterator[Metric]:
-        from hub.backplane.redis import RedisBackplane
-
-        plane = self._backplane
-        yield GaugeMetricFamily(
-            "triohub_backplane_connected",
-            "Whether the backplane reaches the other nodes now (1), or not (0: Redis away)",
-            value=int(plane.healthy),
-        )
-        if isinstance(plane, RedisBackplane):
-            counters = (
-                ("dropped", "Commands refused because too many waited for Redis", plane.dropped),
-                (
-                    "failed_writes",
-                    "Writes Redis refused or an outage took (each logged)",
-                    plane.failed_writes,
-                ),
-                (
-                    "refused_messages",
-                    "Messages on topic channels that did not decode, refused",
-                    plane.refused_messages,
-                ),
-                (
-                    "node_messages_duplicate",
-                    "Messages from other nodes had already (sent again), dropped",
-                    plane.duplicate_node_messages,
-                ),
-                (
-                    "node_messages_dropped",
-                    "Messages to a node that did not listen for the hold time, dropped",
-                    plane.dropped_node_messages,
-                ),
-            )
-            for name, text, value in counters:
-                yield CounterMetricFamily(f"triohub_backplane_{name}", text, value=value)
-            yield GaugeMetricFamily(
-                "triohub_backplane_node_messages_held",
-                "Messages to other nodes that reached no one yet, held to be sent again",
-                value=plane.held_node_messages(),
-            )
-        cluster = self._cluster
-        if cluster is not None:
-            yield CounterMetricFamily(
-                "triohub_cluster_dropped_node_messages",
-                "Messages from other nodes dropped: a full inbox, or bytes that did not decode",
-                value=cluster.dropped,
-            )
-            yield GaugeMetricFamily(
-                "triohub_cluster_leases", "Topic leases this node holds", value=len(cluster.leases)
-            )
-            yield GaugeMetricFamily(
-                "triohub_cluster_relays",
-                "Topics run on another node that this node relays",
-                value=cluster.relays(),
-            )
-            yield GaugeMetricFamily(
-                "triohub_cluster_remote_members",
-                "Members of other nodes in the topics this node runs",
-                value=cluster.remote_members(),
-            )
 
 
 def live_tasks() -> int:
@@ -311,9 +319,15 @@ class HubMetrics:
         """Report the actor tree's drops and restarts at each scrape."""
         self.registry.register(_ActorTreeCollector(snapshot))
 
-    def watch_backplane(self, backplane: Backplane, cluster: ClusterNode | None) -> None:
-        """Report the backplane's state and drops, and the cluster's, at each scrape."""
-        self.registry.register(_BackplaneCollector(backplane, cluster))
+    def watch_backplane(
+        self, backplane: Backplane, node_messages_refused: Callable[[], int] = lambda: 0
+    ) -> None:
+        """Report the backplane's health and losses at each scrape."""
+        self.registry.register(_BackplaneCollector(backplane, node_messages_refused))
+
+    def watch_cluster(self, cluster: ClusterNode) -> None:
+        """Report this node's leases, relays and remote members at each scrape."""
+        self.registry.register(_ClusterCollector(cluster))
 
     def observe_gateway(self, event: GatewayEvent) -> None:
         """Count a gateway event (the gateway's `observe` hook)."""

@@ -11,7 +11,10 @@ The documented outcomes, and nothing else: whole messages (text or binary,
 none over the limit), then the transport closed with an RFC 6455 code; what
 the server wrote is valid server frames (unmasked, control frames short),
 at most one Close, last, carrying a code a Close may carry (RFC 6455 §7.4).
-Any other exception, or a broken expectation (AssertionError), is a finding.
+The messages are also those wsproto alone parses from the same bytes (the
+transport takes plain frames itself: `_take_plain_frame`), and a violation
+closes at the same message with the code wsproto gives it. Any other
+exception, or a broken expectation (AssertionError), is a finding.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ async def _run(choices: int, stream: bytes) -> None:
             nursery.cancel_scope.cancel()
     assert closed is not None
     _check_outcome(messages, closed, bytes(written))
+    _check_against_wsproto(messages, closed, trailing + b"".join(reads))
 
 
 def _check_outcome(messages: list[str | bytes], closed: TransportClosed, written: bytes) -> None:
@@ -102,3 +106,54 @@ def _check_outcome(messages: list[str | bytes], closed: TransportClosed, written
         raise AssertionError(f"the server wrote an invalid frame: {failure}") from failure
     for sent in close_codes:
         assert _in(sent, SENDABLE_RANGES), f"the server sent Close {sent}"
+
+
+def _reference(stream: bytes) -> tuple[list[str | bytes], int | None]:
+    """The messages wsproto alone parses from `stream`, and the code the stream ends with.
+
+    That code is the first violation's (the limit on a message's size
+    applied as the transport applies it), or the code of the client's Close;
+    None if the stream ends with neither.
+    """
+    frames = FrameProtocol(client=False, extensions=[])
+    frames.receive_bytes(stream)
+    messages: list[str | bytes] = []
+    parts: list[str | bytes] = []
+    try:
+        for frame in frames.received_frames():
+            if frame.opcode is Opcode.CLOSE:
+                assert isinstance(frame.payload, tuple)
+                return messages, int(frame.payload[0])
+            if frame.opcode in (Opcode.PING, Opcode.PONG):
+                continue
+            payload = frame.payload
+            assert isinstance(payload, (str, bytes, bytearray))
+            parts.append(payload if isinstance(payload, str) else bytes(payload))
+            size = sum(len(part.encode()) if isinstance(part, str) else len(part) for part in parts)
+            if size > SETTINGS.max_message_size:
+                return messages, 1009
+            if frame.message_finished:
+                joined: str | bytes = (
+                    "".join(parts)  # type: ignore[arg-type]
+                    if isinstance(parts[0], str)
+                    else b"".join(parts)  # type: ignore[arg-type]
+                )
+                messages.append(joined)
+                parts = []
+    except ParseFailed as failure:
+        return messages, int(failure.code)
+    return messages, None
+
+
+def _check_against_wsproto(
+    messages: list[str | bytes], closed: TransportClosed, stream: bytes
+) -> None:
+    expected, end = _reference(stream)
+    # The transport may stop sooner (a limit on fragments or time, the peer's silence).
+    assert messages == expected[: len(messages)], "the messages differ from wsproto's"
+    if closed.code in (1002, 1007, 1009):
+        # A violation, or the client's own Close with one of these codes.
+        assert (len(messages), closed.code) == (len(expected), end), (
+            f"closed {closed.code} after {len(messages)} messages; wsproto: "
+            f"{end} after {len(expected)}"
+        )

@@ -12,6 +12,7 @@
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
+    BackplaneStats,
     Deliver,
     History,
     Position,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_RETENTION_SECONDS",
     "MAX_HISTORY_READ",
     "Backplane",
+    "BackplaneStats",
     "Deliver",
     "History",
     "LocalBackplane",

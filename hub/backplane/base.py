@@ -50,6 +50,7 @@ from hub.protocol import Payload
 __all__ = [
     "MAX_HISTORY_READ",
     "Backplane",
+    "BackplaneStats",
     "Deliver",
     "History",
     "NodeHandler",
@@ -135,6 +136,24 @@ def recovery_for(history: History, epoch: str | None, offset: int | None) -> Rec
         and offset <= history.position.offset
     )
     return Recovery(recovered, history.position, history.records, epoch, offset)
+
+
+@attrs.frozen
+class BackplaneStats:
+    """A backplane's counts since it started (`Backplane.stats`), read at each metrics scrape."""
+
+    #: Records refused because too much waited to be written (the other nodes away or slow).
+    dropped: int = 0
+    #: Writes the other side refused, or that a lost connection took.
+    failed_writes: int = 0
+    #: Messages for another node that reached no one yet, held to be sent again.
+    held_node_messages: int = 0
+    #: Messages for another node dropped after being held as long as allowed.
+    dropped_node_messages: int = 0
+    #: Messages on topic channels that did not decode (not a node of this version's).
+    refused_messages: int = 0
+    #: Messages from another node had already (sent again after all), dropped.
+    duplicate_node_messages: int = 0
 
 
 Deliver = Callable[[Record], None]
@@ -242,3 +261,7 @@ class Backplane(abc.ABC):
     def healthy(self) -> bool:
         """Whether the other nodes can be reached now (always, in process)."""
         return True
+
+    def stats(self) -> BackplaneStats:
+        """What the backplane has lost or holds back so far, for the metrics (none, in process)."""
+        return BackplaneStats()

@@ -53,6 +53,7 @@ import trio
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
+    BackplaneStats,
     Deliver,
     History,
     NodeHandler,
@@ -435,6 +436,16 @@ class RedisBackplane(Backplane):
         """Whether both connections (commands, and subscriptions) are up."""
         return self.connected and self._listening
 
+    def stats(self) -> BackplaneStats:
+        return BackplaneStats(
+            dropped=self.dropped,
+            failed_writes=self.failed_writes,
+            held_node_messages=sum(len(held) for held in self._held.values()),
+            dropped_node_messages=self.dropped_node_messages,
+            refused_messages=self.refused_messages,
+            duplicate_node_messages=self.duplicate_node_messages,
+        )
+
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
             self.connected = connected
@@ -637,10 +648,6 @@ class RedisBackplane(Backplane):
                 return
         del self._held[node]
         del self._held_since[node]
-
-    def held_node_messages(self) -> int:
-        """How many messages to other nodes are held now, to be sent again."""
-        return sum(len(held) for held in self._held.values())
 
     def on_node_message(self, handler: NodeHandler | None) -> None:
         self._node_handler = handler

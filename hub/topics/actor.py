@@ -256,21 +256,11 @@ class TopicActor(actors.Actor):
         """
         if not may_wait(function):
             # It cannot reach a checkpoint, so no scope could cancel it (`hub.topics.hooks`).
-            try:
-                return await function(*args)
-            except (Exception, trio.Cancelled):
-                raise
-            except BaseException as error:
-                raise self._service_exit(hook, error) from error
+            return await self._contained(hook, function(*args))
         timeout = self._settings.hook_timeout
         hook_deadline = trio.current_time() + timeout
         with trio.CancelScope(deadline=min(deadline, hook_deadline)):
-            try:
-                return await function(*args)
-            except (Exception, trio.Cancelled):
-                raise
-            except BaseException as error:
-                raise self._service_exit(hook, error) from error
+            return await self._contained(hook, function(*args))
         if deadline <= hook_deadline:
             raise _DeadlinePassed
         raise HookTimeoutError(
@@ -278,11 +268,16 @@ class TopicActor(actors.Actor):
             f"within {timeout} s"
         )
 
-    def _service_exit(self, hook: str, error: BaseException) -> ServiceExitError:
-        """The crash of a service that raised `error` (SystemExit, say) in `hook`."""
-        return ServiceExitError(
-            f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
-        )
+    async def _contained(self, hook: str, running: Awaitable[T]) -> T:
+        """Await a hook: a BaseException of the service's (SystemExit, say) is its crash."""
+        try:
+            return await running
+        except (Exception, trio.Cancelled):
+            raise
+        except BaseException as error:
+            raise ServiceExitError(
+                f"the service of topic {self.topic.name!r} raised {error!r} in {hook}"
+            ) from error
 
     def _became_empty(self) -> None:
         """Start the grace period: stop unless a member joins before it ends."""

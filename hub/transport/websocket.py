@@ -487,10 +487,14 @@ class WebSocketTransport(Transport):
             if length == 126:
                 length = (data[at + 2] << 8) | data[at + 3]
                 start = at + 8
+                if length < 126:
+                    length = -1  # not the shortest form (RFC 6455 §5.2): wsproto refuses it
+            elif length == 127:
+                length = -1  # a 64-bit length: left to wsproto
             if (
                 (first == 0x81 or first == 0x82)  # FIN, no reserved bits, text or binary
                 and second & 0x80  # masked, as a client's frames must be
-                and length != 127
+                and length >= 0
                 and start + length <= end
                 and length <= self._settings.max_message_size
             ):

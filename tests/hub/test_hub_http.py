@@ -67,8 +67,14 @@ async def test_metrics_are_prometheus_text_with_the_hubs_counters(start_hub):
                 "triohub_slow_consumers_total",
                 "triohub_actors",
                 "triohub_mailbox_depth",
+                "triohub_backplane_dropped_total",
+                "triohub_backplane_failed_writes_total",
+                "triohub_node_messages_held",
+                "triohub_node_messages_dropped_total",
+                "triohub_node_messages_refused_total",
             ):
                 _sample(text, name)
+            assert 'triohub_backplane_connected{kind="local"} 1.0' in text
             tasks_with_ann = _sample(text, "triohub_tasks")
         # Ann's tasks (her connection's, her session's) end with her connection.
         await wait_until(lambda: live_tasks() < tasks_with_ann)

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Mapping
 
 import trio
+from running_hub import RunningHub
 from valkey_support import ValkeyServer
 from wire_support import http_get
 
@@ -77,6 +78,10 @@ async def test_a_broadcast_reaches_clients_of_both_nodes_once_and_in_order(
                 assert client.take_unread() == []
 
 
+def metrics_of(running: RunningHub) -> str:
+    return running.runtime.metrics.render().decode()
+
+
 async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
     start_hub, valkey_server: ValkeyServer
 ) -> None:
@@ -89,6 +94,7 @@ async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
         body = json.loads((await http_get(running.port, "/healthz")).body)
         assert body["status"] == "ok"
         assert body["backplane"] == {"kind": "redis", "connected": True}
+        assert 'triohub_backplane_connected{kind="redis"} 1.0' in metrics_of(running)
         async with running.client() as ann:
             await ann.join_ok("shout:y")
             valkey_server.stop()
@@ -99,6 +105,7 @@ async def test_healthz_says_when_redis_is_away_and_the_node_keeps_serving(
                 assert response.status == 200  # it still serves its own clients
                 assert body["status"] == "degraded"
                 assert body["backplane"] == {"kind": "redis", "connected": False}
+                assert 'triohub_backplane_connected{kind="redis"} 0.0' in metrics_of(running)
                 # Its own clients still hear each other.
                 await ann.publish("shout:y", "alone", 1)
                 assert (await ann.next_push("shout:y")).payload == 1

@@ -117,8 +117,17 @@ async def _close_code(data: bytes, settings: WebSocketSettings | None = None) ->
         ),
         # A continuation with no message to continue.
         (client_frame(OPCODE_CONTINUATION, b"b"), 1002),
+        # A length in 16 bits that fits in 7 (found by the fuzzer).
+        (bytes([0x81, 0xFE, 0, 5]) + client_frame(OPCODE_TEXT, b"hello")[2:], 1002),
     ],
-    ids=["bad-utf8", "reserved-bits", "unmasked", "new-message-mid-fragments", "lone-continuation"],
+    ids=[
+        "bad-utf8",
+        "reserved-bits",
+        "unmasked",
+        "new-message-mid-fragments",
+        "lone-continuation",
+        "length-not-shortest",
+    ],
 )
 async def test_violations_in_frames_that_look_plain_close_with_their_codes(
     data: bytes, code: int
