@@ -155,6 +155,13 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--match-size", type=int, default=4, help="lobby: players per match (default 4)"
     )
+    parser.add_argument(
+        "--inputs",
+        choices=("spread", "together"),
+        default="spread",
+        help="lobby: each bot sends its input on a clock of its own, the phases spread over "
+        "the tick's period (default), or every bot in the same instant (a burst: the worst case)",
+    )
     parser.add_argument("--hold", type=float, default=1.0, help="idle: seconds held, connected")
     parser.add_argument("--messages", type=int, default=200, help="fanout: messages published")
     parser.add_argument(
@@ -256,6 +263,7 @@ def _spec(
         churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
         match_size=args.match_size,
+        inputs=args.inputs,
     )
 
 
@@ -392,7 +400,7 @@ def _settings_line(spec: LoadSpec, repeats: int, order: str) -> str:
         case "lobby":
             what = (
                 f"{spec.connections:,} bots in {spec.match_size}-player matches, one input per "
-                f"tick each, {spec.duration:g} s after {spec.warmup:g} s warm-up"
+                f"tick each ({spec.inputs}), {spec.duration:g} s after {spec.warmup:g} s warm-up"
             )
         case _:
             what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"

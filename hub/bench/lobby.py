@@ -4,7 +4,10 @@
 (the lobby example with matches nobody wins): N bots connect as players,
 queue for `<M>p` matches, join the match each is sent to, and send one
 input per tick while the matches broadcast their state (latest-value) at
-the server's tick rate. Over the measured window it reports how late the
+the server's tick rate. Each bot sends on a clock of its own, the bots'
+phases spread evenly over the period, as independent players' clients do
+(`--inputs together`: every bot in the same instant, a burst of N inputs
+once a period, the worst case). Over the measured window it reports how late the
 matches' ticks ran (the lateness each state carries, one sample per match
 and tick), the ticks missed, the state deliveries per second, and the
 server's CPU per delivery.
@@ -100,7 +103,9 @@ async def run_lobby(spec: LoadSpec, report: Reporter) -> Figures:
             *(link.join(topic, {}) for link, topic in zip(links, matched, strict=True))
         )
         tick_hz = float(replies[0][4]["tick_hz"])
-        sender = asyncio.create_task(_send_inputs(links, matched, tick_hz))
+        sender = asyncio.create_task(
+            _send_inputs(links, matched, tick_hz, together=spec.inputs == "together")
+        )
         try:
             await _countdown(report, "warm-up", spec.warmup)
             meter = _Meter(spec.server_pid)
@@ -139,16 +144,35 @@ async def run_lobby(spec: LoadSpec, report: Reporter) -> Figures:
     return figures
 
 
-async def _send_inputs(links: list[HubLink], topics: list[str], tick_hz: float) -> None:
-    """One input per bot per tick, at the match's rate, steering in a slow circle."""
+# An input due this close is sent now rather than after a sleep: a sleep
+# that short would only cost the loop a wake-up.
+_SEND_SLACK_SECONDS = 0.0005
+
+
+async def _send_inputs(
+    links: list[HubLink], topics: list[str], tick_hz: float, *, together: bool
+) -> None:
+    """One input per bot per tick, at the match's rate, steering in a slow circle.
+
+    Bot i sends at (step + i / N) periods from the start: each on a clock
+    of its own, the N clocks' phases spread evenly over the period, as N
+    independent players' clients would. With `together`, every bot sends at
+    (step) periods: N inputs in the same instant.
+    """
     period = 1.0 / tick_hz
+    count = len(links)
     start = time.monotonic()
     step = 0
     while True:
         step += 1
         direction = (step // 20) % 4
         dx, dy = ((1, 0), (0, 1), (-1, 0), (0, -1))[direction]
-        for link, topic in zip(links, topics, strict=True):
+        for index, (link, topic) in enumerate(zip(links, topics, strict=True)):
+            phase = 0.0 if together else index / count
+            delay = start + (step + phase) * period - time.monotonic()
+            if delay > _SEND_SLACK_SECONDS:
+                await asyncio.sleep(delay)
             if link.close_code is None:
                 link.send(wire.publish(0, topic, "input", {"dx": dx, "dy": dy, "seq": step}))
-        await asyncio.sleep(max(0.0, start + step * period - time.monotonic()))
+        # Together, nothing above slept: wait for the next period here.
+        await asyncio.sleep(max(0.0, start + (step + 1) * period - time.monotonic()))

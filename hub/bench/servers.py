@@ -168,7 +168,9 @@ def _read_url(process: subprocess.Popen[bytes], timeout: float, count: int = 1) 
         selector.register(process.stdout, selectors.EVENT_READ)
         while True:
             lines = seen.decode(errors="replace").split("\n")[:-1]  # whole lines only
-            urls = [match.group(0) for line in lines if (match := _URL.search(line))]
+            # Workers share the pipe: one's line can land inside another's
+            # before its newline does, so count every URL, not one per line.
+            urls = [match.group(0) for line in lines for match in _URL.finditer(line)]
             if len(urls) >= count:
                 return urls[0]
             remaining = deadline - time.monotonic()

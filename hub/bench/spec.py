@@ -13,6 +13,11 @@ SCENARIOS: Final = ("idle", "echo", "fanout", "churn", "presence", "lobby", "soa
 #: baselines' plain messages (paths /echo, /fanout and /stats).
 Dialect = Literal["hub", "plain"]
 
+#: lobby: when the bots send their inputs within a tick's period: each on a
+#: clock of its own, their phases spread over the period (as independent
+#: players do), or all in the same instant (a burst, the worst case).
+Inputs = Literal["spread", "together"]
+
 #: How the hub's clients (fanout: its subscribers) reach it.
 Transport = Literal["websocket", "longpoll"]
 
@@ -78,6 +83,8 @@ class LoadSpec:
     transport: Transport = "websocket"
     #: lobby: players per match (the queue `queue:<match_size>p`).
     match_size: int = attrs.field(default=4, validator=_positive)
+    #: lobby: the bots' inputs spread over each tick's period, or sent together.
+    inputs: Inputs = "spread"
 
     def echo_topic(self, index: int) -> str:
         """The echo topic connection `index` joins (idle and echo)."""

@@ -577,3 +577,35 @@ async def test_spec_settings_and_class_defaults_shape_an_actors_mailbox(
     assert (by_class.mailbox_capacity, by_class.mailbox_depth, by_class.dropped) == (3, 3, 5)
     assert (by_spec.mailbox_capacity, by_spec.mailbox_depth, by_spec.dropped) == (5, 5, 3)
     assert default.mailbox_capacity == actors.DEFAULT_MAILBOX_CAPACITY
+
+
+# --- scheduling ----------------------------------------------------------------
+
+
+async def test_a_reader_that_waited_takes_its_message_in_the_pass_it_is_woken_in() -> None:
+    passes: list[None] = []
+
+    class Passes(trio.abc.Instrument):
+        def after_io_wait(self, timeout: float) -> None:
+            passes.append(None)
+
+    mailbox = Mailbox(owner="reader")
+    received: list[tuple[str, int]] = []
+
+    async def reader() -> None:
+        received.append((await mailbox.receive(), len(passes)))
+
+    instrument = Passes()
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                await trio.testing.wait_all_tasks_blocked()
+                sent_in = len(passes)
+                mailbox.send_nowait("hello")
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+    # Woken by the send, the reader runs in the next pass and returns there,
+    # without yielding for another one.
+    assert received == [("hello", sent_in + 1)]

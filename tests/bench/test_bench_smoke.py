@@ -229,9 +229,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
-def test_lobby_plays_ticking_matches_and_reports_their_lateness():
+@pytest.mark.parametrize("inputs", ["spread", "together"])
+def test_lobby_plays_ticking_matches_and_reports_their_lateness(inputs):
     # From the source tree, where the lobby example lives.
-    document = _bench("lobby", "-n", "8", "--match-size", "4", "--duration", "1", cwd=REPO)
+    arguments = ("-n", "8", "--match-size", "4", "--duration", "1", "--inputs", inputs)
+    document = _bench("lobby", *arguments, cwd=REPO)
+    assert document["settings"]["inputs"] == inputs
+    assert f"one input per tick each ({inputs})" in document["settings_line"]
     [run] = _figures(document).values()
     assert (run["players"], run["matches"], run["tick_hz"]) == (8, 2, 20)
     assert run["state_deliveries_per_s"] > 0

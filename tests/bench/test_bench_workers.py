@@ -8,6 +8,7 @@ never for speed. Each hub on Redis gets a Valkey of its own (hub.devredis).
 from __future__ import annotations
 
 import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from test_bench_smoke import BENCH, BENCH_TIMEOUT, _bench, _figures
 
 from hub.bench.cli import render
 from hub.bench.procstat import LISTENING, connections, family
-from hub.bench.servers import hub_kind, spawned
+from hub.bench.servers import _read_url, hub_kind, spawned
 
 SERVERS = ["1 in-process", "1 on Redis", "2 on Redis"]
 
@@ -104,3 +105,17 @@ def test_workers_refuses_what_it_cannot_run(tmp_path, arguments, expected):
     )
     assert completed.returncode == 2
     assert expected in completed.stderr
+
+
+def test_two_workers_lines_run_together_still_count_as_two():
+    # Two workers share the pipe: one's line can come inside the other's,
+    # before its newline (seen once in the suite: "no URL within 30 s").
+    line = "triohub: serving at http://127.0.0.1:1/ (WebSocket ws://127.0.0.1:1/ws); Ctrl+C to stop"
+    script = f"import sys; sys.stdout.write({line!r} + {line!r} + '\\n\\n')"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert _read_url(process, 30, count=2) == "ws://127.0.0.1:1/ws"
+    finally:
+        process.wait()
+        assert process.stdout is not None
+        process.stdout.close()

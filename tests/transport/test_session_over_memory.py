@@ -189,9 +189,16 @@ async def test_a_kick_for_a_membership_already_left_ends_nothing_of_the_next(
         client, _done = await connect_memory(runtime, nursery)
         client.send(JSON.encode(Join(1, "stuck:kick")))
         assert await read_frames(client, 1) == [join_ok(1, "stuck:kick")]
-        client.send(JSON.encode(Publish(0, "stuck:kick", "kick-me")))
-        client.send(JSON.encode(Leave(2, "stuck:kick")))
-        client.send(JSON.encode(Join(3, "stuck:kick")))
+        # One batch message: the session takes all three before the topic
+        # handles the first, so the kick's Ended reaches the session after
+        # the Leave and the new Join (sent one by one, the order would be
+        # the scheduler's to choose).
+        burst = [
+            Publish(0, "stuck:kick", "kick-me"),
+            Leave(2, "stuck:kick"),
+            Join(3, "stuck:kick"),
+        ]
+        client.send(JSON.encode_batch(burst))
         frames = await read_until(client, join_ok(3, "stuck:kick"))
         assert Reply(2, "stuck:kick", True) in frames
         assert not any(isinstance(frame, Ended) for frame in frames), frames
