@@ -98,6 +98,11 @@ _WATCH_INTERVAL: Final = 0.5
 # was held for it is dropped (counted in `dropped_node_messages`).
 NODE_MESSAGE_HOLD_SECONDS: Final = 30.0
 
+# Most node messages held for one node. While Redis is away none can be sent
+# again, and the time limit above is only looked at when Redis answers: this
+# bounds what piles up meanwhile (past it, the newest are dropped, counted).
+MAX_HELD_NODE_MESSAGES: Final = 10_000
+
 # How often held node messages are tried again, in seconds.
 _RESEND_INTERVAL: Final = 0.05
 
@@ -585,6 +590,7 @@ class RedisBackplane(Backplane):
         held = self._held.get(node)
         if held is not None:
             held.append(message)  # behind the ones not received yet: in order
+            self._bound_held(held)
             return
         channel = self._node_channel_of(node)
         self._queue_command(_Command("PUBLISH", [], [channel, message], node=node))
@@ -608,7 +614,16 @@ class RedisBackplane(Backplane):
             self._queue.clear()  # in place: the writer holds this deque
             self._queue.extend(rest)
             held.extend(command.args[1] for command in queued)
+        self._bound_held(held)
         self._held_waiting.set()
+
+    def _bound_held(self, held: deque[bytes]) -> None:
+        """Drop the newest of a node's held messages past MAX_HELD_NODE_MESSAGES (counted)."""
+        excess = len(held) - MAX_HELD_NODE_MESSAGES
+        if excess > 0:
+            for _ in range(excess):
+                held.pop()
+            self.dropped_node_messages += excess
 
     async def _resend_held(self) -> None:
         """Send held node messages again, oldest first, one at a time, until `aclose`."""

@@ -12,6 +12,7 @@ import pytest
 import trio
 from valkey_support import ValkeyServer
 
+import hub.backplane.redis as redis_module
 from hub.backplane import Position, Record
 from hub.backplane.redis import RedisBackplane, RedisUnavailableError, _Seen
 
@@ -416,3 +417,20 @@ def test_a_node_acts_on_each_numbered_message_once_even_out_of_order() -> None:
     ]  # fmt: skip
     assert seen.first_time(10_000, 0.0)
     assert not seen.first_time(5, 0.0)  # older than any reordering: sent long ago
+
+
+async def test_the_messages_held_for_one_node_are_bounded(
+    server: ValkeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "MAX_HELD_NODE_MESSAGES", 3)
+    async with node(server) as one:
+        one.send_to_node("gone", b"first")
+        with trio.fail_after(5):
+            while "gone" not in one._held:
+                await trio.lowlevel.checkpoint()
+        for n in range(5):
+            one.send_to_node("gone", b"%d" % n)
+        assert len(one._held["gone"]) == 3
+        assert one.dropped_node_messages == 3
+        assert one.stats().held_node_messages == 3
+        assert one.stats().dropped_node_messages == 3
