@@ -875,6 +875,8 @@ async def serve_hub(
         metrics.watch_backplane(
             backplane, (lambda: cluster.dropped) if cluster is not None else lambda: 0
         )
+        if cluster is not None:
+            metrics.watch_cluster(cluster)
         static = static_files(importlib.resources.files("hub") / "static", prefix="/")
         metrics_route = HttpRoute("/metrics", guard.protect(runtime.serve_metrics))
         on_port = admin.metrics and admin.metrics_address is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -19,6 +20,9 @@ from hub.gateway import (
     RequestRejected,
     WebSocketAccepted,
 )
+
+if TYPE_CHECKING:
+    from hub.cluster import ClusterNode
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -91,9 +95,42 @@ class _BackplaneCollector(Collector):
             value=stats.dropped_node_messages,
         )
         yield CounterMetricFamily(
+            "triohub_backplane_refused_messages",
+            "Messages on topic channels refused: bytes that do not decode",
+            value=stats.refused_messages,
+        )
+        yield CounterMetricFamily(
+            "triohub_node_messages_duplicate",
+            "Messages from other nodes had already (sent again after all), dropped",
+            value=stats.duplicate_node_messages,
+        )
+        yield CounterMetricFamily(
             "triohub_node_messages_refused",
             "Messages from other nodes refused: a full inbox, or bytes that do not decode",
             value=self._refused(),
+        )
+
+
+class _ClusterCollector(Collector):
+    """Reads this node's part in the cluster at scrape time (several nodes on Redis)."""
+
+    def __init__(self, cluster: ClusterNode) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        cluster = self._cluster
+        yield GaugeMetricFamily(
+            "triohub_cluster_leases", "Topic leases this node holds", value=len(cluster.leases)
+        )
+        yield GaugeMetricFamily(
+            "triohub_cluster_relays",
+            "Topics run on another node that this node relays",
+            value=cluster.relays(),
+        )
+        yield GaugeMetricFamily(
+            "triohub_cluster_remote_members",
+            "Members of other nodes in the topics this node runs",
+            value=cluster.remote_members(),
         )
 
 
@@ -287,6 +324,10 @@ class HubMetrics:
     ) -> None:
         """Report the backplane's health and losses at each scrape."""
         self.registry.register(_BackplaneCollector(backplane, node_messages_refused))
+
+    def watch_cluster(self, cluster: ClusterNode) -> None:
+        """Report this node's leases, relays and remote members at each scrape."""
+        self.registry.register(_ClusterCollector(cluster))
 
     def observe_gateway(self, event: GatewayEvent) -> None:
         """Count a gateway event (the gateway's `observe` hook)."""

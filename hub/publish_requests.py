@@ -2,13 +2,12 @@
 
 A publisher outside the hub sends a `PublishRequest` on a topic's Redis
 channel (`RedisBackplane.request`); every node subscribed to the topic
-gets it. A node acts on it only if it runs the topic's actor, the one that
-gives out the topic's offsets (today every node with members of a topic
-runs one; with one owner per topic, only the owner will), and only if it
-is the first to claim the request in Redis, so that one request is one
-event however many nodes could act. It publishes the event through the
-actor, as `HubRuntime.publish` does, and answers the publisher with the
-offset, or the error.
+gets it. A node acts on it only if it runs the topic's actor or its relay
+(`hub.cluster`: a relay asks the owner, the one node that gives out the
+topic's offsets), and only if it is the first to claim the request in
+Redis, so that one request is one event however many nodes could act. It
+publishes the event through the actor (or relay), as `HubRuntime.publish`
+does, and answers the publisher with the offset, or the error.
 """
 
 from __future__ import annotations

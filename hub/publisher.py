@@ -11,8 +11,9 @@ Any backend process (a web app, a cron job, `hub publish` and `hub notify
 the `prefix` must be the hub's `backplane.prefix`.
 
 - `publish` sends a request on the topic's own Redis channel. Only a node
-  that runs the topic's actor acts on it, and only one (it claims the
-  request in Redis first): its actor gives the event the topic's next
+  that runs the topic's actor or its relay acts on it, and only one (it
+  claims the request in Redis first): the topic's actor, on the node that
+  owns the topic, gives the event the topic's next
   offset and broadcasts it, as `HubRuntime.publish` does in the hub
   (a server-side publish: members get it as they get their own
   broadcasts, the topic's history keeps it). The answer is the offset.

@@ -150,6 +150,10 @@ class BackplaneStats:
     held_node_messages: int = 0
     #: Messages for another node dropped after being held as long as allowed.
     dropped_node_messages: int = 0
+    #: Messages on topic channels that did not decode (not a node of this version's).
+    refused_messages: int = 0
+    #: Messages from another node had already (sent again after all), dropped.
+    duplicate_node_messages: int = 0
 
 
 Deliver = Callable[[Record], None]

@@ -98,8 +98,18 @@ _WATCH_INTERVAL: Final = 0.5
 # was held for it is dropped (counted in `dropped_node_messages`).
 NODE_MESSAGE_HOLD_SECONDS: Final = 30.0
 
+# Most node messages held for one node. While Redis is away none can be sent
+# again, and the time limit above is only looked at when Redis answers: this
+# bounds what piles up meanwhile (past it, the newest are dropped, counted).
+MAX_HELD_NODE_MESSAGES: Final = 10_000
+
 # How often held node messages are tried again, in seconds.
 _RESEND_INTERVAL: Final = 0.05
+
+# How many of each sender's latest node message numbers a node remembers, to
+# act on each message once: one sent again (its round trip failed after Redis
+# ran it) is dropped. Past any reordering a batch can make (MAX_BATCH).
+_SEEN_WINDOW: Final = 4 * 1_000
 
 # The key layout's version, so that a later layout can live beside this one.
 _LAYOUT: Final = 1
@@ -145,8 +155,15 @@ return {epoch, offset, first_kept, records}
 """
 )
 
-# ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message
+# KEYS: position, history, channel, lease
+# ARGV: now, fresh epoch, retention, epoch, offset, maxlen, record, message, node
 #
+# Only the lease's holder appends (fencing): a node whose lease lapsed and
+# was taken by another (it stalled, or lost Redis for longer than a lease)
+# is refused until it learns so at its next renewal and stops the topic; its
+# offsets would otherwise take the new owner's, whose appends Redis would
+# then refuse. A lease nobody holds (it expired, or Redis restarted empty)
+# does not refuse: its owner takes it again at its next renewal.
 # A position that is gone while its owner publishes means Redis lost its data
 # (a restart without persistence): the owner's position is the truth, and the
 # history starts again at this record, in the owner's epoch (what was kept
@@ -155,6 +172,10 @@ return {epoch, offset, first_kept, records}
 # it, sent again) is skipped; another record at its offset is refused.
 _APPEND = (
     """
+local leased = redis.call('GET', KEYS[4])
+if leased and leased ~= ARGV[9] then
+  return redis.error_reply('NOT_OWNER ' .. leased)
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'offset', tonumber(ARGV[5]) - 1,
              'owners', 1, 'expires', -1)
@@ -258,6 +279,28 @@ class _Command:
     node: str | None = None
 
 
+@attrs.define
+class _Seen:
+    """The node message numbers one sender's latest messages had (`_SEEN_WINDOW`)."""
+
+    highest: int = 0
+    numbers: set[int] = attrs.Factory(set)
+    heard: float = 0.0
+
+    def first_time(self, number: int, now: float) -> bool:
+        """Whether message `number` is new (not had before); remember it if so."""
+        self.heard = now
+        if number <= self.highest - _SEEN_WINDOW or number in self.numbers:
+            return False
+        self.numbers.add(number)
+        if number > self.highest:
+            self.highest = number
+            if len(self.numbers) > 2 * _SEEN_WINDOW:
+                floor = self.highest - _SEEN_WINDOW
+                self.numbers = {seen for seen in self.numbers if seen > floor}
+        return True
+
+
 def _brief(error: BaseException) -> str:
     """An error in one line: coredis's messages can carry whole exception groups."""
     first = str(error).splitlines()[0] if str(error) else ""
@@ -293,6 +336,16 @@ def _decode_record(topic: str, data: bytes) -> Record:
     event, payload, epoch, offset, exclude, latest_only, key, volatile = (
         fields if len(fields) == 8 else [*fields, None, False]
     )
+    if not (
+        isinstance(event, str)
+        and isinstance(epoch, str)
+        and (offset is None or (isinstance(offset, int) and not isinstance(offset, bool)))
+        and (exclude is None or isinstance(exclude, str))
+        and isinstance(latest_only, bool)
+        and (key is None or isinstance(key, str))
+        and isinstance(volatile, bool)
+    ):
+        raise ValueError(f"not a record of topic {topic!r}: {fields!r:.200}")
     return Record(topic, event, payload, epoch, offset, exclude, latest_only, key, volatile)
 
 
@@ -361,6 +414,15 @@ class RedisBackplane(Backplane):
     _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
     dropped_node_messages: int = attrs.field(default=0, init=False)
+    #: Messages on a topic's or this node's channel that did not decode
+    #: (not sent by a node of this version).
+    refused_messages: int = attrs.field(default=0, init=False)
+    #: Node messages had already (sent again after a round trip Redis ran), dropped.
+    duplicate_node_messages: int = attrs.field(default=0, init=False)
+    # The number of the next node message this node sends (any node).
+    _node_message_number: int = attrs.field(default=0, init=False)
+    # Per node heard from: the numbers of its latest messages (`_Seen`).
+    _seen: dict[str, _Seen] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.history_size < 0:
@@ -385,6 +447,8 @@ class RedisBackplane(Backplane):
             failed_writes=self.failed_writes,
             held_node_messages=sum(len(held) for held in self._held.values()),
             dropped_node_messages=self.dropped_node_messages,
+            refused_messages=self.refused_messages,
+            duplicate_node_messages=self.duplicate_node_messages,
         )
 
     def _set_connected(self, connected: bool) -> None:
@@ -452,7 +516,7 @@ class RedisBackplane(Backplane):
         if record.offset is None:
             self._queue_command(_Command("PUBLISH", [], [self._channel(topic), message]))
         else:
-            keys = [*self._keys(topic), self._channel(topic).decode()]
+            keys = [*self._keys(topic), self._channel(topic).decode(), self._lease_key(topic)]
             args = [
                 self.clock(),
                 new_epoch(),
@@ -462,6 +526,7 @@ class RedisBackplane(Backplane):
                 max(self.history_size, 1),
                 _encode_record(record),
                 message,
+                self.node,
             ]
             self._queue_command(_Command(_APPEND, keys, args))
         deliver = self._subscribers.get(topic)
@@ -519,9 +584,13 @@ class RedisBackplane(Backplane):
     # --- the cluster -------------------------------------------------------------------
 
     def send_to_node(self, node: str, message: bytes) -> None:
+        # Numbered, so that its node acts on it once however often it is sent.
+        self._node_message_number += 1
+        message = msgpack.packb([self.node, self._node_message_number, message], use_bin_type=True)
         held = self._held.get(node)
         if held is not None:
             held.append(message)  # behind the ones not received yet: in order
+            self._bound_held(held)
             return
         channel = self._node_channel_of(node)
         self._queue_command(_Command("PUBLISH", [], [channel, message], node=node))
@@ -545,7 +614,16 @@ class RedisBackplane(Backplane):
             self._queue.clear()  # in place: the writer holds this deque
             self._queue.extend(rest)
             held.extend(command.args[1] for command in queued)
+        self._bound_held(held)
         self._held_waiting.set()
+
+    def _bound_held(self, held: deque[bytes]) -> None:
+        """Drop the newest of a node's held messages past MAX_HELD_NODE_MESSAGES (counted)."""
+        excess = len(held) - MAX_HELD_NODE_MESSAGES
+        if excess > 0:
+            for _ in range(excess):
+                held.pop()
+            self.dropped_node_messages += excess
 
     async def _resend_held(self) -> None:
         """Send held node messages again, oldest first, one at a time, until `aclose`."""
@@ -866,8 +944,8 @@ class RedisBackplane(Backplane):
             again = [command for command in batch if command.script is _APPEND]
             self._queue.extendleft(reversed(again))
             # Node messages, too, are held to go again (one Redis ran before
-            # it went away reaches its node twice: rare, and harmless to the
-            # cluster's messages, which say what is, not what changes).
+            # it went away reaches its node twice, which acts on it once:
+            # they are numbered, `_node_message`).
             self._hold_unreceived(batch, [0] * len(batch))
             for command in batch:
                 if command.script is not _APPEND and command.node is None:
@@ -934,21 +1012,62 @@ class RedisBackplane(Backplane):
             if message is None or message["type"] != "message":
                 continue
             if message["channel"] == self._node_channel:
-                handler = self._node_handler
-                if handler is not None:
-                    handler(message["data"])
+                self._node_message(message["data"])
                 continue
-            topic = message["channel"][prefix_length:].decode()
-            node, data, *kind = msgpack.unpackb(message["data"], raw=False)
-            if node == self.node:
-                continue  # delivered locally when published
-            if kind:  # a request from outside the hub (`request`), not a record
-                if kind == [_REQUEST] and self.on_request is not None:
-                    self.on_request(topic, data)
+            try:
+                topic = message["channel"][prefix_length:].decode()
+                node, data, *kind = msgpack.unpackb(message["data"], raw=False)
+                if node == self.node:
+                    continue  # delivered locally when published
+                if kind:  # a request from outside the hub (`request`), not a record
+                    if kind == [_REQUEST] and self.on_request is not None:
+                        self.on_request(topic, data)
+                    continue
+                deliver = self._subscribers.get(topic)
+                record = None if deliver is None else _decode_record(topic, data)
+            except Exception as error:  # whatever malformed bytes make msgpack or Record raise
+                # Anything that can write to Redis can publish here: bytes no
+                # node of this version sent are refused and counted, never
+                # raised into this loop (which would drop the connection,
+                # and the records behind them with it).
+                self.refused_messages += 1
+                logger.warning(
+                    "Redis at %s: refused a message on %r: %s",
+                    self.url,
+                    message["channel"],
+                    _brief(error),
+                )
                 continue
-            deliver = self._subscribers.get(topic)
-            if deliver is not None:
-                deliver(_decode_record(topic, data))
+            if deliver is not None and record is not None:
+                deliver(record)
+
+    def _node_message(self, data: bytes) -> None:
+        """Hand a message another node sent to the handler, once (`send_to_node`)."""
+        try:
+            sender, number, message = msgpack.unpackb(data, raw=False)
+            if not (isinstance(sender, str) and isinstance(number, int)):
+                raise ValueError(f"not a node message: {data!r:.100}")
+        except Exception as error:  # whatever malformed bytes make msgpack raise
+            self.refused_messages += 1
+            logger.warning("Redis at %s: refused a node message: %s", self.url, _brief(error))
+            return
+        now = time.monotonic()
+        seen = self._seen.get(sender)
+        if seen is None:
+            # A node not heard from for twice the hold time sends nothing again.
+            for gone in [
+                node
+                for node, it in self._seen.items()
+                if now - it.heard > 2 * NODE_MESSAGE_HOLD_SECONDS
+            ]:
+                del self._seen[gone]
+            seen = self._seen[sender] = _Seen()
+        if not seen.first_time(number, now):
+            self.duplicate_node_messages += 1
+            return
+        handler = self._node_handler
+        if handler is not None:
+            handler(message)
 
     async def _apply_subscriptions(self, pubsub: Any) -> None:
         changes = self._subscriptions

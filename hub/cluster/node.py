@@ -353,14 +353,18 @@ class ClusterNode:
                     remote.connection.ref.kill()
             case PublishFromNode(topic=topic, member=member, ref=ref):
                 remote = self._remotes.get((topic, member))
-                if remote is not None:
+                if remote is None:
+                    self._not_a_member(message)
+                else:
                     request = PublishEvent(
                         remote.connection.ref, ref, message.event, message.payload
                     )
                     self._to_topic(remote, ref, request)
             case CallFromNode(topic=topic, member=member, ref=ref):
                 remote = self._remotes.get((topic, member))
-                if remote is not None:
+                if remote is None:
+                    self._not_a_member(message)
+                else:
                     deadline = trio.current_time() + message.timeout
                     call = CallService(
                         remote.connection.ref, ref, message.event, message.payload, deadline
@@ -371,6 +375,25 @@ class ClusterNode:
                 self._nursery.start_soon(self._answer_ask, message)
             case _:
                 raise actors.UnexpectedMessageError("cluster node", message)
+
+    def _not_a_member(self, message: PublishFromNode | CallFromNode) -> None:
+        """A request of a member the topic here does not have: its membership ends there.
+
+        Its node was judged gone (its heartbeat lapsed) and its members
+        removed, but it came back with its relay holding them; or the
+        membership ended here while the request was on its way (the relay
+        then has nothing to end). Without this its publishes and calls
+        would vanish, and each call hold a place of its client's for ever.
+        """
+        topic, node = message.topic, message.node
+        if self.leases.holds(topic) and topic not in self._relays:
+            reason = f"this connection is no longer a member of topic {topic!r}; join again"
+            item = ["ended", EndCode.TOPIC_CRASHED, reason]
+            self.send(node, ToMember(topic, self.node, message.member, item))
+        else:
+            # Not run here any more: the relay ends, its members join again.
+            reason = f"topic {topic!r} no longer runs on node {self.node}; join again"
+            self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CRASHED, reason))
 
     def _to_topic(self, remote: _Remote, ref: int, request: PublishEvent | CallService) -> None:
         try:

@@ -274,6 +274,11 @@ class Relay(actors.Actor):
                 messages = {connection.codec: None if wire is None else Wire(wire)}
                 connection.deliver(Outbound(self.topic, event, messages, key, volatile))
             case ["ended", code, reason]:
+                if not relayed.joined:
+                    # Its join is not answered yet: this ends an earlier
+                    # membership (what the owner sent comes in order, and
+                    # ends a membership only after its join's answer).
+                    return
                 self._drop(relayed.member.connection.ref)
                 connection.deliver(MembershipEnded(self.topic, code, reason))
             case _:

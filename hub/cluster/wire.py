@@ -14,7 +14,7 @@ encoded with that member's codec when the owner had it encoded anyway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -171,12 +171,43 @@ def encode(message: NodeMessage) -> bytes:
     return data
 
 
+# What each field's declared type must be on the wire (checked once, at decode,
+# so that what reaches a relay, a topic or a session is of the shape it reads).
+_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
+    "str": lambda value: isinstance(value, str),
+    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "bool": lambda value: isinstance(value, bool),
+    "float": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "int | None": lambda value: value is None
+    or (isinstance(value, int) and not isinstance(value, bool)),
+    "str | None": lambda value: value is None or isinstance(value, str),
+    "list[Any]": lambda value: isinstance(value, list),
+    "Mapping[str, Payload]": lambda value: isinstance(value, dict),
+    "Mapping[str, Any]": lambda value: isinstance(value, dict),
+}
+
+# The items a `ToMember` carries, by kind: how many fields each has.
+_ITEM_LENGTHS: Final = {"joined": 5, "reply": 5, "error": 5, "push": 5, "ended": 3}
+
+
+def _check(message: NodeMessage) -> None:
+    for field in attrs.fields(type(message)):
+        check = _CHECKS.get(str(field.type))
+        if check is not None and not check(getattr(message, field.name)):
+            raise ValueError(f"{field.name} of a {type(message).__name__} is {field.type}")
+    if isinstance(message, ToMember):
+        item = message.item
+        if not item or _ITEM_LENGTHS.get(item[0]) != len(item):
+            raise ValueError(f"an item for a member no node sends: {item!r:.100}")
+
+
 def decode(data: bytes) -> NodeMessage:
     """The message in `data`. Raises ValueError for bytes no node of this version sends."""
     try:
         tag, *fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
         kind = _TYPES[tag]
         message: NodeMessage = kind(*fields)
+        _check(message)
     except Exception as error:  # whatever malformed bytes make msgpack or the class raise
         raise ValueError(f"not a node message: {error!r}") from error
     return message

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import attrs
+import msgpack
 import pytest
 import trio
 from valkey_support import ValkeyServer
 
+import hub.backplane.redis as redis_module
 from hub.backplane import Position, Record
-from hub.backplane.redis import RedisBackplane, RedisUnavailableError
+from hub.backplane.redis import RedisBackplane, RedisUnavailableError, _Seen
 
 
 @asynccontextmanager
@@ -170,8 +172,15 @@ class SilentProxy:
     target_port: int
     port: int = 0
     passing: trio.Event = attrs.Factory(trio.Event)
+    #: Whether Redis's answers are held too (else only the commands are).
+    replies_only: bool = False
 
     def hang(self) -> None:
+        self.passing = trio.Event()
+
+    def hold_replies(self) -> None:
+        """Pass commands on, hold Redis's answers: Redis runs what the client thinks lost."""
+        self.replies_only = True
         self.passing = trio.Event()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -187,16 +196,21 @@ class SilentProxy:
             await trio.open_tcp_stream("127.0.0.1", self.target_port) as server,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
-            nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+            nursery.start_soon(self._pump, client, server, nursery.cancel_scope, False)
+            nursery.start_soon(self._pump, server, client, nursery.cancel_scope, True)
 
     async def _pump(
-        self, source: trio.SocketStream, sink: trio.SocketStream, both: trio.CancelScope
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        both: trio.CancelScope,
+        replies: bool,
     ) -> None:
         # Either side closing (the client dropping a connection that hung) ends both.
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             while data := await source.receive_some():
-                await self.passing.wait()  # held while hanging: no command, no answer
+                if replies or not self.replies_only:
+                    await self.passing.wait()  # held while hanging
                 await sink.send_all(data)
         both.cancel()
 
@@ -290,3 +304,133 @@ async def test_node_messages_for_a_node_not_listening_yet_are_held_and_arrive_in
             assert got == [b"%d" % n for n in range(7)]
             assert "late" not in one._held and one.dropped_node_messages == 0
             await late.aclose()
+
+
+async def test_bytes_on_a_topic_channel_that_do_not_decode_are_refused_and_counted(
+    server: ValkeyServer,
+) -> None:
+    # Anything that can write to Redis can publish on a topic's channel. What
+    # does not decode is refused and counted; it does not cost the node its
+    # pub/sub connection (and the records published meanwhile with it).
+    async with node(server) as one, node(server) as two:
+        got: list[Record] = []
+        arrived = trio.Event()
+
+        def deliver(record: Record) -> None:
+            got.append(record)
+            arrived.set()
+
+        one.subscribe("room:g", deliver)
+        await one.subscribed("room:g")
+        went_unhealthy = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await one.wait_healthy(False)
+                went_unhealthy.set()
+
+            nursery.start_soon(watch)
+            position = await two.position("room:g")
+            assert two._client is not None
+            channel = one._channel("room:g")
+            for garbage in (
+                b"\xc1",  # not msgpack
+                msgpack.packb(7),  # not a list
+                msgpack.packb(["other", b"\xc1"]),  # a record that is not one
+                msgpack.packb(["other", msgpack.packb([1, 2])]),  # too few fields
+                # Eight fields, of the wrong kinds (an event that is not a name).
+                msgpack.packb(["other", msgpack.packb([7, None, "e", 1, None, False, None, 0])]),
+            ):
+                await two._client.publish(channel, garbage)
+            two.publish(Record("room:g", "m", "after", position.epoch, 1))
+            with trio.fail_after(5):
+                await arrived.wait()
+            assert [record.payload for record in got] == ["after"]
+            assert one.refused_messages == 5
+            assert not went_unhealthy.is_set()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_node_whose_lease_another_node_took_cannot_append_to_the_topic_history(
+    server: ValkeyServer,
+) -> None:
+    # A zombie owner: its lease lapsed (it stalled, or lost Redis a while)
+    # and another node took the topic. Until it learns so (its next renewal),
+    # what it appends must not take the new owner's offsets.
+    async with node(server) as stale, node(server) as owner:
+        assert await stale.acquire_lease("room:z2", ttl=0.2) == stale.node
+        stale_position = await stale.position("room:z2")
+        with trio.fail_after(10):
+            while await owner.acquire_lease("room:z2", ttl=30) != owner.node:
+                await trio.lowlevel.checkpoint()
+        position = await owner.position("room:z2")
+        assert position == stale_position
+        stale.publish(Record("room:z2", "m", "stale", stale_position.epoch, 1))
+        await stale.flush()
+        owner.publish(Record("room:z2", "m", "owner", position.epoch, 1))
+        await owner.flush()
+        history = await owner.history("room:z2", after=0)
+        assert [record.payload for record in history.records] == ["owner"]
+        assert stale.failed_writes == 1
+        assert owner.failed_writes == 0
+
+
+async def test_a_node_message_redis_ran_in_a_round_trip_that_timed_out_arrives_once(
+    server: ValkeyServer,
+) -> None:
+    # Redis runs the PUBLISH but its answer is held past the call timeout:
+    # the sender counts the round trip lost and sends the message again.
+    # The receiver must act on it once (a relayed publish or call twice is
+    # a chat message twice, a game move made twice).
+    proxy = SilentProxy(server.port)
+    async with trio.open_nursery() as nursery, node(server) as receiver:
+        got: list[bytes] = []
+        receiver.on_node_message(got.append)
+        await nursery.start(proxy.serve)
+        sender = RedisBackplane(f"redis://127.0.0.1:{proxy.port}/0", call_timeout=0.5)
+        await nursery.start(sender.run)
+        with trio.fail_after(20):
+            await sender.wait_healthy()
+            sender.send_to_node(receiver.node, b"once")
+            await sender.flush()
+            proxy.hold_replies()
+            sender.send_to_node(receiver.node, b"twice?")
+            while not got[1:]:
+                await trio.lowlevel.checkpoint()  # Redis ran it: the receiver has it
+            await sender.wait_healthy(False)  # the sender's round trip timed out
+            proxy.passing.set()
+            await sender.wait_healthy()
+            sender.send_to_node(receiver.node, b"after")
+            while got[-1:] != [b"after"]:
+                await trio.lowlevel.checkpoint()
+        assert got == [b"once", b"twice?", b"after"]
+        await sender.aclose()
+        nursery.cancel_scope.cancel()
+
+
+def test_a_node_acts_on_each_numbered_message_once_even_out_of_order() -> None:
+    # In one batch a message can reach no one (its node subscribing again)
+    # and the next reach it: the first, sent again, still counts as new.
+    seen = _Seen()
+    assert [seen.first_time(number, 0.0) for number in (1, 2, 4, 3, 4, 3, 1)] == [
+        True, True, True, True, False, False, False,
+    ]  # fmt: skip
+    assert seen.first_time(10_000, 0.0)
+    assert not seen.first_time(5, 0.0)  # older than any reordering: sent long ago
+
+
+async def test_the_messages_held_for_one_node_are_bounded(
+    server: ValkeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_module, "MAX_HELD_NODE_MESSAGES", 3)
+    async with node(server) as one:
+        one.send_to_node("gone", b"first")
+        with trio.fail_after(5):
+            while "gone" not in one._held:
+                await trio.lowlevel.checkpoint()
+        for n in range(5):
+            one.send_to_node("gone", b"%d" % n)
+        assert len(one._held["gone"]) == 3
+        assert one.dropped_node_messages == 3
+        assert one.stats().held_node_messages == 3
+        assert one.stats().dropped_node_messages == 3

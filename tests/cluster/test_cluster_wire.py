@@ -62,3 +62,20 @@ def test_identities_cross_as_what_the_hub_reads_of_them() -> None:
     assert identity_from_wire(identity_to_wire({"user": "x"})) == {"user": "x"}
     # An object of the application's that msgpack cannot carry: anonymous.
     assert identity_from_wire(identity_to_wire(object())) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [6, "room:a", "n2", "c1@n1", ["bogus"]],  # an item no owner sends
+        [6, "room:a", "n2", "c1@n1", ["push", "e", b"wire"]],  # an item cut short
+        [6, "room:a", "n2", "c1@n1", "push"],  # not a list
+        [2, 5, "n1", "c1@n1", True],  # a topic that is not a name
+        [4, "room:a", "n1", "c1@n1", "4", "add", 2, 4.5],  # a ref that is not a number
+        [8, "room:a", "n2", 9, "yes", 12],  # ok that is not a bool
+    ],
+)
+def test_messages_of_the_wrong_shape_are_refused_at_decode(fields: list[object]) -> None:
+    # Checked once, here: what reaches a relay or a topic is of the shape it reads.
+    with pytest.raises(ValueError, match="not a node message"):
+        decode(msgpack.packb(fields))
