@@ -49,10 +49,7 @@ class Fanout:
 
     def add(self, topic: str, member_id: str, subscriber: Subscriber) -> None:
         """Deliver `topic`'s records to `subscriber` from now on."""
-        local = self._topics.get(topic)
-        if local is None:
-            local = self._topics[topic] = _LocalTopic()
-            self.backplane.subscribe(topic, functools.partial(self._deliver, local))
+        local = self._subscribed(topic)
         if member_id in local.members:
             return
         local.members[member_id] = subscriber
@@ -74,9 +71,7 @@ class Fanout:
             local.codecs[codec] = left
         else:
             del local.codecs[codec]
-        if not local.members and not local.holds:
-            del self._topics[topic]
-            self.backplane.unsubscribe(topic)
+        self._unsubscribe_if_unused(topic, local)
 
     def hold(self, topic: str) -> None:
         """Subscribe the node to `topic` now, before any member is added, until `unhold`.
@@ -85,11 +80,7 @@ class Fanout:
         broadcasts that follow a member's join reply are not published before
         this node listens.
         """
-        local = self._topics.get(topic)
-        if local is None:
-            local = self._topics[topic] = _LocalTopic()
-            self.backplane.subscribe(topic, functools.partial(self._deliver, local))
-        local.holds += 1
+        self._subscribed(topic).holds += 1
 
     def unhold(self, topic: str) -> None:
         """Let go of a `hold`; the node unsubscribes once no hold and no member is left."""
@@ -97,6 +88,18 @@ class Fanout:
         if local is None or not local.holds:
             return
         local.holds -= 1
+        self._unsubscribe_if_unused(topic, local)
+
+    def _subscribed(self, topic: str) -> _LocalTopic:
+        """This node's table of `topic`, subscribing the node to it first if it has none."""
+        local = self._topics.get(topic)
+        if local is None:
+            local = self._topics[topic] = _LocalTopic()
+            self.backplane.subscribe(topic, functools.partial(self._deliver, local))
+        return local
+
+    def _unsubscribe_if_unused(self, topic: str, local: _LocalTopic) -> None:
+        """The last member or hold gone: the node lets go of `topic`."""
         if not local.members and not local.holds:
             del self._topics[topic]
             self.backplane.unsubscribe(topic)
