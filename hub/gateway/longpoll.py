@@ -174,14 +174,7 @@ class LongPollGateway:
         transport = LongPollTransport(subprotocol, self.settings, origin=origin)
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         self._sessions[session_id] = _Open(transport, route)
-        info = ConnectInfo(
-            path=request.path,
-            query=request.query,
-            headers=request.headers,
-            remote=request.remote,
-            subprotocol=subprotocol,
-            identity=identity,
-        )
+        info = connect_request.accepted(subprotocol, identity)
         self.spawn(functools.partial(self._run, session_id, transport, info, route))
         self.observe(WebSocketAccepted(route.path, subprotocol))
         body = {

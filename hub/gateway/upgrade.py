@@ -70,6 +70,10 @@ class ConnectRequest:
     headers: Mapping[str, str]
     remote: RemoteAddress | None
 
+    def accepted(self, subprotocol: str | None, identity: object) -> ConnectInfo:
+        """What the handler of this request, once accepted, learns of its connection."""
+        return ConnectInfo(self.path, self.query, self.headers, self.remote, subprotocol, identity)
+
 
 # Called with the connect request; returns the identity, or an awaitable of
 # it, or raises AuthenticationError.
@@ -174,15 +178,7 @@ class Upgrader:
                 await transport.aclose()
                 return None
         self.observe(WebSocketAccepted(route.path, subprotocol))
-        info = ConnectInfo(
-            path=request.path,
-            query=request.query,
-            headers=request.headers,
-            remote=request.remote,
-            subprotocol=subprotocol,
-            identity=identity,
-        )
-        return transport, info
+        return transport, connect_request.accepted(subprotocol, identity)
 
     async def identify(self, request: ConnectRequest) -> object:
         """Authenticate a connect request as the upgrade does (long-polling opens use this).
