@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 from running_hub import StartHub
-from valkey_support import ValkeyServer
+from valkey_support import ValkeyServer, wait_for_nodes
 
 from hub.app import Hub
 from hub.backplane.redis import RedisBackplane
@@ -53,14 +53,6 @@ def run_hub(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
         return status, out, err
 
     return run
-
-
-async def wait_for_nodes(plane: RedisBackplane, topic: str, nodes: int) -> None:
-    assert plane._client is not None
-    channel = plane._channel(topic)
-    with trio.fail_after(10):
-        while (await plane._client.pubsub_numsub(channel)).get(channel, 0) < nodes:
-            await trio.lowlevel.checkpoint()
 
 
 async def test_a_publisher_reaches_members_on_both_nodes_exactly_once(

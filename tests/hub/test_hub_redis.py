@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import trio
 from running_hub import RunningHub
-from valkey_support import ValkeyServer
+from valkey_support import ValkeyServer, wait_for_nodes
 from wire_support import http_get
 
 from hub.app import Hub
@@ -36,20 +36,6 @@ def shout_app() -> Hub:
     app = Hub("redis test")
     app.route("shout:*", ShoutService)
     return app
-
-
-async def subscribed_nodes(plane: RedisBackplane, topic: str) -> int:
-    assert plane._client is not None
-    channel = plane._channel(topic)
-    counts = await plane._client.pubsub_numsub(channel)
-    return int(counts.get(channel, 0))
-
-
-async def wait_for_nodes(plane: RedisBackplane, topic: str, nodes: int) -> None:
-    """A node's subscription takes a round trip to Redis: wait until Redis counts them all."""
-    with trio.fail_after(5):
-        while await subscribed_nodes(plane, topic) < nodes:
-            await trio.lowlevel.checkpoint()
 
 
 async def test_a_broadcast_reaches_clients_of_both_nodes_once_and_in_order(

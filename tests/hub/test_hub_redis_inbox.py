@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import trio
 from running_hub import StartHub
-from valkey_support import ValkeyServer
+from valkey_support import ValkeyServer, wait_for_nodes
 
 from hub.app import Hub
 from hub.backplane.redis import RedisBackplane
@@ -27,15 +27,6 @@ def app() -> Hub:
     return Hub("redis inbox", authenticate=user_from_query)
 
 
-async def wait_for_wake_subscriptions(plane: RedisBackplane, nodes: int) -> None:
-    """Each node takes WAKE_TOPIC's channel at start, a round trip later: wait for all."""
-    assert plane._client is not None
-    channel = plane._channel(WAKE_TOPIC)
-    with trio.fail_after(10):
-        while (await plane._client.pubsub_numsub(channel)).get(channel, 0) < nodes:
-            await trio.lowlevel.checkpoint()
-
-
 async def test_a_notification_on_one_node_reaches_the_users_devices_on_both(
     start_hub: StartHub, valkey_server: ValkeyServer
 ) -> None:
@@ -47,7 +38,7 @@ async def test_a_notification_on_one_node_reaches_the_users_devices_on_both(
     assert isinstance(plane, RedisBackplane)
     assert isinstance(one.runtime.notifications.inbox, RedisInbox)
     with trio.fail_after(30):
-        await wait_for_wake_subscriptions(plane, 2)
+        await wait_for_nodes(plane, WAKE_TOPIC, 2)
         # Made while no device is joined: it waits in Redis.
         waiting = await one.runtime.notify("ada", "invite", {"room": "chess:7"})
         async with one.client(query="user=ada") as phone, two.client(query="user=ada") as laptop:

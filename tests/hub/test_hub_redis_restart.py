@@ -17,8 +17,7 @@ import pytest
 import trio
 from hub_support import HubClient
 from running_hub import StartHub
-from test_hub_redis import wait_for_nodes
-from valkey_support import ValkeyServer
+from valkey_support import ValkeyServer, wait_for_nodes
 from wire_support import http_get
 
 from hub.app import Hub

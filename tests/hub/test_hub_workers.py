@@ -25,6 +25,8 @@ from hub_support import open_client
 from valkey_support import ValkeyServer
 from wire_support import http_get
 
+from hub.bench.procstat import children
+
 APP = """
 from hub.app import Hub
 from hub.services import Service
@@ -49,17 +51,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of `pid` (Linux's /proc), whichever of its threads started them."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found.update(int(child) for child in task.read_text().split())
-        except FileNotFoundError:
-            continue  # the thread has just ended
-    return found
 
 
 def running(pid: int) -> bool:
