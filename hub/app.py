@@ -97,6 +97,7 @@ from hub.session import SESSION_MAILBOX_CAPACITY, Session, SessionSettings, serv
 from hub.tokens import TokenVerifier, token_authenticate
 from hub.topics import CrashLedger, Route, ServerPublish, Topic, Topics, TopicSettings
 from hub.transport import Transport, TransportClosed
+from hub.trimmer import Trimmer
 from hub.users import DISCONNECT_REASON, Users, Whereabouts
 from hub.workers import worker_index
 
@@ -257,9 +258,15 @@ class HubRuntime:
     cluster: ClusterNode | None = None
     #: What makes a session's id unique in the cluster: "" alone, "@<node>" in a cluster.
     member_suffix: str = ""
+    #: Gives freed memory back to the system after a mass leave (`hub.trimmer`).
+    trimmer: Trimmer = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._session_settings = session_settings(self.config)
+        server = self.config.server
+        self.trimmer = Trimmer(
+            server.trim_after_closes, server.trim_delay_seconds, on_trim=self.metrics.trimmed
+        )
         self.log = HubLog(self.config.logging.lines_per_second)
         users = self.config.users
         self.notifications = _notifications(self.config, self.backplane, self.metrics)
@@ -476,6 +483,7 @@ class HubRuntime:
             if accepted:
                 self.users.disconnected(connection)
             self.metrics.connection_closed()
+            self.trimmer.closed()
             seconds = trio.current_time() - since
             if closed is None:  # cancelled: the hub is ending at once
                 self.log.connection_closed(session.id, None, "the hub stopped", seconds)
@@ -915,6 +923,7 @@ async def serve_hub(
             nursery.start_soon(runtime.log.serve_summaries)
             await nursery.start(runtime.users.serve)
             await nursery.start(runtime.notifications.serve)
+            await nursery.start(runtime.trimmer.serve)
             if runtime.cluster is not None:
                 await nursery.start(runtime.cluster.serve)
             if backplane.kind == "redis":

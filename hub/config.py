@@ -291,6 +291,13 @@ class ServerConfig(_Section):
     #: Allocations between two young-generation garbage collections while the
     #: hub runs (Python's default is 700); 0 leaves the collector as it is.
     gc_threshold: CountOrZero = 50_000
+    #: Give freed memory back to the system (glibc only) once this many
+    #: connections have closed since the last time; 0 never does.
+    trim_after_closes: CountOrZero = 500
+    #: ... and then no connection has closed for this long (keep it above
+    #: presence's grace, so that what departed clients left there is freed
+    #: first); under a churn that never pauses, six times this at most.
+    trim_delay_seconds: Seconds = 10.0
     #: Addresses or networks of reverse proxies whose `client_address_header` names the client.
     trusted_proxies: Proxies = ()
     #: The header a trusted proxy names the client's address in.

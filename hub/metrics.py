@@ -299,6 +299,21 @@ class HubMetrics:
             ["reason"],
             registry=r,
         )
+        self.memory_trims = Counter(
+            "triohub_memory_trims",
+            "Times freed memory was given back to the system after connections closed",
+            registry=r,
+        )
+        self.memory_trimmed_bytes = Counter(
+            "triohub_memory_trimmed_bytes",
+            "Resident memory given back to the system by those trims",
+            registry=r,
+        )
+        self.memory_trim_seconds = Counter(
+            "triohub_memory_trim_seconds",
+            "Time the hub spent in those trims (it serves no one meanwhile)",
+            registry=r,
+        )
 
     def limit_hit(self, limit: str) -> None:
         """Count one client running into `limit` ("messages", "handshakes_per_address"...)."""
@@ -314,6 +329,12 @@ class HubMetrics:
 
     def connection_closed(self) -> None:
         self.connections.dec()
+
+    def trimmed(self, freed_bytes: int, seconds: float) -> None:
+        """Count one trim of the heap (`hub.trimmer`): what it gave back, how long it took."""
+        self.memory_trims.inc()
+        self.memory_trimmed_bytes.inc(freed_bytes)
+        self.memory_trim_seconds.inc(seconds)
 
     def watch_actors(self, snapshot: Callable[[], actors.ActorInfo | None]) -> None:
         """Report the actor tree's drops and restarts at each scrape."""

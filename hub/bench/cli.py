@@ -191,6 +191,13 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     )
     parser.add_argument("--waves", type=int, default=10, help="churn: waves (default 10)")
     parser.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="churn: seconds the server is left alone after the last wave before its memory "
+        "is read again (default 15; the hub trims its heap 10 s after a mass leave)",
+    )
+    parser.add_argument(
         "--churners",
         type=int,
         default=500,
@@ -260,6 +267,7 @@ def _spec(
         drain_timeout=args.drain_timeout,
         churn_rate=args.churn_rate,
         waves=args.waves,
+        settle=args.settle,
         churners=args.churners,
         room=args.room or DEFAULT_ROOMS.get(args.scenario, "room:bench"),
         match_size=args.match_size,
@@ -403,7 +411,10 @@ def _settings_line(spec: LoadSpec, repeats: int, order: str) -> str:
                 f"tick each ({spec.inputs}), {spec.duration:g} s after {spec.warmup:g} s warm-up"
             )
         case _:
-            what = f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}"
+            what = (
+                f"{spec.waves} waves of {spec.connections:,} clients joining {spec.room}, "
+                f"memory read again {spec.settle:g} s after the last"
+            )
     return f"{what}; {repeats} repeat(s), {order}; setups {spec.concurrency} at a time"
 
 

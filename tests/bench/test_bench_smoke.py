@@ -120,11 +120,14 @@ def test_fanout_at_a_fixed_rate_loses_nothing(tmp_path):
 
 @pytest.mark.timeout(BENCH_TIMEOUT + 30)
 def test_churn_reads_the_servers_memory_after_each_wave(tmp_path):
-    document = _bench("churn", "--compare", "-n", "20", "--waves", "2", cwd=tmp_path)
+    document = _bench(
+        "churn", "--compare", "-n", "20", "--waves", "2", "--settle", "0", cwd=tmp_path
+    )
     for name, run in _figures(document).items():
         assert run["clients"] == 40, name
         assert len(run["rss_per_wave_mb"]) == 2, name
         assert run["server_rss_start_mb"] > 0, name
+        assert run["server_rss_settled_mb"] > 0, name
         assert run["back_within_10pct"] in (0, 1), name
 
 

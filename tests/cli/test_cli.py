@@ -27,6 +27,7 @@ import trio
 from wire_support import OPCODE_TEXT, client_frame, upgrade_request
 
 from hub import client
+from hub.allocator import glibc
 from hub.protocol import JSON, Join
 from hub.tokens import TokenVerifier
 
@@ -53,8 +54,12 @@ APPS = {
 
 
 def environment(**extra: str) -> dict[str, str]:
-    """This environment without TRIOHUB_* settings, plus `extra`."""
-    clean = {name: value for name, value in os.environ.items() if not name.startswith("TRIOHUB_")}
+    """This environment without TRIOHUB_* settings and PYTHONMALLOC, plus `extra`."""
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("TRIOHUB_") and name != "PYTHONMALLOC"
+    }
     return {**clean, **extra}
 
 
@@ -280,14 +285,14 @@ async def _collect(stream: trio.abc.ReceiveStream, lines: Output) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(cwd: Path, *arguments: str) -> AsyncIterator[Serving]:
+async def serving(cwd: Path, *arguments: str, **environ: str) -> AsyncIterator[Serving]:
     """`hub serve --port 0 ARGUMENTS`, once it prints its URL; killed if still running after."""
     process = await trio.lowlevel.open_process(
         [*HUB, "serve", "--port", "0", *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=cwd,
-        env=environment(PYTHONUNBUFFERED="1"),
+        env=environment(PYTHONUNBUFFERED="1", **environ),
     )
     assert process.stdout is not None and process.stderr is not None
     stdout, stderr = Output(), Output()
@@ -365,3 +370,41 @@ async def test_a_second_ctrl_c_stops_at_once_with_status_130(tmp_path: Path) -> 
     assert "triohub: SIGINT, shutting down (1 connection to close)" in hub.stdout
     lines = [line for line in hub.stderr if not re.match(r"\d{4}-\d\d-\d\d ", line)]
     assert lines == ["hub: interrupted again: stopped at once, without a graceful shutdown"]
+
+
+# --- the allocator it serves on (hub.allocator) ---------------------------------------
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().partition("=")[::2] for entry in entries if entry)
+
+
+@pytest.mark.skipif(not glibc(), reason="glibc's allocator only")
+async def test_hub_serve_runs_on_glibcs_allocator_and_trims_after_its_clients_leave(
+    tmp_path: Path,
+) -> None:
+    trims = ("--set", "server.trim_after_closes=3", "--set", "server.trim_delay_seconds=0.5")
+    with trio.fail_after(45):
+        async with serving(tmp_path, *trims) as hub:
+            # The same process (its PID), started again with the variable set.
+            assert _environ_of(hub.process.pid).get("PYTHONMALLOC") == "malloc"
+            for index in range(3):
+                async with client.connect(hub.websocket_url) as member:
+                    await member.join(f"room:trimmed-{index}", {"user": f"u{index}"})
+            trimmed = await hub.stderr.wait_for(
+                r"INFO hub\.trimmer: gave (\d+\.\d) MiB back to the system in [\d.]+ ms, "
+                r"after (\d+) connections closed"
+            )
+            assert int(trimmed.group(2)) == 3
+            hub.process.send_signal(signal.SIGTERM)
+        assert hub.process.returncode == 0, hub.stderr
+
+
+@pytest.mark.skipif(not glibc(), reason="glibc's allocator only")
+async def test_a_pythonmalloc_of_the_users_is_left_as_it_is(tmp_path: Path) -> None:
+    with trio.fail_after(45):
+        async with serving(tmp_path, PYTHONMALLOC="pymalloc") as hub:
+            assert _environ_of(hub.process.pid).get("PYTHONMALLOC") == "pymalloc"
+            hub.process.send_signal(signal.SIGTERM)
+        assert hub.process.returncode == 0, hub.stderr
