@@ -104,8 +104,7 @@ def notify_main(args: argparse.Namespace) -> int:
     except (HubError, ConnectionError) as error:
         return _complain(str(error))
     print(
-        f"notified {args.user!r} of {args.event!r} through Redis: "
-        f"offset {offset} (epoch {epoch})"
+        f"notified {args.user!r} of {args.event!r} through Redis: offset {offset} (epoch {epoch})"
     )
     return 0
 

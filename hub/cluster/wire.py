@@ -178,8 +178,9 @@ _CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
     "bool": lambda value: isinstance(value, bool),
     "float": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
-    "int | None": lambda value: value is None
-    or (isinstance(value, int) and not isinstance(value, bool)),
+    "int | None": lambda value: (
+        value is None or (isinstance(value, int) and not isinstance(value, bool))
+    ),
     "str | None": lambda value: value is None or isinstance(value, str),
     "list[Any]": lambda value: isinstance(value, list),
     "Mapping[str, Payload]": lambda value: isinstance(value, dict),

@@ -135,9 +135,7 @@ def test_churn_reads_the_servers_memory_after_each_wave(tmp_path):
 def test_presence_counts_pushes_per_change_full_and_coalesced(tmp_path):
     runs = {}
     for room in ("room:bench-presence", "crowd:bench-presence"):
-        document = _bench(
-            "presence", "-n", "5", "--churners", "30", "--room", room, cwd=tmp_path
-        )
+        document = _bench("presence", "-n", "5", "--churners", "30", "--room", room, cwd=tmp_path)
         [figures] = _figures(document).values()
         assert figures["presence_changes"] == 60, room
         assert figures["members_in_sync"] == 5, room

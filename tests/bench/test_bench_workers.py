@@ -35,7 +35,13 @@ def test_workers_runs_three_hubs_and_counts_every_delivery(tmp_path):
     # 10,000 deliveries: the CPU time (10 ms ticks) of each run spans several.
     subscribers, messages = 50, 200
     document = _bench(
-        "fanout", "--workers", "2", "-n", str(subscribers), "--messages", str(messages),
+        "fanout",
+        "--workers",
+        "2",
+        "-n",
+        str(subscribers),
+        "--messages",
+        str(messages),
         cwd=tmp_path,
     )
     figures = _figures(document)

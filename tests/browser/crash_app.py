@@ -1,6 +1,6 @@
 """A hub with a topic a client can crash on purpose: for testing recovery for real.
 
-    hub serve tests.browser.crash_app:app
+hub serve tests.browser.crash_app:app
 """
 
 from __future__ import annotations

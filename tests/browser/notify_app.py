@@ -1,6 +1,6 @@
 """A hub whose clients say who they are in the URL (`?user=ada`): for testing personal topics.
 
-    hub serve tests.browser.notify_app:app
+hub serve tests.browser.notify_app:app
 """
 
 from __future__ import annotations

@@ -199,8 +199,6 @@ def page(hub_server: HubProcess, new_page: Callable[[], Page]) -> Page:
     return client_page(hub_server, new_page)
 
 
-
-
 def test_a_crashed_topic_is_joined_again_from_its_offset(page: Page) -> None:
     result = run(
         page,

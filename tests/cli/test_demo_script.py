@@ -53,8 +53,7 @@ def test_an_unchanged_checkout_starts_the_demo_at_once_without_installing() -> N
             process.wait()
     assert process.returncode == 0, errors
     assert said == (
-        "demo: the hub command is .venv/bin/hub "
-        "(or run '. .venv/bin/activate' once, then 'hub')\n"
+        "demo: the hub command is .venv/bin/hub (or run '. .venv/bin/activate' once, then 'hub')\n"
     )
     assert serving.startswith("triohub: serving 'triohub demo' at http://127.0.0.1:"), serving
     # Started at once: nothing was installed (no new stamp, no pip output below).

@@ -32,8 +32,10 @@ async def test_a_member_its_topics_owner_judged_gone_is_told_to_join_again_not_l
             ref = bob.next_ref()
             await bob.send(Call(ref, "count:z", "add", 1, None))
             answer = await bob.wait_for(
-                lambda frame: (isinstance(frame, Reply) and frame.ref == ref)
-                or (isinstance(frame, Ended) and frame.topic == "count:z")
+                lambda frame: (
+                    (isinstance(frame, Reply) and frame.ref == ref)
+                    or (isinstance(frame, Ended) and frame.topic == "count:z")
+                )
             )
             assert isinstance(answer, Ended), answer
             assert answer.code == "topic_crashed"

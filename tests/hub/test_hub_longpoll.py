@@ -308,7 +308,6 @@ async def test_long_polling_can_be_turned_off(start_hub):
         assert (await open_session(hub.port)).status in (404, 405)
 
 
-
 async def test_a_signed_token_opens_a_session_as_over_a_websocket(start_hub):
     # The same authenticate path as the upgrade: signed tokens too (docs/auth.md).
     secret = "a-test-secret-that-is-long-enough-0123456789"

@@ -137,4 +137,3 @@ async def test_a_client_of_another_user_is_refused_its_personal_topic(
         async with running.client(query="user=eve") as eve:
             reply = await eve.join("user:ada")
             assert not reply.ok and reply.error_code == "forbidden"
-

@@ -145,9 +145,7 @@ async def test_a_hub_whose_redis_is_away_at_start_serves_degraded_and_stops_prom
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    running = await start_hub(
-        shout_app(), backplane={"redis_url": f"redis://127.0.0.1:{port}/0"}
-    )
+    running = await start_hub(shout_app(), backplane={"redis_url": f"redis://127.0.0.1:{port}/0"})
     with trio.fail_after(30):
         body = json.loads((await http_get(running.port, "/healthz")).body)
         assert body["status"] == "degraded"

@@ -90,8 +90,19 @@ async def worker_pool(tmp_path: Path, redis_url: str, count: int = 2) -> AsyncIt
     (tmp_path / "shout_app.py").write_text(textwrap.dedent(APP))
     port = free_port()
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "hub", "serve", "shout_app:app", "--workers", str(count),
-         "--port", str(port), "--redis", redis_url],
+        [
+            sys.executable,
+            "-m",
+            "hub",
+            "serve",
+            "shout_app:app",
+            "--workers",
+            str(count),
+            "--port",
+            str(port),
+            "--redis",
+            redis_url,
+        ],
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.PIPE,

@@ -143,4 +143,3 @@ async def test_a_hub_trims_once_its_clients_have_left_and_counts_it(
         assert runtime.trimmer.trims == 1
         metrics = runtime.metrics.render().decode()
         assert "triohub_memory_trims_total 1.0" in metrics
-

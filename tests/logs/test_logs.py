@@ -196,9 +196,13 @@ def test_json_lines_carry_the_message_the_event_fields_and_the_traceback() -> No
         raise ValueError("bad")
     except ValueError as error:
         failing = logging.LogRecord(
-            "actors.supervisor", logging.ERROR, __file__, 1, "crashed", (), (
-                type(error), error, error.__traceback__
-            )
+            "actors.supervisor",
+            logging.ERROR,
+            __file__,
+            1,
+            "crashed",
+            (),
+            (type(error), error, error.__traceback__),
         )
     crashed = json.loads(formatter.format(failing))
     assert crashed["level"] == "error" and "ValueError: bad" in crashed["traceback"]

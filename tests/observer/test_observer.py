@@ -175,9 +175,7 @@ async def test_a_snapshot_shows_members_rates_topics_and_a_crash_with_its_restar
         fragile = find(shown["tree"], "fragile")
         assert (fragile["state"], fragile["restarts"]) == ("running", 1)
         (crash,) = shown["crashes"]
-        assert crash["actor"].startswith("fragile#") and crash["supervisor"].startswith(
-            "services#"
-        )
+        assert crash["actor"].startswith("fragile#") and crash["supervisor"].startswith("services#")
         assert crash["restart"] == "permanent"
         assert crash["error"] == "RuntimeError('fragile was told to crash')"
         assert "Traceback (most recent call last)" in crash["traceback"]

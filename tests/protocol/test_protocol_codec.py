@@ -123,9 +123,7 @@ def payloads(*, binary: bool) -> st.SearchStrategy[Any]:
     return nested.filter(lambda value: _depth(value) <= MAX_PAYLOAD_DEPTH)
 
 
-tokens = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64
-)
+tokens = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64)
 
 
 def frames(*, binary: bool) -> st.SearchStrategy[Frame]:
