@@ -329,7 +329,7 @@ def wave_table(servers: Sequence[str], runs: Sequence[Run]) -> str:
     waves = max((len(series) for lists in per_server.values() for series in lists), default=0)
     if not waves:
         return ""
-    header = ["server RSS (MiB)", "start", *(f"wave {n + 1}" for n in range(waves))]
+    header = ["server RSS (MiB)", "start", *(f"wave {n + 1}" for n in range(waves)), "left alone"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for server in servers:
         starts = [
@@ -343,6 +343,12 @@ def wave_table(servers: Sequence[str], runs: Sequence[Run]) -> str:
         for wave in range(waves):
             values = [series[wave] for series in per_server[server] if len(series) > wave]
             cells.append(f"{statistics.median(values):,.1f}" if values else "-")
+        settled = [
+            run.figures["server_rss_settled_mb"]
+            for run in runs
+            if run.server == server and run.figures and "server_rss_settled_mb" in run.figures
+        ]
+        cells.append(f"{statistics.median(settled):,.1f}" if settled else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -391,14 +397,28 @@ def plot(document: dict[str, Any], path: Path) -> None:
         left.grid(True, which="both", alpha=0.3)
         left.legend()
     elif scenario == "churn":
-        for server in servers:
+        waves = 0
+        for index, server in enumerate(servers):
+            colour = f"C{index}"
             for run in runs:
                 if run.server == server and run.figures and "rss_per_wave_mb" in run.figures:
                     series = [run.figures["server_rss_start_mb"], *run.figures["rss_per_wave_mb"]]
-                    left.plot(range(len(series)), series, marker="o", alpha=0.7, label=server)
-        handles, labels = left.get_legend_handles_labels()
-        unique = dict(zip(labels, handles, strict=True))
-        left.legend(unique.values(), unique.keys())
+                    waves = max(waves, len(series) - 1)
+                    left.plot(range(len(series)), series, marker="o", alpha=0.7, color=colour)
+                    settled = run.figures.get("server_rss_settled_mb")
+                    if settled is not None:  # the last wave, then left alone
+                        left.plot(
+                            [len(series) - 1, len(series)],
+                            [series[-1], settled],
+                            marker="s",
+                            linestyle=":",
+                            alpha=0.7,
+                            color=colour,
+                        )
+            left.plot([], [], marker="o", color=colour, label=server)
+        left.legend()
+        ticks = list(range(0, waves + 1, max(1, waves // 5)))
+        left.set_xticks([*ticks, waves + 1], [*map(str, ticks), "left\nalone"])
         left.set_xlabel("after wave (0: start)")
         left.set_ylabel("server RSS (MiB)")
         left.set_title("server memory across waves")
