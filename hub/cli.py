@@ -244,7 +244,9 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
         help="run a hub application (the demo when APP is omitted)",
         description="Run a hub application. Settings come from defaults, then --config "
         "(or TRIOHUB_CONFIG), then TRIOHUB_<SECTION>__<SETTING> variables, then --set, "
-        "then the other flags. docs/configuration.md lists every setting.",
+        "then the other flags. docs/configuration.md lists every setting. On Linux with "
+        "glibc it runs on glibc's allocator (PYTHONMALLOC=malloc), which can give memory "
+        "back after clients leave; set PYTHONMALLOC yourself to choose (docs/deployment.md).",
     )
     serve.add_argument("app", nargs="?", default=DEFAULT_APP, help="module:attribute of a hub.Hub")
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
