@@ -6,14 +6,17 @@ tests/cli/test_cli.py.
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import pytest
 
-from hub.allocator import ALLOCATOR_VARIABLE, can_trim, glibc, run_on_system_allocator
+from hub.allocator import ALLOCATOR_VARIABLE, can_trim, glibc, run_on_system_allocator, trim
 
 needs_glibc = pytest.mark.skipif(not glibc(), reason="glibc's allocator only")
 
@@ -98,3 +101,49 @@ def test_trim_gives_freed_pages_back_on_glibcs_allocator() -> None:
 
 def _clean_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name != ALLOCATOR_VARIABLE}
+
+
+def _free_listed(capfd: pytest.CaptureFixture[str]) -> dict[str, int]:
+    """How many 2-tuples and dicts CPython keeps for reuse (sys._debugmallocstats, on fd 2)."""
+    capfd.readouterr()
+    sys._debugmallocstats()
+    stats = capfd.readouterr().err
+    counts = {
+        kind: re.search(rf"(\d+) free {kind}", stats)
+        for kind in ("2-sized PyTupleObjects", "PyDictObjects")
+    }
+    assert all(counts.values()), stats
+    return {kind: int(match.group(1)) for kind, match in counts.items() if match}
+
+
+@pytest.mark.skipif(not can_trim(), reason="malloc_trim is glibc's")
+def test_trim_empties_cpythons_free_lists_first(capfd: pytest.CaptureFixture[str]) -> None:
+    # Each kept object would keep its page: glibc could not give it back.
+    pairs = [(index, index) for index in range(10_000)]
+    tables = [{"index": index} for index in range(10_000)]
+    del pairs, tables
+    full = _free_listed(capfd)
+    assert min(full.values()) >= 50, full
+    trim()
+    emptied = _free_listed(capfd)
+    assert all(emptied[kind] < full[kind] // 10 for kind in full), (full, emptied)
+
+
+@pytest.mark.skipif(not can_trim(), reason="malloc_trim is glibc's")
+def test_what_lives_through_a_trim_is_collected_once_it_is_garbage() -> None:
+    # trim() freezes every object for its collection: it must thaw them all,
+    # or a cycle alive at a trim would never be collected (a leak).
+    cycle = _Cycle()
+    cycle.itself = cycle
+    alive = weakref.ref(cycle)
+    try:
+        trim()
+        del cycle
+        gc.collect()
+        assert alive() is None
+    finally:
+        gc.unfreeze()  # whatever a broken trim left frozen
+
+
+class _Cycle:
+    itself: _Cycle | None = None

@@ -7,6 +7,8 @@ C library, where the trimmer never trims).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import trio
 
@@ -24,12 +26,14 @@ class Trims:
     def __init__(self) -> None:
         self.at: list[float] = []
         self.freed: list[int] = []
+        self.seconds: list[float] = []
         self._came = trio.Event()
 
     def __call__(self, freed: int, seconds: float) -> None:
         assert freed >= 0 and seconds >= 0
         self.at.append(trio.current_time())
         self.freed.append(freed)
+        self.seconds.append(seconds)
         self._came.set()
         self._came = trio.Event()
 
@@ -143,3 +147,11 @@ async def test_a_hub_trims_once_its_clients_have_left_and_counts_it(
         assert runtime.trimmer.trims == 1
         metrics = runtime.metrics.render().decode()
         assert "triohub_memory_trims_total 1.0" in metrics
+        assert _counted(metrics, "triohub_memory_trimmed_bytes_total") == trims.freed[0]
+        assert _counted(metrics, "triohub_memory_trim_seconds_total") == trims.seconds[0] > 0
+
+
+def _counted(metrics: str, name: str) -> float:
+    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
+    assert found is not None, metrics
+    return float(found.group(1))
