@@ -71,15 +71,19 @@ def run_on_system_allocator(
     Called first thing by the `hub` command with its arguments (`argv`, not
     the program's name). It does nothing unless the command is `hub serve`,
     the C library is glibc, `PYTHONMALLOC` is not set (whatever it says, the
-    user chose) and Python is not in development mode (which has allocators
-    of its own). Otherwise it replaces the process (same PID, same open
-    files) with the same interpreter, arguments and environment plus
-    `PYTHONMALLOC=malloc`; it returns only if that cannot be done.
+    user chose), Python is not in development mode (which has allocators
+    of its own) and reads its variables (not `-E` or `-I`, with which it
+    would start again on pymalloc all the same). Otherwise it replaces the
+    process (same PID, same open files) with the same interpreter, arguments
+    and environment plus `PYTHONMALLOC=malloc`; it returns only if that
+    cannot be done.
     """
     environment = dict(os.environ if environ is None else environ)
     if _command(argv) != "serve" or ALLOCATOR_VARIABLE in environment:
         return
-    if sys.flags.dev_mode or not glibc() or not sys.executable or not sys.orig_argv:
+    if sys.flags.dev_mode or sys.flags.ignore_environment:
+        return
+    if not glibc() or not sys.executable or not sys.orig_argv:
         return
     environment[ALLOCATOR_VARIABLE] = "malloc"
     arguments = [sys.executable, *sys.orig_argv[1:]]

@@ -68,6 +68,34 @@ def test_a_failed_start_serves_on_as_it_is(caplog: pytest.LogCaptureFixture) -> 
     assert "could not start again with PYTHONMALLOC=malloc (not allowed here)" in caplog.text
 
 
+# Starts `run_on_system_allocator` for `hub serve` and says whether it would
+# have started the process again.
+_WOULD_START_AGAIN = textwrap.dedent(
+    """
+    from hub.allocator import run_on_system_allocator
+    calls = []
+    run_on_system_allocator(["serve"], execute=lambda *call: calls.append(call))
+    print(len(calls))
+    """
+)
+
+
+@needs_glibc
+@pytest.mark.parametrize("flag", ["-E", "-I"])
+def test_a_python_that_ignores_pythonmalloc_is_not_started_again(flag: str) -> None:
+    # It would start again on pymalloc all the same, the variable set (and
+    # its --help and environment saying it runs on glibc's allocator).
+    completed = subprocess.run(
+        [sys.executable, flag, "-c", _WOULD_START_AGAIN],
+        env=_clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert completed.stdout.split() == ["0"], completed.stderr
+
+
 # A program that frees 64 MiB of small blocks below one it keeps (so that
 # glibc cannot give them back by shrinking its heap), and prints its RSS
 # before and after `trim`.
