@@ -81,12 +81,15 @@ _WOULD_START_AGAIN = textwrap.dedent(
 
 
 @needs_glibc
-@pytest.mark.parametrize("flag", ["-E", "-I"])
-def test_a_python_that_ignores_pythonmalloc_is_not_started_again(flag: str) -> None:
-    # It would start again on pymalloc all the same, the variable set (and
-    # its --help and environment saying it runs on glibc's allocator).
+@pytest.mark.parametrize("flags", [["-E"], ["-I"], ["-X", "dev"]])
+def test_a_python_that_ignores_pythonmalloc_or_in_dev_mode_is_not_started_again(
+    flags: list[str],
+) -> None:
+    # With -E or -I it would start again on pymalloc all the same, the
+    # variable set (and its --help and environment saying it runs on
+    # glibc's allocator); development mode has allocators of its own.
     completed = subprocess.run(
-        [sys.executable, flag, "-c", _WOULD_START_AGAIN],
+        [sys.executable, *flags, "-c", _WOULD_START_AGAIN],
         env=_clean_environment(),
         capture_output=True,
         text=True,
