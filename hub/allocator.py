@@ -17,8 +17,9 @@ So, on Linux with glibc:
   message the same within the noise (docs/benchmarks.md).
 - `hub.trimmer.Trimmer` asks glibc for the free pages back once enough connections
   have closed (`server.trim_after_closes`) and none has for a while
-  (`server.trim_delay_seconds`, longer than presence's grace, so what the
-  departed left in presence is gone too).
+  (`server.trim_delay_seconds`, longer than presence's grace and an empty
+  topic's, so what the departed left in presence and in topics of their
+  own is gone too).
 
 Elsewhere (macOS, musl, Windows) both do nothing. An application that runs
 the hub inside its own process (`serve_hub`) gets the trims; to get the

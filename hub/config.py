@@ -295,9 +295,10 @@ class ServerConfig(_Section):
     #: connections have closed since the last time; 0 never does.
     trim_after_closes: CountOrZero = 500
     #: ... and then no connection has closed for this long (keep it above
-    #: presence's grace, so that what departed clients left there is freed
-    #: first); under a churn that never pauses, six times this at most.
-    trim_delay_seconds: Seconds = 10.0
+    #: presence's grace and topics' empty grace, so that what departed
+    #: clients left in presence and in topics of their own is freed first);
+    #: under a churn that never pauses, six times this at most.
+    trim_delay_seconds: Seconds = 15.0
     #: Addresses or networks of reverse proxies whose `client_address_header` names the client.
     trusted_proxies: Proxies = ()
     #: The header a trusted proxy names the client's address in.

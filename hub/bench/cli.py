@@ -193,9 +193,9 @@ def build_parser(prog: str = "hub bench") -> argparse.ArgumentParser:
     parser.add_argument(
         "--settle",
         type=float,
-        default=15.0,
+        default=20.0,
         help="churn: seconds the server is left alone after the last wave before its memory "
-        "is read again (default 15; the hub trims its heap 10 s after a mass leave)",
+        "is read again (default 20; the hub trims its heap 15 s after a mass leave)",
     )
     parser.add_argument(
         "--churners",

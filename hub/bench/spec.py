@@ -77,8 +77,8 @@ class LoadSpec:
     waves: int = attrs.field(default=10, validator=_positive)
     #: churn: seconds the server is left alone after the last wave before its
     #: memory is read again (a server may give memory back after a pause:
-    #: the hub's trim waits `server.trim_delay_seconds`, 10 s by default).
-    settle: float = attrs.field(default=15.0, validator=attrs.validators.ge(0))
+    #: the hub's trim waits `server.trim_delay_seconds`, 15 s by default).
+    settle: float = attrs.field(default=20.0, validator=attrs.validators.ge(0))
     #: fanout, churn and presence: the room (the hub's RoomService; the baselines' /fanout).
     room: str = "room:bench"
     #: presence: clients that each join the room and leave it again, measured.

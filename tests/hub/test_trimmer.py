@@ -155,3 +155,30 @@ def _counted(metrics: str, name: str) -> float:
     found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
     assert found is not None, metrics
     return float(found.group(1))
+
+
+@needs_glibc
+async def test_a_hub_trims_once_the_topics_its_clients_had_alone_have_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # What a topic holds is freed when it stops, `topics.empty_grace_seconds`
+    # after its last member left: a trim before then cannot give it back, and
+    # the next comes only after as many closes again.
+    app = Hub("trimmed")
+    app.route("echo:*", EchoService)
+    config = HubConfig.from_settings({"server": {"trim_after_closes": 5}})  # default delays
+    async with open_test_hub(app, config) as hub:
+        runtime = hub.runtime
+        trims = Trims()
+        live_topics: list[int] = []
+
+        def heard(freed: int, seconds: float) -> None:
+            live_topics.append(runtime.topics.count())
+            trims(freed, seconds)
+
+        runtime.trimmer.on_trim = heard
+        for index in range(5):
+            async with hub.connect() as member:
+                await member.join(f"echo:alone-{index}")
+        await trims.next()
+        assert live_topics == [0]
