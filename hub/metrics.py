@@ -91,7 +91,7 @@ class _BackplaneCollector(Collector):
         )
         yield CounterMetricFamily(
             "triohub_node_messages_dropped",
-            "Messages for other nodes dropped after being held as long as allowed",
+            "Messages for other nodes dropped: held as long as allowed, or too many for one node",
             value=stats.dropped_node_messages,
         )
         yield CounterMetricFamily(
