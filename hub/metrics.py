@@ -96,7 +96,7 @@ class _BackplaneCollector(Collector):
         )
         yield CounterMetricFamily(
             "triohub_backplane_refused_messages",
-            "Messages on topic channels refused: bytes that do not decode",
+            "Messages on topic channels refused: bytes not decoded, publish requests refused",
             value=stats.refused_messages,
         )
         yield CounterMetricFamily(

@@ -464,7 +464,8 @@ class RedisBackplane(Backplane):
     #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
     dropped_node_messages: int = attrs.field(default=0, init=False)
     #: Messages on a topic's or this node's channel that did not decode
-    #: (not sent by a node of this version).
+    #: (not sent by a node of this version), and publish requests refused
+    #: (`hub.publish_requests`: not one, or naming no publisher to answer).
     refused_messages: int = attrs.field(default=0, init=False)
     #: Node messages had already (sent again after a round trip Redis ran), dropped.
     duplicate_node_messages: int = attrs.field(default=0, init=False)
