@@ -287,8 +287,14 @@ class ClusterNode:
                 remote.topic_ref.notify(LeaveTopic(remote.connection.ref))
                 remote.connection.ref.kill()
         self.subscribers.node_died(node)
-        for nodes in self._relay_nodes.values():
-            nodes.discard(node)
+        for topic, nodes in self._relay_nodes.items():
+            if node in nodes:
+                nodes.discard(node)
+                # Should it only have stalled (and be back within the 30 s its
+                # messages are held), its relay ends rather than hold members
+                # and subscribers this topic no longer has: they join again.
+                reason = f"topic {topic!r} lost this node's members for a while; join again"
+                self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CRASHED, reason))
 
     def _forget_abandoned_asks(self) -> None:
         now = trio.current_time()

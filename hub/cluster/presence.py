@@ -233,10 +233,6 @@ class RemoteSubscribers:
     def unsubscribe(self, request: UnsubscribeFromNode) -> None:
         stand_in = self._stand_ins.pop((request.topic, request.node, request.subscription), None)
         if stand_in is not None:
-            # Before a subscribe that follows from the same node, in the
-            # topic's mailbox: its place under the limit is free for it.
-            if stand_in.ref is not None:
-                stand_in.topic_ref.notify(UnsubscribePresence(stand_in.ref))
             self._end(stand_in)
 
     def resend(self, request: ResendFromNode) -> None:
@@ -266,7 +262,11 @@ class RemoteSubscribers:
     @staticmethod
     def _end(stand_in: _StandIn) -> None:
         if stand_in.ref is not None:
-            stand_in.ref.kill()  # its topic's Down: the topic drops it
+            # Unsubscribed now, not at the stand-in's Down: in the topic's
+            # mailbox before any subscribe that follows, which finds its
+            # place under the limit free.
+            stand_in.topic_ref.notify(UnsubscribePresence(stand_in.ref))
+            stand_in.ref.kill()
 
     def _forward(
         self, request: SubscribeFromNode, stand_in: _StandIn, seq: int, item: list[Any]

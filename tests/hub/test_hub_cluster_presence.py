@@ -27,6 +27,7 @@ from hub.presence import (
     PresenceLimitError,
     PresenceSnapshot,
 )
+from hub.protocol import Ended
 from hub.services import RoomService
 from hub.topics import TopicWithoutPresenceError
 
@@ -311,3 +312,31 @@ async def test_a_subscriber_whose_mailbox_was_full_gets_a_snapshot_instead(
             await ann.join_ok("slow:s", {"user": "ann"})
             assert change(await two.next("slow")) == ("slow:s", ["ann"], [])
             assert two.nothing_more("slow")
+
+
+async def test_a_node_judged_dead_that_was_only_stalled_is_told_its_subscriptions_ended(
+    start_hub, valkey_server: ValkeyServer
+) -> None:
+    # Node one judges node two dead (its heartbeat lapsed: it stalled, or
+    # lost Redis a while) and drops its members and subscribers. Node two,
+    # still running, must not wait for changes that will never come.
+    one, two = await start_two(start_hub, valkey_server)
+    with trio.fail_after(30):
+        async with one.client() as ann, two.client() as bob:
+            await ann.join_ok("room:j", {"user": "ann"})
+            await bob.join_ok("room:j", {"user": "bob"})
+            await two.runtime.subscribe_presence("room:j", two.watcher())
+            cluster = one.runtime.cluster
+            assert cluster is not None
+            cluster._node_died(plane_of(two.running).node)  # what its liveness round does
+            assert remote_subscribers(one) == 0
+            # Its relay ends: the topic's end for its subscriber and its member.
+            assert await two.next() == PresenceSnapshot("room:j", {})
+            ended = await bob.wait_for(lambda frame: isinstance(frame, Ended))
+            assert ended.topic == "room:j" and ended.code == "topic_crashed"
+            # Both come back, and are the owner's again.
+            snapshot = await two.runtime.subscribe_presence("room:j", two.watcher())
+            assert list(snapshot.users) == ["ann"]  # bob left when his node was judged gone
+            await bob.join_ok("room:j", {"user": "bob"})
+            assert change(await two.next()) == ("room:j", ["bob"], [])
+            assert remote_subscribers(one) == 1
