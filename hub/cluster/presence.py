@@ -22,10 +22,10 @@ subscribed with, then each change, in the order the topic made them.
   more until a snapshot, which the relay asks the owner for
   (`ResendFromNode`: the topic marks the stand-in stale) and hands it in
   place of what it missed; as from a topic to a local subscriber whose
-  mailbox was full, the snapshot comes with the next change. When the relay ends
-  (the topic ended, or its owner died: its lease lapsed), each subscriber
-  gets an empty snapshot, as from a topic that ends; it subscribes again to
-  reach whichever node runs the topic next.
+  mailbox was full, the snapshot comes with the next change. When the
+  relay ends (the topic ended, or its owner died: its lease lapsed), each
+  subscriber gets an empty snapshot, as from a topic that ends; it
+  subscribes again to reach whichever node runs the topic next.
 """
 
 from __future__ import annotations
