@@ -207,8 +207,8 @@ class RemoteSubscribers:
         """Start the stand-in of `request`'s subscription to the topic of `topic_ref`."""
         key = (request.topic, request.node, request.subscription)
         previous = self._stand_ins.pop(key, None)
-        if previous is not None and previous.ref is not None:
-            previous.ref.kill()  # sent twice: the newer one stands
+        if previous is not None:
+            self._end(previous)  # sent twice: the newer one stands
         stand_in = self._stand_ins[key] = _StandIn(request.node, topic_ref)
         spec = actors.ChildSpec(
             id=None,

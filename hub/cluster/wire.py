@@ -130,7 +130,7 @@ class UnsubscribeFromNode:
 @attrs.frozen
 class ResendFromNode:
     """The subscription could not use what it was sent numbered `after` (one before it was
-    lost, or its subscriber's mailbox was full): send it the whole presence again."""
+    lost, or its subscriber's mailbox was full): send it a snapshot with the next change."""
 
     topic: str
     node: str
