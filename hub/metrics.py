@@ -132,6 +132,11 @@ class _ClusterCollector(Collector):
             "Members of other nodes in the topics this node runs",
             value=cluster.remote_members(),
         )
+        yield GaugeMetricFamily(
+            "triohub_cluster_remote_presence_subscribers",
+            "Presence subscriptions of other nodes' backend actors to the topics this node runs",
+            value=cluster.remote_subscribers(),
+        )
 
 
 class _TasksCollector(Collector):
@@ -347,7 +352,7 @@ class HubMetrics:
         self.registry.register(_BackplaneCollector(backplane, node_messages_refused))
 
     def watch_cluster(self, cluster: ClusterNode) -> None:
-        """Report this node's leases, relays and remote members at each scrape."""
+        """Report this node's leases, relays, remote members and subscribers at each scrape."""
         self.registry.register(_ClusterCollector(cluster))
 
     def observe_gateway(self, event: GatewayEvent) -> None:
