@@ -113,6 +113,10 @@ REDIS_START_WAIT_SECONDS: Final = 5.0
 # How long `HubRuntime.publish` waits for the topic's actor to take an event.
 PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 
+# How many times `HubRuntime.subscribe_presence` tries a topic that ends
+# before it answers (it stopped meanwhile, or its owner moved to another node).
+SUBSCRIBE_ATTEMPTS: Final = 3
+
 # The plain WebSocket echo endpoint (no hub protocol), for testing clients.
 ECHO_PATH: Final = "/echo"
 
@@ -380,15 +384,32 @@ class HubRuntime:
         Starts the topic if it is not live, and keeps it live while
         subscribed. The subscriber then receives `hub.presence.PresenceChanged`
         messages (a `PresenceSnapshot` in place of changes it missed, and an
-        empty one when the topic ends). Raises as `publish` does, and
-        PresenceLimitError past `presence.max_subscribers` per topic.
+        empty one when the topic ends). In a cluster, from whichever node:
+        where another node runs the topic, the subscription is taken there
+        (docs/presence.md). Raises as `publish` does,
+        PresenceLimitError past `presence.max_subscribers` per topic, and
+        TopicWithoutPresenceError if its route keeps no presence.
         """
         route = self.topics.route_for(topic)
         if route is None:
             raise UnknownTopicError(f"no service serves topic {topic!r}")
-        ref = await self.topics.actor_for(topic, route)
-        snapshot: PresenceSnapshot = await ref.call(SubscribePresence(subscriber), timeout=timeout)
-        return snapshot
+        deadline = trio.current_time() + timeout
+        attempts = 1
+        while True:
+            ref = await self.topics.actor_for(topic, route)
+            left = max(0.0, deadline - trio.current_time())
+            try:
+                snapshot: PresenceSnapshot = await ref.call(
+                    SubscribePresence(subscriber), timeout=left
+                )
+            except actors.ActorExitedError:
+                # It ended before it answered (it stopped, or in a cluster its
+                # owner moved): the next one to run it takes the subscription.
+                if attempts == SUBSCRIBE_ATTEMPTS:
+                    raise
+                attempts += 1
+                continue
+            return snapshot
 
     async def unsubscribe_presence(
         self, topic: str, subscriber: actors.ActorRef, *, timeout: float = PUBLISH_TIMEOUT_SECONDS

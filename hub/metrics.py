@@ -91,12 +91,12 @@ class _BackplaneCollector(Collector):
         )
         yield CounterMetricFamily(
             "triohub_node_messages_dropped",
-            "Messages for other nodes dropped after being held as long as allowed",
+            "Messages for other nodes dropped: held as long as allowed, or too many for one node",
             value=stats.dropped_node_messages,
         )
         yield CounterMetricFamily(
             "triohub_backplane_refused_messages",
-            "Messages on topic channels refused: bytes that do not decode",
+            "Messages on topic channels refused: bytes not decoded, publish requests refused",
             value=stats.refused_messages,
         )
         yield CounterMetricFamily(
@@ -131,6 +131,11 @@ class _ClusterCollector(Collector):
             "triohub_cluster_remote_members",
             "Members of other nodes in the topics this node runs",
             value=cluster.remote_members(),
+        )
+        yield GaugeMetricFamily(
+            "triohub_cluster_remote_presence_subscribers",
+            "Presence subscriptions of other nodes' backend actors to the topics this node runs",
+            value=cluster.remote_subscribers(),
         )
 
 
@@ -347,7 +352,7 @@ class HubMetrics:
         self.registry.register(_BackplaneCollector(backplane, node_messages_refused))
 
     def watch_cluster(self, cluster: ClusterNode) -> None:
-        """Report this node's leases, relays and remote members at each scrape."""
+        """Report this node's leases, relays, remote members and subscribers at each scrape."""
         self.registry.register(_ClusterCollector(cluster))
 
     def observe_gateway(self, event: GatewayEvent) -> None:

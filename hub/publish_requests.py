@@ -7,12 +7,21 @@ gets it. A node acts on it only if it runs the topic's actor or its relay
 topic's offsets), and only if it is the first to claim the request in
 Redis, so that one request is one event however many nodes could act. It
 publishes the event through the actor (or relay), as `HubRuntime.publish`
-does, and answers the publisher with the offset, or the error.
+does, and answers the publisher with the offset, or the error, on the
+publisher's reply topic.
+
+Anything that can write to Redis can send a request, so one that does not
+decode, or names as its reply topic anything but a publisher's (a room, a
+topic of the hub's own), is refused whole: nothing is claimed, published or
+answered. Each refusal is counted with the backplane's refused messages
+(`triohub_backplane_refused_messages_total`) and logged, the first at once
+and then at most one line every `REFUSAL_LOG_SECONDS` saying how many more.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -42,11 +51,37 @@ CONCURRENT_REQUESTS: Final = 64
 # How long a topic's actor may take to take a requested event, in seconds.
 PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 
+# How often a refused request is logged at most, in seconds: whoever writes
+# to Redis must not flood the log. The next line says how many were not.
+REFUSAL_LOG_SECONDS: Final = 10.0
+
 # How long a claimed request id is remembered in Redis, in milliseconds.
 _CLAIM_MS: Final = 60_000
 
 # KEYS: claim; ARGV: node, ms -> 1 if this node is the first to claim it.
 _CLAIM = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0"
+
+
+@attrs.define
+class _RefusalLog:
+    """Logs a refused request at most once every `interval` seconds, on trio's clock."""
+
+    interval: float = REFUSAL_LOG_SECONDS
+    _logged_at: float = -math.inf
+    _not_logged: int = 0
+
+    def refused(self, topic: str, why: str) -> None:
+        now = trio.current_time()
+        if now - self._logged_at < self.interval:
+            self._not_logged += 1
+            return
+        more = (
+            f" ({self._not_logged} more refused since the last line, not logged)"
+            if self._not_logged
+            else ""
+        )
+        self._logged_at, self._not_logged = now, 0
+        logger.warning("refused a publish request on topic %r: %s%s", topic, why, more)
 
 
 @attrs.define(eq=False)
@@ -55,6 +90,7 @@ class PublishRequests:
 
     backplane: RedisBackplane
     topics: Topics
+    _refusals: _RefusalLog = attrs.Factory(_RefusalLog)
     _send: trio.MemorySendChannel[tuple[str, bytes]] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[tuple[str, bytes]] = attrs.field(init=False)
 
@@ -92,7 +128,8 @@ class PublishRequests:
         try:
             request = PublishRequest.decode(data)
         except ValueError as error:
-            logger.warning("a request on topic %r was not understood: %s", topic, error)
+            self.backplane.refused_messages += 1
+            self._refusals.refused(topic, str(error))
             return
         ref = self.topics.whereis(topic)
         if ref is None:
@@ -116,5 +153,6 @@ class PublishRequests:
             self._answer(request, "published", {"offset": offset, "node": self.backplane.node})
 
     def _answer(self, request: PublishRequest, event: str, result: dict[str, Payload]) -> None:
+        # To the publisher's reply topic: `decode` refused any other.
         payload = {"id": request.id, **result}
         self.backplane.publish(Record(request.reply_to, event, payload, ""))

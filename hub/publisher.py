@@ -29,6 +29,7 @@ the `prefix` must be the hub's `backplane.prefix`.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Final
@@ -58,8 +59,17 @@ PUBLISH_TIMEOUT_SECONDS: Final = 5.0
 # How long `open_publisher` waits for Redis to answer, in seconds.
 CONNECT_TIMEOUT_SECONDS: Final = 5.0
 
-# Where a publisher hears its answers: a name no client topic can take (a space).
+# Where a publisher hears its answers: a name no client topic can take (a
+# space), then its own random id, `_REPLY_ID_BYTES` bytes in hex.
 _REPLY_PREFIX: Final = "$publisher "
+_REPLY_ID_BYTES: Final = 8
+
+# The only topics a node answers a request in. A request comes from anything
+# that can write to Redis, and the node publishes its answer (on its own
+# backplane, so under its own prefix) to the topic the request names: naming
+# any other (a room, `$notifications`) would push the node's answer to that
+# topic's members.
+_REPLY_TOPIC: Final = re.compile(re.escape(_REPLY_PREFIX) + f"[0-9a-f]{{{2 * _REPLY_ID_BYTES}}}")
 
 
 class NoNodeServesError(HubError):
@@ -79,7 +89,8 @@ class PublishRequest:
     event: str
     payload: Payload
     keep: bool
-    #: The backplane topic the answer goes to (the publisher's).
+    #: The backplane topic the answer goes to: the publisher's reply topic,
+    #: `$publisher ` and its id (a request naming another is refused).
     reply_to: str
 
     def encode(self) -> bytes:
@@ -90,13 +101,18 @@ class PublishRequest:
 
     @classmethod
     def decode(cls, data: bytes) -> PublishRequest:
-        """The request in `data`; ValueError if it is not one."""
+        """The request in `data`; ValueError if it is not one, or names no publisher to answer."""
         try:
             request_id, event, payload, keep, reply_to = msgpack.unpackb(data, raw=False)
         except Exception as error:  # msgpack raises several types for malformed input
             raise ValueError(f"not a publish request: {error}") from None
         if not all(isinstance(field, str) for field in (request_id, event, reply_to)):
             raise ValueError("not a publish request: id, event and reply_to must be strings")
+        if not _REPLY_TOPIC.fullmatch(reply_to):
+            raise ValueError(
+                f"reply_to {reply_to!r:.100} is not a publisher's reply topic "
+                f"({_REPLY_PREFIX!r} and {2 * _REPLY_ID_BYTES} hex digits)"
+            )
         return cls(request_id, event, payload, bool(keep), reply_to)
 
 
@@ -203,7 +219,9 @@ async def open_publisher(
     `connect_timeout`. Leaving the block waits for what was published to be
     written to Redis.
     """
-    backplane = RedisBackplane(redis_url, prefix=prefix)
+    # Its node id is its reply topic's id (`_REPLY_TOPIC`).
+    node = secrets.token_hex(_REPLY_ID_BYTES)
+    backplane = RedisBackplane(redis_url, prefix=prefix, node=node)
     async with trio.open_nursery() as nursery:
         await nursery.start(backplane.run)
         try:
@@ -217,7 +235,7 @@ async def open_publisher(
             inbox = RedisInbox(
                 backplane.run_script, prefix=prefix, max_per_user=max_per_user, max_age=max_age
             )
-            publisher = Publisher(backplane, inbox, _REPLY_PREFIX + backplane.node)
+            publisher = Publisher(backplane, inbox, _REPLY_PREFIX + node)
             backplane.subscribe(publisher.reply_topic, publisher._answered)
             with trio.fail_after(connect_timeout):
                 await backplane.wait_subscribed(publisher.reply_topic)

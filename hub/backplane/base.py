@@ -148,9 +148,10 @@ class BackplaneStats:
     failed_writes: int = 0
     #: Messages for another node that reached no one yet, held to be sent again.
     held_node_messages: int = 0
-    #: Messages for another node dropped after being held as long as allowed.
+    #: Messages for another node dropped: held as long as allowed, or too many for one node.
     dropped_node_messages: int = 0
-    #: Messages on topic channels that did not decode (not a node of this version's).
+    #: Messages on topic channels that did not decode (not a node of this version's),
+    #: and requests on them refused (a publish request naming no publisher to answer).
     refused_messages: int = 0
     #: Messages from another node had already (sent again after all), dropped.
     duplicate_node_messages: int = 0

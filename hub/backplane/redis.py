@@ -29,9 +29,15 @@ its own channel, on the same pub/sub connection as the topics' (so a node
 reads everything in the order Redis published it, and one node's messages to
 another follow the records it published before them: one command connection).
 
+A node's messages to another reach it in the order sent, once each: they are
+numbered (its node drops one it had), and one that reached no one (its node
+not subscribed at that moment) is held and sent again, and every later one
+to that node waits behind it (`send_to_node`, `_NODE_PUBLISH`).
+
 Keys, under `prefix` (default "triohub"): `<prefix>:pos:<topic>` (hash),
 `<prefix>:hist:<topic>` (stream), `<prefix>:owner:<topic>` (a topic's lease),
-`<prefix>:alive:<node>` (a node's heartbeat); channels
+`<prefix>:alive:<node>` (a node's heartbeat), `<prefix>:held:<node>:<to>`
+(node's messages to node `to` are held: later ones wait); channels
 `<prefix>:topic:<topic>` and `<prefix>:node:<node>`.
 """
 
@@ -108,7 +114,9 @@ _RESEND_INTERVAL: Final = 0.05
 
 # How many of each sender's latest node message numbers a node remembers, to
 # act on each message once: one sent again (its round trip failed after Redis
-# ran it) is dropped. Past any reordering a batch can make (MAX_BATCH).
+# ran it) is dropped. Past a whole batch sent again (MAX_BATCH), and past the
+# reordering a node of an older version could make (it had no held mark,
+# `_NODE_PUBLISH`): a message that overtook an earlier one is still new.
 _SEEN_WINDOW: Final = 4 * 1_000
 
 # The key layout's version, so that a later layout can live beside this one.
@@ -261,6 +269,43 @@ _HEARTBEAT = "return redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])\n"
 # ARGV: message -> how many subscribers got it (a PUBLISH whose count is read).
 _PUBLISH = "return redis.call('PUBLISH', KEYS[1], ARGV[1])"
 
+# KEYS: the node's channel, the held mark (this node's messages to it)
+# ARGV: message, the mark's ttl ms -> how many got it (0: held, to be sent again)
+#
+# Why the order of one node's messages to another is kept by the sender, here:
+# pub/sub tells only the sender, and only by PUBLISH's count, that a message
+# reached no one (its node not subscribed at that moment, coming back after an
+# outage), and the sender holds it and everything after it to that node
+# (`_hold`). But it learns the count only when the whole pipelined round trip
+# is answered, and Redis may run the node's SUBSCRIBE between two commands of
+# that round trip: the first would reach no one, the next its node, before the
+# first sent again. So the check is made in Redis, with the PUBLISH, in one
+# script (atomic): a message that reached no one sets the mark, and a later
+# one sees it and is not published (0: held behind the first, in order). The
+# receiver could not do it: it cannot tell a message held at its sender from
+# one that will never come (messages are numbered per sender, across all the
+# nodes it sends to), so it would have to wait out each gap; and the wire
+# stays as it was (a rolling upgrade mixes nodes freely).
+#
+# The mark needs to live only while the rest of its round trip may still run
+# (the sender holds what follows, once answered): it expires after the hold
+# time, or the round trip's timeout if longer, and the first message sent
+# again that reaches the node clears it (`_NODE_RESEND`).
+_NODE_PUBLISH = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local received = redis.call('PUBLISH', KEYS[1], ARGV[1])
+if received == 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+return received
+"""
+
+# KEYS, ARGV: as _NODE_PUBLISH's -- the oldest held message, sent again whatever
+# the mark says (it is first in line: nothing to that node is sent meanwhile).
+_NODE_RESEND = """
+local received = redis.call('PUBLISH', KEYS[1], ARGV[1])
+if received > 0 then redis.call('DEL', KEYS[2]) end
+return received
+"""
+
 # What marks a request (`RedisBackplane.request`) among a topic's records.
 _REQUEST: Final = "request"
 
@@ -276,6 +321,7 @@ class _Command:
     result: Any = None
     error: BaseException | None = None
     #: The node a node message is for (`send_to_node`): held if it reaches no one.
+    #: Its message is then `args[0]`.
     node: str | None = None
 
 
@@ -412,10 +458,14 @@ class RedisBackplane(Backplane):
     _held: dict[str, deque[bytes]] = attrs.field(factory=dict, init=False)
     _held_since: dict[str, float] = attrs.field(factory=dict, init=False)
     _held_waiting: trio.Event = attrs.field(factory=trio.Event, init=False)
+    # What was logged of the nodes whose messages are held, (node, what), so
+    # that it is logged once for each time they are held.
+    _held_warned: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     #: Node messages dropped after NODE_MESSAGE_HOLD_SECONDS without reaching their node.
     dropped_node_messages: int = attrs.field(default=0, init=False)
     #: Messages on a topic's or this node's channel that did not decode
-    #: (not sent by a node of this version).
+    #: (not sent by a node of this version), and publish requests refused
+    #: (`hub.publish_requests`: not one, or naming no publisher to answer).
     refused_messages: int = attrs.field(default=0, init=False)
     #: Node messages had already (sent again after a round trip Redis ran), dropped.
     duplicate_node_messages: int = attrs.field(default=0, init=False)
@@ -481,6 +531,9 @@ class RedisBackplane(Backplane):
 
     def _alive_key(self, node: str) -> str:
         return f"{self.prefix}:alive:{node}"
+
+    def _held_key(self, node: str) -> str:
+        return f"{self.prefix}:held:{self.node}:{node}"
 
     # --- the Backplane interface ----------------------------------------------------
 
@@ -590,10 +643,11 @@ class RedisBackplane(Backplane):
         held = self._held.get(node)
         if held is not None:
             held.append(message)  # behind the ones not received yet: in order
-            self._bound_held(held)
+            self._bound_held(node, held)
             return
-        channel = self._node_channel_of(node)
-        self._queue_command(_Command("PUBLISH", [], [channel, message], node=node))
+        keys = [self._node_channel_of(node).decode(), self._held_key(node)]
+        mark_ms = _ms(max(NODE_MESSAGE_HOLD_SECONDS, self.call_timeout))
+        self._queue_command(_Command(_NODE_PUBLISH, keys, [message, mark_ms], node=node))
 
     def _hold(self, node: str, messages: list[bytes]) -> None:
         """Keep node messages that reached no one, to send again (`_resend_held`), in order.
@@ -601,7 +655,8 @@ class RedisBackplane(Backplane):
         Pub/sub is fire and forget: a message published while its node is
         not subscribed (its connection to Redis lost, and not yet back) is
         gone, so the sender holds it. Messages to that node still queued
-        are held behind it, and later ones too until the held are through.
+        are held behind it, and later ones too until the held are through;
+        those of the same round trip reached no one either (`_NODE_PUBLISH`).
         """
         held = self._held.get(node)
         if held is None:
@@ -613,17 +668,27 @@ class RedisBackplane(Backplane):
             rest = [command for command in self._queue if command.node != node]
             self._queue.clear()  # in place: the writer holds this deque
             self._queue.extend(rest)
-            held.extend(command.args[1] for command in queued)
-        self._bound_held(held)
+            held.extend(command.args[0] for command in queued)
+        self._bound_held(node, held)
         self._held_waiting.set()
 
-    def _bound_held(self, held: deque[bytes]) -> None:
-        """Drop the newest of a node's held messages past MAX_HELD_NODE_MESSAGES (counted)."""
+    def _bound_held(self, node: str, held: deque[bytes]) -> None:
+        """Drop the newest of a node's held messages past MAX_HELD_NODE_MESSAGES (counted).
+
+        Logged once for each time the node's held messages fill up (until
+        they are through, or dropped after the hold time).
+        """
         excess = len(held) - MAX_HELD_NODE_MESSAGES
         if excess > 0:
             for _ in range(excess):
                 held.pop()
             self.dropped_node_messages += excess
+            if self._first_warning(node, "full"):
+                logger.warning(
+                    "node %s is not listening: %d messages held for it, newer ones dropped",
+                    node,
+                    MAX_HELD_NODE_MESSAGES,
+                )
 
     async def _resend_held(self) -> None:
         """Send held node messages again, oldest first, one at a time, until `aclose`."""
@@ -640,12 +705,21 @@ class RedisBackplane(Backplane):
 
     async def _resend_to(self, node: str) -> None:
         held = self._held[node]
-        channel = self._node_channel_of(node)
+        keys = [self._node_channel_of(node).decode(), self._held_key(node)]
         while held:
             try:
-                receivers = await self._call("PUBLISH", [], [channel, held[0]])
+                receivers = await self._call(_NODE_RESEND, keys, [held[0]])
             except RedisUnavailableError:
                 return  # Redis away: try again later
+            except Exception as error:  # Redis refused it: as if it reached no one
+                if self._first_warning(node, "refused"):
+                    logger.warning(
+                        "Redis at %s refused a message held for node %s: %s",
+                        self.url,
+                        node,
+                        _brief(error),
+                    )
+                receivers = 0
             if receivers:
                 held.popleft()
                 self._held_since[node] = time.monotonic()
@@ -663,6 +737,14 @@ class RedisBackplane(Backplane):
                 return
         del self._held[node]
         del self._held_since[node]
+        self._held_warned = {warned for warned in self._held_warned if warned[0] != node}
+
+    def _first_warning(self, node: str, what: str) -> bool:
+        """Whether `what` is new for `node` since its messages were held (remember it if so)."""
+        if (node, what) in self._held_warned:
+            return False
+        self._held_warned.add((node, what))
+        return True
 
     def on_node_message(self, handler: NodeHandler | None) -> None:
         self._node_handler = handler
@@ -972,7 +1054,7 @@ class RedisBackplane(Backplane):
         unreceived: dict[str, list[bytes]] = {}
         for command, count in zip(batch, receivers, strict=True):
             if command.node is not None and not count:
-                unreceived.setdefault(command.node, []).append(command.args[1])
+                unreceived.setdefault(command.node, []).append(command.args[0])
         for node, messages in unreceived.items():
             self._hold(node, messages)
 

@@ -12,9 +12,9 @@ One `ClusterNode` per hub process on a shared (Redis) backplane. It:
   the nodes of the remote members of its own topics still beat (else those
   members leave their topics, presence entries and all);
 - takes the messages other nodes send it (`hub.cluster.wire`): requests of
-  remote members for the topics it runs, in order, through one inbox; and
-  what the owners of the topics it relays send their members, handed to
-  the relay at once.
+  remote members and presence subscribers for the topics it runs, in order,
+  through one inbox; and what the owners of the topics it relays send their
+  members and subscribers, handed to the relay at once.
 
 Bounds, with lease L and heartbeat H seconds: a node that dies without a
 word has its topics taken over, and its members removed from other nodes'
@@ -36,6 +36,12 @@ import actors
 from hub.backplane import Backplane
 from hub.cluster.errors import LeaseLostError, TopicElsewhereError
 from hub.cluster.leases import Leases
+from hub.cluster.presence import (
+    RemoteSubscribers,
+    error_from_wire,
+    error_to_wire,
+    presence_from_owner,
+)
 from hub.cluster.relay import OwnerGone, Relay
 from hub.cluster.remote import RemoteConnection, serve_stand_in
 from hub.cluster.wire import (
@@ -46,15 +52,20 @@ from hub.cluster.wire import (
     LeaveFromNode,
     NodeMessage,
     PublishFromNode,
+    ResendFromNode,
+    SubscribeFromNode,
     ToMember,
     TopicEnded,
+    ToSubscriber,
+    UnsubscribeFromNode,
     decode,
     encode,
     identity_from_wire,
+    users_from_wire,
+    users_to_wire,
 )
 from hub.errors import ErrorCode
 from hub.presence import ListPresence, PresenceSnapshot
-from hub.presence.state import Entry
 from hub.protocol import EndCode, Error, Reply, codec_for
 from hub.topics.actor import ServerPublish, ServiceMessage
 from hub.topics.messages import (
@@ -94,8 +105,9 @@ DEFAULT_HEARTBEAT_SECONDS: Final = 1.0
 
 # Requests of remote members waiting for this node's inbox loop. When full, a
 # request is dropped and counted; a join or call dropped so is answered
-# `overloaded` (its client is told), a leave is lost (the member's stand-in
-# stays until its node's next leave or its node's death).
+# `overloaded` (its client is told), a presence subscription refused; a leave
+# or an unsubscribe is lost (the stand-in stays until its node's next leave,
+# its topic's end or its node's death).
 NODE_INBOX_CAPACITY: Final = 10_000
 
 # How long a hub's call to a topic run elsewhere (`Ask`) may take at most.
@@ -157,6 +169,10 @@ class ClusterNode:
     lifecycle: TopicLifecycle | None = None
     metrics: HubMetrics | None = None
     leases: Leases = attrs.field(init=False)
+    #: The presence subscriptions of other nodes' backend actors to topics run here.
+    subscribers: RemoteSubscribers = attrs.field(init=False)
+    #: Numbers for this node's presence subscriptions to topics run elsewhere.
+    subscription_numbers: itertools.count[int] = attrs.Factory(lambda: itertools.count(1))
     #: Node messages dropped: a full inbox, or bytes no node of this version sends.
     dropped: int = 0
     _inbox_send: trio.MemorySendChannel[NodeMessage] = attrs.field(init=False)
@@ -174,6 +190,7 @@ class ClusterNode:
 
     def __attrs_post_init__(self) -> None:
         self.leases = Leases(self.backplane, self.settings.lease_seconds)
+        self.subscribers = RemoteSubscribers(self)
         self._inbox_send, self._inbox_receive = trio.open_memory_channel(NODE_INBOX_CAPACITY)
 
     @property
@@ -250,8 +267,9 @@ class ClusterNode:
                 relay.ref.notify(OwnerGone(EndCode.TOPIC_CRASHED, reason))
 
     async def _check_member_nodes(self, *, judge: bool) -> None:
-        """Remove the members of nodes whose heartbeat has lapsed (`judge`: not while quiet)."""
-        nodes = sorted({remote.node for remote in self._remotes.values()})
+        """Remove the members and subscribers of nodes whose heartbeat lapsed (not while quiet)."""
+        members = {remote.node for remote in self._remotes.values()}
+        nodes = sorted(members | self.subscribers.nodes())
         if not nodes or not judge:
             return
         alive = await self.backplane.nodes_alive(nodes)
@@ -268,8 +286,15 @@ class ClusterNode:
                 # A leave, not an end: its presence goes now, not after a grace.
                 remote.topic_ref.notify(LeaveTopic(remote.connection.ref))
                 remote.connection.ref.kill()
-        for nodes in self._relay_nodes.values():
-            nodes.discard(node)
+        self.subscribers.node_died(node)
+        for topic, nodes in self._relay_nodes.items():
+            if node in nodes:
+                nodes.discard(node)
+                # Should it only have stalled (and be back within the 30 s its
+                # messages are held), its relay ends rather than hold members
+                # and subscribers this topic no longer has: they join again.
+                reason = f"topic {topic!r} lost this node's members for a while; join again"
+                self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CRASHED, reason))
 
     def _forget_abandoned_asks(self) -> None:
         now = trio.current_time()
@@ -291,7 +316,7 @@ class ClusterNode:
 
     def _route(self, message: NodeMessage) -> None:
         match message:
-            case ToMember(topic=topic) | TopicEnded(topic=topic):
+            case ToMember(topic=topic) | TopicEnded(topic=topic) | ToSubscriber(topic=topic):
                 relay = self._relays.get(topic)
                 if relay is not None and relay.owner == message.node:
                     # Past capacity: what the owner says of its members must not be lost.
@@ -303,7 +328,7 @@ class ClusterNode:
                     if ok:
                         answered(True, _answer_value(message.topic, kind, value))
                     else:
-                        answered(False, TopicElsewhereError(str(value)))
+                        answered(False, error_from_wire(value))
             case _:
                 try:
                     self._inbox_send.send_nowait(message)
@@ -321,6 +346,9 @@ class ClusterNode:
                 reply = Reply.error(ref, topic, ErrorCode.OVERLOADED, text)
                 item = ["reply", ref, False, reply.payload, None]
                 self.send(node, ToMember(topic, self.node, member, item))
+            case SubscribeFromNode(topic=topic, node=node, subscription=number):
+                item = ["refused", "error", text]
+                self.send(node, ToSubscriber(topic, self.node, number, 0, item))
             case _:
                 logger.warning("cluster: inbox full, dropped %s", type(message).__name__)
 
@@ -373,6 +401,12 @@ class ClusterNode:
             case Ask():
                 assert self._nursery is not None
                 self._nursery.start_soon(self._answer_ask, message)
+            case SubscribeFromNode():
+                await self._subscribe(message)
+            case UnsubscribeFromNode():
+                self.subscribers.unsubscribe(message)
+            case ResendFromNode():
+                self.subscribers.resend(message)
             case _:
                 raise actors.UnexpectedMessageError("cluster node", message)
 
@@ -461,6 +495,16 @@ class ClusterNode:
             self._forget(remote.connection)
             self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CLOSED, "not run here"))
 
+    async def _subscribe(self, request: SubscribeFromNode) -> None:
+        topic, node = request.topic, request.node
+        topic_ref = await self.started(topic)
+        if topic_ref is None or not self.leases.holds(topic) or topic in self._relays:
+            # Not run here (any more): the relay ends, its subscribers subscribe again.
+            self.send(node, TopicEnded(topic, self.node, EndCode.TOPIC_CLOSED, "not run here"))
+            return
+        self._relay_nodes.setdefault(topic, set()).add(node)  # told when the topic ends
+        await self.subscribers.subscribe(request, topic_ref)
+
     async def _answer_ask(self, ask: Ask) -> None:
         topic_ref = await self.started(ask.topic)
         if topic_ref is None or not self.leases.holds(ask.topic):
@@ -475,10 +519,7 @@ class ClusterNode:
                     )
                 case ["presence"]:
                     snapshot = await topic_ref.call(ListPresence(), timeout=ASK_TIMEOUT_SECONDS)
-                    value = {
-                        user: [[entry.id, entry.gen, dict(entry.meta)] for entry in entries]
-                        for user, entries in snapshot.users.items()
-                    }
+                    value = users_to_wire(snapshot.users)
                 case ["info", info]:
                     await topic_ref.send(ServiceMessage(info))
                     return
@@ -486,7 +527,8 @@ class ClusterNode:
                     raise ValueError(f"unknown ask {ask.request!r}")
         except Exception as error:  # the caller on the other node is told, as a call fails
             if ask.ask:
-                self.send(ask.node, Answer(ask.topic, self.node, ask.ask, False, str(error)))
+                answer = Answer(ask.topic, self.node, ask.ask, False, error_to_wire(error))
+                self.send(ask.node, answer)
             return
         self.send(ask.node, Answer(ask.topic, self.node, ask.ask, True, value))
 
@@ -607,6 +649,7 @@ class ClusterNode:
             if key[0] == topic:
                 del self._remotes[key]
                 remote.connection.ref.kill()
+        self.subscribers.topic_stopped(topic)
         self.leases.release(topic)
         if self.lifecycle is not None:
             self.lifecycle.topic_stopped(topic, reason, seconds)
@@ -619,21 +662,22 @@ class ClusterNode:
         """How many topics run elsewhere this node relays."""
         return len(self._relays)
 
+    def remote_subscribers(self) -> int:
+        """How many presence subscriptions of other nodes' backend actors the topics here have."""
+        return len(self.subscribers)
 
-def _from_owner(message: ToMember | TopicEnded) -> object:
+
+def _from_owner(message: ToMember | TopicEnded | ToSubscriber) -> object:
+    """What the owner sent, as its relay takes it (ValueError: a presence item of another shape)."""
     if isinstance(message, TopicEnded):
         return OwnerGone(message.code, message.reason)
+    if isinstance(message, ToSubscriber):
+        return presence_from_owner(message)
     return message
 
 
 def _answer_value(topic: str, kind: str, value: Any) -> Any:
     """An Answer's value as the hub's caller expects it (a PresenceSnapshot for presence)."""
     if kind == "presence":
-        return PresenceSnapshot(
-            topic,
-            {
-                user: tuple(Entry(entry_id, gen, meta) for entry_id, gen, meta in entries)
-                for user, entries in value.items()
-            },
-        )
+        return PresenceSnapshot(topic, users_from_wire(value))
     return value

@@ -10,12 +10,17 @@ the topic's, so that sessions cannot tell it from the topic. Broadcasts do
 not pass through it: the node's fan-out gets them from the backplane, and
 the relay subscribes the node to the topic from its start, before any
 member's join is sent, so none published after a join's reply is missed.
+It takes the presence calls of the hub's too: a list is asked of the owner,
+and the presence subscriptions of this node's backend actors go through it
+(`hub.cluster.presence`).
 
-It ends when its last member has been gone for the topics' empty grace,
-when the owner says its topic ended, or when the owner's lease lapses (the
-owner died): joined members are then told the topic crashed, and their next
-join takes the lease on a live node; joins still waiting are sent again by
-their sessions (a relay that ends normally is a topic that stopped).
+It ends when its last member and presence subscriber have been gone for
+the topics' empty grace, when the owner says its topic ended, or when the
+owner's lease lapses (the owner died): joined members are then told the
+topic crashed, and their next join takes the lease on a live node; joins
+still waiting are sent again by their sessions (a relay that ends normally
+is a topic that stopped); presence subscribers get an empty snapshot, as
+from a topic that ends.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import msgpack
 import trio
 
 import actors
-from hub.cluster.errors import TopicElsewhereError
+from hub.cluster.presence import PresenceFromOwner, RelaySubscriptions
 from hub.cluster.wire import (
     CallFromNode,
     JoinFromNode,
@@ -111,8 +116,13 @@ class Relay(actors.Actor):
         self._held = False
         self._empty_timer: actors.Timer | None = None
         self._said_unportable = False
+        self._presence: RelaySubscriptions
 
     async def run(self) -> None:
+        cluster = self._cluster
+        self._presence = RelaySubscriptions(
+            self.topic, cluster.node, self.ctx, self._send, cluster.subscription_numbers
+        )
         self.ctx.register(topic_name_key(self.topic))
         await super().run()
 
@@ -134,12 +144,15 @@ class Relay(actors.Actor):
             # Stopped with members (the hub is stopping): the owner lets them go.
             for relayed in self._members.values():
                 self._send(LeaveFromNode(self.topic, cluster.node, relayed.member.id, True))
+        self._presence.ended(tell_owner=not self._owner_gone)
 
     def _send(self, message: Any) -> None:
         self._cluster.send(self.owner, message)
 
     def _maybe_empty(self) -> None:
-        if not self._members and (self._empty_timer is None or not self._empty_timer.active):
+        if self._members or self._presence:
+            return
+        if self._empty_timer is None or not self._empty_timer.active:
             self._empty_timer = self.ctx.send_after(self._empty_grace, _CheckEmpty())
 
     async def handle(self, message: Any) -> None:
@@ -172,6 +185,9 @@ class Relay(actors.Actor):
                 if left is not None:
                     self._send(LeaveFromNode(self.topic, node, left.member.id, False))
             case actors.Down(ref=ref):
+                if self._presence.down(ref):
+                    self._maybe_empty()
+                    return
                 ended = self._drop(ref)
                 if ended is not None:
                     self._send(LeaveFromNode(self.topic, node, ended.member.id, True))
@@ -192,6 +208,9 @@ class Relay(actors.Actor):
                     )
             case ToMember(member=member_id, item=item):
                 self._to_member(member_id, item)
+            case PresenceFromOwner():
+                self._presence.received(message)
+                self._maybe_empty()
             case OwnerGone(code=code, reason=reason):
                 self._owner_gone = True
                 for relayed in self._members.values():
@@ -219,7 +238,7 @@ class Relay(actors.Actor):
                 self._cluster.ask(self.topic, self.owner, ["info", info], None)
             case _CheckEmpty():
                 self._empty_timer = None
-                if not self._members:
+                if not self._members and not self._presence:
                     self.ctx.stop()
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, message)
@@ -231,13 +250,12 @@ class Relay(actors.Actor):
                 self._cluster.ask(self.topic, self.owner, request, _answer_to(call))
             case ListPresence():
                 self._cluster.ask(self.topic, self.owner, ["presence"], _answer_to(call))
-            case SubscribePresence() | UnsubscribePresence():
-                call.fail(
-                    TopicElsewhereError(
-                        f"topic {self.topic!r} runs on node {self.owner}: subscribe to its "
-                        "presence there (or read it with runtime.presence)"
-                    )
-                )
+            case SubscribePresence(subscriber=subscriber):
+                self._presence.subscribe(subscriber, call)  # the owner's snapshot answers it
+            case UnsubscribePresence(subscriber=subscriber):
+                if self._presence.unsubscribe(subscriber):
+                    self._maybe_empty()
+                return None
             case _:
                 raise actors.UnexpectedMessageError(self.ctx.name, request)
         return actors.NO_REPLY

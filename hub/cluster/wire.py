@@ -3,8 +3,11 @@
 A relay (a node that does not run a topic) sends its members' requests to
 the topic's owner; the owner answers one member at a time (`ToMember`), says
 when the topic has ended (`TopicEnded`), and answers the hub's own calls
-(`Ask`/`Answer`). Broadcasts do not travel here: the owner publishes them on
-the topic's channel like any node (`hub.backplane`).
+(`Ask`/`Answer`). A relay's backend actors subscribe to the topic's presence
+(`SubscribeFromNode`, `UnsubscribeFromNode`, `ResendFromNode`), and the
+owner sends each subscription what it receives, numbered (`ToSubscriber`;
+`hub.cluster.presence`). Broadcasts do not travel here: the owner publishes
+them on the topic's channel like any node (`hub.backplane`).
 
 Every message names the node that sent it (where answers go) and its topic.
 A member travels as its id (unique in the cluster), its identity, its join's
@@ -21,6 +24,7 @@ import attrs
 import msgpack
 
 from hub.identity import Identity, user_of
+from hub.presence.state import Entry
 from hub.protocol import Payload
 
 __all__ = [
@@ -31,12 +35,18 @@ __all__ = [
     "LeaveFromNode",
     "NodeMessage",
     "PublishFromNode",
+    "ResendFromNode",
+    "SubscribeFromNode",
     "ToMember",
+    "ToSubscriber",
     "TopicEnded",
+    "UnsubscribeFromNode",
     "decode",
     "encode",
     "identity_from_wire",
     "identity_to_wire",
+    "users_from_wire",
+    "users_to_wire",
 ]
 
 
@@ -100,6 +110,34 @@ class Ask:
     request: list[Any]
 
 
+@attrs.frozen
+class SubscribeFromNode:
+    """A backend actor of `node` subscribes to the topic's presence; `subscription` is its
+    number there (unique on that node), which every `ToSubscriber` for it names."""
+
+    topic: str
+    node: str
+    subscription: int
+
+
+@attrs.frozen
+class UnsubscribeFromNode:
+    topic: str
+    node: str
+    subscription: int
+
+
+@attrs.frozen
+class ResendFromNode:
+    """The subscription could not use what it was sent numbered `after` (one before it was
+    lost, or its subscriber's mailbox was full): send it a snapshot with the next change."""
+
+    topic: str
+    node: str
+    subscription: int
+    after: int
+
+
 # --- from the owner to a relay's node ---------------------------------------------
 
 
@@ -129,7 +167,27 @@ class TopicEnded:
 
 
 @attrs.frozen
+class ToSubscriber:
+    """What a subscription to the topic's presence receives, numbered by `seq` from 0: `item`
+    is one of
+
+    ["snapshot", users] (seq 0: the answer to the subscribe), ["changed", joins, leaves],
+    ["refused", kind, message] (seq 0: instead of a snapshot; `kind` names the error),
+
+    with users, joins and leaves as `users_to_wire` makes them.
+    """
+
+    topic: str
+    node: str
+    subscription: int
+    seq: int
+    item: list[Any]
+
+
+@attrs.frozen
 class Answer:
+    """The answer to an `Ask`: its value, or when not `ok`, [kind, message] of the error."""
+
     topic: str
     node: str
     ask: int
@@ -146,6 +204,10 @@ NodeMessage: TypeAlias = (
     | ToMember
     | TopicEnded
     | Answer
+    | SubscribeFromNode
+    | UnsubscribeFromNode
+    | ResendFromNode
+    | ToSubscriber
 )
 
 _TAGS: Final[dict[type[Any], int]] = {
@@ -157,6 +219,10 @@ _TAGS: Final[dict[type[Any], int]] = {
     ToMember: 6,
     TopicEnded: 7,
     Answer: 8,
+    SubscribeFromNode: 9,
+    UnsubscribeFromNode: 10,
+    ResendFromNode: 11,
+    ToSubscriber: 12,
 }
 _TYPES: Final = {tag: kind for kind, tag in _TAGS.items()}
 
@@ -190,6 +256,9 @@ _CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
 # The items a `ToMember` carries, by kind: how many fields each has.
 _ITEM_LENGTHS: Final = {"joined": 5, "reply": 5, "error": 5, "push": 5, "ended": 3}
 
+# The items a `ToSubscriber` carries, by kind: how many fields each has.
+_SUBSCRIBER_ITEM_LENGTHS: Final = {"snapshot": 2, "changed": 3, "refused": 3}
+
 
 def _check(message: NodeMessage) -> None:
     for field in attrs.fields(type(message)):
@@ -200,6 +269,10 @@ def _check(message: NodeMessage) -> None:
         item = message.item
         if not item or _ITEM_LENGTHS.get(item[0]) != len(item):
             raise ValueError(f"an item for a member no node sends: {item!r:.100}")
+    if isinstance(message, ToSubscriber):
+        item = message.item
+        if not item or _SUBSCRIBER_ITEM_LENGTHS.get(item[0]) != len(item):
+            raise ValueError(f"an item for a subscriber no node sends: {item!r:.100}")
 
 
 def decode(data: bytes) -> NodeMessage:
@@ -240,3 +313,33 @@ def identity_from_wire(value: Any) -> object:
             return identity
         case _:
             return value
+
+
+def users_to_wire(users: Mapping[str, tuple[Entry, ...]]) -> dict[str, list[list[Any]]]:
+    """Users and their presence entries as they cross nodes: `{user: [[id, gen, meta], ...]}`."""
+    return {
+        user: [[entry.id, entry.gen, dict(entry.meta)] for entry in entries]
+        for user, entries in users.items()
+    }
+
+
+def users_from_wire(value: Any) -> dict[str, tuple[Entry, ...]]:
+    """The users of `users_to_wire`. Raises ValueError for a value of another shape."""
+    if not isinstance(value, dict):
+        raise ValueError(f"presence users must be a map, got {value!r:.100}")
+    users = {}
+    for user, entries in value.items():
+        match user, entries:
+            case str(), list():
+                pass
+            case _:
+                raise ValueError(f"presence users must map names to entries: {user!r:.100}")
+        converted = []
+        for entry in entries:
+            match entry:
+                case [str(entry_id), int(gen), dict(meta)] if not isinstance(gen, bool):
+                    converted.append(Entry(entry_id, gen, meta))
+                case _:
+                    raise ValueError(f"a presence entry is [id, gen, meta], got {entry!r:.100}")
+        users[user] = tuple(converted)
+    return users

@@ -19,6 +19,7 @@ from hub.presence.messages import (
     ListPresence,
     PresenceChanged,
     PresenceSnapshot,
+    ResendPresence,
     SubscribePresence,
     UnsubscribePresence,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "PresenceSnapshot",
     "PresenceState",
     "PresenceView",
+    "ResendPresence",
     "SubscribePresence",
     "TopicPresence",
     "UnsubscribePresence",

@@ -13,6 +13,7 @@ __all__ = [
     "ListPresence",
     "PresenceChanged",
     "PresenceSnapshot",
+    "ResendPresence",
     "SubscribePresence",
     "UnsubscribePresence",
 ]
@@ -60,4 +61,14 @@ class SubscribePresence:
 
 @attrs.frozen(eq=False)
 class UnsubscribePresence:
+    """Answered with None; sent as a message (not a call), the same without an answer."""
+
+    subscriber: actors.ActorRef
+
+
+@attrs.frozen(eq=False)
+class ResendPresence:
+    """A message: `subscriber` lost changes on their way (to another node): send it a
+    PresenceSnapshot at the next change, in place of them."""
+
     subscriber: actors.ActorRef

@@ -280,6 +280,16 @@ class TopicPresence:
         self._check_meta_size(meta)
         self._state.update(member.connection.ref, meta)
 
+    def resend(self, subscriber: actors.ActorRef) -> None:
+        """Send `subscriber` a snapshot at the next change instead of the diff.
+
+        For a subscriber on another node (`hub.cluster.presence`) that lost
+        changes on their way: as one whose mailbox was full here.
+        """
+        held = self._subscribers.get(subscriber)
+        if held is not None:
+            held.stale = True
+
     def subscriber_down(self, ref: actors.ActorRef) -> bool:
         """A Down for `ref`: drop it if it is a subscriber (True), else leave it to the actor."""
         return self._subscribers.pop(ref, None) is not None

@@ -20,6 +20,7 @@ from hub.presence import (
     PresenceDue,
     PresenceLimitError,
     PresenceSettings,
+    ResendPresence,
     SubscribePresence,
     TopicPresence,
     UnsubscribePresence,
@@ -372,6 +373,13 @@ class TopicActor(actors.Actor):
                 await self._hook("handle_info", self.service.handle_info, info)
             case PresenceDue() if topic.presence is not None:
                 topic.presence.timer_fired(message)
+            case ResendPresence(subscriber=subscriber) if topic.presence is not None:
+                topic.presence.resend(subscriber)
+            case UnsubscribePresence(subscriber=subscriber) if topic.presence is not None:
+                # As a message: a stand-in of another node's (`hub.cluster.presence`)
+                # leaves its place before a subscribe sent after it.
+                if topic.presence.unsubscribe(subscriber):
+                    self._maybe_empty()
             case _CheckEmpty():
                 self._empty_timer = None
                 if not self._empty():

@@ -59,8 +59,11 @@ def redis_get(server: ValkeyServer, key: str) -> bytes | None:
 
 
 @contextlib.asynccontextmanager
-async def hub_process(tmp_path: Path, redis_url: str) -> AsyncIterator[tuple[trio.Process, int]]:
-    (tmp_path / "rooms_app.py").write_text(textwrap.dedent(APP))
+async def hub_process(
+    tmp_path: Path, redis_url: str, app: str = APP
+) -> AsyncIterator[tuple[trio.Process, int]]:
+    """A `hub serve` of `app` (the source of a module defining `app`) on `redis_url`."""
+    (tmp_path / "rooms_app.py").write_text(textwrap.dedent(app))
     port = free_port()
     log = tmp_path / f"hub-{port}.log"
     process = await trio.lowlevel.open_process(

@@ -9,6 +9,7 @@ run the topic's actor, and kept events need one owner to give out offsets
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,13 @@ from hub.backplane.redis import RedisBackplane
 from hub.cli import main
 from hub.client import connect
 from hub.gateway import ConnectRequest
-from hub.publisher import NoNodeServesError, PublishFailedError, open_publisher
+from hub.publish_requests import REFUSAL_LOG_SECONDS, _RefusalLog
+from hub.publisher import (
+    NoNodeServesError,
+    PublishFailedError,
+    PublishRequest,
+    open_publisher,
+)
 from hub.services import RoomService
 
 
@@ -123,3 +130,70 @@ async def test_hub_publish_and_hub_notify_through_redis(
 
             status, _out, err = await run_hub("publish", "room:lobby", "news", "{", "--redis", url)
             assert (status, "is not valid JSON" in err) == (2, True)
+
+
+async def test_a_node_answers_a_publish_request_only_on_a_publishers_reply_topic(
+    start_hub: StartHub, valkey_server: ValkeyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone who can write to Redis can send a publish request, and its
+    # reply_to names the topic the node publishes its answer in. A forged one
+    # naming a topic of the hub's would have the node push its answer to that
+    # topic's members: it is refused whole (logged once, counted), and a
+    # publisher's own request is still answered.
+    valkey_server.flush()
+    running = await start_hub(app(), backplane={"redis_url": valkey_server.url})
+    plane = running.runtime.backplane
+    assert isinstance(plane, RedisBackplane)
+    with trio.fail_after(30):
+        async with connect(running.runtime.websocket_url, query={"user": "ada"}) as ada:
+            lobby = aiter(await ada.join("room:lobby"))
+            victim = aiter(await ada.join("room:victim"))
+            async with open_publisher(valkey_server.url) as publisher:
+                for n in range(3):
+                    forged = PublishRequest(f"forged{n}", "news", n, False, "room:victim")
+                    assert await publisher.backplane.request("room:lobby", forged.encode()) == 1
+                offset = await publisher.publish("room:lobby", "news", "real")
+                await publisher.publish("room:victim", "last", None, keep=False)
+            event = await anext(lobby)
+            assert (event.event, event.payload, event.offset) == ("news", "real", offset)
+            event = await anext(victim)
+            assert (event.event, event.payload) == ("last", None)  # no answer before it
+    refusals = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "hub.publish_requests" and record.levelno == logging.WARNING
+    ]
+    assert len(refusals) == 1, refusals  # the first; the next two within the interval
+    assert "'room:victim' is not a publisher's reply topic" in refusals[0]
+    assert plane.stats().refused_messages == 3
+
+
+def test_a_publish_request_names_a_publishers_reply_topic() -> None:
+    good = PublishRequest("id", "news", None, True, "$publisher 0123456789abcdef")
+    assert PublishRequest.decode(good.encode()) == good
+    for reply_to in (
+        "room:lobby",
+        "$notifications",
+        "$publisher ",
+        "$publisher 0123456789abcdef0",
+        "$publisher 0123456789ABCDEF",
+        "$publisher room:lobby",
+    ):
+        forged = PublishRequest("id", "news", None, True, reply_to)
+        with pytest.raises(ValueError, match="is not a publisher's reply topic"):
+            PublishRequest.decode(forged.encode())
+
+
+async def test_refused_publish_requests_are_logged_once_then_summed_up(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = _RefusalLog()
+    for _ in range(3):
+        log.refused("room:a", "not a publish request")
+    await trio.sleep(REFUSAL_LOG_SECONDS)
+    log.refused("room:a", "not a publish request")
+    assert [record.getMessage() for record in caplog.records] == [
+        "refused a publish request on topic 'room:a': not a publish request",
+        "refused a publish request on topic 'room:a': not a publish request "
+        "(2 more refused since the last line, not logged)",
+    ]

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from hub.allocator import glibc
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Building (in isolated environments) and installing fetch from the package index.
@@ -78,7 +80,7 @@ def test_the_wheel_builds_installs_in_a_fresh_venv_and_serves_the_demo(tmp_path:
     missing = [name for name in PACKAGED if name not in names]
     assert not missing, f"the wheel lacks {missing}"
     assert not any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names)
-    assert "hub = hub.cli:main" in entry_points
+    assert "hub = hub.__main__:main" in entry_points
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
@@ -101,6 +103,9 @@ def test_the_wheel_builds_installs_in_a_fresh_venv_and_serves_the_demo(tmp_path:
         first = process.stdout.readline()
         assert first.startswith("triohub: serving 'triohub demo' at http://127.0.0.1:"), first
         url = first.split(" at ", 1)[1].split(" ", 1)[0]
+        if glibc():  # started again on glibc's allocator, as the same process
+            environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+            assert b"PYTHONMALLOC=malloc" in environ
         for path, expected in [
             ("", b"triohub chat"),
             ("triohub.js", b"export class TrioHub"),
