@@ -42,6 +42,15 @@ def test_hub_serve_starts_again_with_pythonmalloc_malloc_and_nothing_else_change
     assert environment == {**environ, ALLOCATOR_VARIABLE: "malloc"}
 
 
+@needs_glibc
+def test_an_empty_pythonmalloc_is_no_choice_and_it_starts_again_all_the_same() -> None:
+    # CPython reads PYTHONMALLOC= as unset: it would serve on pymalloc.
+    execute = Exec()
+    run_on_system_allocator(["serve"], environ={ALLOCATOR_VARIABLE: ""}, execute=execute)
+    [(_, _, environment)] = execute.calls
+    assert environment[ALLOCATOR_VARIABLE] == "malloc"
+
+
 @pytest.mark.parametrize(
     ("argv", "environ"),
     [
