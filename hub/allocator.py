@@ -74,11 +74,10 @@ def run_on_system_allocator(
     the C library is glibc, `PYTHONMALLOC` is not set (whatever it says, the
     user chose; empty counts as not set, as it does for CPython), Python is
     not in development mode (which has allocators of its own) and reads its
-    variables (not `-E` or `-I`, with which it
-    would start again on pymalloc all the same). Otherwise it replaces the
-    process (same PID, same open files) with the same interpreter, arguments
-    and environment plus `PYTHONMALLOC=malloc`; it returns only if that
-    cannot be done.
+    variables (not `-E` or `-I`, with which it would start again on
+    pymalloc all the same). Otherwise it replaces the process (same PID,
+    same open files) with the same interpreter, arguments and environment
+    plus `PYTHONMALLOC=malloc`; it returns only if that cannot be done.
     """
     environment = dict(os.environ if environ is None else environ)
     # Set and empty is unset to CPython (pymalloc): not a choice of the user's.

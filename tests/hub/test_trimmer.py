@@ -42,6 +42,16 @@ class Trims:
         return self.at[-1]
 
 
+async def _serving(
+    nursery: trio.Nursery, after_closes: int, delay: float = 10.0
+) -> tuple[Trimmer, Trims, float]:
+    """A trimmer serving in `nursery`, what it trims, and trio's time when it started."""
+    trims = Trims()
+    trimmer = Trimmer(after_closes=after_closes, delay=delay, on_trim=trims)
+    await nursery.start(trimmer.serve)
+    return trimmer, trims, trio.current_time()
+
+
 async def _close(trimmer: Trimmer, count: int) -> None:
     for _ in range(count):
         trimmer.closed()
@@ -52,10 +62,7 @@ async def _close(trimmer: Trimmer, count: int) -> None:
 async def test_it_trims_a_delay_after_enough_closes_and_not_before(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    trims = Trims()
-    trimmer = Trimmer(after_closes=3, delay=10.0, on_trim=trims)
-    await nursery.start(trimmer.serve)
-    start = trio.current_time()
+    trimmer, trims, start = await _serving(nursery, after_closes=3)
     await _close(trimmer, 2)
     await trio.sleep(100)
     assert trims.at == []  # two closes are not enough, however long
@@ -72,10 +79,7 @@ async def test_it_trims_a_delay_after_enough_closes_and_not_before(
 async def test_each_close_puts_the_trim_off_until_the_closes_pause(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    trims = Trims()
-    trimmer = Trimmer(after_closes=1, delay=10.0, on_trim=trims)
-    await nursery.start(trimmer.serve)
-    start = trio.current_time()
+    trimmer, trims, start = await _serving(nursery, after_closes=1)
     await _close(trimmer, 1)
     for _ in range(3):
         await trio.sleep(8)
@@ -89,10 +93,7 @@ async def test_each_close_puts_the_trim_off_until_the_closes_pause(
 async def test_a_churn_that_never_pauses_is_trimmed_after_six_delays(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    trims = Trims()
-    trimmer = Trimmer(after_closes=1, delay=10.0, on_trim=trims)
-    await nursery.start(trimmer.serve)
-    start = trio.current_time()
+    trimmer, trims, start = await _serving(nursery, after_closes=1)
 
     async def churn() -> None:  # a close every 0.7 s (none at the same time as a trim)
         while True:
@@ -109,10 +110,8 @@ async def test_a_churn_that_never_pauses_is_trimmed_after_six_delays(
 async def test_with_after_closes_zero_it_never_trims(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    trims = Trims()
-    trimmer = Trimmer(after_closes=0, delay=1.0, on_trim=trims)
+    trimmer, trims, _ = await _serving(nursery, after_closes=0, delay=1.0)
     assert not trimmer.enabled
-    await nursery.start(trimmer.serve)
     await _close(trimmer, 1000)
     await trio.sleep(1000)
     assert trims.at == [] and trimmer.trims == 0
