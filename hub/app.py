@@ -271,6 +271,10 @@ class HubRuntime:
         self.trimmer = Trimmer(
             server.trim_after_closes, server.trim_delay_seconds, on_trim=self.metrics.trimmed
         )
+        if isinstance(self.backplane, LocalBackplane):
+            # The records of topics that stopped, dropped after their
+            # retention: memory to give back as a departed client's is.
+            self.backplane.on_expired = self.trimmer.histories_dropped
         self.log = HubLog(self.config.logging.lines_per_second)
         users = self.config.users
         self.notifications = _notifications(self.config, self.backplane, self.metrics)
@@ -761,16 +765,19 @@ async def _running_backplane(config: HubConfig) -> AsyncIterator[Backplane]:
         backplane = await _open_backplane(config, nursery)
         yield backplane
         await backplane.aclose()
+        nursery.cancel_scope.cancel()  # its tasks that run until cancelled (expiry)
 
 
 async def _open_backplane(config: HubConfig, nursery: trio.Nursery) -> Backplane:
     """The backplane the settings name: Redis (started in `nursery`) or this process's own."""
     redis_url = config.backplane.redis_url
     if redis_url is None:
-        return LocalBackplane(
+        local = LocalBackplane(
             history_size=config.topics.history_size,
             retention_seconds=config.topics.history_retention_seconds,
         )
+        await nursery.start(local.serve_expiry)
+        return local
     try:
         from hub.backplane.redis import RedisBackplane
     except ImportError as error:  # pragma: no cover - depends on the install

@@ -23,9 +23,11 @@ _MOST_DELAYS: Final = 6
 
 @attrs.define(eq=False)
 class Trimmer:
-    """Trims the heap once `after_closes` connections have closed and then none for `delay` s.
+    """Trims the heap once `after_closes` things were freed and then nothing for `delay` s.
 
-    The hub calls `closed()` for every connection that ends and runs `serve`
+    What counts: connections that ended (the hub calls `closed()` for
+    each) and topic histories dropped once their retention was over (the
+    in-process backplane calls `histories_dropped`). The hub runs `serve`
     in its nursery. A steady churn with no pause is trimmed anyway, at most
     `_MOST_DELAYS` delays after the count was reached. With `after_closes`
     0, or off glibc, it never trims. `on_trim(freed_bytes, seconds)` hears
@@ -37,6 +39,8 @@ class Trimmer:
     on_trim: Callable[[int, float], None] | None = None
     #: Connections closed since the last trim.
     closes: int = 0
+    #: Topic histories dropped since the last trim.
+    histories: int = 0
     #: Trims done.
     trims: int = 0
     _enough: trio.Event = attrs.field(factory=trio.Event)
@@ -53,9 +57,17 @@ class Trimmer:
     def closed(self) -> None:
         """Count a connection that ended (and put off a trim that is waiting for a pause)."""
         self.closes += 1
+        self._freed()
+
+    def histories_dropped(self, count: int) -> None:
+        """Count `count` topic histories dropped (as `closed` counts a connection)."""
+        self.histories += count
+        self._freed()
+
+    def _freed(self) -> None:
         if self._pause is not None:
             self._pause.deadline = min(trio.current_time() + self.delay, self._latest)
-        elif self.closes >= self.after_closes:
+        elif self.closes + self.histories >= self.after_closes:
             self._enough.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -73,8 +85,9 @@ class Trimmer:
             self.trim_now()
 
     def trim_now(self) -> None:
-        """Trim at once, and count closes from zero again."""
+        """Trim at once, and count from zero again."""
         closes, self.closes = self.closes, 0
+        histories, self.histories = self.histories, 0
         self._enough = trio.Event()
         before = resident_bytes()
         started = time.perf_counter()
@@ -83,10 +96,11 @@ class Trimmer:
         self.trims += 1
         freed = max(0, before - resident_bytes())
         logger.info(
-            "gave %.1f MiB back to the system in %.1f ms, after %d connections closed",
+            "gave %.1f MiB back to the system in %.1f ms, after %d connections closed%s",
             freed / 2**20,
             seconds * 1e3,
             closes,
+            f" and {histories} topic histories dropped" if histories else "",
         )
         if self.on_trim is not None:
             self.on_trim(freed, seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from typing import Final
 import attrs
 import trio
 
+from actors import compacted
 from hub.backplane.base import (
     MAX_HISTORY_READ,
     Backplane,
@@ -72,8 +74,12 @@ class LocalBackplane(Backplane):
     clock: Callable[[], float] = trio.current_time
     _streams: dict[str, _Stream] = attrs.Factory(dict)
     _subscribers: dict[str, Deliver] = attrs.Factory(dict)
+    #: Hears how many histories were dropped each time some are (`hub.trimmer`).
+    on_expired: Callable[[int], None] | None = None
     # (expires_at, topic) of released streams; stale entries are skipped.
     _expiring: list[tuple[float, str]] = attrs.Factory(list)
+    # Set when a release may have brought the next expiry forward.
+    _released: trio.Event = attrs.Factory(trio.Event)
     _node_handler: NodeHandler | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -98,11 +104,34 @@ class LocalBackplane(Backplane):
     def _expire(self) -> None:
         now = self.clock()
         expiring = self._expiring
+        dropped = 0
         while expiring and expiring[0][0] <= now:
             expires_at, topic = heapq.heappop(expiring)
             stream = self._streams.get(topic)
             if stream is not None and stream.expires_at == expires_at and not stream.owners:
                 del self._streams[topic]
+                dropped += 1
+        if dropped:
+            self._streams = compacted(self._streams)
+            if self.on_expired is not None:
+                self.on_expired(dropped)
+
+    async def serve_expiry(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Drop each released history when its retention is over, not at the next use; forever.
+
+        Without it histories are dropped lazily, by the next call that
+        touches the backplane, and what they held stays until then. Needs
+        the default clock (trio's).
+        """
+        task_status.started()
+        while True:
+            self._expire()
+            next_expiry = self._expiring[0][0] if self._expiring else math.inf
+            with trio.move_on_at(next_expiry):
+                await self._released.wait()
+            self._released = trio.Event()
 
     async def position(self, topic: str) -> Position:
         await trio.lowlevel.checkpoint()
@@ -153,6 +182,7 @@ class LocalBackplane(Backplane):
         if stream.owners == 0:
             stream.expires_at = self.clock() + self.retention_seconds
             heapq.heappush(self._expiring, (stream.expires_at, topic))
+            self._released.set()
         self._expire()
 
     async def subscribed(self, topic: str) -> None:

@@ -14,6 +14,7 @@ import trio
 
 from hub import EchoService, Hub, HubConfig
 from hub.allocator import can_trim
+from hub.backplane import LocalBackplane
 from hub.testing import open_test_hub
 from hub.trimmer import Trimmer
 
@@ -181,3 +182,34 @@ async def test_a_hub_trims_once_the_topics_its_clients_had_alone_have_stopped(
                 await member.join(f"echo:alone-{index}")
         await trims.next()
         assert live_topics == [0]
+
+
+@needs_glibc
+async def test_a_hub_trims_again_once_the_histories_of_its_clients_topics_are_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A stopped topic's history is kept `topics.history_retention_seconds`
+    # (for a client that comes back to recover); once dropped, what it held
+    # counts toward a trim as a departed client does.
+    app = Hub("trimmed")
+    app.route("echo:*", EchoService)
+    config = HubConfig.from_settings(
+        {"server": {"trim_after_closes": 5}, "topics": {"history_retention_seconds": 120}}
+    )
+    async with open_test_hub(app, config) as hub:
+        runtime = hub.runtime
+        trims = Trims()
+        runtime.trimmer.on_trim = trims
+        for index in range(5):
+            async with hub.connect() as member:
+                await member.join(f"echo:kept-{index}")
+        left = trio.current_time()
+        with trio.fail_after(1000):
+            # The closes: 15 s (server.trim_delay_seconds) after the last.
+            assert await trims.next() == pytest.approx(left + 15, abs=1)
+            # The topics stop 10 s after their member left, their histories
+            # are dropped 120 s later, and a trim comes 15 s after that.
+            assert await trims.next() == pytest.approx(left + 10 + 120 + 15, abs=1)
+        assert runtime.trimmer.trims == 2
+        assert isinstance(runtime.backplane, LocalBackplane)
+        assert runtime.backplane.topics_kept == 0
