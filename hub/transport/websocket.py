@@ -43,7 +43,7 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Hashable
-from typing import Final, NoReturn, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
 import attrs
 import trio
@@ -465,8 +465,7 @@ class WebSocketTransport(Transport):
             return True
         if self._frames is None:
             return False
-        decoder = getattr(self._frames, "_frame_decoder", None)
-        buffer = getattr(decoder, "buffer", None)
+        buffer = getattr(self._decoder(), "buffer", None)
         return buffer is None or len(buffer) > 0
 
     def _parser(self) -> FrameProtocol:
@@ -529,13 +528,15 @@ class WebSocketTransport(Transport):
         until it is between messages again, so every check it makes still
         applies to every frame that is not plain.
         """
-        if not self._parts and not self._closing:
-            self._take_pongs()
-            if not self._pending:
-                return None
+        if self._parts or self._closing:
+            self._hand_over()
+            return None
+        self._take_pongs()
         data, at = self._pending, self._pending_at
+        if not data:
+            return None
         end = len(data)
-        if end - at >= 6 and not self._parts and not self._closing:
+        if end - at >= 6 and not self._closing:  # a pong's on_frame may have closed
             first, second = data[at], data[at + 1]
             length = second & 0x7F
             start = at + 6
@@ -769,8 +770,12 @@ class WebSocketTransport(Transport):
         """Whether wsproto holds part of a frame or message (so what comes next is its to parse)."""
         if self._frames is None:
             return False
-        decoder = getattr(self._frames, "_frame_decoder", None)
+        decoder = self._decoder()
         return decoder is None or decoder.header is not None or len(decoder.buffer) > 0
+
+    def _decoder(self) -> Any:
+        """wsproto's frame decoder, kept at `_frame_decoder` by wsproto 1.2 and 1.3 (or None)."""
+        return getattr(self._frames, "_frame_decoder", None)
 
     def _deadline(self) -> float:
         if self._close_deadline is not None:
