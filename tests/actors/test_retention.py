@@ -12,6 +12,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -47,27 +48,14 @@ async def ends_at_once(ctx: actors.Context, held: Held) -> None:
     ctx.ready()
 
 
-async def test_a_class_actor_waiting_for_its_next_batch_keeps_no_message(
-    system: actors.System,
+@pytest.mark.parametrize(
+    "actor", [Handles, iterates], ids=["a class actor", "a function actor iterating its mailbox"]
+)
+async def test_an_actor_waiting_for_its_next_batch_keeps_no_message(
+    system: actors.System, actor: Any
 ) -> None:
     handled = trio.Event()
-    ref = await system.spawn(Handles, handled)
-    held = Held()
-    gone = weakref.ref(held)
-    ref.send_nowait(held)
-    del held
-    await handled.wait()
-    await trio.testing.wait_all_tasks_blocked()
-
-    assert ref.alive
-    assert gone() is None
-
-
-async def test_a_function_actor_iterating_its_mailbox_keeps_no_message(
-    system: actors.System,
-) -> None:
-    handled = trio.Event()
-    ref = await system.spawn(iterates, handled)
+    ref = await system.spawn(actor, handled)
     held = Held()
     gone = weakref.ref(held)
     ref.send_nowait(held)
